@@ -1,0 +1,147 @@
+"""The HTTP receiver: acknowledge a tool call as soon as it is stored in Redis.
+
+Kept thin: parsing lives in `api.parsing`, the enqueue path in
+`shared.connections`. No per-request log line on the tool endpoint: at contact
+centre volume that is the hot path, and access logs would carry query strings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from api.parsing import ToolCallError, parse_tool_call
+from shared.connections import Enqueuer, create_redis
+from shared.settings import DEFAULT_TARGET, Settings
+from shared.store import HandoverStore
+
+logger = logging.getLogger("flex_handover.api")
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", aioredis.Redis)
+ENQUEUER = web.AppKey("enqueuer", Enqueuer)
+STORE = web.AppKey("store", HandoverStore)
+RETRY_AFTER_SECONDS = 2
+_HANDOVER_ID = re.compile(r"ho_[0-9a-f]{32}")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, error: str, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": error, "message": message}, status=status, headers=headers)
+
+
+def unavailable() -> web.Response:
+    return error_response(
+        503,
+        "unavailable",
+        "The handover service cannot store requests right now. Please try again in a "
+        "few seconds.",
+        **{"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal is JSON `{"error", "message"}`, aiohttp's own 404/405/413 too."""
+    try:
+        return await handler(request)
+    except ToolCallError as exc:
+        return error_response(exc.status, exc.error, exc.message)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return error_response(
+            413, "body_too_large", f"The request body is larger than {limit} bytes."
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(
+            exc.status, exc.reason.lower().replace(" ", "_"), f"{exc.reason}: {request.path}"
+        )
+    except (RedisError, OSError):
+        logger.warning("redis unavailable while serving %s", request.path)
+        return unavailable()
+
+
+async def tool_call(request: web.Request) -> web.Response:
+    """POST /tools/flex-handover[/{target}]: store the handover, answer at once."""
+    settings = request.app[SETTINGS]
+    target = request.match_info.get("target", DEFAULT_TARGET)
+    if target not in settings.targets:
+        raise ToolCallError(
+            404, "unknown_target", f"There is no handover target named '{target}'."
+        )
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=settings.max_body_bytes, actual_size=request.content_length
+        )
+    body = await request.read()
+    handover = parse_tool_call(request.headers, request.content_type, body, target)
+    result = await request.app[ENQUEUER].enqueue(handover)
+    return web.json_response(
+        {
+            "handover_id": result.handover_id,
+            "status": result.state.value,
+            "status_url": f"/handovers/{result.handover_id}",
+            "message": settings.handover_message,
+        },
+        status=202 if result.created else 200,
+    )
+
+
+async def handover_status(request: web.Request) -> web.Response:
+    handover_id = request.match_info["handover_id"]
+    record = None
+    if _HANDOVER_ID.fullmatch(handover_id):
+        record = await request.app[STORE].get(handover_id)
+    if record is None:
+        raise ToolCallError(404, "unknown_handover", f"No handover with id '{handover_id}'.")
+    return web.json_response(record.to_public())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[REDIS].ping()
+    except (RedisError, OSError):
+        return unavailable()
+    return web.json_response({"status": "ready"})
+
+
+def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.Application:
+    """The aiohttp application; owns its Redis client unless one is passed in."""
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
+    app[SETTINGS] = settings
+    app.add_routes(
+        [
+            web.post("/tools/flex-handover", tool_call),
+            web.post("/tools/flex-handover/{target}", tool_call),
+            web.get("/handovers/{handover_id}", handover_status),
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+        ]
+    )
+    app.cleanup_ctx.append(_redis_context(settings, redis))
+    return app
+
+
+def _redis_context(settings: Settings, redis: aioredis.Redis | None):
+    async def context(app: web.Application):
+        client = redis or create_redis(settings.redis_url or "")
+        app[REDIS] = client
+        app[ENQUEUER] = Enqueuer(client, settings)
+        app[STORE] = HandoverStore(client, settings.status_ttl_seconds)
+        yield
+        if redis is None:
+            await client.aclose()
+
+    return context

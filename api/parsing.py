@@ -1,0 +1,210 @@
+"""Turns a tool call (headers + body) into a HandoverRequest, or a clear error.
+
+Pure functions, no I/O: every rule about what Twilio sends lives here and is
+tested without a server. Error messages are written for two readers: the model,
+which may relay them, and the person who configured the tool.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from shared import sids
+from shared.jobs import HandoverRequest, Identity
+
+SESSION_HEADER = "X-Session-Id"
+IDENTITY_HEADER = "X-Identity"
+KNOWN_FIELDS: dict[str, int] = {
+    # field → longest accepted text
+    "reason": 1000,
+    "summary": 8000,
+    "customer_name": 200,
+    "priority": 32,
+    "language": 35,
+}
+ROUTING_FIELDS = ("conversation_sid", "identity")
+_TRAIT = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_MAX_IDENTITY_VALUE = 256
+_FORM_TYPES = ("application/x-www-form-urlencoded",)
+_SNIFFED_TYPES = ("", "text/plain", "application/octet-stream")
+
+
+class ToolCallError(Exception):
+    """A request we refuse, with the HTTP status and a machine-readable code."""
+
+    def __init__(self, status: int, error: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+
+
+def parse_session_id(raw: str) -> str:
+    """`webhook:conversations__IS…/CH…` (each prefix optional) → the CH… SID."""
+    session = raw.strip().removeprefix("webhook:")
+    if session.startswith("conversations__"):
+        session = session.removeprefix("conversations__")
+    elif "__" in session:
+        kind = session.split("__", 1)[0]
+        raise ToolCallError(
+            400,
+            "not_a_conversation",
+            f"This session is a '{kind}' session, not a Twilio Conversation, so it cannot "
+            "be handed to a Flex agent. Connect the AI Assistant to Conversations to use "
+            "the handover.",
+        )
+    conversation_sid = session.rsplit("/", 1)[-1]
+    _check_conversation_sid(conversation_sid, f"The {SESSION_HEADER} header")
+    return conversation_sid
+
+
+def parse_identity(raw: str) -> Identity:
+    """`whatsapp:+1…` → Identity; split on the first colon only."""
+    identity = Identity.parse(raw.strip())
+    trait = identity.trait.lower()
+    value = identity.value
+    if not trait or not value:
+        raise _identity_error("it must look like 'whatsapp:+14155550123' (trait:value)")
+    if not _TRAIT.fullmatch(trait):
+        raise _identity_error("the part before the first ':' is not a known kind of identity")
+    if len(value) > _MAX_IDENTITY_VALUE or not value.isprintable() or value != value.strip():
+        raise _identity_error("the value is too long or holds spaces or control characters")
+    if trait in ("whatsapp", "phone") and not _E164.fullmatch(value):
+        raise _identity_error(f"a {trait} identity needs a number in E.164 form, e.g. +14155550123")
+    if trait == "email" and "@" not in value:
+        raise _identity_error("an email identity needs an e-mail address")
+    if trait == "flex_participant" and not sids.is_sid(value, sids.FLEX_USER):
+        raise _identity_error(f"a flex_participant identity needs {sids.describe('FX')}")
+    return Identity(trait, value)
+
+
+def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
+    """The tool input as a dict: JSON, form-encoded or empty."""
+    if not body.strip():
+        return {}
+    content_type = content_type.lower()
+    if content_type in _SNIFFED_TYPES:
+        content_type = "application/json" if body.lstrip()[:1] == b"{" else _FORM_TYPES[0]
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return _parse_json(body)
+    if content_type in _FORM_TYPES:
+        return _parse_form(body)
+    raise ToolCallError(
+        415,
+        "unsupported_media_type",
+        f"The request body is {content_type}; send JSON, a form-encoded body or no body.",
+    )
+
+
+def split_tool_input(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Known fields (checked) and everything else (kept as sent)."""
+    known: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in ROUTING_FIELDS:
+            continue
+        if name not in KNOWN_FIELDS:
+            extra[name] = value
+            continue
+        if value is None or value == "":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ToolCallError(
+                400, "invalid_tool_input", f"The tool input field '{name}' must be text."
+            )
+        if name == "priority" and isinstance(value, (int, float)):
+            known[name] = value
+            continue
+        text = str(value).strip()
+        if len(text) > KNOWN_FIELDS[name]:
+            raise ToolCallError(
+                400,
+                "invalid_tool_input",
+                f"The tool input field '{name}' is longer than {KNOWN_FIELDS[name]} characters.",
+            )
+        known[name] = text
+    return known, extra
+
+
+def parse_tool_call(
+    headers: Mapping[str, str], content_type: str, body: bytes, target: str
+) -> HandoverRequest:
+    """The whole request: headers win over the JSON body's routing fields."""
+    fields = parse_body(content_type, body)
+    session_header = headers.get(SESSION_HEADER, "").strip()
+    if session_header:
+        conversation_sid = parse_session_id(session_header)
+    else:
+        conversation_sid = _routing_field(fields, "conversation_sid")
+        if conversation_sid is None:
+            raise ToolCallError(
+                400,
+                "missing_conversation",
+                f"No conversation to hand over: the {SESSION_HEADER} header is missing "
+                "(AI Assistants send it) and the body has no conversation_sid.",
+            )
+        _check_conversation_sid(conversation_sid, "conversation_sid")
+    identity_header = headers.get(IDENTITY_HEADER, "").strip()
+    raw_identity = identity_header or _routing_field(fields, "identity")
+    if raw_identity is None:
+        raise ToolCallError(
+            400,
+            "missing_identity",
+            f"No customer identity: the {IDENTITY_HEADER} header is missing (AI Assistants "
+            "send it) and the body has no identity such as 'whatsapp:+14155550123'.",
+        )
+    known, extra = split_tool_input(fields)
+    return HandoverRequest(conversation_sid, parse_identity(raw_identity), target, known, extra)
+
+
+def _routing_field(fields: Mapping[str, Any], name: str) -> str | None:
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ToolCallError(400, f"invalid_{name}", f"The body's {name} must be a string.")
+    return value.strip()
+
+
+def _check_conversation_sid(value: str, where: str) -> None:
+    if not sids.is_sid(value, sids.CONVERSATION):
+        raise ToolCallError(
+            400,
+            "invalid_conversation_sid",
+            f"{where} does not name a Conversation: expected "
+            f"{sids.describe(sids.CONVERSATION)}.",
+        )
+
+
+def _identity_error(why: str) -> ToolCallError:
+    return ToolCallError(400, "invalid_identity", f"The customer identity is unusable: {why}.")
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ToolCallError(
+            400, "invalid_body", f"The request body is not valid JSON{where}."
+        ) from None
+    if not isinstance(document, dict):
+        raise ToolCallError(
+            400, "invalid_body", "The request body must be a JSON object, e.g. {\"reason\": \"…\"}."
+        )
+    return document
+
+
+def _parse_form(body: bytes) -> dict[str, Any]:
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        raise ToolCallError(
+            400, "invalid_body", "The request body is not valid form-encoded UTF-8 text."
+        ) from None
+    return dict(pairs)

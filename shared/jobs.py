@@ -1,0 +1,177 @@
+"""The handover job and its status record, shared by the API and the worker.
+
+The arq job carries only the handover id: the request itself lives in the
+status record, so arq's job log lines never hold a phone number, and there is
+one place to read a handover from.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from shared.logging import mask_identity
+
+
+class Status(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Status.SUCCEEDED, Status.FAILED)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """`X-Identity` split on its first colon: `whatsapp:+1…` → trait, value."""
+
+    trait: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.trait}:{self.value}"
+
+    @classmethod
+    def parse(cls, raw: str) -> Identity:
+        trait, _, value = raw.partition(":")
+        return cls(trait, value)
+
+
+@dataclass(frozen=True)
+class HandoverRequest:
+    """What the API accepted: everything the worker needs to build the Interaction."""
+
+    conversation_sid: str
+    identity: Identity
+    target: str
+    tool_input: dict[str, Any] = field(default_factory=dict)
+    """The known fields (reason, summary, customer_name, priority, language)."""
+    extra_input: dict[str, Any] = field(default_factory=dict)
+    """Every other field the caller sent, kept rather than dropped."""
+
+
+@dataclass(frozen=True)
+class HandoverError:
+    """Why an attempt or a handover failed: Twilio's status and code when it gave them."""
+
+    message: str
+    status: int | None = None
+    code: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "code": self.code, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HandoverError:
+        return cls(data.get("message", ""), data.get("status"), data.get("code"))
+
+
+@dataclass(frozen=True)
+class HandoverRecord:
+    """The status record as read back from Redis."""
+
+    handover_id: str
+    request: HandoverRequest
+    state: Status
+    attempts: int
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    interaction_sid: str | None = None
+    channel_sid: str | None = None
+    error: HandoverError | None = None
+    next_attempt_at: float | None = None
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> HandoverRecord:
+        """Build from HGETALL output (decoded strings)."""
+        error = data.get("error")
+        return cls(
+            handover_id=data["handover_id"],
+            request=HandoverRequest(
+                conversation_sid=data["conversation_sid"],
+                identity=Identity.parse(data["identity"]),
+                target=data["target"],
+                tool_input=json.loads(data.get("tool_input") or "{}"),
+                extra_input=json.loads(data.get("extra_input") or "{}"),
+            ),
+            state=Status(data["state"]),
+            attempts=int(data.get("attempts") or 0),
+            created_at=float(data["created_at"]),
+            updated_at=float(data["updated_at"]),
+            finished_at=_optional_float(data.get("finished_at")),
+            interaction_sid=data.get("interaction_sid") or None,
+            channel_sid=data.get("channel_sid") or None,
+            error=HandoverError.from_dict(json.loads(error)) if error else None,
+            next_attempt_at=_optional_float(data.get("next_attempt_at")),
+        )
+
+    def to_public(self) -> dict[str, Any]:
+        """The JSON the status endpoint answers: no full phone number or e-mail."""
+        return {
+            "handover_id": self.handover_id,
+            "conversation_sid": self.request.conversation_sid,
+            "identity": mask_identity(str(self.request.identity)),
+            "target": self.request.target,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "interaction_sid": self.interaction_sid,
+            "channel_sid": self.channel_sid,
+            "error": self.error.to_dict() if self.error else None,
+            "next_attempt_at": _iso(self.next_attempt_at),
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+def new_handover_record(handover_id: str, request: HandoverRequest, now: float) -> dict[str, str]:
+    """The fields written when a handover is accepted (state `queued`)."""
+    return {
+        "handover_id": handover_id,
+        "conversation_sid": request.conversation_sid,
+        "identity": str(request.identity),
+        "target": request.target,
+        "tool_input": json.dumps(request.tool_input, separators=(",", ":")),
+        "extra_input": json.dumps(request.extra_input, separators=(",", ":")),
+        "state": Status.QUEUED.value,
+        "attempts": "0",
+        "created_at": repr(now),
+        "updated_at": repr(now),
+    }
+
+
+def new_handover_id() -> str:
+    return "ho_" + uuid.uuid4().hex
+
+
+def now() -> float:
+    return time.time()
+
+
+def serialize_job(data: dict[str, Any]) -> bytes:
+    """arq job serializer: JSON, never pickle (a Redis writer must not run code)."""
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def deserialize_job(raw: bytes) -> dict[str, Any]:
+    return json.loads(raw)
+
+
+def _optional_float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")

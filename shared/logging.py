@@ -1,0 +1,72 @@
+"""Logging set-up and the redaction that keeps PII and secrets out of logs.
+
+Handover code logs ids (handover_id, conversation_sid), never identities.
+The filter below is the safety net for anything else: phone numbers, e-mail
+addresses and credentials in a URL or header are masked before a line is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+_PHONE = re.compile(r"\+\d{6,15}")
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+_CREDENTIAL = re.compile(
+    r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:basic|bearer)?\s*|token=|password=|secret=)"
+    r"[^\s&\"',]+"
+)
+
+
+def mask_phone(match: re.Match[str]) -> str:
+    digits = match.group(0)
+    return digits[:3] + "*" * (len(digits) - 5) + digits[-2:]
+
+
+def redact(text: str) -> str:
+    """Mask phone numbers, e-mail addresses and credentials in free text."""
+    text = _CREDENTIAL.sub(lambda m: m.group(1) + "[redacted]", text)
+    text = _PHONE.sub(mask_phone, text)
+    return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+
+
+def mask_identity(identity: str) -> str:
+    """`whatsapp:+14155550123` → `whatsapp:+14*******23`; keeps the trait readable."""
+    trait, sep, value = identity.partition(":")
+    if not sep:
+        return redact(identity)
+    masked = redact(value)
+    if masked == value and len(value) > 6 and not value.startswith(("FX", "US")):
+        masked = value[:2] + "*" * (len(value) - 4) + value[-2:]
+    return f"{trait}:{masked}"
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's message through `redact` before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One handler on stderr, redacted; the chatty client loggers kept quiet.
+
+    twilio-python logs every request's headers and URL at INFO, and aiohttp's
+    access log would write every query string: both stay at WARNING.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("twilio", "aiohttp.access", "aiohttp_retry"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

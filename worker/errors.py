@@ -1,0 +1,66 @@
+"""What went wrong calling Twilio, and whether trying again can help.
+
+`classify` is pure, so the rules (429 and 5xx retry, other 4xx fail at once,
+a timeout or reset may already have created the Interaction) are tested
+without a server.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from twilio.base.exceptions import TwilioException
+
+from shared.jobs import HandoverError
+
+
+class FlexError(Exception):
+    """A failed call to Twilio, with what the retry policy needs to know."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        retryable: bool = False,
+        ambiguous: bool = False,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.retryable = retryable
+        self.ambiguous = ambiguous
+        """The request may have reached Twilio: it might have created the Interaction."""
+        self.retry_after = retry_after
+
+    def to_handover_error(self) -> HandoverError:
+        return HandoverError(self.message, self.status, self.code)
+
+
+def classify(exc: BaseException, attempt_timeout: float) -> FlexError:
+    """Map any failure of a Twilio call to a FlexError (pure: no I/O)."""
+    if isinstance(exc, FlexError):
+        return exc
+    if isinstance(exc, TwilioException) and isinstance(getattr(exc, "status", None), int):
+        status: int = exc.status  # type: ignore[attr-defined]
+        message = getattr(exc, "msg", None) or getattr(exc, "detail", None) or str(exc)
+        return FlexError(
+            f"Twilio answered {status}: {message}",
+            status=status,
+            code=getattr(exc, "code", None),
+            retryable=status == 429 or status >= 500,
+            ambiguous=status >= 500,
+        )
+    if isinstance(exc, TimeoutError):
+        return FlexError(
+            f"Twilio did not answer within {attempt_timeout:g}s", retryable=True, ambiguous=True
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return FlexError(f"could not connect to Twilio: {exc.os_error}", retryable=True)
+    if isinstance(exc, (aiohttp.ClientError, ConnectionError)):
+        return FlexError(
+            f"connection to Twilio failed: {type(exc).__name__}", retryable=True, ambiguous=True
+        )
+    return FlexError(f"unexpected error calling Twilio: {type(exc).__name__}: {exc}")

@@ -1,0 +1,97 @@
+"""The worker's only door to Twilio: the official client, bounded and classified.
+
+twilio-python's async client ignores its timeout and its exceptions carry no
+response headers, so `BoundedHttpClient` adds both: every request is cut off
+after `attempt_timeout`, and the last response's `Retry-After` is kept for the
+calling task (a ContextVar, so concurrent jobs never see each other's headers).
+Every failure leaves this module as a `FlexError` (see `worker.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from shared.settings import Settings
+from worker.errors import FlexError, classify
+from worker.interaction import InteractionPayload
+from worker.retry import parse_retry_after
+
+logger = logging.getLogger("flex_handover.worker")
+
+_retry_after: ContextVar[str | None] = ContextVar("flex_handover_retry_after", default=None)
+
+
+@dataclass(frozen=True)
+class CreatedInteraction:
+    interaction_sid: str
+    channel_sid: str | None
+
+
+class BoundedHttpClient(AsyncTwilioHttpClient):
+    """AsyncTwilioHttpClient whose requests time out and expose Retry-After."""
+
+    def __init__(self, timeout: float):
+        # max_retries stays None: the client would retry POSTs on 5xx by itself.
+        super().__init__(timeout=timeout)
+
+    async def request(self, method, url, params=None, data=None, headers=None, auth=None,
+                      timeout=None, allow_redirects=False) -> Response:  # fmt: skip
+        async with asyncio.timeout(timeout or self.timeout):
+            response = await super().request(
+                method, url, params, data, headers, auth, None, allow_redirects
+            )
+        _retry_after.set(response.headers.get("Retry-After") if response.headers else None)
+        return response
+
+
+class FlexClient:
+    """Creates Interactions and looks up customer names through the twilio client."""
+
+    def __init__(self, settings: Settings):
+        self._attempt_timeout = settings.attempt_timeout_seconds
+        self._http = BoundedHttpClient(timeout=settings.attempt_timeout_seconds)
+        self._client = Client(
+            username=settings.twilio_username,
+            password=settings.twilio_password,
+            account_sid=settings.twilio_account_sid,
+            http_client=self._http,
+        )
+        self._client.flex_api.base_url = settings.flex_api_base_url
+        self._client.conversations.base_url = settings.conversations_api_base_url
+        self._client.taskrouter.base_url = settings.taskrouter_api_base_url
+
+    async def create_interaction(self, payload: InteractionPayload) -> CreatedInteraction:
+        """One attempt at `POST /v1/Interactions`; raises FlexError."""
+        _retry_after.set(None)
+        try:
+            interaction = await self._client.flex_api.v1.interaction.create_async(
+                channel=payload.channel, routing=payload.routing
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure is classified
+            error = classify(exc, self._attempt_timeout)
+            error.retry_after = parse_retry_after(_retry_after.get())
+            raise error from exc
+        channel_sid = (interaction.channel or {}).get("sid") if isinstance(
+            interaction.channel, dict
+        ) else None
+        return CreatedInteraction(interaction.sid, channel_sid)
+
+    async def friendly_name(self, identity: str) -> str | None:
+        """The Conversations user's friendly name, or None: a handover goes on without it."""
+        try:
+            user = await self._client.conversations.v1.users(identity).fetch_async()
+        except Exception as exc:  # noqa: BLE001
+            error = classify(exc, self._attempt_timeout)
+            logger.warning("customer name lookup failed, going on without it: %s", error.message)
+            return None
+        return user.friendly_name or None
+
+    async def close(self) -> None:
+        await self._http.close()
