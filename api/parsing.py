@@ -202,7 +202,9 @@ def _parse_json(body: bytes) -> dict[str, Any]:
 
 def _parse_form(body: bytes) -> dict[str, Any]:
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, errors="strict"
+        )
     except (UnicodeDecodeError, ValueError):
         raise ToolCallError(
             400, "invalid_body", "The request body is not valid form-encoded UTF-8 text."

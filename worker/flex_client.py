@@ -10,6 +10,7 @@ Every failure leaves this module as a `FlexError` (see `worker.errors`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -43,9 +44,13 @@ class BoundedHttpClient(AsyncTwilioHttpClient):
 
     async def request(self, method, url, params=None, data=None, headers=None, auth=None,
                       timeout=None, allow_redirects=False) -> Response:  # fmt: skip
+        if auth is not None:
+            # Sent as a header: aiohttp deprecates the `auth=` form twilio uses.
+            credentials = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers = {**(headers or {}), "Authorization": f"Basic {credentials}"}
         async with asyncio.timeout(timeout or self.timeout):
             response = await super().request(
-                method, url, params, data, headers, auth, None, allow_redirects
+                method, url, params, data, headers, None, None, allow_redirects
             )
         _retry_after.set(response.headers.get("Retry-After") if response.headers else None)
         return response
