@@ -8,6 +8,7 @@ which may relay them, and the person who configured the tool.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -88,8 +89,11 @@ def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     content_type = content_type.lower()
-    if content_type in _SNIFFED_TYPES:
-        content_type = "application/json" if body.lstrip()[:1] == b"{" else _FORM_TYPES[0]
+    looks_like_json = body.lstrip()[:1] == b"{"
+    if content_type in _SNIFFED_TYPES or (content_type in _FORM_TYPES and looks_like_json):
+        # Twilio's encoding of tool bodies is unconfirmed, and `curl -d '{…}'`
+        # labels JSON as a form: a body that opens with `{` is read as JSON.
+        content_type = "application/json" if looks_like_json else _FORM_TYPES[0]
     if content_type == "application/json" or content_type.endswith("+json"):
         return _parse_json(body)
     if content_type in _FORM_TYPES:
@@ -121,6 +125,8 @@ def split_tool_input(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
             known[name] = value
             continue
         text = str(value).strip()
+        if not text:
+            continue
         if len(text) > KNOWN_FIELDS[name]:
             raise ToolCallError(
                 400,
@@ -187,8 +193,9 @@ def _identity_error(why: str) -> ToolCallError:
 
 def _parse_json(body: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # NaN, Infinity and 1e400 are not JSON: they would reach Twilio as invalid JSON.
+        document = json.loads(body, parse_float=_finite, parse_constant=_finite)
+    except (ValueError, UnicodeDecodeError) as exc:
         where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
         raise ToolCallError(
             400, "invalid_body", f"The request body is not valid JSON{where}."
@@ -198,6 +205,13 @@ def _parse_json(body: bytes) -> dict[str, Any]:
             400, "invalid_body", "The request body must be a JSON object, e.g. {\"reason\": \"…\"}."
         )
     return document
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is not a finite number")
+    return number
 
 
 def _parse_form(body: bytes) -> dict[str, Any]:

@@ -24,7 +24,7 @@ TWILIO_FLEX_API = "https://flex-api.twilio.com"
 TWILIO_CONVERSATIONS_API = "https://conversations.twilio.com"
 TWILIO_TASKROUTER_API = "https://taskrouter.twilio.com"
 
-Role = Literal["api", "worker", "dev"]
+Role = Literal["api", "worker"]
 _TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _TASK_CHANNEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 T = TypeVar("T")
@@ -51,7 +51,7 @@ class Target:
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
     twilio_api_key: str | None = None
@@ -155,7 +155,7 @@ class Settings:
     def missing_for(self, role: Role) -> list[str]:
         """What `role` needs that is not set (formats were checked already)."""
         problems = []
-        if role != "dev" and not self.redis_url:
+        if not self.redis_url:
             problems.append("REDIS_URL: required (e.g. redis://localhost:6379/0)")
         if not self.targets:
             problems.append(
@@ -173,10 +173,6 @@ class Settings:
             if not self.flex_workspace_sid:
                 problems.append("FLEX_WORKSPACE_SID: required")
         return problems
-
-    @property
-    def has_twilio_credentials(self) -> bool:
-        return bool(self.twilio_account_sid and self.twilio_password)
 
 
 class _EnvReader:

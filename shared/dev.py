@@ -1,0 +1,128 @@
+"""`flex-handover dev`: the whole service in one process, for a laptop.
+
+Nothing to install but the package: with no REDIS_URL it starts a Redis
+server it owns, and with no Twilio credentials it runs against the built-in
+Flex simulator (and says so loudly: no real agent will get these handovers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from api.app import create_app
+from shared.flex_simulator import FlexSimulator
+from shared.logging import configure_logging
+from shared.redis_server import LocalRedisServer
+from shared.settings import Settings
+from worker.main import create_worker
+
+DEV_ACCOUNT_SID = "AC" + "0" * 32
+DEV_AUTH_TOKEN = "flex-handover-dev-token"
+DEV_WORKSPACE_SID = "WS" + "0" * 32
+DEV_WORKFLOW_SID = "WW" + "0" * 32
+EXAMPLE_SESSION = "webhook:conversations__IS" + "0" * 32 + "/CH" + "0" * 32
+EXAMPLE_IDENTITY = "whatsapp:+15555550100"
+
+
+def simulator_env(base_url: str, env: Mapping[str, str]) -> dict[str, str]:
+    """Variables that point the worker at the local simulator."""
+    return {
+        "TWILIO_ACCOUNT_SID": DEV_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": DEV_AUTH_TOKEN,
+        "TWILIO_API_KEY": "",
+        "TWILIO_API_SECRET": "",
+        "FLEX_API_BASE_URL": base_url,
+        "CONVERSATIONS_API_BASE_URL": base_url,
+        "TASKROUTER_API_BASE_URL": base_url,
+        "FLEX_WORKSPACE_SID": env.get("FLEX_WORKSPACE_SID") or DEV_WORKSPACE_SID,
+        "FLEX_WORKFLOW_SID": env.get("FLEX_WORKFLOW_SID") or DEV_WORKFLOW_SID,
+    }
+
+
+def has_twilio_credentials(env: Mapping[str, str]) -> bool:
+    return bool(
+        env.get("TWILIO_ACCOUNT_SID")
+        and (env.get("TWILIO_AUTH_TOKEN") or (env.get("TWILIO_API_KEY") and env.get("TWILIO_API_SECRET")))
+    )
+
+
+def curl_example(host: str, port: int) -> str:
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return (
+        f"curl -s -X POST http://{shown_host}:{port}/tools/flex-handover \\\n"
+        f"  -H 'X-Session-Id: {EXAMPLE_SESSION}' \\\n"
+        f"  -H 'X-Identity: {EXAMPLE_IDENTITY}' \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        "  -d '{\"reason\": \"customer asked for a person\"}'"
+    )
+
+
+def run_dev(host: str, port: int) -> int:
+    asyncio.run(_run_dev(host, port))
+    return 0
+
+
+async def _run_dev(host: str, port: int) -> None:
+    env = dict(os.environ)
+    redis_server: LocalRedisServer | None = None
+    simulator: FlexSimulator | None = None
+    runner: web.AppRunner | None = None
+    worker = None
+    worker_task: asyncio.Task | None = None
+    notes = []
+    try:
+        if not env.get("REDIS_URL"):
+            redis_server = LocalRedisServer()
+            env["REDIS_URL"] = await asyncio.to_thread(redis_server.start)
+            notes.append(f"Redis: started {redis_server.binary} at {env['REDIS_URL']}")
+        if not has_twilio_credentials(env):
+            simulator = FlexSimulator(account_sid=DEV_ACCOUNT_SID, auth_token=DEV_AUTH_TOKEN)
+            simulator_url = await simulator.start()
+            env.update(simulator_env(simulator_url, env))
+            notes.append(
+                "!!! NO TWILIO CREDENTIALS: handovers go to the LOCAL FLEX SIMULATOR at "
+                f"{simulator_url}, not to Twilio. No agent will see them. !!!"
+            )
+        settings = Settings.from_env(env, role="worker")
+        configure_logging(settings.log_level)
+        runner = web.AppRunner(create_app(settings), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        worker = create_worker(settings, handle_signals=False)
+        worker_task = asyncio.create_task(worker.async_run())
+        _print_banner(host, port, notes)
+        await _wait_for_stop_signal()
+    finally:
+        if worker is not None:
+            await worker.close()
+            if worker_task is not None:
+                await asyncio.gather(worker_task, return_exceptions=True)
+        if runner is not None:
+            await runner.cleanup()
+        if simulator is not None:
+            await simulator.stop()
+        if redis_server is not None:
+            redis_server.close()
+
+
+def _print_banner(host: str, port: int, notes: list[str]) -> None:
+    lines = ["", "flex-handover dev is running", *notes, ""]
+    lines += ["Hand over a conversation:", "", curl_example(host, port), ""]
+    lines += [f"Then read its status: curl -s http://{host}:{port}/handovers/<handover_id>", ""]
+    print("\n".join(lines), flush=True)
+    if any(note.startswith("!!!") for note in notes):
+        print(notes[-1], file=sys.stderr, flush=True)
+
+
+async def _wait_for_stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
