@@ -20,7 +20,7 @@ from shared.flex_simulator import FlexSimulator
 from shared.logging import configure_logging
 from shared.redis_server import LocalRedisServer
 from shared.settings import Settings
-from worker.main import create_worker
+from worker.main import create_worker, stop_worker
 
 DEV_ACCOUNT_SID = "AC" + "0" * 32
 DEV_AUTH_TOKEN = "flex-handover-dev-token"
@@ -100,9 +100,7 @@ async def _run_dev(host: str, port: int) -> None:
         await _wait_for_stop_signal()
     finally:
         if worker is not None:
-            await worker.close()
-            if worker_task is not None:
-                await asyncio.gather(worker_task, return_exceptions=True)
+            await stop_worker(worker, worker_task)
         if runner is not None:
             await runner.cleanup()
         if simulator is not None:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from shared.logging import mask_identity
+from shared.logging import mask_identity, redact
 
 
 class Status(str, Enum):
@@ -69,6 +69,10 @@ class HandoverError:
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "code": self.code, "message": self.message}
+
+    def to_public(self) -> dict[str, Any]:
+        """Twilio's message may echo a number or address from the request: mask it."""
+        return {**self.to_dict(), "message": redact(self.message)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HandoverError:
@@ -126,7 +130,7 @@ class HandoverRecord:
             "attempts": self.attempts,
             "interaction_sid": self.interaction_sid,
             "channel_sid": self.channel_sid,
-            "error": self.error.to_dict() if self.error else None,
+            "error": self.error.to_public() if self.error else None,
             "next_attempt_at": _iso(self.next_attempt_at),
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),

@@ -46,7 +46,10 @@ class RedactingFilter(logging.Filter):
     """Rewrites each record's message through `redact` before any handler sees it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad log call must not raise into the caller
+            message = f"{record.msg} (log arguments that did not fit: {record.args!r})"
         cleaned = redact(message)
         if cleaned != message or record.args:
             record.msg, record.args = cleaned, None

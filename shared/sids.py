@@ -23,12 +23,17 @@ FLEX_USER = "FX"
 _PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
-def is_sid(value: str, prefix: str) -> bool:
+def pattern(prefix: str) -> str:
+    """The regular expression Twilio's OpenAPI specs give, e.g. `^KD[0-9a-fA-F]{32}$`."""
+    return f"^{prefix}{_SID_BODY}$"
+
+
+def is_sid(value: object, prefix: str) -> bool:
     """True when `value` is a `prefix` SID such as CH followed by 32 hex digits."""
-    pattern = _PATTERNS.get(prefix)
-    if pattern is None:
-        pattern = _PATTERNS[prefix] = re.compile(f"{prefix}{_SID_BODY}")
-    return pattern.fullmatch(value) is not None
+    compiled = _PATTERNS.get(prefix)
+    if compiled is None:
+        compiled = _PATTERNS[prefix] = re.compile(pattern(prefix))
+    return isinstance(value, str) and compiled.fullmatch(value) is not None
 
 
 def describe(prefix: str) -> str:

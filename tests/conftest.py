@@ -21,7 +21,7 @@ from shared.connections import create_redis
 from shared.flex_simulator import FlexSimulator
 from shared.redis_server import LocalRedisServer, free_port
 from shared.settings import Settings
-from worker.main import create_worker
+from worker.main import create_worker, stop_worker
 
 ACCOUNT_SID = "AC" + "a1" * 16
 AUTH_TOKEN = "test-auth-token-0123456789"
@@ -119,11 +119,7 @@ class Service:
 
     async def stop_worker(self) -> None:
         if self._worker is not None:
-            await self._worker.close()
-            try:
-                await self._worker_task
-            except asyncio.CancelledError:
-                pass
+            await stop_worker(self._worker, self._worker_task)
             self._worker = self._worker_task = None
 
     async def stop(self) -> None:

@@ -45,9 +45,12 @@ def classify(exc: BaseException, attempt_timeout: float) -> FlexError:
         return exc
     if isinstance(exc, TwilioException) and isinstance(getattr(exc, "status", None), int):
         status: int = exc.status  # type: ignore[attr-defined]
-        message = getattr(exc, "msg", None) or getattr(exc, "detail", None) or str(exc)
+        # Not str(exc): twilio's __str__ paints ANSI colours when stderr is a terminal.
+        detail = (
+            getattr(exc, "msg", None) or getattr(exc, "detail", None) or getattr(exc, "title", None)
+        )
         return FlexError(
-            f"Twilio answered {status}: {message}",
+            f"Twilio answered {status}: {detail}" if detail else f"Twilio answered {status}",
             status=status,
             code=getattr(exc, "code", None),
             retryable=status == 429 or status >= 500,

@@ -9,6 +9,7 @@ retry budget so arq never kills a job mid-write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -92,4 +93,16 @@ async def run_worker(settings: Settings) -> None:
     except asyncio.CancelledError:
         pass
     finally:
+        await stop_worker(worker)
+
+
+async def stop_worker(worker: Worker, task: asyncio.Task | None = None) -> None:
+    """Close a worker and its run task; cancelled jobs go back to the queue.
+
+    arq's close() gathers the jobs it has just cancelled, so it raises
+    CancelledError when any job was still running: that is the normal path.
+    """
+    with contextlib.suppress(asyncio.CancelledError):
         await worker.close()
+    if task is not None:
+        await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,233 @@
+"""shared.jobs: the status record, its public view and the arq job serializer."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from shared.jobs import (
+    HandoverError,
+    HandoverRecord,
+    HandoverRequest,
+    Identity,
+    Status,
+    deserialize_job,
+    new_handover_id,
+    new_handover_record,
+    serialize_job,
+)
+from tests.conftest import CONVERSATION_SID
+
+INTERACTION_SID = "KD" + "11" * 16
+CHANNEL_SID = "UO" + "22" * 16
+HANDOVER_ID = "ho_" + "ab" * 16
+CREATED_AT = 1735732800.123456  # 2025-01-01T12:00:00.123456Z
+
+
+def make_request(identity: str = "whatsapp:+14155550123") -> HandoverRequest:
+    return HandoverRequest(
+        CONVERSATION_SID,
+        Identity.parse(identity),
+        "billing",
+        {"reason": "wants a refund", "priority": 5, "customer_name": "Ada"},
+        {"order": {"id": 123, "items": ["a", "ü"]}},
+    )
+
+
+@pytest.mark.parametrize(
+    "raw, trait, value",
+    [
+        ("whatsapp:+14155550123", "whatsapp", "+14155550123"),
+        ("user_id:foo:bar", "user_id", "foo:bar"),
+        ("email:", "email", ""),
+        ("no-colon", "no-colon", ""),
+        (":value", "", "value"),
+        ("", "", ""),
+    ],
+)
+def test_identity_parse_splits_on_the_first_colon(raw, trait, value):
+    identity = Identity.parse(raw)
+    assert (identity.trait, identity.value) == (trait, value)
+    if ":" in raw:
+        assert str(identity) == raw
+
+
+@pytest.mark.parametrize(
+    "status, final",
+    [
+        (Status.QUEUED, False),
+        (Status.RUNNING, False),
+        (Status.RETRYING, False),
+        (Status.SUCCEEDED, True),
+        (Status.FAILED, True),
+    ],
+)
+def test_status_is_final(status, final):
+    assert status.is_final is final
+    assert Status(status.value) is status
+
+
+def test_new_handover_record_is_all_strings_and_queued():
+    fields = new_handover_record(HANDOVER_ID, make_request(), CREATED_AT)
+    assert all(isinstance(v, str) for v in fields.values())
+    assert fields["state"] == "queued" and fields["attempts"] == "0"
+    assert fields["identity"] == "whatsapp:+14155550123"
+    assert json.loads(fields["tool_input"]) == make_request().tool_input
+    assert float(fields["created_at"]) == CREATED_AT == float(fields["updated_at"])
+
+
+def test_from_hash_round_trips_a_new_record():
+    request = make_request("user_id:foo:bar")
+    record = HandoverRecord.from_hash(new_handover_record(HANDOVER_ID, request, CREATED_AT))
+    assert record == HandoverRecord(
+        handover_id=HANDOVER_ID,
+        request=request,
+        state=Status.QUEUED,
+        attempts=0,
+        created_at=CREATED_AT,
+        updated_at=CREATED_AT,
+    )
+
+
+def test_from_hash_reads_the_fields_the_worker_adds():
+    fields = new_handover_record(HANDOVER_ID, make_request(), CREATED_AT)
+    error = HandoverError("Twilio answered 429: slow down", 429, 20429)
+    fields.update(
+        state="succeeded",
+        attempts="3",
+        updated_at=repr(CREATED_AT + 5),
+        finished_at=repr(CREATED_AT + 5.5),
+        interaction_sid=INTERACTION_SID,
+        channel_sid=CHANNEL_SID,
+        error=json.dumps(error.to_dict()),
+        next_attempt_at=repr(CREATED_AT + 2),
+    )
+    record = HandoverRecord.from_hash(fields)
+    assert (record.state, record.attempts) == (Status.SUCCEEDED, 3)
+    assert (record.interaction_sid, record.channel_sid) == (INTERACTION_SID, CHANNEL_SID)
+    assert record.error == error
+    assert (record.updated_at, record.finished_at, record.next_attempt_at) == (
+        CREATED_AT + 5,
+        CREATED_AT + 5.5,
+        CREATED_AT + 2,
+    )
+
+
+def test_from_hash_treats_empty_optional_fields_as_unset():
+    fields = new_handover_record(HANDOVER_ID, make_request(), CREATED_AT)
+    fields.update(attempts="", interaction_sid="", channel_sid="", error="", finished_at="")
+    del fields["tool_input"], fields["extra_input"]
+    record = HandoverRecord.from_hash(fields)
+    assert record.attempts == 0
+    assert (record.interaction_sid, record.channel_sid, record.error, record.finished_at) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert (record.request.tool_input, record.request.extra_input) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    "identity, masked, hidden",
+    [
+        ("whatsapp:+14155550123", "whatsapp:+14*******23", "+14155550123"),
+        ("phone:+447911123456", "phone:+44********56", "+447911123456"),
+        ("email:ada.lovelace@example.com", "email:a***@example.com", "ada.lovelace"),
+        ("user_id:customer-4711", "user_id:cu*********11", "customer-4711"),
+    ],
+)
+def test_to_public_hides_the_customer(identity, masked, hidden):
+    record = HandoverRecord.from_hash(
+        new_handover_record(HANDOVER_ID, make_request(identity), CREATED_AT)
+    )
+    public = record.to_public()
+    assert public["identity"] == masked
+    assert hidden not in json.dumps(public)
+    # No tool input either: it may hold anything the model wrote.
+    assert "wants a refund" not in json.dumps(public) and "Ada" not in json.dumps(public)
+
+
+def test_to_public_fields():
+    fields = new_handover_record(HANDOVER_ID, make_request(), CREATED_AT)
+    fields.update(
+        state="failed",
+        attempts="2",
+        finished_at=repr(CREATED_AT + 1.5),
+        error=json.dumps({"status": 400, "code": 20001, "message": "bad channel"}),
+    )
+    assert HandoverRecord.from_hash(fields).to_public() == {
+        "handover_id": HANDOVER_ID,
+        "conversation_sid": CONVERSATION_SID,
+        "identity": "whatsapp:+14*******23",
+        "target": "billing",
+        "state": "failed",
+        "attempts": 2,
+        "interaction_sid": None,
+        "channel_sid": None,
+        "error": {"status": 400, "code": 20001, "message": "bad channel"},
+        "next_attempt_at": None,
+        "created_at": "2025-01-01T12:00:00.123+00:00",
+        "updated_at": "2025-01-01T12:00:00.123+00:00",
+        "finished_at": "2025-01-01T12:00:01.623+00:00",
+    }
+
+
+def test_to_public_masks_a_phone_number_or_email_in_the_error_message():
+    fields = new_handover_record(HANDOVER_ID, make_request(), CREATED_AT)
+    message = "Twilio answered 400: from whatsapp:+14155550123 (ada@example.com) is invalid"
+    fields.update(state="failed", error=json.dumps(HandoverError(message, 400, 20001).to_dict()))
+    record = HandoverRecord.from_hash(fields)
+    assert record.error.message == message  # the stored record keeps the detail
+    assert record.to_public()["error"] == {
+        "status": 400,
+        "code": 20001,
+        "message": "Twilio answered 400: from whatsapp:+14*******23 (a***@example.com) is invalid",
+    }
+
+
+def test_handover_error_from_dict_tolerates_missing_keys():
+    assert HandoverError.from_dict({}) == HandoverError("", None, None)
+    error = HandoverError("x", 503, None)
+    assert HandoverError.from_dict(error.to_dict()) == error
+
+
+def test_new_handover_id_shape_and_uniqueness():
+    ids = {new_handover_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(re.fullmatch(r"ho_[0-9a-f]{32}", handover_id) for handover_id in ids)
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        {"t": 1, "f": "deliver_handover", "a": [HANDOVER_ID], "k": {}, "et": 1735732800123},
+        {"r": None, "s": True, "st": 1.5, "ft": 2.25, "q": "arq:queue"},
+        {"text": "ü €", "nested": {"list": [1, 2.5, None, True]}},
+    ],
+)
+def test_serialize_job_round_trip(job):
+    raw = serialize_job(job)
+    assert isinstance(raw, bytes)
+    assert json.loads(raw.decode("utf-8")) == job  # plain JSON, readable by anyone
+    assert not raw.startswith(b"\x80")  # not a pickle
+    assert deserialize_job(raw) == job
+
+
+def test_serialize_job_turns_tuples_into_lists():
+    """arq passes positional args as a tuple; after JSON they come back as a list."""
+    assert deserialize_job(serialize_job({"a": (HANDOVER_ID,)})) == {"a": [HANDOVER_ID]}
+
+
+def test_serialize_job_refuses_what_json_cannot_hold():
+    with pytest.raises(TypeError):
+        serialize_job({"a": [object()]})
+
+
+def test_deserialize_job_refuses_a_pickle():
+    import pickle
+
+    with pytest.raises(ValueError):
+        deserialize_job(pickle.dumps({"f": "deliver_handover"}))

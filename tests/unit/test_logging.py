@@ -1,0 +1,175 @@
+"""shared.logging: phone numbers, e-mails and credentials never reach a log line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from shared.logging import RedactingFilter, configure_logging, mask_identity, redact
+
+PHONE = "+14155550123"
+MASKED_PHONE = "+14*******23"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (f"calling {PHONE} now", f"calling {MASKED_PHONE} now"),
+        (f"whatsapp:{PHONE}", f"whatsapp:{MASKED_PHONE}"),
+        ("short +123456 long +123456789012345", "short +12**56 long +12***********45"),
+        ("+12345 is too short to be a number", "+12345 is too short to be a number"),
+        ("order 14155550123 has no plus", "order 14155550123 has no plus"),
+        ("mail ada.lovelace@example.co.uk please", "mail a***@example.co.uk please"),
+        ("to: a@b.io, b.c+tag@mail.example.com", "to: a***@b.io, b***@mail.example.com"),
+        ("Authorization: Basic QUMxMjM6c2VjcmV0", "Authorization: Basic [redacted]"),
+        ("authorization=Bearer eyJhbGciOi.x.y", "authorization=Bearer [redacted]"),
+        (
+            "{'Authorization': 'Basic QUMxMjM6c2VjcmV0', 'Accept': 'json'}",
+            "{'Authorization': 'Basic [redacted]', 'Accept': 'json'}",
+        ),
+        ('{"Authorization": "Bearer abc"}', '{"Authorization": "Bearer [redacted]"}'),
+        (
+            "GET /x?token=abc123&page=2 and ?access_token=zzz",
+            "GET /x?token=[redacted]&page=2 and ?access_token=[redacted]",
+        ),
+        ("password=hunter2 secret=s3cr3t", "password=[redacted] secret=[redacted]"),
+        ("handover ho_123 for CH0123 succeeded", "handover ho_123 for CH0123 succeeded"),
+    ],
+)
+def test_redact(text, expected):
+    assert redact(text) == expected
+
+
+def test_redact_everything_in_one_line():
+    line = f"POST ?Token=t0k3n from {PHONE} <ada@example.com> Authorization: Basic QUM6eA=="
+    cleaned = redact(line)
+    for secret in ("t0k3n", PHONE, "ada@example.com", "QUM6eA=="):
+        assert secret not in cleaned
+    assert cleaned == (
+        f"POST ?Token=[redacted] from {MASKED_PHONE} <a***@example.com> "
+        "Authorization: Basic [redacted]"
+    )
+
+
+@pytest.mark.parametrize(
+    "identity, expected",
+    [
+        (f"whatsapp:{PHONE}", f"whatsapp:{MASKED_PHONE}"),
+        (f"phone:{PHONE}", f"phone:{MASKED_PHONE}"),
+        (f"user_id:{PHONE}", f"user_id:{MASKED_PHONE}"),
+        ("email:ada@example.com", "email:a***@example.com"),
+        ("flex_participant:FX" + "ab" * 16, "flex_participant:FX" + "ab" * 16),
+        ("user_id:FX" + "ab" * 16, "user_id:FX" + "ab" * 16),
+        ("user_id:US" + "cd" * 16, "user_id:US" + "cd" * 16),
+        ("user_id:customer-4711", "user_id:cu*********11"),
+        ("user_id:foo:barbaz", "user_id:fo******az"),
+        ("email:ada@localhost", "email:ad*********st"),
+        ("user_id:bob", "user_id:bob"),
+        (PHONE, MASKED_PHONE),
+    ],
+)
+def test_mask_identity(identity, expected):
+    assert mask_identity(identity) == expected
+
+
+# --------------------------------------------------------------------------
+# RedactingFilter on a real logger
+# --------------------------------------------------------------------------
+
+
+class ListHandler(logging.Handler):
+    """Keeps each formatted line, as a stream handler would write it."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        self.addFilter(RedactingFilter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def captured():
+    """A logger whose only handler redacts, like the one configure_logging installs."""
+    logger = logging.getLogger("flex_handover.test_logging")
+    handler = ListHandler()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger, handler.lines
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def test_filter_redacts_percent_args(captured):
+    logger, lines = captured
+    logger.info("handover %s for %s via %r", "ho_1", PHONE, {"email": "ada@example.com"})
+    assert lines == [f"INFO handover ho_1 for {MASKED_PHONE} via {{'email': 'a***@example.com'}}"]
+
+
+def test_filter_keeps_clean_messages_as_they_are(captured):
+    logger, lines = captured
+    logger.warning("handover %s: attempt %d failed", "ho_2", 3)
+    logger.warning("100%% of %s done", "ho_2")
+    logger.warning("100%% literal")  # no args: logging does no %-formatting
+    assert lines == [
+        "WARNING handover ho_2: attempt 3 failed",
+        "WARNING 100% of ho_2 done",
+        "WARNING 100%% literal",
+    ]
+
+
+def test_filter_redacts_a_message_without_args(captured):
+    logger, lines = captured
+    logger.error("token=abc123 from " + PHONE)
+    assert lines == [f"ERROR token=[redacted] from {MASKED_PHONE}"]
+
+
+def test_filter_redacts_exception_text(captured):
+    logger, lines = captured
+    try:
+        raise ValueError(f"Invalid 'From' number {PHONE} for ada@example.com")
+    except ValueError:
+        logger.exception("delivery of %s failed", "ho_3")
+    [line] = lines
+    assert line.startswith("ERROR delivery of ho_3 failed\nTraceback (most recent call last):")
+    assert f"ValueError: Invalid 'From' number {MASKED_PHONE} for a***@example.com" in line
+    assert PHONE not in line and "ada@example.com" not in line
+
+
+def test_filter_redacts_an_exception_passed_as_exc_info(captured):
+    logger, lines = captured
+    error = RuntimeError(f"Authorization: Basic c2VjcmV0 for {PHONE}")
+    logger.warning("twilio call failed", exc_info=error)
+    [line] = lines
+    assert "RuntimeError: Authorization: Basic [redacted] for " + MASKED_PHONE in line
+    assert "c2VjcmV0" not in line and PHONE not in line
+
+
+def test_filter_never_raises_into_the_caller(captured):
+    """A log call whose arguments do not fit its format must not break the job."""
+    logger, lines = captured
+    logger.info("handover %s for %s", PHONE)
+    [line] = lines
+    assert line.startswith("INFO handover %s for %s")
+    assert MASKED_PHONE in line and PHONE not in line
+
+
+def test_configure_logging_installs_one_redacting_handler():
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_twilio = logging.getLogger("twilio").level
+    try:
+        configure_logging("DEBUG")
+        [handler] = root.handlers
+        assert any(isinstance(f, RedactingFilter) for f in handler.filters)
+        assert root.level == logging.DEBUG
+        assert logging.getLogger("twilio").level == logging.WARNING
+        assert logging.getLogger("aiohttp.access").level == logging.WARNING
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        logging.getLogger("twilio").setLevel(saved_twilio)

@@ -1,0 +1,388 @@
+"""worker.retry and worker.errors: what is retried, how long we wait, when we stop."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import aiohttp
+import pytest
+import tenacity
+from aiohttp.client_reqrep import ConnectionKey
+from tenacity import RetryCallState
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+
+from shared.jobs import HandoverError
+from shared.settings import Settings
+from worker.errors import FlexError, classify
+from worker.retry import (
+    MAX_RETRY_AFTER_SECONDS,
+    in_job_retrying,
+    is_retryable,
+    parse_retry_after,
+    requeue_delay,
+    wait_retry_after_or_jitter,
+)
+
+INTERACTIONS_URI = "https://flex-api.twilio.com/v1/Interactions"
+NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+
+
+def http_date(offset_seconds: float) -> str:
+    return format_datetime(datetime.fromtimestamp(NOW + offset_seconds, UTC), usegmt=True)
+
+
+# --------------------------------------------------------------------------
+# parse_retry_after
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("-5", 0.0),
+        ("86400", MAX_RETRY_AFTER_SECONDS),
+        ("1e9", MAX_RETRY_AFTER_SECONDS),
+        ("inf", MAX_RETRY_AFTER_SECONDS),
+        (http_date(90), 90.0),
+        (http_date(-90), 0.0),
+        (http_date(10 * 24 * 3600), MAX_RETRY_AFTER_SECONDS),
+        (None, None),
+        ("", None),
+        ("   ", None),
+        ("soon", None),
+        ("nan", None),
+        ("Wed, 99 Foo 2015 07:28:00 GMT", None),
+        ("Wed, 21 Oct 2015 07:28:00", None),  # no zone: not an HTTP date
+    ],
+)
+def test_parse_retry_after(value, expected):
+    assert parse_retry_after(value, now=NOW) == expected
+
+
+def test_parse_retry_after_http_date_defaults_to_the_clock():
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    soon = datetime.fromtimestamp(datetime.now(UTC).timestamp() + 600, UTC)
+    assert 590 <= parse_retry_after(format_datetime(soon, usegmt=True)) <= 600
+
+
+# --------------------------------------------------------------------------
+# classify
+# --------------------------------------------------------------------------
+
+
+def connector_error() -> aiohttp.ClientConnectorError:
+    key = ConnectionKey("flex-api.twilio.com", 443, True, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
+
+
+def rest_exception(status: int, msg: str, code: int | None) -> TwilioRestException:
+    return TwilioRestException(status, INTERACTIONS_URI, msg, code, method="POST")
+
+
+def service_exception(status: int, code: int, detail: str | None = "Too many requests"):
+    return TwilioServiceException(
+        "https://www.twilio.com/docs/errors/%d" % code, "Problem title", status, code, detail
+    )
+
+
+@pytest.mark.parametrize(
+    "exc, retryable, ambiguous, status, code",
+    [
+        (rest_exception(400, "Invalid channel", 20001), False, False, 400, 20001),
+        (rest_exception(401, "Authenticate", 20003), False, False, 401, 20003),
+        (rest_exception(404, "Not found", 20404), False, False, 404, 20404),
+        (rest_exception(429, "Too many", 20429), True, False, 429, 20429),
+        (rest_exception(500, "Oops", None), True, True, 500, None),
+        (rest_exception(503, "Unavailable", 20503), True, True, 503, 20503),
+        (service_exception(400, 45001), False, False, 400, 45001),
+        (service_exception(429, 45010), True, False, 429, 45010),
+        (service_exception(502, 20500), True, True, 502, 20500),
+        (TimeoutError(), True, True, None, None),
+        (asyncio.TimeoutError(), True, True, None, None),
+        (aiohttp.ServerTimeoutError("read timeout"), True, True, None, None),
+        (aiohttp.ServerDisconnectedError(), True, True, None, None),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), True, True, None, None),
+        (ConnectionResetError(104, "reset"), True, True, None, None),
+        (connector_error(), True, False, None, None),
+        (ValueError("bad"), False, False, None, None),
+        (TwilioException("no status"), False, False, None, None),
+        (KeyError("sid"), False, False, None, None),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
+)
+def test_classify(exc, retryable, ambiguous, status, code):
+    error = classify(exc, attempt_timeout=2.5)
+    assert isinstance(error, FlexError)
+    assert (error.retryable, error.ambiguous) == (retryable, ambiguous)
+    assert (error.status, error.code) == (status, code)
+    assert error.retry_after is None
+    assert is_retryable(error) is retryable
+    assert error.message == str(error) and error.message
+
+
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (rest_exception(404, "Not found", 20404), "Twilio answered 404: Not found"),
+        (service_exception(429, 45010, "Slow down"), "Twilio answered 429: Slow down"),
+        (service_exception(429, 45010, None), "Twilio answered 429: Problem title"),
+        (rest_exception(500, "", None), "Twilio answered 500"),
+        (TimeoutError(), "Twilio did not answer within 2.5s"),
+        (connector_error(), "could not connect to Twilio: [Errno 111] Connection refused"),
+        (aiohttp.ServerDisconnectedError(), "connection to Twilio failed: ServerDisconnectedError"),
+        (ValueError("bad"), "unexpected error calling Twilio: ValueError: bad"),
+    ],
+)
+def test_classify_messages(exc, expected):
+    assert classify(exc, attempt_timeout=2.5).message == expected
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [rest_exception(500, "", None), service_exception(503, 20503, None)],
+)
+def test_classify_message_does_not_depend_on_a_terminal(monkeypatch, exc):
+    """twilio's __str__ paints ANSI colours when stderr is a TTY: keep them out."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    message = classify(exc, attempt_timeout=1).message
+    assert "\033" not in message and "\n" not in message
+
+
+def test_classify_passes_a_flex_error_through():
+    error = FlexError("already classified", status=429, retryable=True, retry_after=3.0)
+    assert classify(error, attempt_timeout=1) is error
+
+
+def test_flex_error_to_handover_error():
+    error = FlexError("Twilio answered 429: x", status=429, code=20429, retryable=True)
+    assert error.to_handover_error() == HandoverError("Twilio answered 429: x", 429, 20429)
+
+
+# --------------------------------------------------------------------------
+# wait_retry_after_or_jitter
+# --------------------------------------------------------------------------
+
+
+def retry_state(attempt_number: int, error: BaseException | None) -> RetryCallState:
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+    state.attempt_number = attempt_number
+    if error is not None:
+        state.set_exception((type(error), error, None))
+    return state
+
+
+@pytest.fixture
+def jitter_window(monkeypatch) -> list[tuple[float, float]]:
+    """Make the jitter draw the top of its window, and record each window."""
+    windows: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        windows.append((low, high))
+        return high
+
+    monkeypatch.setattr(tenacity.wait.random, "uniform", uniform)
+    return windows
+
+
+@pytest.mark.parametrize("retry_after", [0.0, 2.0, 45.5])
+def test_wait_uses_retry_after_when_twilio_sent_one(jitter_window, retry_after):
+    wait = wait_retry_after_or_jitter(initial=0.5, maximum=8.0)
+    error = FlexError("429", status=429, retryable=True, retry_after=retry_after)
+    for attempt in (1, 5):
+        assert wait(retry_state(attempt, error)) == retry_after
+    assert jitter_window == []
+
+
+@pytest.mark.parametrize(
+    "attempt, high",
+    [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (6, 8.0), (40, 8.0)],
+)
+def test_wait_full_jitter_window(jitter_window, attempt, high):
+    wait = wait_retry_after_or_jitter(initial=0.5, maximum=8.0)
+    error = FlexError("503", status=503, retryable=True)
+    assert wait(retry_state(attempt, error)) == high
+    assert jitter_window == [(0, high)]
+
+
+def test_wait_without_an_outcome_uses_jitter(jitter_window):
+    wait = wait_retry_after_or_jitter(initial=0.25, maximum=8.0)
+    assert wait(retry_state(2, None)) == 0.5
+
+
+def test_wait_full_jitter_draws_spread_over_the_window():
+    wait = wait_retry_after_or_jitter(initial=0.5, maximum=8.0)
+    state = retry_state(3, FlexError("timeout", retryable=True))
+    draws = [wait(state) for _ in range(300)]
+    assert all(0.0 <= draw <= 2.0 for draw in draws)
+    assert min(draws) < 0.5 and max(draws) > 1.5  # full jitter, not a fixed delay
+    assert len(set(draws)) > 250
+
+
+# --------------------------------------------------------------------------
+# in_job_retrying
+# --------------------------------------------------------------------------
+
+
+def retry_settings(**overrides) -> Settings:
+    values = {
+        "retry_budget_seconds": 30.0,
+        "backoff_initial_seconds": 0.5,
+        "backoff_max_seconds": 8.0,
+        "requeue_delay_seconds": 12.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class FlakyCall:
+    """Raises the given errors in turn, then returns 'created'."""
+
+    def __init__(self, *errors: BaseException):
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "created"
+
+
+class Recorder:
+    """An async callable that records its arguments."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    async def __call__(self, *args) -> None:
+        self.calls.append(args)
+
+
+class Harness:
+    """Drives a call through in_job_retrying the way worker.handover does.
+
+    `sleep` replaces tenacity's asyncio.sleep unless `real_sleep` is set;
+    `before_sleep` records the (error, seconds) pairs the worker would store.
+    """
+
+    def __init__(self, real_sleep: bool = False):
+        self.sleep = None if real_sleep else Recorder()
+        self.before_sleep = Recorder()
+
+    @property
+    def slept(self) -> list[float]:
+        return [seconds for (seconds,) in self.sleep.calls]
+
+    async def run(self, settings: Settings, call: FlakyCall):
+        retrying = in_job_retrying(settings, self.before_sleep)
+        if self.sleep is not None:
+            retrying.sleep = self.sleep
+        async for attempt in retrying:
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable")
+
+    async def fails(self, settings: Settings, call: FlakyCall) -> BaseException:
+        with pytest.raises(BaseException) as caught:
+            await self.run(settings, call)
+        return caught.value
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
+
+
+def retryable(message: str = "503", **kwargs) -> FlexError:
+    return FlexError(message, status=kwargs.pop("status", 503), retryable=True, **kwargs)
+
+
+async def test_in_job_retrying_returns_at_once_on_success(harness):
+    call = FlakyCall()
+    assert await harness.run(retry_settings(), call) == "created"
+    assert (call.calls, harness.slept, harness.before_sleep.calls) == (1, [], [])
+
+
+async def test_in_job_retrying_retries_retryable_errors_with_jitter(harness):
+    first, second = retryable("first"), retryable("second", ambiguous=True)
+    call = FlakyCall(first, second)
+    assert await harness.run(retry_settings(), call) == "created"
+    assert call.calls == 3
+    assert [error for error, _ in harness.before_sleep.calls] == [first, second]
+    assert [seconds for _, seconds in harness.before_sleep.calls] == harness.slept
+    assert 0.0 <= harness.slept[0] <= 0.5 and 0.0 <= harness.slept[1] <= 1.0
+
+
+async def test_in_job_retrying_honours_retry_after(harness):
+    first, second = retryable(status=429, retry_after=3.0), retryable(retry_after=0.25)
+    call = FlakyCall(first, second)
+    assert await harness.run(retry_settings(), call) == "created"
+    assert harness.slept == [3.0, 0.25]
+    assert harness.before_sleep.calls == [(first, 3.0), (second, 0.25)]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FlexError("Twilio answered 400: bad", status=400),
+        FlexError("not retryable even if it says to wait", status=401, retry_after=0.0),
+        ValueError("a bug, not a Twilio failure"),
+    ],
+)
+async def test_in_job_retrying_stops_at_once_on_a_non_retryable_error(harness, error):
+    call = FlakyCall(error)
+    assert await harness.fails(retry_settings(), call) is error
+    assert (call.calls, harness.slept, harness.before_sleep.calls) == (1, [], [])
+
+
+async def test_in_job_retrying_gives_up_before_a_wait_that_would_overrun_the_budget(harness):
+    first, too_long = retryable(retry_after=29.0), retryable(status=429, retry_after=31.0)
+    call = FlakyCall(first, too_long, retryable())
+    assert await harness.fails(retry_settings(retry_budget_seconds=30.0), call) is too_long
+    assert call.calls == 2
+    assert harness.before_sleep.calls == [(first, 29.0)]
+    assert harness.slept == [29.0]
+
+
+async def test_in_job_retrying_a_zero_budget_never_retries(harness):
+    error = retryable(retry_after=0.0)
+    call = FlakyCall(error, retryable())
+    assert await harness.fails(retry_settings(retry_budget_seconds=0.0), call) is error
+    assert (call.calls, harness.slept) == (1, [])
+
+
+async def test_in_job_retrying_budget_counts_real_elapsed_time():
+    """Budget 0.05 s, real waits of 0.03 s: a second wait would end past the budget."""
+    harness = Harness(real_sleep=True)
+    first, second = retryable("first", retry_after=0.03), retryable("second", retry_after=0.03)
+    call = FlakyCall(first, second, retryable("third"))
+    assert await harness.fails(retry_settings(retry_budget_seconds=0.05), call) is second
+    assert call.calls == 2
+    assert harness.before_sleep.calls == [(first, 0.03)]
+
+
+# --------------------------------------------------------------------------
+# requeue_delay
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "retry_after, expected",
+    [(None, 12.0), (45.0, 45.0), (0.5, 0.5), (0.0, 0.01), (0.001, 0.01)],
+)
+def test_requeue_delay(retry_after, expected):
+    error = FlexError("429", status=429, retryable=True, retry_after=retry_after)
+    assert requeue_delay(error, retry_settings(requeue_delay_seconds=12.0)) == expected

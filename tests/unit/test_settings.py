@@ -1,0 +1,462 @@
+"""shared.settings: defaults, one clear line per bad variable, and no leaked secrets.
+
+Roles are `api` and `worker` (`flex-handover dev` builds a worker environment).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from types import MappingProxyType
+
+import pytest
+
+from shared.settings import (
+    DEFAULT_MESSAGE,
+    DEFAULT_TARGET,
+    TWILIO_CONVERSATIONS_API,
+    TWILIO_FLEX_API,
+    TWILIO_TASKROUTER_API,
+    Settings,
+    SettingsError,
+    Target,
+    parse_targets,
+)
+from tests.conftest import ACCOUNT_SID, BILLING_WORKFLOW_SID, WORKFLOW_SID, WORKSPACE_SID
+
+API_KEY = "SK" + "b2" * 16
+AUTH_TOKEN = "auth-token-do-not-print-0123456789"
+API_SECRET = "api-secret-do-not-print-9876543210"
+REDIS_PASSWORD = "redis-password-do-not-print"
+
+API_ENV = {"REDIS_URL": "redis://localhost:6379/0", "FLEX_WORKFLOW_SID": WORKFLOW_SID}
+WORKER_ENV = {
+    **API_ENV,
+    "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+    "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+    "FLEX_WORKSPACE_SID": WORKSPACE_SID,
+}
+
+
+def problems_for(env: dict[str, str], role: str = "worker") -> list[str]:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env, role=role)
+    error = caught.value
+    assert str(error) == "invalid configuration:\n  " + "\n  ".join(error.problems)
+    return error.problems
+
+
+def only_problem(env: dict[str, str], role: str = "worker") -> str:
+    problems = problems_for(env, role)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+# --------------------------------------------------------------------------
+# Defaults and valid values
+# --------------------------------------------------------------------------
+
+
+def test_defaults():
+    settings = Settings.from_env(API_ENV, role="api")
+    assert settings == Settings(redis_url="redis://localhost:6379/0", targets=settings.targets)
+    assert settings.targets == {DEFAULT_TARGET: Target(DEFAULT_TARGET, WORKFLOW_SID, "chat")}
+    assert {
+        field.name: getattr(settings, field.name)
+        for field in fields(settings)
+        if field.name != "targets"
+    } == {
+        "redis_url": "redis://localhost:6379/0",
+        "twilio_account_sid": None,
+        "twilio_auth_token": None,
+        "twilio_api_key": None,
+        "twilio_api_secret": None,
+        "flex_workspace_sid": None,
+        "flex_api_base_url": TWILIO_FLEX_API,
+        "conversations_api_base_url": TWILIO_CONVERSATIONS_API,
+        "taskrouter_api_base_url": TWILIO_TASKROUTER_API,
+        "handover_message": DEFAULT_MESSAGE,
+        "dedup_seconds": 600.0,
+        "max_age_seconds": 900.0,
+        "status_ttl_seconds": 7 * 24 * 3600,
+        "attempt_timeout_seconds": 10.0,
+        "retry_budget_seconds": 30.0,
+        "backoff_initial_seconds": 0.5,
+        "backoff_max_seconds": 8.0,
+        "requeue_delay_seconds": 30.0,
+        "max_body_bytes": 65536,
+        "worker_concurrency": 50,
+        "worker_poll_delay_seconds": 0.05,
+        "log_level": "INFO",
+    }
+    assert (settings.twilio_username, settings.twilio_password) == (None, None)
+
+
+def test_blank_values_count_as_unset():
+    env = {**API_ENV, "LOG_LEVEL": "  ", "HANDOVER_DEDUP_SECONDS": "", "TWILIO_AUTH_TOKEN": " "}
+    settings = Settings.from_env(env, role="api")
+    assert (settings.log_level, settings.dedup_seconds, settings.twilio_auth_token) == (
+        "INFO",
+        600.0,
+        None,
+    )
+
+
+def test_every_setting_read_from_the_environment():
+    env = {
+        **WORKER_ENV,
+        "REDIS_URL": "  rediss://cache.example.com:6380/2  ",
+        "FLEX_API_BASE_URL": "http://127.0.0.1:8081/",
+        "CONVERSATIONS_API_BASE_URL": "http://127.0.0.1:8082",
+        "TASKROUTER_API_BASE_URL": "https://taskrouter.example.com//",
+        "FLEX_TASK_CHANNEL": "sms",
+        "HANDOVER_MESSAGE": "One moment, please.",
+        "HANDOVER_DEDUP_SECONDS": "0",
+        "HANDOVER_MAX_AGE_SECONDS": "120",
+        "HANDOVER_STATUS_TTL_SECONDS": "3600",
+        "HANDOVER_ATTEMPT_TIMEOUT_SECONDS": "2.5",
+        "HANDOVER_RETRY_BUDGET_SECONDS": "12",
+        "HANDOVER_BACKOFF_INITIAL_SECONDS": "0.1",
+        "HANDOVER_BACKOFF_MAX_SECONDS": "4",
+        "HANDOVER_REQUEUE_DELAY_SECONDS": "5",
+        "HANDOVER_MAX_BODY_BYTES": "1024",
+        "WORKER_CONCURRENCY": "8",
+        "WORKER_POLL_DELAY_SECONDS": "0.01",
+        "LOG_LEVEL": "debug",
+    }
+    assert Settings.from_env(env, role="worker") == Settings(
+        redis_url="rediss://cache.example.com:6380/2",
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        flex_workspace_sid=WORKSPACE_SID,
+        flex_api_base_url="http://127.0.0.1:8081",
+        conversations_api_base_url="http://127.0.0.1:8082",
+        taskrouter_api_base_url="https://taskrouter.example.com",
+        targets={DEFAULT_TARGET: Target(DEFAULT_TARGET, WORKFLOW_SID, "sms")},
+        handover_message="One moment, please.",
+        dedup_seconds=0.0,
+        max_age_seconds=120.0,
+        status_ttl_seconds=3600,
+        attempt_timeout_seconds=2.5,
+        retry_budget_seconds=12.0,
+        backoff_initial_seconds=0.1,
+        backoff_max_seconds=4.0,
+        requeue_delay_seconds=5.0,
+        max_body_bytes=1024,
+        worker_concurrency=8,
+        worker_poll_delay_seconds=0.01,
+        log_level="DEBUG",
+    )
+
+
+# --------------------------------------------------------------------------
+# One problem line per bad variable, starting with its name
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, value, says",
+    [
+        ("REDIS_URL", "localhost:6379", "redis://"),
+        ("REDIS_URL", "http://localhost:6379", "redis://"),
+        ("TWILIO_ACCOUNT_SID", "AC123", "AC followed by 32 hexadecimal characters"),
+        ("TWILIO_ACCOUNT_SID", "SK" + "a1" * 16, "AC followed by 32"),
+        ("TWILIO_AUTH_TOKEN", "short", "too short"),
+        ("TWILIO_API_KEY", "AC" + "a1" * 16, "SK followed by 32"),
+        ("FLEX_WORKSPACE_SID", "WW" + "c3" * 16, "WS followed by 32"),
+        ("FLEX_WORKFLOW_SID", "WW-not-hex", "WW followed by 32"),
+        ("FLEX_TASK_CHANNEL", "chat room", "task channel"),
+        ("FLEX_API_BASE_URL", "flex-api.twilio.com", "http(s) URL"),
+        ("FLEX_API_BASE_URL", "ftp://flex-api.twilio.com", "http(s) URL"),
+        ("CONVERSATIONS_API_BASE_URL", "https://", "http(s) URL"),
+        ("TASKROUTER_API_BASE_URL", "localhost:8081", "http(s) URL"),
+        ("HANDOVER_MESSAGE", "x" * 501, "at most 500"),
+        ("HANDOVER_DEDUP_SECONDS", "ten", "number of seconds"),
+        ("HANDOVER_DEDUP_SECONDS", "-1", "at least 0 seconds"),
+        ("HANDOVER_MAX_AGE_SECONDS", "0.5", "at least 1 seconds"),
+        ("HANDOVER_MAX_AGE_SECONDS", "nan", "at least 1 seconds"),
+        ("HANDOVER_STATUS_TTL_SECONDS", "59", "at least 60"),
+        ("HANDOVER_STATUS_TTL_SECONDS", "3600.5", "whole number"),
+        ("HANDOVER_ATTEMPT_TIMEOUT_SECONDS", "0", "at least 0.01 seconds"),
+        ("HANDOVER_ATTEMPT_TIMEOUT_SECONDS", "inf", "at least 0.01 seconds"),
+        ("HANDOVER_RETRY_BUDGET_SECONDS", "-0.1", "at least 0 seconds"),
+        ("HANDOVER_BACKOFF_INITIAL_SECONDS", "fast", "number of seconds"),
+        ("HANDOVER_BACKOFF_MAX_SECONDS", "-3", "at least 0 seconds"),
+        ("HANDOVER_REQUEUE_DELAY_SECONDS", "0", "at least 0.01 seconds"),
+        ("HANDOVER_MAX_BODY_BYTES", "100", "at least 256"),
+        ("HANDOVER_MAX_BODY_BYTES", "64k", "whole number"),
+        ("WORKER_CONCURRENCY", "0", "at least 1"),
+        ("WORKER_POLL_DELAY_SECONDS", "0", "at least 0.001 seconds"),
+        ("LOG_LEVEL", "TRACE", "DEBUG, INFO, WARNING, ERROR"),
+        ("LOG_LEVEL", "critical", "DEBUG, INFO, WARNING, ERROR"),
+    ],
+)
+def test_a_bad_variable_is_reported_by_name(name, value, says):
+    problem = only_problem({**WORKER_ENV, name: value})
+    assert problem.startswith(f"{name}: ")
+    assert says in problem
+
+
+@pytest.mark.parametrize(
+    "raw, says",
+    [
+        ("{not json", "must be a JSON object (Expecting property name"),
+        ('["billing"]', "must be a JSON object such as"),
+        ('"billing"', "must be a JSON object such as"),
+        ('{"Billing": {"workflow_sid": "%s"}}' % BILLING_WORKFLOW_SID, "'Billing' must be lower"),
+        ('{"bill ing": {"workflow_sid": "%s"}}' % BILLING_WORKFLOW_SID, "'bill ing' must be lower"),
+        ('{"-billing": {"workflow_sid": "%s"}}' % BILLING_WORKFLOW_SID, "'-billing' must be lower"),
+        ('{"billing": "%s"}' % BILLING_WORKFLOW_SID, "target 'billing' must be a JSON object"),
+        ('{"billing": {}}', "target 'billing' needs workflow_sid"),
+        ('{"billing": {"workflow_sid": "WW1"}}', "needs workflow_sid, WW followed by 32"),
+        ('{"billing": {"workflow_sid": 5}}', "needs workflow_sid"),
+        (
+            '{"billing": {"workflow_sid": "%s", "queue": "x", "skill": 1}}' % BILLING_WORKFLOW_SID,
+            "target 'billing' has unknown keys: queue, skill",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "task_channel": "a b"}}' % BILLING_WORKFLOW_SID,
+            "invalid task_channel",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "task_channel": 3}}' % BILLING_WORKFLOW_SID,
+            "invalid task_channel",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "priority": -1}}' % BILLING_WORKFLOW_SID,
+            "priority must be a whole number >= 0",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "priority": 1.5}}' % BILLING_WORKFLOW_SID,
+            "priority must be a whole number >= 0",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "priority": true}}' % BILLING_WORKFLOW_SID,
+            "priority must be a whole number >= 0",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "attributes": []}}' % BILLING_WORKFLOW_SID,
+            "attributes must be a JSON object",
+        ),
+    ],
+)
+def test_malformed_handover_targets(raw, says):
+    problem = only_problem({**WORKER_ENV, "HANDOVER_TARGETS": raw})
+    assert problem.startswith("HANDOVER_TARGETS: ")
+    assert says in problem
+
+
+def test_several_problems_are_reported_at_once():
+    env = {
+        "REDIS_URL": "localhost",
+        "TWILIO_ACCOUNT_SID": "AC1",
+        "TWILIO_AUTH_TOKEN": "short",
+        "FLEX_WORKSPACE_SID": "WS1",
+        "FLEX_WORKFLOW_SID": "WW1",
+        "HANDOVER_MAX_BODY_BYTES": "lots",
+        "LOG_LEVEL": "loud",
+    }
+    problems = problems_for(env, role="worker")
+    assert [problem.split(":", 1)[0] for problem in problems] == [
+        "REDIS_URL",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "FLEX_WORKSPACE_SID",
+        "FLEX_WORKFLOW_SID",
+        "HANDOVER_MAX_BODY_BYTES",
+        "LOG_LEVEL",
+    ]
+    # A bad value is reported once, not again as "required".
+    assert not any("required" in problem for problem in problems)
+
+
+# --------------------------------------------------------------------------
+# What each role needs
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "role, env, missing",
+    [
+        ("api", {}, ["REDIS_URL", "FLEX_WORKFLOW_SID"]),
+        ("worker", {}, [
+            "REDIS_URL",
+            "FLEX_WORKFLOW_SID",
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_AUTH_TOKEN",
+            "FLEX_WORKSPACE_SID",
+        ]),
+        ("api", {"FLEX_WORKFLOW_SID": WORKFLOW_SID}, ["REDIS_URL"]),
+        ("worker", {**API_ENV, "TWILIO_ACCOUNT_SID": ACCOUNT_SID}, [
+            "TWILIO_AUTH_TOKEN",
+            "FLEX_WORKSPACE_SID",
+        ]),
+        ("worker", {**WORKER_ENV, "TWILIO_AUTH_TOKEN": "", "TWILIO_API_KEY": API_KEY}, [
+            "TWILIO_API_SECRET",
+        ]),
+        ("worker", {**WORKER_ENV, "TWILIO_ACCOUNT_SID": ""}, ["TWILIO_ACCOUNT_SID"]),
+    ],
+)
+def test_role_requirements(role, env, missing):
+    problems = problems_for(env, role=role)
+    assert [problem.split(":", 1)[0] for problem in problems] == missing
+    assert all("required" in problem for problem in problems)
+
+
+@pytest.mark.parametrize(
+    "role, env",
+    [
+        ("api", API_ENV),
+        ("worker", WORKER_ENV),
+        ("api", {"REDIS_URL": "unix:///tmp/redis.sock", "HANDOVER_TARGETS": json.dumps(
+            {"billing": {"workflow_sid": BILLING_WORKFLOW_SID}})}),
+    ],
+)
+def test_role_is_satisfied(role, env):
+    assert Settings.from_env(env, role=role).targets
+
+
+def test_api_key_auth_needs_no_auth_token():
+    env = {**WORKER_ENV, "TWILIO_AUTH_TOKEN": "", "TWILIO_API_KEY": API_KEY}
+    env["TWILIO_API_SECRET"] = API_SECRET
+    settings = Settings.from_env(env, role="worker")
+    assert (settings.twilio_username, settings.twilio_password) == (API_KEY, API_SECRET)
+
+
+def test_api_key_auth_wins_over_an_auth_token():
+    env = {**WORKER_ENV, "TWILIO_API_KEY": API_KEY, "TWILIO_API_SECRET": API_SECRET}
+    settings = Settings.from_env(env, role="worker")
+    assert (settings.twilio_username, settings.twilio_password) == (API_KEY, API_SECRET)
+
+
+def test_auth_token_auth_uses_the_account_sid():
+    settings = Settings.from_env({**WORKER_ENV, "TWILIO_API_SECRET": API_SECRET}, role="worker")
+    assert (settings.twilio_username, settings.twilio_password) == (ACCOUNT_SID, AUTH_TOKEN)
+
+
+def test_missing_for_lists_what_a_role_lacks():
+    settings = Settings(redis_url="redis://localhost")
+    assert [problem.split(":", 1)[0] for problem in settings.missing_for("api")] == [
+        "FLEX_WORKFLOW_SID"
+    ]
+    assert len(settings.missing_for("worker")) == 4
+
+
+# --------------------------------------------------------------------------
+# Secrets stay out of errors and reprs
+# --------------------------------------------------------------------------
+
+SECRETS = (AUTH_TOKEN, API_SECRET, REDIS_PASSWORD)
+
+
+def test_secrets_never_appear_in_repr():
+    env = {
+        **WORKER_ENV,
+        "REDIS_URL": f"redis://default:{REDIS_PASSWORD}@cache.example.com:6379/0",
+        "TWILIO_API_KEY": API_KEY,
+        "TWILIO_API_SECRET": API_SECRET,
+    }
+    settings = Settings.from_env(env, role="worker")
+    assert settings.twilio_auth_token == AUTH_TOKEN and settings.twilio_password == API_SECRET
+    text = repr(settings) + str(settings)
+    assert ACCOUNT_SID in text  # the repr is still useful
+    for secret in SECRETS:
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"TWILIO_AUTH_TOKEN": "short1"},
+        {"TWILIO_API_SECRET": "short2", "TWILIO_API_KEY": API_KEY},
+        {"REDIS_URL": f"http://user:{REDIS_PASSWORD}@cache.example.com"},
+        {"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": AUTH_TOKEN},
+        {"TWILIO_API_KEY": API_KEY, "TWILIO_API_SECRET": API_SECRET, "TWILIO_ACCOUNT_SID": ""},
+    ],
+)
+def test_secrets_never_appear_in_errors(env):
+    problems = problems_for({**WORKER_ENV, **env}, role="worker")
+    assert problems
+    text = "\n".join(problems)
+    for secret in (*SECRETS, "short1", "short2"):
+        assert secret not in text
+
+
+# --------------------------------------------------------------------------
+# Derived values and targets
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "budget, attempt", [(30.0, 10.0), (0.0, 0.01), (5.0, 2.0), (600.0, 60.0)]
+)
+def test_job_timeout_outlasts_the_retry_budget_and_an_attempt(budget, attempt):
+    settings = Settings(retry_budget_seconds=budget, attempt_timeout_seconds=attempt)
+    # A run that starts its last attempt at the end of the budget, after a name lookup.
+    assert settings.job_timeout_seconds > budget + 2 * attempt
+    assert settings.job_timeout_seconds >= budget + attempt + 10.0
+    assert settings.dedup_key_ttl_seconds > (
+        settings.max_age_seconds + settings.job_timeout_seconds + settings.dedup_seconds
+    )
+    assert isinstance(settings.dedup_key_ttl_seconds, int)
+
+
+def test_targets_from_handover_targets_and_the_default():
+    targets_json = json.dumps(
+        {
+            "billing": {
+                "workflow_sid": BILLING_WORKFLOW_SID,
+                "task_channel": "voice",
+                "priority": 5,
+                "attributes": {"department": "billing", "skills": ["refunds"]},
+            },
+            "vip_2": {"workflow_sid": BILLING_WORKFLOW_SID, "priority": 0},
+        }
+    )
+    env = {**API_ENV, "FLEX_TASK_CHANNEL": "sms", "HANDOVER_TARGETS": targets_json}
+    targets = Settings.from_env(env, role="api").targets
+    assert set(targets) == {DEFAULT_TARGET, "billing", "vip_2"}
+    assert targets[DEFAULT_TARGET] == Target(DEFAULT_TARGET, WORKFLOW_SID, "sms")
+    billing = targets["billing"]
+    assert (billing.name, billing.workflow_sid, billing.task_channel, billing.priority) == (
+        "billing",
+        BILLING_WORKFLOW_SID,
+        "voice",
+        5,
+    )
+    assert dict(billing.attributes) == {"department": "billing", "skills": ["refunds"]}
+    # vip_2 inherits FLEX_TASK_CHANNEL, keeps priority 0 and has no attributes.
+    assert targets["vip_2"] == Target("vip_2", BILLING_WORKFLOW_SID, "sms", 0, MappingProxyType({}))
+
+
+def test_targets_are_read_only():
+    settings = Settings.from_env(
+        {**API_ENV, "HANDOVER_TARGETS": json.dumps(
+            {"billing": {"workflow_sid": BILLING_WORKFLOW_SID, "attributes": {"a": 1}}})},
+        role="api",
+    )
+    with pytest.raises(TypeError):
+        settings.targets["other"] = settings.targets["billing"]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        settings.targets["billing"].attributes["a"] = 2  # type: ignore[index]
+
+
+def test_handover_targets_can_redefine_the_default_target():
+    env = {**API_ENV, "HANDOVER_TARGETS": json.dumps(
+        {"default": {"workflow_sid": BILLING_WORKFLOW_SID, "priority": 3}})}
+    default = Settings.from_env(env, role="api").targets[DEFAULT_TARGET]
+    assert (default.workflow_sid, default.priority) == (BILLING_WORKFLOW_SID, 3)
+
+
+def test_handover_targets_alone_satisfy_the_target_requirement():
+    env = {"REDIS_URL": "redis://localhost", "HANDOVER_TARGETS": json.dumps(
+        {"billing": {"workflow_sid": BILLING_WORKFLOW_SID}})}
+    assert set(Settings.from_env(env, role="api").targets) == {"billing"}
+
+
+def test_parse_targets_uses_the_given_default_task_channel():
+    targets = parse_targets(
+        json.dumps({"a": {"workflow_sid": BILLING_WORKFLOW_SID}}), default_task_channel="email"
+    )
+    assert targets == {"a": Target("a", BILLING_WORKFLOW_SID, "email", None, MappingProxyType({}))}
+    assert parse_targets("{}") == {}
