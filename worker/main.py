@@ -97,11 +97,17 @@ async def run_worker(settings: Settings) -> None:
 
 
 async def stop_worker(worker: Worker, task: asyncio.Task | None = None) -> None:
-    """Close a worker and its run task; cancelled jobs go back to the queue.
+    """Stop a worker completely: jobs cancelled (arq re-queues them), then
+    on_shutdown and the Redis pool closed.
 
-    arq's close() gathers the jobs it has just cancelled, so it raises
-    CancelledError when any job was still running: that is the normal path.
+    arq's own close() gathers the job tasks without return_exceptions, so a
+    cancelled job makes it raise before it runs on_shutdown or closes its
+    pool: the jobs are settled here first.
     """
+    for job_task in worker.tasks.values():
+        job_task.cancel()
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    worker.tasks.clear()
     with contextlib.suppress(asyncio.CancelledError):
         await worker.close()
     if task is not None:
