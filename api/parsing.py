@@ -74,7 +74,7 @@ def parse_identity(raw: str) -> Identity:
     if not _TRAIT.fullmatch(trait):
         raise _identity_error("the part before the first ':' is not a known kind of identity")
     if len(value) > _MAX_IDENTITY_VALUE or not value.isprintable() or value != value.strip():
-        raise _identity_error("the value is too long or holds spaces or control characters")
+        raise _identity_error("the value is too long, starts or ends with a space, or holds control characters")
     if trait in ("whatsapp", "phone") and not _E164.fullmatch(value):
         raise _identity_error(f"a {trait} identity needs a number in E.164 form, e.g. +14155550123")
     if trait == "email" and "@" not in value:

@@ -200,10 +200,17 @@ class _EnvReader:
 def _sid(prefix: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if not sids.is_sid(value, prefix):
-            raise ValueError(f"must be {sids.describe(prefix)}, got {value!r}")
+            raise ValueError(f"must be {sids.describe(prefix)}, got {_preview(value)}")
         return value
 
     return parse
+
+
+def _preview(value: str) -> str:
+    """Enough of a bad value to spot a typo, not a whole secret pasted in the wrong place."""
+    if len(value) <= 12:
+        return repr(value)
+    return f"{value[:6]!r}… ({len(value)} characters)"
 
 
 def _secret(value: str) -> str:
@@ -221,7 +228,9 @@ def _redis_url(value: str) -> str:
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"must be an http(s) URL such as {TWILIO_FLEX_API}, got {value!r}")
+        raise ValueError(
+            f"must be an http(s) URL such as {TWILIO_FLEX_API}, got {_preview(value)}"
+        )
     return value.rstrip("/")
 
 

@@ -83,10 +83,8 @@ class FlexClient:
             error = classify(exc, self._attempt_timeout)
             error.retry_after = parse_retry_after(_retry_after.get())
             raise error from exc
-        channel_sid = (interaction.channel or {}).get("sid") if isinstance(
-            interaction.channel, dict
-        ) else None
-        return CreatedInteraction(interaction.sid, channel_sid)
+        channel = interaction.channel if isinstance(interaction.channel, dict) else {}
+        return CreatedInteraction(interaction.sid, channel.get("sid"))
 
     async def friendly_name(self, identity: str) -> str | None:
         """The Conversations user's friendly name, or None: a handover goes on without it."""

@@ -114,3 +114,16 @@ async def test_unconfigured_target_on_the_worker_fails_with_a_reason(
     record = await worker_side.wait_final(body["handover_id"])
     assert record["state"] == "failed"
     assert "billing" in record["error"]["message"]
+
+
+async def test_retry_after_longer_than_the_budget_requeues_for_that_long(start_service, simulator):
+    service = await start_service(
+        HANDOVER_RETRY_BUDGET_SECONDS="0.3", HANDOVER_REQUEUE_DELAY_SECONDS="30"
+    )
+    simulator.fail_next(429, retry_after="1.2")
+    _, body, _ = await service.call_tool(session_id=session_header())
+    record = await service.wait_final(body["handover_id"], timeout=10)
+    assert record["state"] == "succeeded", record
+    first, second = simulator.requests[:2]
+    # Neither the 30 s requeue delay nor an immediate retry: Twilio's 1.2 s.
+    assert 1.15 <= second["received_at"] - first["received_at"] < 10

@@ -22,6 +22,7 @@ IDENTITY_CASES = [
     ("phone:+14155550124", "sms", "+14155550124"),
     ("user_id:+14155550125", "sms", "+14155550125"),
     ("user_id:FX" + "0a" * 16, "web", "FX" + "0a" * 16),
+    ("flex_participant:FX" + "1c" * 16, "web", "FX" + "1c" * 16),
     ("email:jane@example.com", "chat", "jane@example.com"),
     ("user_id:customer-42", "chat", "customer-42"),
 ]
@@ -29,7 +30,7 @@ IDENTITY_CASES = [
 
 @pytest.mark.parametrize(("identity", "channel_type", "address"), IDENTITY_CASES)
 async def test_tool_call_becomes_one_interaction(service, simulator, identity, channel_type, address):
-    if "FX" in identity:
+    if channel_type == "web":
         simulator.add_user(address, "Jane Web")
     status, body, response = await service.call_tool(
         session_id=session_header(), identity=identity, json={"reason": "refund"}
