@@ -155,6 +155,12 @@ class Settings:
     def missing_for(self, role: Role) -> list[str]:
         """What `role` needs that is not set (formats were checked already)."""
         problems = []
+        outlived = self.max_age_seconds + self.job_timeout_seconds
+        if self.status_ttl_seconds <= outlived:
+            problems.append(
+                f"HANDOVER_STATUS_TTL_SECONDS: must exceed HANDOVER_MAX_AGE_SECONDS plus the "
+                f"job timeout ({outlived:g}s), or a retrying handover's record would expire"
+            )
         if not self.redis_url:
             problems.append("REDIS_URL: required (e.g. redis://localhost:6379/0)")
         if not self.targets:

@@ -460,3 +460,17 @@ def test_parse_targets_uses_the_given_default_task_channel():
     )
     assert targets == {"a": Target("a", BILLING_WORKFLOW_SID, "email", None, MappingProxyType({}))}
     assert parse_targets("{}") == {}
+
+
+def test_status_records_must_outlive_a_retrying_handover():
+    env = {
+        "REDIS_URL": "redis://localhost/0",
+        "FLEX_WORKFLOW_SID": "WW" + "a" * 32,
+        "HANDOVER_MAX_AGE_SECONDS": "900",
+        "HANDOVER_STATUS_TTL_SECONDS": "600",
+    }
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env, role="api")
+    assert caught.value.problems[0].startswith("HANDOVER_STATUS_TTL_SECONDS:")
+    env["HANDOVER_STATUS_TTL_SECONDS"] = "3600"
+    assert Settings.from_env(env, role="api").status_ttl_seconds == 3600
