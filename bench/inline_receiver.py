@@ -10,20 +10,19 @@ from __future__ import annotations
 import argparse
 
 from aiohttp import web
-from twilio.base.exceptions import TwilioException
-from twilio.rest import Client
 
 from api.parsing import ToolCallError, parse_tool_call
 from shared.settings import DEFAULT_TARGET, Settings
-from worker.flex_client import BoundedHttpClient
+from worker.errors import FlexError
+from worker.flex_client import FlexClient
 from worker.interaction import build_interaction
 
-CLIENT = web.AppKey("client", Client)
+CLIENT = web.AppKey("client", FlexClient)
 SETTINGS = web.AppKey("settings", Settings)
 
 
 async def tool_call(request: web.Request) -> web.Response:
-    settings: Settings = request.app[SETTINGS]
+    settings = request.app[SETTINGS]
     try:
         handover = parse_tool_call(
             request.headers, request.content_type, await request.read(), DEFAULT_TARGET
@@ -34,23 +33,19 @@ async def tool_call(request: web.Request) -> web.Response:
         "inline", handover, settings.targets[DEFAULT_TARGET], settings.flex_workspace_sid or ""
     )
     try:
-        interaction = await request.app[CLIENT].flex_api.v1.interaction.create_async(
-            channel=payload.channel, routing=payload.routing
-        )
-    except (TwilioException, TimeoutError) as exc:
-        return web.json_response({"error": "twilio", "message": str(exc)}, status=500)
-    return web.json_response({"interaction_sid": interaction.sid, "message": "Transferring you."})
+        # The same bounded create_async the worker makes, but the caller waits on it.
+        created = await request.app[CLIENT].create_interaction(payload)
+    except FlexError as exc:
+        return web.json_response({"error": "twilio", "message": exc.message}, status=500)
+    return web.json_response(
+        {"interaction_sid": created.interaction_sid, "message": "Transferring you."}
+    )
 
 
 async def client_context(app: web.Application):
-    settings: Settings = app[SETTINGS]
-    http = BoundedHttpClient(timeout=settings.attempt_timeout_seconds)
-    client = Client(settings.twilio_username, settings.twilio_password,
-                    account_sid=settings.twilio_account_sid, http_client=http)  # fmt: skip
-    client.flex_api.base_url = settings.flex_api_base_url
-    app[CLIENT] = client
+    app[CLIENT] = FlexClient(app[SETTINGS])
     yield
-    await http.close()
+    await app[CLIENT].close()
 
 
 def main() -> None:

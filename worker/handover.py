@@ -71,7 +71,7 @@ async def _deliver(context: HandoverContext, handover_id: str) -> str:
         return "missing"
     if record.state.is_final:
         return record.state.value
-    if _expired(record, settings):
+    if now() >= _deadline(record, settings):
         return await _fail(
             context, handover_id, record.error or HandoverError("expired before delivery")
         )
@@ -127,7 +127,7 @@ async def _requeue_or_fail(
         return "missing"
     delay = requeue_delay(error, context.settings)
     next_attempt_at = now() + delay
-    if next_attempt_at >= record.created_at + context.settings.max_age_seconds:
+    if next_attempt_at >= _deadline(record, context.settings):
         failure = HandoverError(
             f"gave up after {record.attempts} attempts: {error.message}", error.status, error.code
         )
@@ -143,8 +143,9 @@ async def _fail(context: HandoverContext, handover_id: str, error: HandoverError
     return "failed"
 
 
-def _expired(record: HandoverRecord, settings: Settings) -> bool:
-    return now() >= record.created_at + settings.max_age_seconds
+def _deadline(record: HandoverRecord, settings: Settings) -> float:
+    """When the handover stops being worth delivering."""
+    return record.created_at + settings.max_age_seconds
 
 
 def _run_budget(settings: Settings) -> float:

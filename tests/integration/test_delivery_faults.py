@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.conftest import session_header
 
 
@@ -79,7 +81,7 @@ async def test_budget_spent_requeues_through_arq_then_succeeds(start_service, si
         if record["state"] == "retrying" and record["next_attempt_at"]:
             seen_retrying = record
             break
-        await __import__("asyncio").sleep(0.01)
+        await asyncio.sleep(0.01)
     record = await service.wait_final(body["handover_id"])
     assert record["state"] == "succeeded", record
     assert record["attempts"] == 7
