@@ -55,6 +55,8 @@ def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
+BENCH_TOOL_TOKEN = "bench-token-0123456789abcdef"
+
 
 async def start_process(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
@@ -86,6 +88,7 @@ async def load(url: str, requests: int, concurrency: int, offset: int) -> Sample
             for n in counter:
                 conversation = f"CH{offset + n:032x}"
                 headers = {
+                    "Authorization": f"Bearer {BENCH_TOOL_TOKEN}",
                     "X-Session-Id": f"webhook:conversations__{CHAT_SERVICE}/{conversation}",
                     "X-Identity": "whatsapp:+15555550100",
                 }
@@ -131,6 +134,9 @@ async def main(args: argparse.Namespace) -> int:
         "CONVERSATIONS_API_BASE_URL": simulator_url,
         "TASKROUTER_API_BASE_URL": simulator_url,
         "LOG_LEVEL": "WARNING",
+        "HANDOVER_TOOL_TOKENS": BENCH_TOOL_TOKEN,
+        "HANDOVER_RATE_LIMIT_PER_IDENTITY": "0",
+        "HANDOVER_RATE_LIMIT_PER_CONVERSATION": "0",
         "PYTHONPATH": str(ROOT),
     }
     processes = [

@@ -94,6 +94,18 @@ class HandoverRecord:
     channel_sid: str | None = None
     error: HandoverError | None = None
     next_attempt_at: float | None = None
+    # An attempt was sent and its outcome is not known yet: the next run must
+    # look for its task before sending another (see worker.delivery_guard).
+    in_flight_since: float | None = None
+    ambiguous_attempts: int = 0
+    lookups: int = 0
+    replays: int = 0
+    replayed_at: float | None = None
+
+    @property
+    def deadline_from(self) -> float:
+        """Max age counts from the call, or from the last replay."""
+        return max(self.created_at, self.replayed_at or 0.0)
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> HandoverRecord:
@@ -117,6 +129,11 @@ class HandoverRecord:
             channel_sid=data.get("channel_sid") or None,
             error=HandoverError.from_dict(json.loads(error)) if error else None,
             next_attempt_at=_optional_float(data.get("next_attempt_at")),
+            in_flight_since=_optional_float(data.get("in_flight_since")),
+            ambiguous_attempts=int(data.get("ambiguous_attempts") or 0),
+            lookups=int(data.get("lookups") or 0),
+            replays=int(data.get("replays") or 0),
+            replayed_at=_optional_float(data.get("replayed_at")),
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -128,6 +145,9 @@ class HandoverRecord:
             "target": self.request.target,
             "state": self.state.value,
             "attempts": self.attempts,
+            "ambiguous_attempts": self.ambiguous_attempts,
+            "lookups": self.lookups,
+            "replays": self.replays,
             "interaction_sid": self.interaction_sid,
             "channel_sid": self.channel_sid,
             "error": self.error.to_public() if self.error else None,
@@ -135,6 +155,7 @@ class HandoverRecord:
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
             "finished_at": _iso(self.finished_at),
+            "replayed_at": _iso(self.replayed_at),
         }
 
 

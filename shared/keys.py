@@ -9,14 +9,21 @@ QUEUE_NAME = f"{PREFIX}:queue"
 HANDOVER_FUNCTION = "deliver_handover"
 HANDOVER_KEY_PREFIX = f"{PREFIX}:handover:"
 CONVERSATION_KEY_PREFIX = f"{PREFIX}:conversation:"
+CLAIM_KEY_PREFIX = f"{PREFIX}:claim:"
+RATE_KEY_PREFIX = f"{PREFIX}:rate:"
+FAILED_INDEX = f"{PREFIX}:failed"
 
 __all__ = [
     "ARQ_JOB_PREFIX",
+    "CLAIM_KEY_PREFIX",
     "CONVERSATION_KEY_PREFIX",
+    "FAILED_INDEX",
     "HANDOVER_FUNCTION",
     "HANDOVER_KEY_PREFIX",
     "QUEUE_NAME",
+    "RATE_KEY_PREFIX",
     "arq_job_key",
+    "claim_key",
     "conversation_key",
     "handover_key",
 ]
@@ -27,6 +34,10 @@ def handover_key(handover_id: str) -> str:
     return HANDOVER_KEY_PREFIX + handover_id
 
 
+# FAILED_INDEX is a sorted set of failed handover ids scored by when they
+# failed: the dead letters that `GET /handovers?state=failed` lists.
+
+
 def conversation_key(conversation_sid: str) -> str:
     """Points a conversation at its latest handover, for de-duplication."""
     return CONVERSATION_KEY_PREFIX + conversation_sid
@@ -35,3 +46,8 @@ def conversation_key(conversation_sid: str) -> str:
 def arq_job_key(handover_id: str) -> str:
     """arq's own job record; the arq job id is the handover id."""
     return ARQ_JOB_PREFIX + handover_id
+
+
+def claim_key(conversation_sid: str) -> str:
+    """Held by the one run that may call Twilio for this conversation."""
+    return CLAIM_KEY_PREFIX + conversation_sid

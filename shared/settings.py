@@ -66,23 +66,63 @@ class Settings:
     max_age_seconds: float = 900.0
     status_ttl_seconds: int = 7 * 24 * 3600
     attempt_timeout_seconds: float = 10.0
-    retry_budget_seconds: float = 30.0
+    retry_budget_seconds: float = 15.0
     backoff_initial_seconds: float = 0.5
     backoff_max_seconds: float = 8.0
     requeue_delay_seconds: float = 30.0
     max_body_bytes: int = 64 * 1024
+    tool_tokens: tuple[str, ...] = field(default=(), repr=False)
+    admin_tokens: tuple[str, ...] = field(default=(), repr=False)
+    verify_twilio_signature: bool = False
+    trust_proxy_headers: bool = False
+    allow_unauthenticated: bool = False
+    rate_limit_per_conversation: int = 5
+    rate_limit_per_identity: int = 20
+    rate_limit_window_seconds: int = 60
+    lookup_grace_seconds: float = 5.0
+    lookup_interval_seconds: float = 1.0
     worker_concurrency: int = 50
     worker_poll_delay_seconds: float = 0.05
+    worker_shutdown_grace_seconds: int = 10
     log_level: str = "INFO"
 
     @property
+    def run_budget_seconds(self) -> float:
+        """How long one run of the handover job may take, everything included:
+        the in-job retry budget, an attempt that starts at its end, the
+        friendly-name lookup and one TaskRouter lookup window."""
+        return (
+            self.retry_budget_seconds
+            + 2 * self.attempt_timeout_seconds
+            + self.lookup_grace_seconds
+            + 2.0
+        )
+
+    @property
     def job_timeout_seconds(self) -> float:
-        """arq's per-job timeout: above the in-job retry budget plus one attempt.
+        """arq's per-job timeout: above the run budget.
 
         A job that hits arq's timeout is failed for good without our status
         being written, so the handover job must always finish first.
         """
-        return self.retry_budget_seconds + 2 * self.attempt_timeout_seconds + 15.0
+        return self.run_budget_seconds + 5.0
+
+    @property
+    def recovery_seconds(self) -> float:
+        """The longest a handover waits after its worker is killed (SIGKILL):
+        arq re-runs a job only when its in-progress key, set for the job
+        timeout plus 10 s, expires."""
+        return self.job_timeout_seconds + 10.0
+
+    @property
+    def claim_ttl_seconds(self) -> int:
+        """A delivery claim outlives any run, and expires before arq re-runs a
+        killed worker's job."""
+        return int(self.job_timeout_seconds) + 1
+
+    @property
+    def authenticates_tool_calls(self) -> bool:
+        return bool(self.tool_tokens) or self.verify_twilio_signature
 
     @property
     def dedup_key_ttl_seconds(self) -> int:
@@ -127,7 +167,7 @@ class Settings:
             attempt_timeout_seconds=reader.get(
                 "HANDOVER_ATTEMPT_TIMEOUT_SECONDS", _seconds(0.01), 10.0
             ),
-            retry_budget_seconds=reader.get("HANDOVER_RETRY_BUDGET_SECONDS", _seconds(0), 30.0),
+            retry_budget_seconds=reader.get("HANDOVER_RETRY_BUDGET_SECONDS", _seconds(0), 15.0),
             backoff_initial_seconds=reader.get(
                 "HANDOVER_BACKOFF_INITIAL_SECONDS", _seconds(0), 0.5
             ),
@@ -136,9 +176,30 @@ class Settings:
                 "HANDOVER_REQUEUE_DELAY_SECONDS", _seconds(0.01), 30.0
             ),
             max_body_bytes=reader.get("HANDOVER_MAX_BODY_BYTES", _integer(256), 65536),
+            tool_tokens=reader.get("HANDOVER_TOOL_TOKENS", _tokens, ()),
+            admin_tokens=reader.get("HANDOVER_ADMIN_TOKENS", _tokens, ()),
+            verify_twilio_signature=reader.get(
+                "HANDOVER_VERIFY_TWILIO_SIGNATURE", _boolean, False
+            ),
+            trust_proxy_headers=reader.get("HANDOVER_TRUST_PROXY_HEADERS", _boolean, False),
+            allow_unauthenticated=reader.get("HANDOVER_ALLOW_UNAUTHENTICATED", _boolean, False),
+            rate_limit_per_conversation=reader.get(
+                "HANDOVER_RATE_LIMIT_PER_CONVERSATION", _integer(0), 5
+            ),
+            rate_limit_per_identity=reader.get("HANDOVER_RATE_LIMIT_PER_IDENTITY", _integer(0), 20),
+            rate_limit_window_seconds=reader.get(
+                "HANDOVER_RATE_LIMIT_WINDOW_SECONDS", _integer(1), 60
+            ),
+            lookup_grace_seconds=reader.get("HANDOVER_LOOKUP_GRACE_SECONDS", _seconds(0), 5.0),
+            lookup_interval_seconds=reader.get(
+                "HANDOVER_LOOKUP_INTERVAL_SECONDS", _seconds(0.01), 1.0
+            ),
             worker_concurrency=reader.get("WORKER_CONCURRENCY", _integer(1), 50),
             worker_poll_delay_seconds=reader.get(
                 "WORKER_POLL_DELAY_SECONDS", _seconds(0.001), 0.05
+            ),
+            worker_shutdown_grace_seconds=reader.get(
+                "WORKER_SHUTDOWN_GRACE_SECONDS", _integer(0), 10
             ),
             log_level=reader.get("LOG_LEVEL", _log_level, "INFO"),
         )
@@ -167,6 +228,17 @@ class Settings:
             problems.append(
                 "FLEX_WORKFLOW_SID: required (or define targets in HANDOVER_TARGETS)"
             )
+        if role == "api":
+            if not (self.authenticates_tool_calls or self.allow_unauthenticated):
+                problems.append(
+                    "HANDOVER_TOOL_TOKENS: required, or HANDOVER_VERIFY_TWILIO_SIGNATURE=true "
+                    "(on a laptop only: HANDOVER_ALLOW_UNAUTHENTICATED=true)"
+                )
+            if self.verify_twilio_signature and not self.twilio_auth_token:
+                problems.append(
+                    "TWILIO_AUTH_TOKEN: required with HANDOVER_VERIFY_TWILIO_SIGNATURE=true "
+                    "(Twilio signs with the account's auth token, not an API key secret)"
+                )
         if role == "worker":
             if not self.twilio_account_sid:
                 problems.append("TWILIO_ACCOUNT_SID: required")
@@ -223,6 +295,30 @@ def _secret(value: str) -> str:
     if len(value) < 8:
         raise ValueError("looks too short to be a Twilio secret (value not shown)")
     return value
+
+
+_TOKEN = re.compile(r"[!-~]{16,256}")  # printable ASCII, no spaces or commas
+
+
+def _tokens(value: str) -> tuple[str, ...]:
+    """Comma-separated, so a new token can be added before the old one is removed."""
+    tokens = tuple(token.strip() for token in value.split(",") if token.strip())
+    for position, token in enumerate(tokens, 1):
+        if "," in token or not _TOKEN.fullmatch(token):
+            raise ValueError(
+                f"token {position} must be 16 to 256 printable characters without spaces "
+                "(value not shown)"
+            )
+    return tokens
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {_preview(value)}")
 
 
 def _redis_url(value: str) -> str:

@@ -14,14 +14,22 @@ from shared import keys
 from shared.jobs import HandoverError, HandoverRecord, Status, now
 
 # Update an existing hash only: HSET then, for a final state, refresh the TTL.
-# KEYS: the record. ARGV: TTL seconds (0 keeps it), fields to delete count,
-#       those field names, then field/value pairs.
+# KEYS: the record, the failed index.
+# ARGV: TTL seconds (0 keeps it), failed-index score ('' for none: the handover
+#       is removed from the index), fields to delete count, those field names,
+#       then field/value pairs.
 _UPDATE_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local n = tonumber(ARGV[2])
-for i = 1, n do redis.call('HDEL', KEYS[1], ARGV[2 + i]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3 + n))
+local n = tonumber(ARGV[3])
+for i = 1, n do redis.call('HDEL', KEYS[1], ARGV[3 + i]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4 + n))
 if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local id = redis.call('HGET', KEYS[1], 'handover_id')
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[2], id)
+elseif tonumber(ARGV[1]) > 0 then
+  redis.call('ZREM', KEYS[2], id)
+end
 return 1
 """
 
@@ -85,6 +93,7 @@ class HandoverStore:
             clear=["next_attempt_at"],
             final=True,
             timestamp=timestamp,
+            failed=True,
         )
 
     async def _set(
@@ -95,12 +104,21 @@ class HandoverStore:
         clear: list[str] = (),  # type: ignore[assignment]
         final: bool = False,
         timestamp: float | None = None,
+        failed: bool = False,
     ) -> bool:
-        fields = {**fields, "updated_at": repr(timestamp or now())}
-        args: list[str | int] = [self._ttl if final else 0, len(clear), *clear]
+        timestamp = timestamp or now()
+        fields = {**fields, "updated_at": repr(timestamp)}
+        args: list[str | int] = [
+            self._ttl if final else 0,
+            repr(timestamp) if failed else "",
+            len(clear),
+            *clear,
+        ]
         for name, value in fields.items():
             args += (name, value)
-        return bool(await self._update(keys=[keys.handover_key(handover_id)], args=args))
+        return bool(
+            await self._update(keys=[keys.handover_key(handover_id), keys.FAILED_INDEX], args=args)
+        )
 
 
 def _decoded(data: dict) -> dict[str, str]:

@@ -86,6 +86,7 @@ def service_env(redis_url: str, simulator_url: str, **overrides: Any) -> dict[st
         "HANDOVER_REQUEUE_DELAY_SECONDS": "0.1",
         "WORKER_CONCURRENCY": "20",
         "WORKER_POLL_DELAY_SECONDS": "0.01",
+        "HANDOVER_ALLOW_UNAUTHENTICATED": "true",
     }
     env.update({name: str(value) for name, value in overrides.items()})
     return env

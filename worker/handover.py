@@ -43,7 +43,7 @@ async def deliver_handover(ctx: dict[str, Any], handover_id: str) -> str:
     """arq entry point; returns the final or current state for arq's log."""
     context: HandoverContext = ctx["handover"]
     try:
-        async with asyncio.timeout(_run_budget(context.settings)):
+        async with asyncio.timeout(context.settings.run_budget_seconds):
             return await _deliver(context, handover_id)
     except TimeoutError:
         # The whole run overran its budget (a slow Redis, a slow name lookup):
@@ -145,9 +145,4 @@ async def _fail(context: HandoverContext, handover_id: str, error: HandoverError
 
 def _deadline(record: HandoverRecord, settings: Settings) -> float:
     """When the handover stops being worth delivering."""
-    return record.created_at + settings.max_age_seconds
-
-
-def _run_budget(settings: Settings) -> float:
-    """Below arq's job timeout (see Settings.job_timeout_seconds)."""
-    return settings.retry_budget_seconds + 2 * settings.attempt_timeout_seconds + 5.0
+    return record.deadline_from + settings.max_age_seconds

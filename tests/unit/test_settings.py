@@ -29,7 +29,12 @@ AUTH_TOKEN = "auth-token-do-not-print-0123456789"
 API_SECRET = "api-secret-do-not-print-9876543210"
 REDIS_PASSWORD = "redis-password-do-not-print"
 
-API_ENV = {"REDIS_URL": "redis://localhost:6379/0", "FLEX_WORKFLOW_SID": WORKFLOW_SID}
+TOOL_TOKEN = "tool-token-do-not-print-0123"
+API_ENV = {
+    "REDIS_URL": "redis://localhost:6379/0",
+    "FLEX_WORKFLOW_SID": WORKFLOW_SID,
+    "HANDOVER_TOOL_TOKENS": TOOL_TOKEN,
+}
 WORKER_ENV = {
     **API_ENV,
     "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
@@ -59,7 +64,9 @@ def only_problem(env: dict[str, str], role: str = "worker") -> str:
 
 def test_defaults():
     settings = Settings.from_env(API_ENV, role="api")
-    assert settings == Settings(redis_url="redis://localhost:6379/0", targets=settings.targets)
+    assert settings == Settings(
+        redis_url="redis://localhost:6379/0", targets=settings.targets, tool_tokens=(TOOL_TOKEN,)
+    )
     assert settings.targets == {DEFAULT_TARGET: Target(DEFAULT_TARGET, WORKFLOW_SID, "chat")}
     assert {
         field.name: getattr(settings, field.name)
@@ -80,13 +87,24 @@ def test_defaults():
         "max_age_seconds": 900.0,
         "status_ttl_seconds": 7 * 24 * 3600,
         "attempt_timeout_seconds": 10.0,
-        "retry_budget_seconds": 30.0,
+        "retry_budget_seconds": 15.0,
         "backoff_initial_seconds": 0.5,
         "backoff_max_seconds": 8.0,
         "requeue_delay_seconds": 30.0,
         "max_body_bytes": 65536,
+        "tool_tokens": (TOOL_TOKEN,),
+        "admin_tokens": (),
+        "verify_twilio_signature": False,
+        "trust_proxy_headers": False,
+        "allow_unauthenticated": False,
+        "rate_limit_per_conversation": 5,
+        "rate_limit_per_identity": 20,
+        "rate_limit_window_seconds": 60,
+        "lookup_grace_seconds": 5.0,
+        "lookup_interval_seconds": 1.0,
         "worker_concurrency": 50,
         "worker_poll_delay_seconds": 0.05,
+        "worker_shutdown_grace_seconds": 10,
         "log_level": "INFO",
     }
     assert (settings.twilio_username, settings.twilio_password) == (None, None)
@@ -120,8 +138,19 @@ def test_every_setting_read_from_the_environment():
         "HANDOVER_BACKOFF_MAX_SECONDS": "4",
         "HANDOVER_REQUEUE_DELAY_SECONDS": "5",
         "HANDOVER_MAX_BODY_BYTES": "1024",
+        "HANDOVER_TOOL_TOKENS": f" {TOOL_TOKEN} ,, second-token-0123456789 ",
+        "HANDOVER_ADMIN_TOKENS": "admin-token-0123456789",
+        "HANDOVER_VERIFY_TWILIO_SIGNATURE": "TRUE",
+        "HANDOVER_TRUST_PROXY_HEADERS": "yes",
+        "HANDOVER_ALLOW_UNAUTHENTICATED": "0",
+        "HANDOVER_RATE_LIMIT_PER_CONVERSATION": "0",
+        "HANDOVER_RATE_LIMIT_PER_IDENTITY": "7",
+        "HANDOVER_RATE_LIMIT_WINDOW_SECONDS": "30",
+        "HANDOVER_LOOKUP_GRACE_SECONDS": "2",
+        "HANDOVER_LOOKUP_INTERVAL_SECONDS": "0.25",
         "WORKER_CONCURRENCY": "8",
         "WORKER_POLL_DELAY_SECONDS": "0.01",
+        "WORKER_SHUTDOWN_GRACE_SECONDS": "3",
         "LOG_LEVEL": "debug",
     }
     assert Settings.from_env(env, role="worker") == Settings(
@@ -143,8 +172,19 @@ def test_every_setting_read_from_the_environment():
         backoff_max_seconds=4.0,
         requeue_delay_seconds=5.0,
         max_body_bytes=1024,
+        tool_tokens=(TOOL_TOKEN, "second-token-0123456789"),
+        admin_tokens=("admin-token-0123456789",),
+        verify_twilio_signature=True,
+        trust_proxy_headers=True,
+        allow_unauthenticated=False,
+        rate_limit_per_conversation=0,
+        rate_limit_per_identity=7,
+        rate_limit_window_seconds=30,
+        lookup_grace_seconds=2.0,
+        lookup_interval_seconds=0.25,
         worker_concurrency=8,
         worker_poll_delay_seconds=0.01,
+        worker_shutdown_grace_seconds=3,
         log_level="DEBUG",
     )
 
@@ -278,7 +318,7 @@ def test_several_problems_are_reported_at_once():
 @pytest.mark.parametrize(
     "role, env, missing",
     [
-        ("api", {}, ["REDIS_URL", "FLEX_WORKFLOW_SID"]),
+        ("api", {}, ["REDIS_URL", "FLEX_WORKFLOW_SID", "HANDOVER_TOOL_TOKENS"]),
         ("worker", {}, [
             "REDIS_URL",
             "FLEX_WORKFLOW_SID",
@@ -286,7 +326,7 @@ def test_several_problems_are_reported_at_once():
             "TWILIO_AUTH_TOKEN",
             "FLEX_WORKSPACE_SID",
         ]),
-        ("api", {"FLEX_WORKFLOW_SID": WORKFLOW_SID}, ["REDIS_URL"]),
+        ("api", {"FLEX_WORKFLOW_SID": WORKFLOW_SID}, ["REDIS_URL", "HANDOVER_TOOL_TOKENS"]),
         ("worker", {**API_ENV, "TWILIO_ACCOUNT_SID": ACCOUNT_SID}, [
             "TWILIO_AUTH_TOKEN",
             "FLEX_WORKSPACE_SID",
@@ -309,7 +349,8 @@ def test_role_requirements(role, env, missing):
         ("api", API_ENV),
         ("worker", WORKER_ENV),
         ("api", {"REDIS_URL": "unix:///tmp/redis.sock", "HANDOVER_TARGETS": json.dumps(
-            {"billing": {"workflow_sid": BILLING_WORKFLOW_SID}})}),
+            {"billing": {"workflow_sid": BILLING_WORKFLOW_SID}}),
+            "HANDOVER_ALLOW_UNAUTHENTICATED": "true"}),
     ],
 )
 def test_role_is_satisfied(role, env):
@@ -337,7 +378,8 @@ def test_auth_token_auth_uses_the_account_sid():
 def test_missing_for_lists_what_a_role_lacks():
     settings = Settings(redis_url="redis://localhost")
     assert [problem.split(":", 1)[0] for problem in settings.missing_for("api")] == [
-        "FLEX_WORKFLOW_SID"
+        "FLEX_WORKFLOW_SID",
+        "HANDOVER_TOOL_TOKENS",
     ]
     assert len(settings.missing_for("worker")) == 4
 
@@ -449,7 +491,7 @@ def test_handover_targets_can_redefine_the_default_target():
 
 
 def test_handover_targets_alone_satisfy_the_target_requirement():
-    env = {"REDIS_URL": "redis://localhost", "HANDOVER_TARGETS": json.dumps(
+    env = {**API_ENV, "FLEX_WORKFLOW_SID": "", "HANDOVER_TARGETS": json.dumps(
         {"billing": {"workflow_sid": BILLING_WORKFLOW_SID}})}
     assert set(Settings.from_env(env, role="api").targets) == {"billing"}
 
@@ -464,8 +506,7 @@ def test_parse_targets_uses_the_given_default_task_channel():
 
 def test_status_records_must_outlive_a_retrying_handover():
     env = {
-        "REDIS_URL": "redis://localhost/0",
-        "FLEX_WORKFLOW_SID": "WW" + "a" * 32,
+        **API_ENV,
         "HANDOVER_MAX_AGE_SECONDS": "900",
         "HANDOVER_STATUS_TTL_SECONDS": "600",
     }
@@ -474,3 +515,57 @@ def test_status_records_must_outlive_a_retrying_handover():
     assert caught.value.problems[0].startswith("HANDOVER_STATUS_TTL_SECONDS:")
     env["HANDOVER_STATUS_TTL_SECONDS"] = "3600"
     assert Settings.from_env(env, role="api").status_ttl_seconds == 3600
+
+
+# --------------------------------------------------------------------------
+# Who may call, and the bounds the worker's timings give
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, value, says",
+    [
+        ("HANDOVER_TOOL_TOKENS", "short", "token 1 must be 16 to 256"),
+        ("HANDOVER_TOOL_TOKENS", f"{TOOL_TOKEN},has a space in it 0123", "token 2"),
+        ("HANDOVER_ADMIN_TOKENS", "x" * 300, "token 1"),
+        ("HANDOVER_VERIFY_TWILIO_SIGNATURE", "maybe", "true or false"),
+        ("HANDOVER_ALLOW_UNAUTHENTICATED", "2", "true or false"),
+        ("HANDOVER_RATE_LIMIT_PER_IDENTITY", "-1", "at least 0"),
+        ("HANDOVER_RATE_LIMIT_WINDOW_SECONDS", "0", "at least 1"),
+        ("WORKER_SHUTDOWN_GRACE_SECONDS", "1.5", "whole number"),
+    ],
+)
+def test_auth_and_limit_variables_are_checked(name, value, says):
+    problem = only_problem({**API_ENV, name: value}, role="api")
+    assert problem.startswith(f"{name}: ") and says in problem
+    assert "has a space" not in problem and "x" * 20 not in problem
+
+
+def test_api_refuses_to_start_without_authentication():
+    env = {**API_ENV, "HANDOVER_TOOL_TOKENS": ""}
+    problem = only_problem(env, role="api")
+    assert problem.startswith("HANDOVER_TOOL_TOKENS: required")
+    assert "HANDOVER_ALLOW_UNAUTHENTICATED" in problem
+    assert Settings.from_env({**env, "HANDOVER_ALLOW_UNAUTHENTICATED": "true"}, role="api")
+
+
+def test_signature_checking_alone_is_authentication_but_needs_the_auth_token():
+    env = {**API_ENV, "HANDOVER_TOOL_TOKENS": "", "HANDOVER_VERIFY_TWILIO_SIGNATURE": "true"}
+    assert only_problem(env, role="api").startswith("TWILIO_AUTH_TOKEN: required with")
+    settings = Settings.from_env({**env, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}, role="api")
+    assert settings.authenticates_tool_calls and not settings.tool_tokens
+
+
+def test_tokens_stay_out_of_repr():
+    env = {**API_ENV, "HANDOVER_ADMIN_TOKENS": "admin-token-do-not-print-42"}
+    text = repr(Settings.from_env(env, role="api"))
+    assert TOOL_TOKEN not in text and "admin-token-do-not-print-42" not in text
+
+
+def test_a_killed_workers_handover_is_recovered_after_the_job_timeout_and_ten_seconds():
+    settings = Settings.from_env(WORKER_ENV, role="worker")
+    # 15 s retry budget + two 10 s attempts + 5 s lookup window + 2 s margin.
+    assert settings.run_budget_seconds == 42.0
+    assert settings.job_timeout_seconds == 47.0
+    assert settings.recovery_seconds == 57.0
+    assert settings.run_budget_seconds < settings.claim_ttl_seconds < settings.recovery_seconds
