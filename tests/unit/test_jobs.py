@@ -157,14 +157,23 @@ def test_to_public_fields():
         attempts="2",
         finished_at=repr(CREATED_AT + 1.5),
         error=json.dumps({"status": 400, "code": 20001, "message": "bad channel"}),
+        ambiguous_attempts="1",
+        lookups="3",
+        replays="1",
+        replayed_at=repr(CREATED_AT + 1.0),
     )
-    assert HandoverRecord.from_hash(fields).to_public() == {
+    record = HandoverRecord.from_hash(fields)
+    assert record.deadline_from == CREATED_AT + 1.0
+    assert record.to_public() == {
         "handover_id": HANDOVER_ID,
         "conversation_sid": CONVERSATION_SID,
         "identity": "whatsapp:+14*******23",
         "target": "billing",
         "state": "failed",
         "attempts": 2,
+        "ambiguous_attempts": 1,
+        "lookups": 3,
+        "replays": 1,
         "interaction_sid": None,
         "channel_sid": None,
         "error": {"status": 400, "code": 20001, "message": "bad channel"},
@@ -172,6 +181,7 @@ def test_to_public_fields():
         "created_at": "2025-01-01T12:00:00.123+00:00",
         "updated_at": "2025-01-01T12:00:00.123+00:00",
         "finished_at": "2025-01-01T12:00:01.623+00:00",
+        "replayed_at": "2025-01-01T12:00:01.123+00:00",
     }
 
 
