@@ -8,13 +8,14 @@ centre volume that is the hot path, and access logs would carry query strings.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from api import admin
+from api.keys import ENQUEUER, REDIS, SETTINGS, STORE
 from api.parsing import ToolCallError, parse_tool_call
 from shared.connections import Enqueuer, create_redis
 from shared.settings import DEFAULT_TARGET, Settings
@@ -22,12 +23,7 @@ from shared.store import HandoverStore
 
 logger = logging.getLogger("flex_handover.api")
 
-SETTINGS = web.AppKey("settings", Settings)
-REDIS = web.AppKey("redis", aioredis.Redis)
-ENQUEUER = web.AppKey("enqueuer", Enqueuer)
-STORE = web.AppKey("store", HandoverStore)
 RETRY_AFTER_SECONDS = 2
-_HANDOVER_ID = re.compile(r"ho_[0-9a-f]{32}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -95,16 +91,6 @@ async def tool_call(request: web.Request) -> web.Response:
     )
 
 
-async def handover_status(request: web.Request) -> web.Response:
-    handover_id = request.match_info["handover_id"]
-    record = None
-    if _HANDOVER_ID.fullmatch(handover_id):
-        record = await request.app[STORE].get(handover_id)
-    if record is None:
-        raise ToolCallError(404, "unknown_handover", f"No handover with id '{handover_id}'.")
-    return web.json_response(record.to_public())
-
-
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -125,7 +111,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
         [
             web.post("/tools/flex-handover", tool_call),
             web.post("/tools/flex-handover/{target}", tool_call),
-            web.get("/handovers/{handover_id}", handover_status),
+            *admin.routes(),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
         ]

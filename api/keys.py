@@ -1,0 +1,15 @@
+"""The aiohttp application keys every handler module reads."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from shared.connections import Enqueuer
+from shared.settings import Settings
+from shared.store import HandoverStore
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", aioredis.Redis)
+ENQUEUER = web.AppKey("enqueuer", Enqueuer)
+STORE = web.AppKey("store", HandoverStore)
