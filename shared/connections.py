@@ -18,10 +18,10 @@ from shared import keys
 from shared.jobs import (
     HandoverRequest,
     Status,
+    arq_job,
     new_handover_id,
     new_handover_record,
     now,
-    serialize_job,
 )
 from shared.settings import Settings
 
@@ -92,9 +92,7 @@ class Enqueuer:
         handover_id = new_handover_id()
         timestamp = now()
         enqueue_ms = int(timestamp * 1000)
-        job = serialize_job(
-            {"t": 1, "f": keys.HANDOVER_FUNCTION, "a": [handover_id], "k": {}, "et": enqueue_ms}
-        )
+        job = arq_job(keys.HANDOVER_FUNCTION, handover_id, enqueue_ms)
         record = new_handover_record(handover_id, request, timestamp)
         settings = self._settings
         args: list[str | bytes | int | float] = [

@@ -188,6 +188,12 @@ def serialize_job(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
+def arq_job(function: str, handover_id: str, enqueue_ms: int) -> bytes:
+    """The job record arq's worker reads: one try counter, the function, the
+    handover id as its only argument (no PII in arq's logs), the enqueue time."""
+    return serialize_job({"t": 1, "f": function, "a": [handover_id], "k": {}, "et": enqueue_ms})
+
+
 def deserialize_job(raw: bytes) -> dict[str, Any]:
     return json.loads(raw)
 
