@@ -19,24 +19,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import signal
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
+from harness import (
+    ROOT,
+    flex_handover_command,
+    percentile,
+    service_env,
+    start_process,
+    stop_processes,
+    tool_headers,
+    wait_listening,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from shared.redis_server import LocalRedisServer, free_port  # noqa: E402
-
-ACCOUNT_SID = "AC" + "0" * 32
-AUTH_TOKEN = "bench-auth-token-0000"
-CHAT_SERVICE = "IS" + "0" * 32
+from shared.redis_server import LocalRedisServer, free_port
 
 
 @dataclass
@@ -51,32 +51,6 @@ class Sample:
         self.elapsed += other.elapsed
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-BENCH_TOOL_TOKEN = "bench-token-0123456789abcdef"
-
-
-async def start_process(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-
-
-async def wait_listening(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            await writer.wait_closed()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
-
-
 async def load(url: str, requests: int, concurrency: int, offset: int) -> Sample:
     """`requests` tool calls from `concurrency` connections, each a new conversation."""
     sample = Sample()
@@ -86,12 +60,7 @@ async def load(url: str, requests: int, concurrency: int, offset: int) -> Sample
 
         async def client() -> None:
             for n in counter:
-                conversation = f"CH{offset + n:032x}"
-                headers = {
-                    "Authorization": f"Bearer {BENCH_TOOL_TOKEN}",
-                    "X-Session-Id": f"webhook:conversations__{CHAT_SERVICE}/{conversation}",
-                    "X-Identity": "whatsapp:+15555550100",
-                }
+                headers = tool_headers(offset + n)
                 started = time.perf_counter()
                 async with http.post(url, json={"reason": "bench"}, headers=headers) as response:
                     await response.read()
@@ -115,30 +84,12 @@ def report(name: str, sample: Sample) -> str:
 
 
 async def main(args: argparse.Namespace) -> int:
-    command = shutil.which("flex-handover")
-    if command is None:
-        print("flex-handover is not installed: pip install -e .", file=sys.stderr)
-        return 2
+    command = flex_handover_command()
     redis = LocalRedisServer()
     redis.start()
     ports = {name: free_port() for name in ("simulator", "api", "inline")}
     simulator_url = f"http://127.0.0.1:{ports['simulator']}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TWILIO_", "FLEX_"))},
-        "REDIS_URL": redis.url,
-        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "FLEX_WORKSPACE_SID": "WS" + "0" * 32,
-        "FLEX_WORKFLOW_SID": "WW" + "0" * 32,
-        "FLEX_API_BASE_URL": simulator_url,
-        "CONVERSATIONS_API_BASE_URL": simulator_url,
-        "TASKROUTER_API_BASE_URL": simulator_url,
-        "LOG_LEVEL": "WARNING",
-        "HANDOVER_TOOL_TOKENS": BENCH_TOOL_TOKEN,
-        "HANDOVER_RATE_LIMIT_PER_IDENTITY": "0",
-        "HANDOVER_RATE_LIMIT_PER_CONVERSATION": "0",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = service_env(redis.url, simulator_url)
     processes = [
         await start_process(command, "simulator", "--port", str(ports["simulator"]), env=env),
         await start_process(command, "api", "--port", str(ports["api"]), env=env),
@@ -182,14 +133,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"median ack latency: flex-handover is {ratio:.0f}x faster than inline")
         return 1 if (inline.errors or ours.errors) else 0
     finally:
-        for process in processes:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                await asyncio.wait_for(process.wait(), 15)
-            except TimeoutError:
-                process.kill()
+        await stop_processes(processes)
         redis.close()
 
 
