@@ -1,0 +1,214 @@
+"""Tool-endpoint throughput at high concurrency: flex-handover vs what else a user would run.
+
+Three receivers on loopback, each its own process, measured alternately round
+by round so that all see the same machine noise:
+
+  (a) bare aiohttp: reads the request, answers 202 (the framework's limit here)
+  (b) naive arq: awaits arq's `enqueue_job` per call (3 Redis round trips)
+  (c) flex-handover's tool endpoint: authenticated, parsed, de-duplicated,
+      rate-limited and stored in Redis (status record + arq job) before the 202
+
+Load generator: wrk (Debian package `wrk`) with bench/wrk_tool_call.lua, every
+request a new conversation; with `--generator python` (or no wrk installed) an
+aiohttp client in this process, which is itself CPU-bound and reads lower.
+Redis runs on the same machine and is flushed between runs. It prints
+requests/s, p50/p99/max latency per receiver and the ratios c/a and c/b.
+
+    python bench/load.py                                 # 64 connections, 3 rounds x 10 s
+    python bench/load.py --connections 16 64 256          # a sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import redis.asyncio as aioredis
+from harness import (
+    BENCH_TOOL_TOKEN,
+    ROOT,
+    flex_handover_command,
+    percentile,
+    service_env,
+    start_process,
+    stop_processes,
+    tool_headers,
+    wait_listening,
+)
+
+from shared.redis_server import LocalRedisServer, free_port
+
+RECEIVERS = ("bare aiohttp", "naive arq", "flex-handover")
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+@dataclass
+class Run:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+
+
+@dataclass
+class Runs:
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return statistics.median(getattr(run, name) for run in self.runs)
+
+    @property
+    def errors(self) -> int:
+        return sum(run.errors for run in self.runs)
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * _UNITS[unit]
+
+
+def parse_wrk(output: str) -> Run:
+    """wrk --latency output → one Run."""
+    latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", output)
+    p50 = re.search(r"50%\s+(\S+)", output)
+    p99 = re.search(r"99%\s+(\S+)", output)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(r"Socket errors:.*?(\d+).*?(\d+).*?(\d+).*?(\d+)", output)
+    if not (latency and p50 and p99 and rate):
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    try:
+        return _parsed_run(latency, p50, p99, rate, non_2xx, socket_errors)
+    except AttributeError:
+        raise RuntimeError(f"unexpected wrk output:\n{output}") from None
+
+
+def _parsed_run(latency, p50, p99, rate, non_2xx, socket_errors) -> Run:
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    return Run(float(rate.group(1)), _ms(p50.group(1)), _ms(p99.group(1)),
+               _ms(latency.group(3)), errors)  # fmt: skip
+
+
+async def run_wrk(url: str, connections: int, seconds: float, threads: int, round_no: int) -> Run:
+    process = await asyncio.create_subprocess_exec(
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+        "-s", str(ROOT / "bench" / "wrk_tool_call.lua"), url, "--", BENCH_TOOL_TOKEN,
+        str(round_no), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(output.decode())
+    return parse_wrk(output.decode())
+
+
+async def run_python(url: str, connections: int, seconds: float, round_no: int) -> Run:
+    """The fallback generator: `connections` clients looping for `seconds`."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.monotonic() + seconds
+    numbers = iter(range(round_no << 40, (round_no + 1) << 40))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as http:
+
+        async def client() -> None:
+            nonlocal errors
+            while time.monotonic() < stop_at:
+                started = time.perf_counter()
+                async with http.post(
+                    url, json={"reason": "load test"}, headers=tool_headers(next(numbers))
+                ) as response:
+                    await response.read()
+                    errors += response.status not in (200, 202)
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.monotonic()
+        await asyncio.gather(*(client() for _ in range(connections)))
+        elapsed = time.monotonic() - started
+    return Run(len(latencies) / elapsed, statistics.median(latencies),
+               percentile(latencies, 0.99), max(latencies), errors)  # fmt: skip
+
+
+async def main(args: argparse.Namespace) -> int:
+    generator = args.generator or ("wrk" if shutil.which("wrk") else "python")
+    command = flex_handover_command()
+    redis = LocalRedisServer()
+    redis.start()
+    ports = dict(zip(RECEIVERS, (free_port() for _ in RECEIVERS), strict=True))
+    env = service_env(redis.url, "http://127.0.0.1:9", **{"WORKER_CONCURRENCY": "1"})
+    receiver = str(ROOT / "bench" / "receivers.py")
+    processes = [
+        await start_process(sys.executable, receiver, "bare", "--port", str(ports["bare aiohttp"]), env=env),
+        await start_process(sys.executable, receiver, "arq", "--port", str(ports["naive arq"]), env=env),
+        await start_process(command, "api", "--port", str(ports["flex-handover"]), env=env),
+    ]  # fmt: skip
+    client = aioredis.Redis.from_url(redis.url)
+    results: dict[int, dict[str, Runs]] = {}
+    try:
+        for port in ports.values():
+            await wait_listening(port)
+        round_no = 0
+        for connections in args.connections:
+            results[connections] = {name: Runs() for name in RECEIVERS}
+            for _ in range(args.rounds + 1):  # the first round warms up and is dropped
+                for name, port in ports.items():
+                    round_no += 1
+                    await client.flushall()
+                    url = f"http://127.0.0.1:{port}/tools/flex-handover"
+                    if generator == "wrk":
+                        run = await run_wrk(url, connections, args.seconds, args.threads, round_no)
+                    else:
+                        run = await run_python(url, connections, args.seconds, round_no)
+                    if round_no > len(RECEIVERS):
+                        results[connections][name].runs.append(run)
+        print_report(results, args, generator)
+        failed = any(runs.errors for by_name in results.values() for runs in by_name.values())
+        return 1 if failed else 0
+    finally:
+        await client.aclose()
+        await stop_processes(processes)
+        redis.close()
+
+
+def print_report(results: dict[int, dict[str, Runs]], args: argparse.Namespace, generator: str) -> None:
+    print(
+        f"tool endpoint under load: {args.rounds} alternating rounds x {args.seconds:g} s, "
+        f"generator {generator}, {os.cpu_count()} CPUs, Redis on this machine (medians of rounds)"
+    )
+    print(f"{'conns':>5} {'receiver':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>6}")
+    for connections, by_name in results.items():
+        for name, runs in by_name.items():
+            print(
+                f"{connections:>5} {name:<14} {runs.median('requests_per_second'):>9.0f} "
+                f"{runs.median('p50_ms'):>8.2f} {runs.median('p99_ms'):>8.2f} "
+                f"{runs.median('max_ms'):>8.2f} {runs.errors:>6}"
+            )
+        ours, bare, arq = (by_name[name] for name in ("flex-handover", "bare aiohttp", "naive arq"))
+        rate = "requests_per_second"
+        print(
+            f"{connections:>5} ratios: c/a {ours.median(rate) / bare.median(rate):.2f}, "
+            f"c/b {ours.median(rate) / arq.median(rate):.2f}"
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, nargs="+", default=[64])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per run")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--generator", choices=("wrk", "python"))
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args())))

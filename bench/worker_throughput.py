@@ -1,0 +1,205 @@
+"""Worker throughput against a slow Flex API, next to its bound and the client's own cost.
+
+For each worker concurrency (default 10, 100, 500): a backlog of handovers is
+stored the way the API stores them (shared.connections.Enqueuer), then one
+`flex-handover worker` process drains it against the Flex simulator (in this
+process) answering POST /v1/Interactions after --flex-latency seconds.
+
+It prints handovers/s and their ratio to the bound min(concurrency / latency,
+FLEX_API_MAX_RPS when set), the worker's CPU milliseconds per handover, and
+the same for a bare loop of twilio `create_async` calls at the same
+concurrency (bench/create_loop.py: the client library's own cost), measured in
+the same run; then time from acknowledgement to Interaction (p50/p99) for a
+paced run at half the bound, where it should be the Flex latency plus a little.
+
+    python bench/worker_throughput.py
+    python bench/worker_throughput.py --concurrency 100 --seconds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import sys
+import time
+
+import redis.asyncio as aioredis
+from harness import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    ROOT,
+    flex_handover_command,
+    percentile,
+    service_env,
+    start_process,
+    stop_processes,
+)
+
+from shared import keys
+from shared.connections import Enqueuer
+from shared.flex_simulator import FlexSimulator
+from shared.jobs import HandoverRequest, Identity
+from shared.redis_server import LocalRedisServer
+from shared.settings import Settings
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def enqueue(enqueuer: Enqueuer, first: int, count: int) -> None:
+    identity = Identity("whatsapp", "+15555550100")
+    for start in range(first, first + count, 200):
+        await asyncio.gather(*(
+            enqueuer.enqueue(HandoverRequest(f"CH{n:032x}", identity, "default"))
+            for n in range(start, min(first + count, start + 200))
+        ))  # fmt: skip
+
+
+async def wait_created(flex: FlexSimulator, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(flex.interactions) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(flex.interactions)} of {count} created in {timeout:g}s")
+        await asyncio.sleep(0.05)
+
+
+async def drain(env: dict[str, str], flex: FlexSimulator, enqueuer: Enqueuer, count: int,
+                offset: int) -> tuple[float, float]:  # fmt: skip
+    """A backlog of `count`, one worker: (handovers/s, worker CPU ms per handover)."""
+    await enqueue(enqueuer, offset, count)
+    already = len(flex.interactions)
+    worker = await start_process(flex_handover_command(), "worker", env=env)
+    try:
+        await wait_created(flex, already + 1, 30)  # started: imports and connections done
+        cpu_started, started = cpu_seconds(worker.pid), time.perf_counter()
+        first = len(flex.interactions)
+        await wait_created(flex, already + count, 120 + count / 10)
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(worker.pid) - cpu_started
+    finally:
+        await stop_processes([worker])
+    done = already + count - first
+    return done / elapsed, cpu * 1000 / done
+
+
+async def bare_loop(simulator_url: str, count: int, concurrency: int) -> tuple[float, float]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "create_loop.py"), "--url", simulator_url,
+        "--count", str(count), "--concurrency", str(concurrency),
+        "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    created, seconds, cpu_ms = re.search(
+        r"created (\d+) in ([\d.]+) s, cpu ([\d.]+) ms", output.decode()
+    ).groups()
+    return int(created) / float(seconds), float(cpu_ms) / int(created)
+
+
+async def time_to_interaction(env: dict[str, str], flex: FlexSimulator, enqueuer: Enqueuer,
+                              rate: float, seconds: float, offset: int) -> list[float]:  # fmt: skip
+    """Handovers stored at `rate` per second while a worker runs: ack → created, ms."""
+    worker = await start_process(flex_handover_command(), "worker", env=env)
+    acked: dict[str, float] = {}
+    try:
+        await asyncio.sleep(2.0)  # worker start-up
+        identity = Identity("whatsapp", "+15555550100")
+        count = int(rate * seconds)
+        started = time.monotonic()
+        for n in range(count):
+            await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+            result = await enqueuer.enqueue(
+                HandoverRequest(f"CH{offset + n:032x}", identity, "default")
+            )
+            acked[result.handover_id] = time.time()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            created = {
+                i["routing"]["properties"]["attributes"].get("handoverId"): i["received_at"]
+                for i in flex.interactions
+            }
+            if all(h in created for h in acked):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await stop_processes([worker])
+    # The simulator records a create when it arrives; it answers after the latency.
+    return [(created[h] + flex.latency - at) * 1000 for h, at in acked.items() if h in created]
+
+
+async def main(args: argparse.Namespace) -> int:
+    redis = LocalRedisServer()
+    redis.start()
+    flex = FlexSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, latency=args.flex_latency)
+    simulator_url = await flex.start()
+    client = aioredis.Redis.from_url(redis.url, decode_responses=True)
+    rows = []
+    try:
+        offset = 0
+        for concurrency in args.concurrency:
+            env = service_env(redis.url, simulator_url, WORKER_CONCURRENCY=str(concurrency),
+                              WORKER_POLL_DELAY_SECONDS=str(args.poll_delay))  # fmt: skip
+            settings = Settings.from_env(env, role="worker")
+            enqueuer = Enqueuer(client, settings)
+            bound = concurrency / args.flex_latency
+            max_rps = getattr(settings, "flex_api_max_rps", None)
+            if max_rps:
+                bound = min(bound, max_rps)
+            count = max(concurrency * 2, int(bound * args.seconds))
+            rate, cpu_ms = await drain(env, flex, enqueuer, count, offset)
+            offset += count
+            await client.flushall()
+            bare_rate, bare_cpu_ms = await bare_loop(simulator_url, count, concurrency)
+            rows.append((concurrency, count, rate, bound, cpu_ms, bare_rate, bare_cpu_ms))
+        concurrency = args.concurrency[-1]
+        env = service_env(redis.url, simulator_url, WORKER_CONCURRENCY=str(concurrency),
+                          WORKER_POLL_DELAY_SECONDS=str(args.poll_delay))  # fmt: skip
+        paced_rate = min(args.paced_rate, concurrency / args.flex_latency / 2)
+        latencies = await time_to_interaction(
+            env, flex, Enqueuer(client, Settings.from_env(env, role="worker")),
+            paced_rate, args.seconds, offset,
+        )
+    finally:
+        await client.aclose()
+        await flex.stop()
+        redis.close()
+    print(
+        f"worker throughput: Flex API latency {args.flex_latency * 1000:.0f} ms, one worker "
+        f"process, poll delay {args.poll_delay * 1000:.0f} ms, {os.cpu_count()} CPUs"
+    )
+    print(f"{'conc':>5} {'handovers':>9} {'per s':>8} {'bound':>8} {'ratio':>6} "
+          f"{'cpu ms':>7} {'bare/s':>8} {'bare cpu':>8} {'cpu x':>6}")  # fmt: skip
+    for concurrency, count, rate, bound, cpu_ms, bare_rate, bare_cpu_ms in rows:
+        print(
+            f"{concurrency:>5} {count:>9} {rate:>8.1f} {bound:>8.0f} {rate / bound:>6.2f} "
+            f"{cpu_ms:>7.2f} {bare_rate:>8.1f} {bare_cpu_ms:>8.2f} {cpu_ms / bare_cpu_ms:>6.2f}"
+        )
+    if latencies:
+        print(
+            f"ack -> Interaction at {paced_rate:g}/s: p50 {statistics.median(latencies):.0f} ms, "
+            f"p99 {percentile(latencies, 0.99):.0f} ms (Flex latency "
+            f"{args.flex_latency * 1000:.0f} ms)"
+        )
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--flex-latency", type=float, default=0.2, help="seconds")
+    parser.add_argument("--seconds", type=float, default=5.0, help="work per concurrency")
+    parser.add_argument("--poll-delay", type=float, default=0.05, help="WORKER_POLL_DELAY_SECONDS")
+    parser.add_argument("--paced-rate", type=float, default=100.0, help="handovers/s")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args())))
