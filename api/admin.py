@@ -1,5 +1,5 @@
-"""The operator's endpoints: read a handover's status (and, later, list and
-replay failed ones). Kept apart from the tool endpoint, which is the hot path.
+"""The operator's endpoints: a handover's status, the failed ones, and their
+replay. Kept apart from the tool endpoint, which is the hot path.
 """
 
 from __future__ import annotations
@@ -8,10 +8,13 @@ import re
 
 from aiohttp import web
 
-from api.keys import STORE
+from api.keys import REDIS, SETTINGS, STORE
 from api.parsing import ToolCallError
+from shared import deadletters
+from shared.deadletters import DEFAULT_LIMIT, MAX_LIMIT, Refusal
 
 _HANDOVER_ID = re.compile(r"ho_[0-9a-f]{32}")
+LISTABLE_STATES = ("failed",)
 
 
 async def handover_status(request: web.Request) -> web.Response:
@@ -21,9 +24,74 @@ async def handover_status(request: web.Request) -> web.Response:
     if _HANDOVER_ID.fullmatch(handover_id):
         record = await request.app[STORE].get(handover_id)
     if record is None:
-        raise ToolCallError(404, "unknown_handover", f"No handover with id '{handover_id}'.")
+        raise _unknown(handover_id)
     return web.json_response(record.to_public())
 
 
+async def list_handovers(request: web.Request) -> web.Response:
+    """GET /handovers?state=failed[&limit=N][&before=CURSOR]: the dead letters,
+    newest failure first, each with its (masked) last error."""
+    query = request.query
+    state = query.get("state")
+    if state not in LISTABLE_STATES:
+        accepted = ", ".join(f"state={name}" for name in LISTABLE_STATES)
+        given = "is required" if state is None else f"'{state[:40]}' is not supported"
+        raise ToolCallError(
+            400, "invalid_state", f"The state parameter {given}; accepted: {accepted}."
+        )
+    limit = _parse_limit(query.get("limit"))
+    try:
+        page = await deadletters.list_failed(request.app[REDIS], limit, query.get("before"))
+    except ValueError as exc:
+        raise ToolCallError(400, "invalid_cursor", str(exc)) from None
+    return web.json_response(
+        {"handovers": [record.to_public() for record in page.handovers], "next": page.next}
+    )
+
+
+async def replay_handover(request: web.Request) -> web.Response:
+    """POST /handovers/{handover_id}/replay: queue a failed handover again.
+
+    202 with the record (`queued`); 409 when it succeeded, is still live, or
+    the conversation has a newer live or succeeded handover.
+    """
+    handover_id = request.match_info["handover_id"]
+    if not _HANDOVER_ID.fullmatch(handover_id):
+        raise _unknown(handover_id)
+    result = await deadletters.replay(request.app[REDIS], request.app[SETTINGS], handover_id)
+    if result.refusal is Refusal.MISSING:
+        raise _unknown(handover_id)
+    if result.refusal is not None:
+        raise ToolCallError(409, result.refusal.value, result.message)
+    assert result.record is not None
+    return web.json_response(result.record.to_public(), status=202)
+
+
+def _parse_limit(raw: str | None) -> int:
+    """Absent: the default; above the maximum: the maximum (list_failed caps it)."""
+    if raw is None:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ToolCallError(
+            400,
+            "invalid_limit",
+            "The limit parameter must be a whole number of at least 1 "
+            f"(a page holds at most {MAX_LIMIT}).",
+        )
+    return limit
+
+
+def _unknown(handover_id: str) -> ToolCallError:
+    return ToolCallError(404, "unknown_handover", f"No handover with id '{handover_id}'.")
+
+
 def routes() -> list[web.RouteDef]:
-    return [web.get("/handovers/{handover_id}", handover_status)]
+    return [
+        web.get("/handovers", list_handovers),
+        web.get("/handovers/{handover_id}", handover_status),
+        web.post("/handovers/{handover_id}/replay", replay_handover),
+    ]

@@ -24,7 +24,9 @@ TWILIO_FLEX_API = "https://flex-api.twilio.com"
 TWILIO_CONVERSATIONS_API = "https://conversations.twilio.com"
 TWILIO_TASKROUTER_API = "https://taskrouter.twilio.com"
 
-Role = Literal["api", "worker"]
+# "operator": the CLI's failed/replay commands, which talk to Redis only: what
+# every role needs, neither the API's authentication nor Twilio credentials.
+Role = Literal["api", "worker", "operator"]
 _TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _TASK_CHANNEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 T = TypeVar("T")

@@ -1,0 +1,241 @@
+"""Dead letters: list failed handovers and replay them onto the queue.
+
+Used by the operator endpoints (`api.admin`) and the CLI (`shared.cli`), so
+both refuse the same things for the same reasons. A replay is one Lua script:
+the checks that make it safe (not succeeded, not live, not superseded by a
+newer handover for the conversation, no arq run still finishing) and the
+writes that re-queue it cannot be split by a worker or a second operator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import redis.asyncio as aioredis
+from arq.constants import expires_extra_ms, in_progress_key_prefix
+
+from shared import keys
+from shared.jobs import HandoverRecord, Status, arq_job, now
+from shared.settings import Settings
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+# Fewer index entries than this per round trip would make pruning a long run
+# of expired ids slow for a small page.
+_MIN_BATCH = 50
+
+# KEYS: the status record, the failed index, the arq job record, the arq queue,
+#       arq's in-progress key for this job.
+# ARGV: handover id, job bytes, queue score (ms), job TTL (ms), record TTL (s),
+#       pointer TTL (s), now (s), conversation key prefix, status key prefix.
+# Returns {'replayed', field, value, …} (the record after the replay) or
+# {refusal, detail, detail}.
+# `in_flight_since` is kept: an attempt whose outcome was never learnt may have
+# created the Interaction, and the replayed run must look for it before sending
+# (see shared/store.py).
+REPLAY_SCRIPT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'unknown_handover'} end
+if state == 'succeeded' then
+  return {'already_succeeded', redis.call('HGET', KEYS[1], 'interaction_sid') or ''}
+end
+if state ~= 'failed' then return {'in_progress', state} end
+local finishing = redis.call('PTTL', KEYS[5])
+if finishing ~= -2 then return {'in_progress', 'finishing', tostring(finishing)} end
+local pointer = ARGV[8] .. redis.call('HGET', KEYS[1], 'conversation_sid')
+local latest = redis.call('GET', pointer)
+if latest and latest ~= ARGV[1] then
+  local other = redis.call('HGET', ARGV[9] .. latest, 'state')
+  if other == 'queued' or other == 'running' or other == 'retrying'
+     or other == 'succeeded' then
+    return {'superseded', latest, other}
+  end
+end
+redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'next_attempt_at')
+redis.call('HINCRBY', KEYS[1], 'replays', 1)
+redis.call('HSET', KEYS[1], 'state', 'queued', 'replayed_at', ARGV[7], 'updated_at', ARGV[7])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('SET', pointer, ARGV[1], 'EX', ARGV[6])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PSETEX', KEYS[3], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+local record = redis.call('HGETALL', KEYS[1])
+table.insert(record, 1, 'replayed')
+return record
+"""
+
+
+class Refusal(str, Enum):
+    """Why a handover was not replayed; the value is the API's error code."""
+
+    MISSING = "unknown_handover"
+    ALREADY_SUCCEEDED = "already_succeeded"
+    IN_PROGRESS = "in_progress"
+    SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    handover_id: str
+    record: HandoverRecord | None = None
+    """The record as the replay left it (`queued`); None when refused."""
+    refusal: Refusal | None = None
+    message: str = ""
+
+    @property
+    def replayed(self) -> bool:
+        return self.refusal is None
+
+
+@dataclass(frozen=True)
+class FailedPage:
+    handovers: list[HandoverRecord]
+    next: str | None
+    """Pass as `before` for the next (older) page; None on the last page."""
+
+
+async def replay(redis: aioredis.Redis, settings: Settings, handover_id: str) -> ReplayResult:
+    """Put a failed handover back on the queue, or say why not."""
+    timestamp = now()
+    enqueue_ms = int(timestamp * 1000)
+    script = redis.register_script(REPLAY_SCRIPT)
+    reply = await script(
+        keys=[
+            keys.handover_key(handover_id),
+            keys.FAILED_INDEX,
+            keys.arq_job_key(handover_id),
+            keys.QUEUE_NAME,
+            in_progress_key_prefix + handover_id,
+        ],
+        args=[
+            handover_id,
+            arq_job(keys.HANDOVER_FUNCTION, handover_id, enqueue_ms),
+            enqueue_ms,
+            expires_extra_ms,
+            settings.status_ttl_seconds,
+            settings.dedup_key_ttl_seconds,
+            repr(timestamp),
+            keys.CONVERSATION_KEY_PREFIX,
+            keys.HANDOVER_KEY_PREFIX,
+        ],
+    )
+    outcome, *rest = [_text(item) for item in reply]
+    if outcome == "replayed":
+        record = HandoverRecord.from_hash(dict(zip(rest[::2], rest[1::2], strict=True)))
+        return ReplayResult(handover_id, record=record, message="queued again")
+    refusal = Refusal(outcome)
+    return ReplayResult(handover_id, refusal=refusal, message=_refusal_message(refusal, rest))
+
+
+def _refusal_message(refusal: Refusal, detail: list[str]) -> str:
+    if refusal is Refusal.MISSING:
+        return "No such handover (unknown id, or its record has expired)."
+    if refusal is Refusal.ALREADY_SUCCEEDED:
+        return f"already succeeded: Interaction {detail[0] or '(unknown)'}; nothing to replay."
+    if refusal is Refusal.IN_PROGRESS and detail[0] == "finishing":
+        seconds = max(1, math.ceil(int(detail[1]) / 1000))
+        return (
+            "A worker is still finishing its last run; try again in "
+            f"{seconds} second{'s' if seconds != 1 else ''}."
+        )
+    if refusal is Refusal.IN_PROGRESS:
+        return f"still {detail[0]}: only a failed handover can be replayed."
+    latest, state = detail
+    return (
+        f"superseded: the conversation's newer handover {latest} is {state}; "
+        "replaying this one would create a second Interaction."
+    )
+
+
+async def list_failed(
+    redis: aioredis.Redis, limit: int, before: str | None = None
+) -> FailedPage:
+    """Failed handovers, newest failure first, at most `limit` (capped at
+    MAX_LIMIT) of them.
+
+    `before` is a cursor from a previous page's `next`, or a Unix time (only
+    handovers that failed before it). Index entries whose record has expired
+    are dropped from the index as they are met. Raises ValueError for a
+    `before` that is neither.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    limit = min(limit, MAX_LIMIT)
+    position = parse_cursor(before) if before else None
+    found: list[tuple[HandoverRecord, str]] = []
+    while len(found) <= limit:
+        wanted = max(limit + 1 - len(found), _MIN_BATCH)
+        entries = await _index_entries(redis, position, wanted)
+        if not entries:
+            break
+        async with redis.pipeline(transaction=False) as pipe:
+            for handover_id, _ in entries:
+                pipe.hgetall(keys.handover_key(handover_id))
+            hashes = await pipe.execute()
+        expired = []
+        for (handover_id, score), data in zip(entries, hashes, strict=True):
+            if not data:
+                expired.append(handover_id)
+                continue
+            record = HandoverRecord.from_hash({_text(k): _text(v) for k, v in data.items()})
+            # Replayed since the index was read: it is no dead letter now.
+            if record.state is Status.FAILED:
+                found.append((record, format_cursor(score, handover_id)))
+        if expired:
+            # Safe: nothing re-creates an expired record (ids are never reused).
+            await redis.zrem(keys.FAILED_INDEX, *expired)
+        if len(entries) < wanted:
+            break
+        position = (entries[-1][1], entries[-1][0])
+    page = found[:limit]
+    more = len(found) > limit
+    return FailedPage([record for record, _ in page], page[-1][1] if more else None)
+
+
+def format_cursor(score: float, handover_id: str) -> str:
+    """`<failure time>:<id>`: the id breaks ties between equal failure times."""
+    return f"{score!r}:{handover_id}"
+
+
+def parse_cursor(cursor: str) -> tuple[float, str | None]:
+    """`<failure time>[:<id>]` → (time, id or None); ValueError if malformed."""
+    raw_score, _, handover_id = cursor.partition(":")
+    try:
+        score = float(raw_score)
+    except ValueError:
+        raise ValueError(
+            "The before parameter must be the 'next' value of a previous page, or a Unix time."
+        ) from None
+    if not math.isfinite(score):
+        raise ValueError("The before parameter must be a finite Unix time.")
+    return score, handover_id or None
+
+
+async def _index_entries(
+    redis: aioredis.Redis, position: tuple[float, str | None] | None, count: int
+) -> list[tuple[str, float]]:
+    """Up to `count` (id, failure time) pairs after `position`, newest first.
+
+    Entries sharing the cursor's time come in reverse id order, so those with
+    an id at or above the cursor's were on earlier pages: skip them.
+    """
+    if position is None:
+        top, skip = "+inf", 0
+    else:
+        score, last_id = position
+        if last_id is None:
+            top, skip = f"({score!r}", 0
+        else:
+            ties = await redis.zrangebyscore(keys.FAILED_INDEX, score, score)
+            top, skip = repr(score), sum(1 for tie in ties if _text(tie) >= last_id)
+    entries = await redis.zrevrangebyscore(
+        keys.FAILED_INDEX, top, "-inf", start=skip, num=count, withscores=True
+    )
+    return [(_text(member), float(score)) for member, score in entries]
+
+
+def _text(value: str | bytes) -> str:
+    """Works with either kind of client: decoded (the service's) or raw (arq's)."""
+    return value.decode() if isinstance(value, bytes) else value
