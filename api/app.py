@@ -1,8 +1,9 @@
 """The HTTP receiver: acknowledge a tool call as soon as it is stored in Redis.
 
-Kept thin: parsing lives in `api.parsing`, the enqueue path in
-`shared.connections`. No per-request log line on the tool endpoint: at contact
-centre volume that is the hot path, and access logs would carry query strings.
+Kept thin: parsing lives in `api.parsing`, who may call in `api.auth`, the
+enqueue path (de-duplication and rate limits included) in `shared.connections`.
+No per-request log line on the tool endpoint: at contact centre volume that is
+the hot path, and access logs would carry query strings (`?token=`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from api import admin
+from api.auth import auth_middleware, startup_warnings
 from api.keys import ENQUEUER, REDIS, SETTINGS, STORE
 from api.parsing import ToolCallError, parse_tool_call
 from shared.connections import Enqueuer, create_redis
+from shared.logging import register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
 from shared.store import HandoverStore
 
@@ -48,7 +51,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ToolCallError as exc:
-        return error_response(exc.status, exc.error, exc.message)
+        return error_response(exc.status, exc.error, exc.message, **exc.headers)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
         return error_response(
@@ -80,6 +83,8 @@ async def tool_call(request: web.Request) -> web.Response:
     body = await request.read()
     handover = parse_tool_call(request.headers, request.content_type, body, target)
     result = await request.app[ENQUEUER].enqueue(handover)
+    if result.limited_by is not None:
+        raise rate_limited(result.limited_by, result.retry_after_seconds, settings)
     return web.json_response(
         {
             "handover_id": result.handover_id,
@@ -88,6 +93,18 @@ async def tool_call(request: web.Request) -> web.Response:
             "message": settings.handover_message,
         },
         status=202 if result.created else 200,
+    )
+
+
+def rate_limited(limited_by: str, retry_after: int, settings: Settings) -> ToolCallError:
+    """429: too many NEW handovers for this conversation or customer; nothing stored."""
+    who = "this customer" if limited_by == "identity" else "this conversation"
+    return ToolCallError(
+        429,
+        "rate_limited",
+        f"Too many handovers were requested for {who} within "
+        f"{settings.rate_limit_window_seconds} seconds. Try again in {retry_after} seconds.",
+        {"Retry-After": str(retry_after)},
     )
 
 
@@ -105,8 +122,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.Application:
     """The aiohttp application; owns its Redis client unless one is passed in."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
+    register_secrets(
+        *settings.tool_tokens,
+        *settings.admin_tokens,
+        settings.twilio_auth_token,
+        settings.twilio_api_secret,
+    )
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[json_errors, auth_middleware(settings)],
+    )
     app[SETTINGS] = settings
+    app.on_startup.append(_log_startup_warnings)
     app.add_routes(
         [
             web.post("/tools/flex-handover", tool_call),
@@ -118,6 +145,11 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     )
     app.cleanup_ctx.append(_redis_context(settings, redis))
     return app
+
+
+async def _log_startup_warnings(app: web.Application) -> None:
+    for warning in startup_warnings(app[SETTINGS]):
+        logger.warning("%s", warning)
 
 
 def _redis_context(settings: Settings, redis: aioredis.Redis | None):

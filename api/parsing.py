@@ -38,11 +38,15 @@ _SNIFFED_TYPES = ("", "text/plain", "application/octet-stream")
 class ToolCallError(Exception):
     """A request we refuse, with the HTTP status and a machine-readable code."""
 
-    def __init__(self, status: int, error: str, message: str):
+    def __init__(
+        self, status: int, error: str, message: str, headers: Mapping[str, str] | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
+        self.headers = dict(headers or {})
+        """Sent with the refusal: `WWW-Authenticate` on a 401, `Retry-After` on a 429."""
 
 
 def parse_session_id(raw: str) -> str:
@@ -84,24 +88,41 @@ def parse_identity(raw: str) -> Identity:
     return Identity(trait, value)
 
 
-def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
-    """The tool input as a dict: JSON, form-encoded or empty."""
+def body_kind(content_type: str, body: bytes) -> str | None:
+    """How a body is read: `empty`, `json`, `form`, or None (unsupported type).
+
+    The one decision both `parse_body` and the signature check (`api.auth`) use,
+    so that a signature is checked against the body as the handler will read it.
+    """
     if not body.strip():
-        return {}
+        return "empty"
     content_type = content_type.lower()
     looks_like_json = body.lstrip()[:1] == b"{"
     if content_type in _SNIFFED_TYPES or (content_type in _FORM_TYPES and looks_like_json):
         # Twilio's encoding of tool bodies is unconfirmed, and `curl -d '{…}'`
         # labels JSON as a form: a body that opens with `{` is read as JSON.
-        content_type = "application/json" if looks_like_json else _FORM_TYPES[0]
+        return "json" if looks_like_json else "form"
     if content_type == "application/json" or content_type.endswith("+json"):
-        return _parse_json(body)
+        return "json"
     if content_type in _FORM_TYPES:
+        return "form"
+    return None
+
+
+def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
+    """The tool input as a dict: JSON, form-encoded or empty."""
+    kind = body_kind(content_type, body)
+    if kind == "empty":
+        return {}
+    if kind == "json":
+        return _parse_json(body)
+    if kind == "form":
         return _parse_form(body)
     raise ToolCallError(
         415,
         "unsupported_media_type",
-        f"The request body is {content_type}; send JSON, a form-encoded body or no body.",
+        f"The request body is {content_type.lower()}; send JSON, a form-encoded body or "
+        "no body.",
     )
 
 

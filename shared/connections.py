@@ -1,13 +1,18 @@
 """Redis connections and the enqueue path.
 
 A tool call is acknowledged only after one Lua script has, atomically:
-de-duplicated against the conversation's latest handover, written the status
-record (`queued`), written an arq-compatible job record and added it to the
-queue. One round trip, and no half-stored handover if Redis goes away.
+de-duplicated against the conversation's latest handover (a repeat call gets
+that handover back and is not counted), checked and counted the fixed-window
+rate limits on new handovers per conversation and per customer identity,
+written the status record (`queued`), written an arq-compatible job record and
+added it to the queue. One round trip, and no half-stored handover if Redis
+goes away; a rate-limited call stores nothing at all.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -27,11 +32,16 @@ from shared.settings import Settings
 
 REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
 REDIS_COMMAND_TIMEOUT_SECONDS = 5.0
+STORED, FOUND, RATE_LIMITED = 1, 0, 2
 
-# KEYS: conversation pointer, new status record, arq job record, arq queue.
-# ARGV: handover id, job bytes, queue score (ms), job TTL (ms), record TTL (s),
-#       pointer TTL (s), now (s), dedup window (s), status key prefix,
+# KEYS: 1 conversation pointer, 2 new status record, 3 arq job record, 4 arq queue,
+#       5 per-conversation rate counter, 6 per-identity rate counter.
+# ARGV: 1 handover id, 2 job bytes, 3 queue score (ms), 4 job TTL (ms), 5 record TTL (s),
+#       6 pointer TTL (s), 7 now (s), 8 dedup window (s), 9 status key prefix,
+#       10 per-conversation limit, 11 per-identity limit (0: off), 12 rate window (s),
 #       then the status record's field/value pairs.
+# Returns {1, id, 'queued'} (stored), {0, id, state} (the live or recent handover)
+# or {2, 'conversation'|'identity', ms left in the window} (rate limited, nothing stored).
 ENQUEUE_SCRIPT = """
 local existing = redis.call('GET', KEYS[1])
 if existing then
@@ -45,20 +55,67 @@ if existing then
     return {0, existing, state}
   end
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 10))
+local window = tonumber(ARGV[12])
+local limited, wait = nil, 0
+for i = 1, 2 do
+  local limit = tonumber(ARGV[9 + i])
+  if limit > 0 and tonumber(redis.call('GET', KEYS[4 + i]) or '0') >= limit then
+    local left = redis.call('PTTL', KEYS[4 + i])
+    if left < 0 then
+      redis.call('EXPIRE', KEYS[4 + i], window)
+      left = window * 1000
+    end
+    if left > wait then
+      limited, wait = (i == 1) and 'conversation' or 'identity', left
+    end
+  end
+end
+if limited then
+  return {2, limited, wait}
+end
+for i = 1, 2 do
+  if tonumber(ARGV[9 + i]) > 0 and redis.call('INCR', KEYS[4 + i]) == 1 then
+    redis.call('EXPIRE', KEYS[4 + i], window)
+  end
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 13))
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[6])
 redis.call('PSETEX', KEYS[3], ARGV[4], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return {1, ARGV[1], 'queued'}
 """
+RATE_CONVERSATION_PREFIX = keys.RATE_KEY_PREFIX + "conversation:"
+RATE_IDENTITY_PREFIX = keys.RATE_KEY_PREFIX + "identity:"
+
+
+def rate_conversation_key(conversation_sid: str) -> str:
+    """Counts new handovers for a conversation in the current window."""
+    return RATE_CONVERSATION_PREFIX + conversation_sid
+
+
+def rate_identity_key(identity: str) -> str:
+    """Counts new handovers for a customer; the identity (a phone number, an
+    e-mail) is hashed so that no key name holds it."""
+    return RATE_IDENTITY_PREFIX + hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
 class EnqueueResult:
+    """Stored (`created`), the live or recent handover (not `created`), or refused
+    by a rate limit (`limited_by` set, nothing stored, no handover id)."""
+
     handover_id: str
     created: bool
-    state: Status
+    state: Status | None
+    limited_by: str | None = None
+    """`conversation` or `identity`: which limit refused this call."""
+    retry_after_seconds: int = 0
+    """Whole seconds until that limit's window ends (at least 1)."""
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.limited_by is not None
 
 
 def create_redis(url: str) -> aioredis.Redis:
@@ -88,7 +145,8 @@ class Enqueuer:
         self._settings = settings
 
     async def enqueue(self, request: HandoverRequest) -> EnqueueResult:
-        """Store a new handover, or return the conversation's live one."""
+        """Store a new handover, return the conversation's live one, or refuse
+        a new one over a rate limit."""
         handover_id = new_handover_id()
         timestamp = now()
         enqueue_ms = int(timestamp * 1000)
@@ -105,16 +163,29 @@ class Enqueuer:
             repr(timestamp),
             settings.dedup_seconds,
             keys.HANDOVER_KEY_PREFIX,
+            settings.rate_limit_per_conversation,
+            settings.rate_limit_per_identity,
+            settings.rate_limit_window_seconds,
         ]
         for name, value in record.items():
             args += (name, value)
-        created, found_id, state = await self._script(
+        outcome, found, detail = await self._script(
             keys=[
                 keys.conversation_key(request.conversation_sid),
                 keys.handover_key(handover_id),
                 keys.arq_job_key(handover_id),
                 keys.QUEUE_NAME,
+                rate_conversation_key(request.conversation_sid),
+                rate_identity_key(str(request.identity)),
             ],
             args=args,
         )
-        return EnqueueResult(found_id, bool(created), Status(state))
+        if outcome == RATE_LIMITED:
+            return EnqueueResult(
+                "", False, None, limited_by=found, retry_after_seconds=_whole_seconds(detail)
+            )
+        return EnqueueResult(found, outcome == STORED, Status(detail))
+
+
+def _whole_seconds(milliseconds: int) -> int:
+    return max(1, math.ceil(int(milliseconds) / 1000))

@@ -1,8 +1,10 @@
 """`flex-handover dev`: the whole service in one process, for a laptop.
 
 Nothing to install but the package: with no REDIS_URL it starts a Redis
-server it owns, and with no Twilio credentials it runs against the built-in
-Flex simulator (and says so loudly: no real agent will get these handovers).
+server it owns, with no Twilio credentials it runs against the built-in
+Flex simulator (and says so loudly: no real agent will get these handovers),
+and with no tool token it runs unauthenticated (loudly too: anyone who can
+reach the port can create handovers and read them).
 """
 
 from __future__ import annotations
@@ -52,10 +54,38 @@ def has_twilio_credentials(env: Mapping[str, str]) -> bool:
     )
 
 
-def curl_example(host: str, port: int) -> str:
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+def has_tool_authentication(env: Mapping[str, str]) -> bool:
+    return bool(
+        _configured(env, "HANDOVER_TOOL_TOKENS")
+        or (env.get("HANDOVER_VERIFY_TWILIO_SIGNATURE") or "").strip().lower()
+        in ("1", "true", "yes", "on")
+    )
+
+
+def _shown_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+
+
+def _configured(env: Mapping[str, str], variable: str) -> bool:
+    return bool((env.get(variable) or "").strip(" ,"))
+
+
+def _bearer_option(variable: str) -> str:
+    """A curl header the shell fills in from the first token of `variable`: the
+    banner shows how to authenticate without printing a secret."""
+    return f'-H "Authorization: Bearer ${{{variable}%%,*}}"'
+
+
+def curl_example(host: str, port: int, env: Mapping[str, str] | None = None) -> str:
+    env = env or {}
+    token_line = (
+        f"  {_bearer_option('HANDOVER_TOOL_TOKENS')} \\\n"
+        if _configured(env, "HANDOVER_TOOL_TOKENS")
+        else ""
+    )
     return (
-        f"curl -s -X POST http://{shown_host}:{port}/tools/flex-handover \\\n"
+        f"curl -s -X POST http://{_shown_host(host)}:{port}/tools/flex-handover \\\n"
+        f"{token_line}"
         f"  -H 'X-Session-Id: {EXAMPLE_SESSION}' \\\n"
         f"  -H 'X-Identity: {EXAMPLE_IDENTITY}' \\\n"
         "  -H 'Content-Type: application/json' \\\n"
@@ -89,6 +119,17 @@ async def _run_dev(host: str, port: int) -> None:
                 "!!! NO TWILIO CREDENTIALS: handovers go to the LOCAL FLEX SIMULATOR at "
                 f"{simulator_url}, not to Twilio. No agent will see them. !!!"
             )
+        if not has_tool_authentication(env):
+            env["HANDOVER_ALLOW_UNAUTHENTICATED"] = "true"
+            what = (
+                "the tool endpoint is"
+                if _configured(env, "HANDOVER_ADMIN_TOKENS")
+                else "the tool endpoint and /handovers… are"
+            )
+            notes.append(
+                f"!!! NO AUTHENTICATION (no HANDOVER_TOOL_TOKENS): {what} open to anyone "
+                f"who can reach port {port}. For a laptop only. !!!"
+            )
         settings = Settings.from_env(env, role="worker")
         configure_logging(settings.log_level)
         runner = web.AppRunner(create_app(settings), access_log=None)
@@ -96,7 +137,7 @@ async def _run_dev(host: str, port: int) -> None:
         await web.TCPSite(runner, host, port).start()
         worker = create_worker(settings, handle_signals=False)
         worker_task = asyncio.create_task(worker.async_run())
-        _print_banner(host, port, notes)
+        _print_banner(host, port, notes, env)
         await _wait_for_stop_signal()
     finally:
         if worker is not None:
@@ -109,13 +150,20 @@ async def _run_dev(host: str, port: int) -> None:
             redis_server.close()
 
 
-def _print_banner(host: str, port: int, notes: list[str]) -> None:
+def _print_banner(host: str, port: int, notes: list[str], env: Mapping[str, str]) -> None:
     lines = ["", "flex-handover dev is running", *notes, ""]
-    lines += ["Hand over a conversation:", "", curl_example(host, port), ""]
-    lines += [f"Then read its status: curl -s http://{host}:{port}/handovers/<handover_id>", ""]
+    lines += ["Hand over a conversation:", "", curl_example(host, port, env), ""]
+    admin = (
+        _bearer_option("HANDOVER_ADMIN_TOKENS") + " "
+        if _configured(env, "HANDOVER_ADMIN_TOKENS")
+        else ""
+    )
+    status_url = f"http://{_shown_host(host)}:{port}/handovers/<handover_id>"
+    lines += [f"Then read its status: curl -s {admin}{status_url}", ""]
     print("\n".join(lines), flush=True)
-    if any(note.startswith("!!!") for note in notes):
-        print(notes[-1], file=sys.stderr, flush=True)
+    for note in notes:
+        if note.startswith("!!!"):
+            print(note, file=sys.stderr, flush=True)
 
 
 async def _wait_for_stop_signal() -> None:

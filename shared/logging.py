@@ -2,7 +2,10 @@
 
 Handover code logs ids (handover_id, conversation_sid), never identities.
 The filter below is the safety net for anything else: phone numbers, e-mail
-addresses and credentials in a URL or header are masked before a line is written.
+addresses, credentials in a URL or header (`token=`, `Authorization: …`,
+`X-Twilio-Signature: …`) and every secret the process was configured with
+(`register_secrets`: tool and admin tokens, Twilio auth token and API secret)
+are masked before a line is written.
 """
 
 from __future__ import annotations
@@ -10,13 +13,26 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from typing import TextIO
 
 _PHONE = re.compile(r"\+\d{6,15}")
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _CREDENTIAL = re.compile(
-    r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:basic|bearer)?\s*|token=|password=|secret=)"
+    r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:basic|bearer)?\s*"
+    r"|x-twilio-signature[\"']?\s*[:=]\s*[\"']?|token=|password=|secret=)"
     r"[^\s&\"',]+"
 )
+_MIN_SECRET_LENGTH = 8
+_secrets: tuple[str, ...] = ()
+
+
+def register_secrets(*values: str | None) -> None:
+    """Values never to print, whatever the context (longest first, so a secret
+    that contains another is masked whole). Called with the settings' tokens."""
+    global _secrets
+    known = set(_secrets)
+    known.update(v for v in values if v and len(v) >= _MIN_SECRET_LENGTH)
+    _secrets = tuple(sorted(known, key=len, reverse=True))
 
 
 def mask_phone(match: re.Match[str]) -> str:
@@ -26,6 +42,9 @@ def mask_phone(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """Mask phone numbers, e-mail addresses and credentials in free text."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
     text = _CREDENTIAL.sub(lambda m: m.group(1) + "[redacted]", text)
     text = _PHONE.sub(mask_phone, text)
     return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
@@ -59,15 +78,21 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def redacting_handler(stream: TextIO) -> logging.Handler:
+    """The one handler the service logs through: formatted, redacted."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    return handler
+
+
 def configure_logging(level: str = "INFO") -> None:
     """One handler on stderr, redacted; the chatty client loggers kept quiet.
 
     twilio-python logs every request's headers and URL at INFO, and aiohttp's
     access log would write every query string: both stay at WARNING.
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
+    handler = redacting_handler(sys.stderr)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

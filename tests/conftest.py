@@ -30,6 +30,16 @@ WORKFLOW_SID = "WW" + "c3" * 16
 BILLING_WORKFLOW_SID = "WW" + "d4" * 16
 CONVERSATION_SID = "CH" + "e5" * 16
 CHAT_SERVICE_SID = "IS" + "f6" * 16
+TOOL_TOKEN = "test-tool-token-0123456789abcdef"
+ADMIN_TOKEN = "test-admin-token-fedcba9876543210"
+
+
+def tool_auth(token: str = TOOL_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def admin_auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def session_header(conversation_sid: str = CONVERSATION_SID) -> str:
@@ -65,7 +75,8 @@ async def simulator() -> AsyncIterator[FlexSimulator]:
 
 
 def service_env(redis_url: str, simulator_url: str, **overrides: Any) -> dict[str, str]:
-    """Environment for a test service: fast retries, simulator base URLs."""
+    """Environment for a test service: fast retries, simulator base URLs, a tool
+    token and an admin token (authentication is on, as in production)."""
     env = {
         "REDIS_URL": redis_url,
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
@@ -86,14 +97,20 @@ def service_env(redis_url: str, simulator_url: str, **overrides: Any) -> dict[st
         "HANDOVER_REQUEUE_DELAY_SECONDS": "0.1",
         "WORKER_CONCURRENCY": "20",
         "WORKER_POLL_DELAY_SECONDS": "0.01",
-        "HANDOVER_ALLOW_UNAUTHENTICATED": "true",
+        "HANDOVER_TOOL_TOKENS": TOOL_TOKEN,
+        "HANDOVER_ADMIN_TOKENS": ADMIN_TOKEN,
     }
     env.update({name: str(value) for name, value in overrides.items()})
     return env
 
 
 class Service:
-    """The API on a loopback port and an in-process arq worker, both real."""
+    """The API on a loopback port and an in-process arq worker, both real.
+
+    `http` sends the service's own credentials like a configured caller would:
+    its first tool token on `/tools…` and its first admin token on `/handovers…`,
+    unless the request sets `Authorization` itself. `anonymous` sends none.
+    """
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -102,6 +119,7 @@ class Service:
         self._worker = None
         self._worker_task: asyncio.Task | None = None
         self.http: aiohttp.ClientSession | None = None
+        self.anonymous: aiohttp.ClientSession | None = None
 
     async def start(self, *, worker: bool = True) -> Service:
         self._runner = web.AppRunner(create_app(self.settings), access_log=None)
@@ -109,7 +127,8 @@ class Service:
         port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
         self.url = f"http://127.0.0.1:{port}"
-        self.http = aiohttp.ClientSession()
+        self.http = aiohttp.ClientSession(middlewares=(self._credentials,))
+        self.anonymous = aiohttp.ClientSession()
         if worker:
             await self.start_worker()
         return self
@@ -125,10 +144,25 @@ class Service:
 
     async def stop(self) -> None:
         await self.stop_worker()
-        if self.http is not None:
-            await self.http.close()
+        for session in (self.http, self.anonymous):
+            if session is not None:
+                await session.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _credentials(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        if "Authorization" not in request.headers:
+            path = request.url.path
+            tokens = ()
+            if path.startswith("/tools"):
+                tokens = self.settings.tool_tokens
+            elif path.startswith("/handovers"):
+                tokens = self.settings.admin_tokens
+            if tokens:
+                request.headers["Authorization"] = f"Bearer {tokens[0]}"
+        return await handler(request)
 
     async def call_tool(
         self,

@@ -14,7 +14,15 @@ import aiohttp
 import pytest
 
 from shared.redis_server import free_port
-from tests.conftest import AUTH_TOKEN, service_env, session_header
+from tests.conftest import (
+    ADMIN_TOKEN,
+    AUTH_TOKEN,
+    TOOL_TOKEN,
+    admin_auth,
+    service_env,
+    session_header,
+    tool_auth,
+)
 
 COMMAND = shutil.which("flex-handover") or sys.executable
 PREFIX = [] if shutil.which("flex-handover") else ["-m", "shared.cli"]
@@ -66,10 +74,12 @@ async def stop(process: asyncio.subprocess.Process, timeout: float = 15) -> tupl
     return process.returncode, stderr.decode(errors="replace")
 
 
-async def poll_final(http: aiohttp.ClientSession, url: str, timeout: float = 15) -> dict:
+async def poll_final(
+    http: aiohttp.ClientSession, url: str, timeout: float = 15, headers: dict | None = None
+) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        async with http.get(url) as response:
+        async with http.get(url, headers=headers) as response:
             record = await response.json()
         if record["state"] in ("succeeded", "failed"):
             return record
@@ -111,11 +121,17 @@ async def test_api_and_worker_processes_deliver_a_handover(redis, redis_server, 
             async with http.post(
                 f"http://127.0.0.1:{port}/tools/flex-handover",
                 json={"reason": "refund"},
-                headers={"X-Session-Id": session_header(), "X-Identity": "phone:+14155550123"},
+                headers={
+                    "X-Session-Id": session_header(),
+                    "X-Identity": "phone:+14155550123",
+                    **tool_auth(),
+                },
             ) as response:
                 assert response.status == 202
                 ack = await response.json()
-            record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
+            record = await poll_final(
+                http, f"http://127.0.0.1:{port}{ack['status_url']}", headers=admin_auth()
+            )
         assert record["state"] == "succeeded"
         assert [i["sid"] for i in simulator.interactions] == [record["interaction_sid"]]
     finally:
@@ -124,7 +140,8 @@ async def test_api_and_worker_processes_deliver_a_handover(redis, redis_server, 
     assert (api_code, worker_code) == (0, 0), api_log + worker_log
     for log in (api_log, worker_log):
         assert "+14155550123" not in log
-        assert AUTH_TOKEN not in log
+        for secret in (AUTH_TOKEN, TOOL_TOKEN, ADMIN_TOKEN):
+            assert secret not in log
 
 
 @pytest.mark.parametrize(

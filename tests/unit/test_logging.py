@@ -173,3 +173,20 @@ def test_configure_logging_installs_one_redacting_handler():
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
         logging.getLogger("twilio").setLevel(saved_twilio)
+
+
+def test_twilio_signature_headers_are_redacted():
+    assert redact("X-Twilio-Signature: 0OsjNgUy+9bJ7mAx1fRQ0d3I1x8=") == "X-Twilio-Signature: [redacted]"
+    assert (
+        redact("{'X-Twilio-Signature': 'abc/def+='}") == "{'X-Twilio-Signature': '[redacted]'}"
+    )
+
+
+def test_registered_secrets_are_masked_wherever_they_appear():
+    from shared.logging import register_secrets
+
+    register_secrets("unit-secret-value-0123", "short", None)
+    assert redact("raw unit-secret-value-0123 in text") == "raw [redacted] in text"
+    assert redact("short stays: too short to be a registered secret") == (
+        "short stays: too short to be a registered secret"
+    )

@@ -1,0 +1,349 @@
+"""Who may call: shared tokens and Twilio signatures for the tool endpoint,
+admin tokens for the operator endpoints.
+
+Everything that decides is a pure function (tested without a server); the one
+aiohttp middleware at the bottom only gathers what they need from the request.
+
+- Tool calls (`/tools…`) pass if ANY configured mode accepts them: a tool token
+  as `Authorization: Bearer …` or as `?token=…` in the tool URL, or a valid
+  `X-Twilio-Signature` when HANDOVER_VERIFY_TWILIO_SIGNATURE is on.
+- Operator endpoints (`/handovers…`) take an admin token, as a bearer token only
+  (a query string ends up in browser history and proxy logs).
+- No credentials → 401 with `WWW-Authenticate: Bearer`; wrong ones → 403.
+- HANDOVER_ALLOW_UNAUTHENTICATED opens only what has no credentials configured:
+  a token that is set is always required.
+- Everything else (`/healthz`, `/readyz`, `/openapi.json`, unknown paths) is open.
+
+Tokens are compared in constant time against every configured token (so a new
+one can be added before the old one is removed), after hashing both sides so
+that not even a token's length leaks. No token, signature or body is ever logged.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from urllib.parse import parse_qs, parse_qsl, urlsplit
+
+from aiohttp import web
+from multidict import MultiDict
+from twilio.request_validator import RequestValidator
+
+from api.parsing import ToolCallError, body_kind
+from shared.settings import Settings
+
+logger = logging.getLogger("flex_handover.auth")
+
+TOOL_PREFIX = "/tools"
+ADMIN_PREFIX = "/handovers"
+SIGNATURE_HEADER = "X-Twilio-Signature"
+TOKEN_QUERY_PARAMETER = "token"
+BODY_HASH_PARAMETER = "bodySHA256"
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Scope(enum.Enum):
+    OPEN = "open"
+    TOOL = "tool"
+    ADMIN = "admin"
+
+
+# --- pure pieces ------------------------------------------------------------------
+
+
+def scope_of(*paths: str | None) -> Scope:
+    """Which credentials a request needs, from its path (and its route's template:
+    an encoded or doubled slash must not turn `/handovers/…` into an open path)."""
+    for path in paths:
+        if path and _under(path, TOOL_PREFIX):
+            return Scope.TOOL
+    for path in paths:
+        if path and _under(path, ADMIN_PREFIX):
+            return Scope.ADMIN
+    return Scope.OPEN
+
+
+def _under(path: str, prefix: str) -> bool:
+    path = "/" + path.lstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """`Bearer abc` → `abc` (scheme case-insensitive); None when absent, empty or
+    another scheme."""
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip() or None
+
+
+class Tokens:
+    """A set of configured tokens, matched in constant time.
+
+    Both sides are hashed first, so `hmac.compare_digest` always compares 32
+    bytes (no length leak), and every configured token is compared whatever
+    matched earlier (no hint of which one matched, rotation works).
+    """
+
+    def __init__(self, tokens: Iterable[str]):
+        self._digests = tuple(_digest(token) for token in tokens)
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def __repr__(self) -> str:  # never the values
+        return f"Tokens({len(self._digests)} configured)"
+
+    def matches(self, candidate: str | None) -> bool:
+        if candidate is None:
+            return False
+        presented = _digest(candidate)
+        matched = False
+        for digest in self._digests:
+            matched |= hmac.compare_digest(presented, digest)
+        return matched
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def first_value(header: str | None) -> str | None:
+    """`https, http` → `https`: the value the first proxy (the one Twilio reached) set."""
+    if not header:
+        return None
+    value = header.split(",", 1)[0].strip()
+    return value or None
+
+
+def public_url(
+    scheme: str,
+    host: str,
+    path_and_query: str,
+    headers: Mapping[str, str],
+    trust_proxy_headers: bool,
+) -> str:
+    """The URL the caller used, as Twilio signed it.
+
+    Behind a proxy that terminates TLS the request arrives as `http://internal:8080`;
+    with `trust_proxy_headers` the scheme and host come from `X-Forwarded-Proto`
+    and `X-Forwarded-Host` (first value each). Without it those headers are
+    ignored: anyone can send them. `path_and_query` is the raw target as sent.
+    """
+    if trust_proxy_headers:
+        forwarded_scheme = (first_value(headers.get("X-Forwarded-Proto")) or "").lower()
+        if forwarded_scheme in ("http", "https"):
+            scheme = forwarded_scheme
+        host = first_value(headers.get("X-Forwarded-Host")) or host
+    return f"{scheme}://{host}{path_and_query}"
+
+
+def twilio_signature_valid(
+    validator: RequestValidator,
+    url: str,
+    content_type: str,
+    body: bytes,
+    signature: str | None,
+) -> bool:
+    """Check `X-Twilio-Signature` the way Twilio signs webhooks.
+
+    - JSON (or any body) with `bodySHA256=<hex sha256 of the body>` in the URL:
+      the signature covers the URL, the hash covers the raw body.
+    - form-encoded body (as `api.parsing.body_kind` reads it: the handler's own
+      rule): the signature covers the URL plus the sorted parameters.
+    - empty body: the URL alone.
+    Any other body (JSON without `bodySHA256`) is not covered by the signature,
+    so it does not pass.
+    """
+    if not signature:
+        return False
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    kind = body_kind(content_type, body)
+    if BODY_HASH_PARAMETER in query:
+        expected = query[BODY_HASH_PARAMETER][0].encode("utf-8", "surrogateescape")
+        actual = hashlib.sha256(body).hexdigest().encode()
+        if not hmac.compare_digest(actual, expected):
+            return False
+        params: MultiDict[str] | dict[str, str] = {}
+    elif not body:
+        params = {}
+    elif kind == "form":
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            return False
+        params = MultiDict(pairs)
+    else:
+        return False
+    try:
+        return bool(validator.validate(url, params, signature))
+    except (TypeError, ValueError, UnicodeError):
+        return False
+
+
+def describe_tool_modes(settings: Settings) -> str:
+    modes = []
+    if settings.tool_tokens:
+        modes.append(
+            "send 'Authorization: Bearer <token>' or add '?token=<token>' to the tool URL"
+        )
+    if settings.verify_twilio_signature:
+        modes.append("sign the request with X-Twilio-Signature")
+    return " or ".join(modes) or "no authentication mode is configured"
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """What an operator must see in the log when the API starts."""
+    warnings = []
+    if settings.allow_unauthenticated:
+        if not settings.authenticates_tool_calls:
+            warnings.append(
+                "HANDOVER_ALLOW_UNAUTHENTICATED=true: tool endpoint open to anyone: for a "
+                "laptop only (set HANDOVER_TOOL_TOKENS or HANDOVER_VERIFY_TWILIO_SIGNATURE)"
+            )
+        if not settings.admin_tokens:
+            warnings.append(
+                "HANDOVER_ALLOW_UNAUTHENTICATED=true and no HANDOVER_ADMIN_TOKENS: operator "
+                "endpoints (/handovers…) open to anyone: for a laptop only"
+            )
+        if settings.authenticates_tool_calls and settings.admin_tokens:
+            warnings.append(
+                "HANDOVER_ALLOW_UNAUTHENTICATED=true has no effect: tool and admin "
+                "credentials are configured and required"
+            )
+    elif not settings.admin_tokens:
+        warnings.append(
+            "no HANDOVER_ADMIN_TOKENS: operator endpoints (/handovers…) answer 403"
+        )
+    return warnings
+
+
+# --- the middleware ------------------------------------------------------------------
+
+
+class Authenticator:
+    """Holds what the checks need, built once per app (not per request)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.tool_tokens = Tokens(settings.tool_tokens)
+        self.admin_tokens = Tokens(settings.admin_tokens)
+        self.validator = (
+            RequestValidator(settings.twilio_auth_token)
+            if settings.verify_twilio_signature and settings.twilio_auth_token
+            else None
+        )
+        self.tools_open = settings.allow_unauthenticated and not (
+            self.tool_tokens or self.validator
+        )
+        self.admin_open = settings.allow_unauthenticated and not self.admin_tokens
+
+    async def check_tool_call(self, request: web.Request) -> None:
+        if self.tools_open:
+            return
+        if not (self.tool_tokens or self.validator):
+            raise _refusal(request, 403, "forbidden", "Tool authentication is not configured.")
+        bearer = bearer_token(request.headers.get("Authorization"))
+        query_token = request.rel_url.query.get(TOKEN_QUERY_PARAMETER)
+        if self.tool_tokens and (
+            self.tool_tokens.matches(bearer) or self.tool_tokens.matches(query_token)
+        ):
+            return
+        signature = request.headers.get(SIGNATURE_HEADER) if self.validator else None
+        if signature and self.validator is not None:
+            body = await read_body(request, self.settings.max_body_bytes)
+            url = public_url(
+                request.scheme,
+                request.host,
+                request.raw_path,
+                request.headers,
+                self.settings.trust_proxy_headers,
+            )
+            if twilio_signature_valid(
+                self.validator, url, request.content_type, body, signature
+            ):
+                return
+        if bearer is None and query_token is None and not signature:
+            raise _refusal(
+                request,
+                401,
+                "unauthorized",
+                "This tool endpoint needs credentials: "
+                f"{describe_tool_modes(self.settings)}.",
+                CHALLENGE,
+            )
+        raise _refusal(
+            request, 403, "forbidden", "The credentials sent with this tool call are not valid."
+        )
+
+    def check_admin(self, request: web.Request) -> None:
+        if self.admin_open:
+            return
+        if not self.admin_tokens:
+            raise _refusal(
+                request,
+                403,
+                "forbidden",
+                "Operator endpoints are disabled: admin tokens are not configured "
+                "(set HANDOVER_ADMIN_TOKENS).",
+            )
+        bearer = bearer_token(request.headers.get("Authorization"))
+        if bearer is None:
+            raise _refusal(
+                request,
+                401,
+                "unauthorized",
+                "Operator endpoints need an admin token: send "
+                "'Authorization: Bearer <admin token>' (not accepted in the URL).",
+                CHALLENGE,
+            )
+        if not self.admin_tokens.matches(bearer):
+            raise _refusal(request, 403, "forbidden", "The admin token is not valid.")
+
+
+def auth_middleware(settings: Settings):
+    """The aiohttp middleware; put it inside `json_errors` so refusals are JSON."""
+    authenticator = Authenticator(settings)
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        scope = scope_of(request.path, route.canonical if route is not None else None)
+        if scope is Scope.TOOL:
+            await authenticator.check_tool_call(request)
+        elif scope is Scope.ADMIN:
+            authenticator.check_admin(request)
+        return await handler(request)
+
+    return authenticate
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The body, read once (aiohttp caches it for the handler), within the limit."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=max_bytes, actual_size=request.content_length
+        )
+    return await request.read()
+
+
+def _refusal(
+    request: web.Request,
+    status: int,
+    error: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+) -> ToolCallError:
+    # The path only: the query string may hold ?token=.
+    logger.info("refused %s %s: %d %s", request.method, request.path, status, error)
+    return ToolCallError(status, error, message, headers)

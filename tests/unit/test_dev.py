@@ -1,0 +1,27 @@
+"""shared.dev's banner: the curl line authenticates without printing a secret."""
+
+from __future__ import annotations
+
+from shared.dev import curl_example, has_tool_authentication
+
+TOKEN = "dev-tool-token-0123456789abcdef"
+
+
+def test_without_tokens_the_curl_line_has_no_authorization():
+    line = curl_example("0.0.0.0", 8080, {})
+    assert "Authorization" not in line
+    assert "http://127.0.0.1:8080/tools/flex-handover" in line
+
+
+def test_with_tokens_the_shell_fills_in_the_first_one():
+    line = curl_example("127.0.0.1", 8080, {"HANDOVER_TOOL_TOKENS": f"{TOKEN},other-token-0123456789"})
+    assert TOKEN not in line
+    assert '-H "Authorization: Bearer ${HANDOVER_TOOL_TOKENS%%,*}"' in line
+
+
+def test_has_tool_authentication():
+    assert not has_tool_authentication({})
+    assert not has_tool_authentication({"HANDOVER_TOOL_TOKENS": " , "})
+    assert has_tool_authentication({"HANDOVER_TOOL_TOKENS": TOKEN})
+    assert has_tool_authentication({"HANDOVER_VERIFY_TWILIO_SIGNATURE": "true"})
+    assert not has_tool_authentication({"HANDOVER_VERIFY_TWILIO_SIGNATURE": "false"})
