@@ -16,6 +16,7 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 SERVER_ENV = "FLEX_HANDOVER_REDIS_SERVER"
 
@@ -51,25 +52,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ping(port: int, timeout: float = 0.5) -> bool:
-    """One RESP PING over a raw socket: no client library needed."""
+def ping(port: int, timeout: float = 0.5, password: str | None = None) -> bool:
+    """PING over a raw socket, after AUTH when the server has a password."""
+    request, replies = b"PING\r\n", 1
+    if password is not None:
+        secret = password.encode()
+        request = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret) + request
+        replies = 2
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(request)
+            answer = b""
+            while answer.count(b"\r\n") < replies:
+                chunk = sock.recv(256)
+                if not chunk:
+                    return False
+                answer += chunk
     except OSError:
         return False
+    return answer.split(b"\r\n")[replies - 1].startswith(b"+PONG")
 
 
 class LocalRedisServer:
     """A server on 127.0.0.1 with AOF on, in its own data directory.
 
-    `stop()` then `start()` again keeps the port and the data: the same
-    server restarted, as an operator's Redis would be.
+    `stop()` (or `kill()`) then `start()` again, or `restart()`, keeps the
+    port and the data: the same server restarted, as an operator's Redis would be.
     """
 
-    def __init__(self, port: int | None = None, data_dir: str | None = None):
+    def __init__(
+        self, port: int | None = None, data_dir: str | None = None, password: str | None = None
+    ):
         self.port = port or free_port()
+        self.password = password
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="flex-handover-redis-"))
         self.binary = find_server_binary()
@@ -77,7 +92,8 @@ class LocalRedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> str:
         args = [
@@ -90,6 +106,8 @@ class LocalRedisServer:
             "--save", "",
             "--daemonize", "no",
         ]  # fmt: skip
+        if self.password is not None:
+            args += ["--requirepass", self.password]
         log = open(self.data_dir / "server.log", "ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -97,7 +115,7 @@ class LocalRedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RedisServerError(f"{self.binary} exited at start: {self._log_tail()}")
-            if ping(self.port):
+            if ping(self.port, password=self.password):
                 return self.url
             time.sleep(0.02)
         self.stop()
@@ -120,6 +138,13 @@ class LocalRedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+    def restart(self, timeout: float = 15.0) -> str:
+        """SIGKILL, then start again on the same port and data directory: a
+        crashed Redis coming back. The AOF is replayed, so every write it
+        acknowledged is still there."""
+        self.kill()
+        return self.start(timeout)
 
     def close(self) -> None:
         self.stop()

@@ -379,6 +379,17 @@ def test_worker_gets_time_to_finish_in_flight_handovers(services):
     assert duration_seconds(grace) >= 30
 
 
+def test_worker_stop_grace_period_outlasts_its_own_shutdown_grace(services):
+    # Docker's SIGKILL must not land while the worker is still finishing or
+    # re-queuing handovers (WORKER_SHUTDOWN_GRACE_SECONDS, then a few seconds to close).
+    from shared.settings import Settings
+
+    configured = environment(services["worker"]).get("WORKER_SHUTDOWN_GRACE_SECONDS")
+    shutdown_grace = float(configured or Settings().worker_shutdown_grace_seconds)
+    stop_grace = duration_seconds(services["worker"]["stop_grace_period"])
+    assert stop_grace >= shutdown_grace + 10
+
+
 def test_worker_does_not_inherit_the_api_http_healthcheck(services, final_stage):
     # The image HEALTHCHECK probes the API over HTTP; the worker serves none.
     dockerfile_check = last(final_stage[2], "HEALTHCHECK")

@@ -1,9 +1,18 @@
-"""Builds and runs the arq worker that delivers handovers.
+"""Builds, runs and supervises the arq worker that delivers handovers.
 
 arq settings that matter here: a JSON serializer (never pickle), no kept
 results (the status record is the result), `max_tries` out of the way (the
 handover's max age decides when to stop), and a job timeout above the in-job
 retry budget so arq never kills a job mid-write.
+
+How the process meets faults (`run_worker`):
+- SIGTERM/SIGINT: no new jobs; running ones get `WORKER_SHUTDOWN_GRACE_SECONDS`
+  to finish; whatever still runs is then cancelled, which arq turns into an
+  immediate re-queue. A second signal skips the rest of the grace.
+- Redis lost (restart, network): arq's worker exits (arq #435, #498), so a new
+  one is built after a capped backoff; the process itself keeps running.
+- SIGKILL/OOM: nothing runs here; arq re-runs the jobs when their in-progress
+  key expires, `Settings.recovery_seconds` after they started.
 """
 
 from __future__ import annotations
@@ -11,8 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+import redis.exceptions
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
@@ -28,6 +41,18 @@ logger = logging.getLogger("flex_handover.worker")
 
 # Retries end by the handover's max age, not by a count.
 MAX_TRIES = 1_000_000
+
+# What "Redis went away" looks like from arq's poll loop and from create_pool.
+# redis' ConnectionError includes BusyLoadingError (a restarted Redis still
+# replaying its AOF) and AuthenticationError (kept: a password being rotated).
+REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    TimeoutError,
+)
+RECONNECT_INITIAL_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 30.0
 
 
 def create_worker(
@@ -85,30 +110,155 @@ def create_worker(
     return Worker(**options)
 
 
+class StopRequest:
+    """SIGTERM/SIGINT as two events: the first asks for a graceful stop, a
+    second one for an immediate stop (running jobs cancelled, so re-queued)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.graceful = asyncio.Event()
+        self.immediate = asyncio.Event()
+
+    def __call__(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.graceful.is_set():
+            logger.info("%s again: stopping now, running handovers are re-queued", name)
+            self.immediate.set()
+        else:
+            logger.info("%s: stopping; no new handovers are taken", name)
+        self.graceful.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Handle the signals on the running loop, for the duration of the block."""
+        loop = asyncio.get_running_loop()
+        for signum in self.SIGNALS:
+            loop.add_signal_handler(signum, self, signum)
+        try:
+            yield self
+        finally:
+            for signum in self.SIGNALS:
+                loop.remove_signal_handler(signum)
+
+
 async def run_worker(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM (arq cancels running jobs, which re-queues them)."""
-    worker = create_worker(settings)
+    """Run arq workers until SIGTERM/SIGINT, building a new one whenever Redis is lost."""
+    redis_location = _redis_location(settings.redis_url or "")
+    with StopRequest().installed() as stop:
+        logger.info(
+            "worker starting: redis %s, shutdown grace %ds, recovery_seconds %g "
+            "(a killed worker's handovers run again after at most that long)",
+            redis_location,
+            settings.worker_shutdown_grace_seconds,
+            settings.recovery_seconds,
+        )
+        delay = RECONNECT_INITIAL_SECONDS
+        while not stop.graceful.is_set():
+            worker = create_worker(settings, handle_signals=False)
+            lost = await _run_until_stopped_or_lost(worker, settings, stop)
+            if lost is None:
+                break
+            if _had_started(worker):  # a fresh outage, not the same one going on
+                delay = RECONNECT_INITIAL_SECONDS
+            logger.warning(
+                "worker lost Redis at %s (%s); starting a new worker in %.1fs",
+                redis_location,
+                _describe(lost, settings.redis_url),
+                delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.graceful.wait(), delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+    logger.info("worker stopped")
+
+
+async def _run_until_stopped_or_lost(
+    worker: Worker, settings: Settings, stop: StopRequest
+) -> BaseException | None:
+    """Run one arq worker to its end; the Redis error that ended it, or None
+    when a stop was asked for. Any other error propagates (a bug: crash loudly)."""
+    run = asyncio.create_task(worker.async_run())
+    stop_asked = asyncio.create_task(stop.graceful.wait())
     try:
-        await worker.async_run()
-    except asyncio.CancelledError:
-        pass
+        await asyncio.wait({run, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
+        error = run.exception() if run.done() and not run.cancelled() else None
+        if error is not None and not isinstance(error, REDIS_UNREACHABLE):
+            raise error
+        await _let_running_jobs_finish(worker, settings.worker_shutdown_grace_seconds, stop)
+        return error
     finally:
-        await stop_worker(worker)
+        stop_asked.cancel()
+        await stop_worker(worker, run)
+
+
+async def _let_running_jobs_finish(worker: Worker, grace: float, stop: StopRequest) -> None:
+    """Take no new jobs and give the running ones `grace` seconds (cut short
+    by a second signal). `stop_worker` cancels the rest; arq re-queues them.
+
+    After a Redis loss this also lets a job whose HTTP call is in flight see
+    its answer and try to record it, rather than be cut mid-call.
+    """
+    worker.allow_pick_jobs = False
+    running = [task for task in worker.tasks.values() if not task.done()]
+    if not running or grace <= 0 or stop.immediate.is_set():
+        return
+    logger.info("waiting up to %gs for %d running handover(s)", grace, len(running))
+    finished = asyncio.gather(*running, return_exceptions=True)
+    hurry = asyncio.create_task(stop.immediate.wait())
+    try:
+        await asyncio.wait({finished, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hurry.cancel()
+    still_running = sum(not task.done() for task in running)
+    if still_running:
+        logger.info("%d handover(s) still running: cancelling, arq re-queues them", still_running)
 
 
 async def stop_worker(worker: Worker, task: asyncio.Task | None = None) -> None:
-    """Stop a worker completely: jobs cancelled (arq re-queues them), then
-    on_shutdown and the Redis pool closed.
+    """Stop a worker completely, whether or not Redis is reachable: polling
+    stopped, jobs cancelled (arq re-queues them), on_shutdown run, pool closed.
 
-    arq's own close() gathers the job tasks without return_exceptions, so a
-    cancelled job makes it raise before it runs on_shutdown or closes its
-    pool: the jobs are settled here first.
+    Not arq's close(): it gathers the job tasks without return_exceptions and
+    stops at its first Redis command when Redis is gone, so on_shutdown and
+    the pool close would be skipped.
     """
+    runners = [t for t in (worker.main_task, task) if t is not None]
+    for runner in runners:
+        runner.cancel()
     for job_task in worker.tasks.values():
         job_task.cancel()
     await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
     worker.tasks.clear()
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker.close()
-    if task is not None:
-        await asyncio.gather(task, return_exceptions=True)
+    await asyncio.gather(*runners, return_exceptions=True)
+    pool: ArqRedis | None = worker.pool  # None when it never reached Redis
+    if pool is None:
+        return
+    try:
+        with contextlib.suppress(*REDIS_UNREACHABLE):
+            await pool.delete(worker.health_check_key)
+        if worker.on_shutdown is not None:
+            await worker.on_shutdown(worker.ctx)
+    finally:
+        await pool.aclose(close_connection_pool=True)
+
+
+def _had_started(worker: Worker) -> bool:
+    """Whether the worker reached Redis and ran its start-up."""
+    return "handover" in worker.ctx
+
+
+def _redis_location(url: str) -> str:
+    """The Redis URL without its credentials, for logs."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def _describe(error: BaseException, redis_url: str | None) -> str:
+    """An error in one line, the Redis password masked should a message carry it."""
+    text = f"{type(error).__name__}: {error}"
+    password = urlsplit(redis_url or "").password
+    for secret in {password, unquote(password)} if password else ():
+        text = text.replace(secret, "***")
+    return text

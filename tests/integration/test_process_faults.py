@@ -1,0 +1,312 @@
+"""The worker process meets faults: SIGKILL, SIGTERM, a Redis restart.
+
+Real processes only: `flex-handover api` and `flex-handover worker`
+subprocesses, a real Redis, the local Flex simulator. What every test checks
+in the end: each handover the API acknowledged ends `succeeded`, with exactly
+one Interaction in Flex.
+
+Timings are shrunk through the environment, so arq's recovery bound
+(`Settings.recovery_seconds`, 57 s by default) is about 20 s here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+
+import aiohttp
+import pytest
+from arq.constants import in_progress_key_prefix
+
+from shared import keys
+from shared.connections import create_redis
+from shared.flex_simulator import FlexSimulator
+from shared.redis_server import LocalRedisServer
+from shared.settings import Settings
+from shared.store import HandoverStore
+from tests.conftest import new_conversation_sid, service_env, session_header, tool_auth
+from tests.processes import WORKER_READY, ProcessGroup, clean_env, wait_until
+
+# Short runs so that arq's in-progress key (job timeout + 10 s) expires soon.
+FAST_RECOVERY = {
+    "HANDOVER_RETRY_BUDGET_SECONDS": "0.5",
+    "HANDOVER_ATTEMPT_TIMEOUT_SECONDS": "1",
+    "HANDOVER_LOOKUP_GRACE_SECONDS": "0.2",
+}
+# How long the simulator holds a request: inside one attempt timeout, so the
+# worker does not give up on it before the test acts.
+HOLD_SECONDS = 0.8
+# Start-up of a new worker and polling, on a busy machine.
+SLACK_SECONDS = 20.0
+
+
+@pytest.fixture
+async def processes(tmp_path) -> AsyncIterator[ProcessGroup]:
+    group = ProcessGroup(tmp_path)
+    yield group
+    await group.close()
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[LocalRedisServer]:
+    """A Redis this test may kill: not the session's. With a password, so the
+    logs can be checked for it."""
+    server = LocalRedisServer(password="not-in-any-log-7c1e")
+    server.start()
+    yield server
+    server.close()
+
+
+async def submit(api_url: str, conversation_sid: str) -> str:
+    """A tool call the API acknowledges (202); the handover id."""
+    status, body = await call_tool(api_url, conversation_sid)
+    assert status == 202, body
+    return body["handover_id"]
+
+
+async def call_tool(api_url: str, conversation_sid: str) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{api_url}/tools/flex-handover",
+        json={"reason": "process fault test"},
+        headers={
+            "X-Session-Id": session_header(conversation_sid),
+            "X-Identity": "phone:+14155550123",
+            **tool_auth(),
+        },
+    ) as response:
+        return response.status, await response.json()
+
+
+async def wait_all_final(store: HandoverStore, handover_ids: Iterable[str], timeout: float) -> dict:
+    """handover id → final public record; AssertionError naming the stragglers."""
+    handover_ids = list(handover_ids)
+    records: dict[str, dict] = {}
+
+    async def all_final() -> bool:
+        for handover_id in handover_ids:
+            record = await store.get(handover_id)
+            records[handover_id] = record.to_public() if record else {"state": "missing"}
+        return all(r["state"] in ("succeeded", "failed") for r in records.values())
+
+    try:
+        await wait_until(all_final, timeout, "every handover final")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {records}") from None
+    return records
+
+
+def assert_each_ended_once(records: dict, simulator: FlexSimulator) -> None:
+    """Every handover succeeded with its own Interaction, and Flex has no other."""
+    assert {r["state"] for r in records.values()} == {"succeeded"}, records
+    per_conversation = Counter(i["conversation_sid"] for i in simulator.interactions)
+    expected = {r["conversation_sid"]: 1 for r in records.values()}
+    assert per_conversation == expected, (
+        "Interactions per conversation (a 2 is a duplicate):",
+        dict(per_conversation),
+    )
+    sids = {i["sid"] for i in simulator.interactions}
+    assert {r["interaction_sid"] for r in records.values()} == sids
+
+
+# --- SIGKILL ------------------------------------------------------------------
+
+
+async def test_sigkilled_worker_handovers_end_once_within_recovery_seconds(
+    processes, simulator, redis_server, redis
+):
+    """Two handovers are mid-POST when their worker is SIGKILLed: one request
+    never gets an answer, the other still creates its Interaction after the
+    worker is gone. Another worker re-runs both once arq's in-progress keys
+    expire; neither may create a second Interaction."""
+    env = clean_env(**service_env(redis_server.url, simulator.base_url, **FAST_RECOVERY))
+    settings = Settings.from_env(env, role="worker")
+    _, api_url = await processes.start_api(env)
+    doomed = await processes.start_worker(env)
+    simulator.fail_next(500, hang=HOLD_SECONDS)  # first request: held, then a 500
+    simulator.latency = HOLD_SECONDS  # second: held, then created
+    conversations = [new_conversation_sid(1), new_conversation_sid(2)]
+    ids = [await submit(api_url, sid) for sid in conversations]
+    await wait_until(lambda: len(simulator.requests) >= 2, 10, "both POSTs at the simulator")
+
+    doomed.kill()
+    killed_at = time.monotonic()
+    simulator.latency = 0.0
+    await wait_until(
+        lambda: len(simulator.interactions) == 1,
+        5,
+        "the dead worker's request creates its Interaction",
+    )
+    rescuer = await processes.start_worker(env)
+
+    records = await wait_all_final(
+        HandoverStore(redis, settings.status_ttl_seconds),
+        ids,
+        timeout=settings.recovery_seconds + SLACK_SECONDS - (time.monotonic() - killed_at),
+    )
+    assert_each_ended_once(records, simulator)
+    assert f"recovery_seconds {settings.recovery_seconds:g}" in rescuer.log()
+    assert await rescuer.terminate() == 0
+
+
+# --- SIGTERM ------------------------------------------------------------------
+
+
+async def test_sigterm_lets_a_running_handover_finish_then_exits_0(
+    processes, simulator, redis_server, redis
+):
+    env = clean_env(
+        **service_env(redis_server.url, simulator.base_url, WORKER_SHUTDOWN_GRACE_SECONDS="10")
+    )
+    settings = Settings.from_env(env, role="worker")
+    _, api_url = await processes.start_api(env)
+    worker = await processes.start_worker(env)
+    simulator.latency = 1.0  # the POST is in flight when SIGTERM arrives
+    handover_id = await submit(api_url, new_conversation_sid(3))
+    await wait_until(lambda: simulator.requests, 10, "the POST at the simulator")
+
+    assert await worker.terminate(timeout=settings.worker_shutdown_grace_seconds + 10) == 0, (
+        worker.log()
+    )
+
+    # No other worker runs: the handover was finished by the one stopping.
+    record = (await HandoverStore(redis, settings.status_ttl_seconds).get(handover_id)).to_public()
+    assert_each_ended_once({handover_id: record}, simulator)
+    assert len(simulator.requests) == 1
+    assert "waiting up to 10s for 1 running handover(s)" in worker.log()
+
+
+@pytest.mark.parametrize(
+    ("grace", "signals"),
+    [pytest.param("1", 1, id="grace-runs-out"), pytest.param("60", 2, id="second-signal")],
+)
+async def test_sigterm_requeues_what_is_still_running_for_another_worker(
+    processes, simulator, redis_server, redis, grace, signals
+):
+    """A handover still running when the grace ends (or on a second SIGTERM)
+    is cancelled and re-queued at once: the next worker delivers it without
+    waiting for arq's in-progress key to expire."""
+    env = clean_env(
+        **service_env(
+            redis_server.url,
+            simulator.base_url,
+            WORKER_SHUTDOWN_GRACE_SECONDS=grace,
+            HANDOVER_ATTEMPT_TIMEOUT_SECONDS="10",
+            HANDOVER_LOOKUP_GRACE_SECONDS="0.2",
+        )
+    )
+    settings = Settings.from_env(env, role="worker")
+    delivered_within = 15.0
+    assert settings.recovery_seconds > 2 * delivered_within  # so "at once" is visible
+    _, api_url = await processes.start_api(env)
+    stopping = await processes.start_worker(env)
+    simulator.fail_next(500, hang=8)  # outlasts the grace; never creates an Interaction
+    handover_id = await submit(api_url, new_conversation_sid(4))
+    await wait_until(lambda: simulator.requests, 10, "the POST at the simulator")
+
+    if signals == 2:
+        stopping.process.terminate()
+        await stopping.wait_for_log("waiting up to 60s", timeout=10)
+    assert await stopping.terminate(timeout=15) == 0, stopping.log()
+    assert "still running: cancelling, arq re-queues them" in stopping.log()
+
+    # Back in the queue, not held by an in-progress key.
+    assert await redis.zscore(keys.QUEUE_NAME, handover_id) is not None
+    assert not await redis.exists(in_progress_key_prefix + handover_id)
+    await processes.start_worker(env)
+    records = await wait_all_final(
+        HandoverStore(redis, settings.status_ttl_seconds), [handover_id], delivered_within
+    )
+    assert_each_ended_once(records, simulator)
+
+
+# --- Redis restart ------------------------------------------------------------
+
+
+async def test_killed_redis_keeps_every_acknowledged_write(own_redis):
+    """AOF with appendfsync everysec: Redis write()s each command to the AOF
+    before it answers, so a killed Redis process loses nothing it acknowledged."""
+    keys_written = [f"acknowledged:{n}" for n in range(200)]
+    client = create_redis(own_redis.url)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for n, key in enumerate(keys_written):
+                pipe.set(key, n)
+            await pipe.execute()
+    finally:
+        await client.aclose()
+    port = own_redis.port
+    own_redis.restart()
+    assert own_redis.port == port
+    client = create_redis(own_redis.url)
+    try:
+        assert await client.mget(keys_written) == [str(n) for n in range(200)]
+    finally:
+        await client.aclose()
+
+
+async def test_redis_restart_the_worker_reconnects_and_every_acknowledged_handover_ends_once(
+    processes, simulator, own_redis
+):
+    """Redis is SIGKILLed with one handover mid-POST and two queued behind it.
+    While it is down the API answers 503; once it is back the API takes
+    handovers again by itself, the same worker process reconnects, and all
+    four handovers end once."""
+    env = clean_env(
+        **service_env(own_redis.url, simulator.base_url, WORKER_CONCURRENCY="1", **FAST_RECOVERY)
+    )
+    settings = Settings.from_env(env, role="worker")
+    api, api_url = await processes.start_api(env)
+    worker = await processes.start_worker(env)
+    simulator.fail_next(503, hang=30)  # cut off by the 1 s attempt timeout, after Redis is gone
+    conversations = [new_conversation_sid(n) for n in range(10, 14)]
+    ids = [await submit(api_url, sid) for sid in conversations[:3]]
+    await wait_until(lambda: simulator.requests, 10, "the first POST at the simulator")
+
+    own_redis.kill()
+    status, body = await call_tool(api_url, conversations[3])
+    assert status == 503, body
+    async with aiohttp.ClientSession() as http, http.get(api_url + "/readyz") as ready:
+        assert ready.status == 503
+    await worker.wait_for_log("worker lost Redis", timeout=10)
+
+    own_redis.start()
+    status, body = await wait_until(
+        lambda: _accepted(api_url, conversations[3]), 15, "the API takes handovers again"
+    )
+    ids.append(body["handover_id"])
+    await worker.wait_for_log(WORKER_READY, timeout=30, count=2)
+
+    client = create_redis(own_redis.url)
+    try:
+        records = await wait_all_final(
+            HandoverStore(client, settings.status_ttl_seconds),
+            ids,
+            timeout=settings.recovery_seconds + SLACK_SECONDS,
+        )
+    finally:
+        await client.aclose()
+    assert_each_ended_once(records, simulator)
+    assert worker.returncode is None, "the worker process itself must survive"
+    assert await worker.terminate() == 0
+    assert await api.terminate() == 0
+    for log in (worker.log(), api.log()):
+        assert own_redis.password not in log
+
+
+async def test_worker_waiting_for_redis_still_stops_at_once_on_sigterm(
+    processes, simulator, own_redis
+):
+    """Redis down when the worker starts (or for long): it keeps trying, and a
+    SIGTERM in between ends it cleanly instead of waiting for Redis."""
+    own_redis.kill()
+    env = clean_env(**service_env(own_redis.url, simulator.base_url))
+    worker = await processes.start("worker", "worker", env=env)
+    await worker.wait_for_log("redis connection error", timeout=20)
+    assert await worker.terminate(timeout=10) == 0, worker.log()
+    assert own_redis.password not in worker.log()
+
+
+async def _accepted(api_url: str, conversation_sid: str) -> tuple[int, dict] | None:
+    status, body = await call_tool(api_url, conversation_sid)
+    return (status, body) if status == 202 else None
