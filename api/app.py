@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from api import admin
+from api import admin, openapi
 from api.auth import auth_middleware, startup_warnings
 from api.keys import ENQUEUER, REDIS, SETTINGS, STORE
 from api.parsing import ToolCallError, parse_tool_call
@@ -139,6 +139,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             web.post("/tools/flex-handover", tool_call),
             web.post("/tools/flex-handover/{target}", tool_call),
             *admin.routes(),
+            *openapi.routes(),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
         ]

@@ -28,6 +28,8 @@ KNOWN_FIELDS: dict[str, int] = {
     "language": 35,
 }
 ROUTING_FIELDS = ("conversation_sid", "identity")
+MAX_NESTING = 32  # JSON objects/arrays within the body; Twilio's attributes need few
+_TOO_DEEP = object()
 _TRAIT = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _MAX_IDENTITY_VALUE = 256
@@ -216,16 +218,36 @@ def _parse_json(body: bytes) -> dict[str, Any]:
     try:
         # NaN, Infinity and 1e400 are not JSON: they would reach Twilio as invalid JSON.
         document = json.loads(body, parse_float=_finite, parse_constant=_finite)
+    except RecursionError:
+        document = _TOO_DEEP  # nested deeper than the parser goes: refused just below
     except (ValueError, UnicodeDecodeError) as exc:
         where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
         raise ToolCallError(
             400, "invalid_body", f"The request body is not valid JSON{where}."
         ) from None
+    if document is _TOO_DEEP or _nesting_depth(document) > MAX_NESTING:
+        raise ToolCallError(
+            400, "invalid_body", f"The request body is nested deeper than {MAX_NESTING} levels."
+        )
     if not isinstance(document, dict):
         raise ToolCallError(
             400, "invalid_body", "The request body must be a JSON object, e.g. {\"reason\": \"…\"}."
         )
     return document
+
+
+def _nesting_depth(document: Any) -> int:
+    """Without recursion: a deep document would otherwise fail later, in the worker."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:
+                stack.extend((item, depth + 1) for item in value)
+    return deepest
 
 
 def _finite(text: str) -> float:

@@ -1,0 +1,538 @@
+"""The OpenAPI 3.1 document of the service's own HTTP API, served at `/openapi.json`.
+
+Hand-written as Python data so it can say what a generator could not (which
+header wins over the body, when a repeat call answers 200), and kept true by
+tests/test_openapi.py: every registered route is documented, every documented
+operation is registered, and a fuzzer checks live responses against it.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from aiohttp import web
+
+from api.parsing import IDENTITY_HEADER, KNOWN_FIELDS, SESSION_HEADER
+from shared.jobs import Status
+from shared.settings import DEFAULT_TARGET
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+Schema = dict[str, Any]
+
+HANDOVER_ID_PATTERN = "^ho_[0-9a-f]{32}$"
+CONVERSATION_SID_PATTERN = "^CH[0-9a-fA-F]{32}$"
+TARGET_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
+# The shapes that can pass; the last one also admits values the special traits
+# refuse (`whatsapp:bob` answers 400), which a pattern cannot exclude.
+IDENTITY_PATTERN = (
+    r"^((whatsapp|phone):\+[1-9][0-9]{6,14}|email:[^@\s]+@[^@\s]+"
+    r"|flex_participant:FX[0-9a-fA-F]{32}|[a-z][a-z0-9_]{0,31}:[!-~]{1,256})$"
+)
+
+TOOL_SECURITY = [{"toolBearer": []}, {"toolQueryToken": []}, {"twilioSignature": []}]
+ADMIN_SECURITY = [{"adminBearer": []}]
+OPEN: list[dict[str, list[str]]] = []  # no credentials
+
+
+# --- small helpers, so each refusal is written once ------------------------------------
+
+
+def ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    """OpenAPI 3.1 spells `nullable` as a JSON Schema type union."""
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def json_body(schema: Schema, description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}, **extra}
+
+
+def refusals(*statuses: int) -> dict[str, Any]:
+    """`{"400": {"$ref": …/BadRequest}, …}` from the shared responses."""
+    return {str(status): ref("responses", ERROR_RESPONSES[status][0]) for status in statuses}
+
+
+def error_response(
+    description: str, *, retry_after: bool = False, challenge: bool = False
+) -> dict[str, Any]:
+    headers = {}
+    if retry_after:
+        headers["Retry-After"] = ref("headers", "RetryAfter")
+    if challenge:
+        headers["WWW-Authenticate"] = ref("headers", "WWWAuthenticate")
+    response = json_body(ref("schemas", "Error"), description)
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+# status → (component name, the shared response)
+ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any]]] = {
+    400: ("BadRequest", error_response("The request is malformed; `message` says what to fix.")),
+    401: (
+        "Unauthorized",
+        error_response("No credentials were sent.", challenge=True),
+    ),
+    403: (
+        "Forbidden",
+        error_response(
+            "The credentials are wrong, or this kind of endpoint has no credentials "
+            "configured (for example no HANDOVER_ADMIN_TOKENS)."
+        ),
+    ),
+    404: ("NotFound", error_response("No such handover, target or path.")),
+    405: ("MethodNotAllowed", error_response("The path exists but not with this method.")),
+    413: ("BodyTooLarge", error_response("The body is larger than HANDOVER_MAX_BODY_BYTES.")),
+    415: (
+        "UnsupportedMediaType",
+        error_response("The body is neither JSON nor form-encoded (nor empty)."),
+    ),
+    429: (
+        "RateLimited",
+        error_response(
+            "Too many new handovers for this conversation or customer within the rate "
+            "window; nothing was stored. Retry after `Retry-After` seconds.",
+            retry_after=True,
+        ),
+    ),
+    503: (
+        "Unavailable",
+        error_response(
+            "Redis cannot be reached; nothing was stored. Retry after `Retry-After` seconds.",
+            retry_after=True,
+        ),
+    ),
+}
+
+
+# --- schemas --------------------------------------------------------------------------
+
+TIMESTAMP = {"type": "string", "format": "date-time"}
+COUNT = {"type": "integer", "minimum": 0}
+STATES = [status.value for status in Status]
+
+# `HandoverRecord.to_public()`, field by field.
+HANDOVER_PROPERTIES: dict[str, Schema] = {
+    "handover_id": {"type": "string", "pattern": HANDOVER_ID_PATTERN},
+    "conversation_sid": {"type": "string", "pattern": CONVERSATION_SID_PATTERN},
+    "identity": {"type": "string", "examples": ["whatsapp:+14*******23"]},
+    "target": {"type": "string"},
+    "state": ref("schemas", "HandoverState"),
+    "attempts": COUNT,
+    "ambiguous_attempts": COUNT,
+    "lookups": COUNT,
+    "replays": COUNT,
+    "interaction_sid": nullable({"type": "string", "pattern": "^KD[0-9a-fA-F]{32}$"}),
+    "channel_sid": nullable({"type": "string", "pattern": "^UO[0-9a-fA-F]{32}$"}),
+    "error": {"oneOf": [{"type": "null"}, ref("schemas", "HandoverError")]},
+    "next_attempt_at": nullable(TIMESTAMP),
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+    "finished_at": nullable(TIMESTAMP),
+    "replayed_at": nullable(TIMESTAMP),
+}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "description": "Every refusal, aiohttp's own 404/405/413 included.",
+        "required": ["error", "message"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {"type": "string", "description": "Machine-readable code.", "minLength": 1},
+            "message": {"type": "string", "description": "For a person (or the model)."},
+        },
+    },
+    "HandoverState": {"type": "string", "enum": STATES},
+    "HandoverAck": {
+        "type": "object",
+        "required": ["handover_id", "status", "status_url", "message"],
+        "additionalProperties": False,
+        "properties": {
+            "handover_id": {"type": "string", "pattern": HANDOVER_ID_PATTERN},
+            "status": ref("schemas", "HandoverState"),
+            "status_url": {
+                "type": "string",
+                "pattern": "^/handovers/ho_[0-9a-f]{32}$",
+                "description": "Relative to this service; needs an admin token.",
+            },
+            "message": {
+                "type": "string",
+                "description": "HANDOVER_MESSAGE: what the AI agent may tell the customer.",
+            },
+        },
+    },
+    "HandoverError": {
+        "type": "object",
+        "required": ["status", "code", "message"],
+        "additionalProperties": False,
+        "properties": {
+            "status": nullable({"type": "integer", "description": "Twilio's HTTP status."}),
+            "code": nullable({"type": "integer", "description": "Twilio's error code."}),
+            "message": {"type": "string", "description": "Phone numbers and e-mails masked."},
+        },
+    },
+    "Handover": {
+        "type": "object",
+        "description": "A handover's status record; the identity is masked.",
+        "required": list(HANDOVER_PROPERTIES),  # every field, null when unknown
+        "additionalProperties": False,
+        "properties": HANDOVER_PROPERTIES,
+    },
+    "HandoverPage": {
+        "type": "object",
+        "required": ["handovers", "next"],
+        "additionalProperties": False,
+        "properties": {
+            "handovers": {"type": "array", "items": ref("schemas", "Handover")},
+            "next": nullable(
+                {"type": "string", "description": "Pass as `before` for the next, older page."}
+            ),
+        },
+    },
+    "ToolInput": {
+        "type": "object",
+        "description": (
+            f"The tool's input. Known fields are checked; any other field is kept and "
+            f"passed to Flex as sent. `conversation_sid` and `identity` are for callers "
+            f"that are not a Twilio AI Assistant: the {SESSION_HEADER} and "
+            f"{IDENTITY_HEADER} headers win over them."
+        ),
+        "additionalProperties": True,
+        "properties": {
+            **{
+                name: {"type": ["string", "null"], "maxLength": limit}
+                for name, limit in KNOWN_FIELDS.items()
+            },
+            "priority": {
+                "type": ["string", "number", "null"],
+                "maxLength": KNOWN_FIELDS["priority"],
+            },
+            "conversation_sid": {"type": "string", "pattern": CONVERSATION_SID_PATTERN},
+            "identity": {"type": "string", "examples": ["whatsapp:+14155550123"]},
+        },
+    },
+    "ToolInputForm": {
+        "type": "object",
+        "description": "The same fields, form-encoded (all values are text).",
+        "additionalProperties": {"type": "string"},
+        "properties": {
+            **{
+                name: {"type": "string", "maxLength": limit} for name, limit in KNOWN_FIELDS.items()
+            },
+            "conversation_sid": {"type": "string", "pattern": CONVERSATION_SID_PATTERN},
+            "identity": {"type": "string"},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "additionalProperties": False,
+        "properties": {"status": {"type": "string"}},
+    },
+}
+
+
+# --- parameters and operations ----------------------------------------------------------
+
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "SessionId": {
+        "name": SESSION_HEADER,
+        "in": "header",
+        "required": False,
+        "description": (
+            "Sent by Twilio AI Assistants: `webhook:conversations__IS…/CH…` (each prefix "
+            "optional). Only a Conversations session can be handed over."
+        ),
+        "schema": {
+            "type": "string",
+            "pattern": "^(webhook:)?(conversations__IS[0-9a-fA-F]{32}/)?CH[0-9a-fA-F]{32}$",
+        },
+        "example": "webhook:conversations__IS" + "0" * 32 + "/CH" + "0" * 32,
+    },
+    "Identity": {
+        "name": IDENTITY_HEADER,
+        "in": "header",
+        "required": False,
+        "description": (
+            "The customer, `trait:value` split on the first colon: `whatsapp:` and "
+            "`phone:` need an E.164 number, `email:` an address, `flex_participant:` an FX SID."
+        ),
+        "schema": {"type": "string", "pattern": IDENTITY_PATTERN},
+        "example": "whatsapp:+14155550123",
+    },
+    "Target": {
+        "name": "target",
+        "in": "path",
+        "required": True,
+        "description": (
+            f"A target configured in HANDOVER_TARGETS (`{DEFAULT_TARGET}` is the one "
+            "FLEX_WORKFLOW_SID defines); any other name answers 404."
+        ),
+        "schema": {"type": "string", "pattern": TARGET_NAME_PATTERN},
+    },
+    "HandoverId": {
+        "name": "handover_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": HANDOVER_ID_PATTERN},
+    },
+}
+
+
+def tool_operation(operation_id: str, summary: str, *, with_target: bool) -> dict[str, Any]:
+    parameters = [ref("parameters", "SessionId"), ref("parameters", "Identity")]
+    if with_target:
+        parameters.insert(0, ref("parameters", "Target"))
+    ack_links = {
+        "GetHandover": {
+            "operationId": "getHandover",
+            "parameters": {"handover_id": "$response.body#/handover_id"},
+        }
+    }
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": (
+            "Stores the handover before answering; a worker delivers it to Flex. A call "
+            "for a conversation that has a live or recently succeeded handover answers "
+            "200 with that handover instead of creating a second one."
+        ),
+        "tags": ["tool"],
+        "security": TOOL_SECURITY,
+        "parameters": parameters,
+        "requestBody": {
+            "required": False,
+            "description": "JSON object, form-encoded, or no body at all.",
+            "content": {
+                JSON: {"schema": ref("schemas", "ToolInput")},
+                FORM: {"schema": ref("schemas", "ToolInputForm")},
+            },
+        },
+        "responses": {
+            "202": json_body(
+                ref("schemas", "HandoverAck"), "A new handover was stored.", links=ack_links
+            ),
+            "200": json_body(
+                ref("schemas", "HandoverAck"),
+                "The conversation's live or recent handover (nothing new stored).",
+                links=ack_links,
+            ),
+            **refusals(400, 401, 403, 404, 413, 415, 429, 503),
+        },
+    }
+
+
+def admin_operation(operation_id: str, summary: str, responses: dict[str, Any], **extra: Any):
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["operator"],
+        "security": ADMIN_SECURITY,
+        **extra,
+        "responses": {**responses, **refusals(401, 403, 503)},
+    }
+
+
+def open_operation(operation_id: str, summary: str, responses: dict[str, Any]):
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["service"],
+        "security": OPEN,
+        "responses": responses,
+    }
+
+
+def _status(value: str) -> Schema:
+    return {"allOf": [ref("schemas", "Status"), {"properties": {"status": {"const": value}}}]}
+
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/tools/flex-handover": {
+        "post": tool_operation(
+            "callTool", "Hand the conversation to a human agent", with_target=False
+        )
+    },
+    "/tools/flex-handover/{target}": {
+        "post": tool_operation(
+            "callToolForTarget", "Hand the conversation to a named target", with_target=True
+        )
+    },
+    "/handovers": {
+        "get": admin_operation(
+            "listHandovers",
+            "Failed handovers (dead letters), newest failure first",
+            {
+                "200": json_body(ref("schemas", "HandoverPage"), "One page."),
+                **refusals(400),
+            },
+            parameters=[
+                {
+                    "name": "state",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["failed"]},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "description": "Default 50; above 500 lists 500.",
+                    "schema": {"type": "integer", "minimum": 1},
+                },
+                {
+                    "name": "before",
+                    "in": "query",
+                    "required": False,
+                    "description": "A previous page's `next`, or a Unix time.",
+                    "schema": {"type": "string"},
+                },
+            ],
+        )
+    },
+    "/handovers/{handover_id}": {
+        "get": admin_operation(
+            "getHandover",
+            "A handover's status",
+            {"200": json_body(ref("schemas", "Handover"), "The status record."), **refusals(404)},
+            parameters=[ref("parameters", "HandoverId")],
+        )
+    },
+    "/handovers/{handover_id}/replay": {
+        "post": admin_operation(
+            "replayHandover",
+            "Queue a failed handover again",
+            {
+                "202": json_body(ref("schemas", "Handover"), "Queued again (`state` queued)."),
+                **refusals(404),
+                "409": json_body(
+                    {
+                        "allOf": [
+                            ref("schemas", "Error"),
+                            {
+                                "properties": {
+                                    "error": {
+                                        "enum": ["already_succeeded", "in_progress", "superseded"]
+                                    }
+                                }
+                            },
+                        ]
+                    },
+                    "Not replayed: it succeeded, is still live, or the conversation has a "
+                    "newer live or succeeded handover.",
+                ),
+            },
+            parameters=[ref("parameters", "HandoverId")],
+        )
+    },
+    "/healthz": {
+        "get": open_operation(
+            "healthz", "The process is up", {"200": json_body(_status("ok"), "Up.")}
+        )
+    },
+    "/readyz": {
+        "get": open_operation(
+            "readyz",
+            "Redis answers: the service can accept handovers",
+            {"200": json_body(_status("ready"), "Ready."), **refusals(503)},
+        )
+    },
+    "/openapi.json": {
+        "get": open_operation(
+            "openapi",
+            "This document",
+            {"200": json_body({"type": "object"}, "The OpenAPI document.")},
+        )
+    },
+}
+
+
+def _package_version() -> str:
+    try:
+        return version("flex-handover")
+    except PackageNotFoundError:  # running from a checkout that was not installed
+        return "0.0.0"
+
+
+def build_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "flex-handover",
+            "version": _package_version(),
+            "description": (
+                "Hands a customer conversation from an AI agent to a human agent in "
+                "Twilio Flex. Every refusal is JSON `{error, message}`; a method a path "
+                "does not list answers 405 with the same body."
+            ),
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "tags": [
+            {"name": "tool", "description": "Called by the AI agent (a Twilio AI Assistant tool)."},
+            {"name": "operator", "description": "Need an admin token."},
+            {"name": "service", "description": "Probes and this document; no credentials."},
+        ],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "parameters": PARAMETERS,
+            "responses": {name: response for name, response in ERROR_RESPONSES.values()},
+            "headers": {
+                "RetryAfter": {
+                    "required": True,
+                    "description": "Whole seconds to wait before retrying.",
+                    "schema": {"type": "integer", "minimum": 1},
+                },
+                "WWWAuthenticate": {
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^Bearer"},
+                },
+            },
+            "securitySchemes": {
+                "toolBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from HANDOVER_TOOL_TOKENS.",
+                },
+                "toolQueryToken": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "token",
+                    "description": "A token from HANDOVER_TOOL_TOKENS, for tool URLs "
+                    "that cannot carry a header.",
+                },
+                "twilioSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Twilio-Signature",
+                    "description": "Twilio's request signature, checked with "
+                    "TWILIO_AUTH_TOKEN when HANDOVER_VERIFY_TWILIO_SIGNATURE is on.",
+                },
+                "adminBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from HANDOVER_ADMIN_TOKENS (header only).",
+                },
+            },
+        },
+    }
+
+
+DOCUMENT = build_document()
+_BODY = json.dumps(DOCUMENT, separators=(",", ":")).encode()
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """GET /openapi.json: built once at import, served as bytes."""
+    return web.Response(body=_BODY, content_type=JSON, charset="utf-8")
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/openapi.json", openapi_json)]
