@@ -128,6 +128,11 @@ HANDOVER_PROPERTIES: dict[str, Schema] = {
     "ambiguous_attempts": COUNT,
     "lookups": COUNT,
     "replays": COUNT,
+    "found_by_lookup": {
+        "type": "boolean",
+        "description": "The Interaction was found through TaskRouter after an attempt whose "
+        "answer was lost, rather than created by an answered request.",
+    },
     "interaction_sid": nullable({"type": "string", "pattern": "^KD[0-9a-fA-F]{32}$"}),
     "channel_sid": nullable({"type": "string", "pattern": "^UO[0-9a-fA-F]{32}$"}),
     "error": {"oneOf": [{"type": "null"}, ref("schemas", "HandoverError")]},

@@ -49,7 +49,7 @@ ASSIGNMENT_STATUSES = ("pending", "reserved", "assigned", "canceled", "wrapping"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-FAULT_ROUTES = ("interactions", "users")
+FAULT_ROUTES = ("interactions", "users", "tasks")
 
 
 # --- SIDs and times -------------------------------------------------------------
@@ -534,7 +534,9 @@ class FlexSimulator:
         after_create: bool = False,
         route: str = "interactions",
     ) -> None:
-        """Queue a fault for each of the next `count` requests to `route` (FIFO).
+        """Queue a fault for each of the next `count` requests to `route` (FIFO):
+        `interactions` (POST /v1/Interactions), `users` (GET /v1/Users/…) or
+        `tasks` (GET /v1/Workspaces/{WS}/Tasks).
 
         `hang`: wait that many seconds first. `reset`: close the connection without
         answering. `retry_after`: `Retry-After` header on the error. `after_create`:
@@ -773,6 +775,9 @@ class FlexSimulator:
 
     async def _list_tasks(self, request: web.Request) -> web.Response:
         self._authenticate(request)
+        fault = self._take_fault("tasks")
+        if fault is not None:
+            await self._raise_fault(fault)
         workspace_sid = request.match_info["workspace_sid"]
         if not is_sid(workspace_sid, "WS"):
             raise not_found(request.path)

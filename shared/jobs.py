@@ -95,10 +95,12 @@ class HandoverRecord:
     error: HandoverError | None = None
     next_attempt_at: float | None = None
     # An attempt was sent and its outcome is not known yet: the next run must
-    # look for its task before sending another (see worker.delivery_guard).
+    # look for its task before sending another (see worker.delivery).
     in_flight_since: float | None = None
     ambiguous_attempts: int = 0
     lookups: int = 0
+    found_by_lookup: bool = False
+    """Succeeded because a TaskRouter lookup found the task of an unanswered attempt."""
     replays: int = 0
     replayed_at: float | None = None
 
@@ -132,6 +134,7 @@ class HandoverRecord:
             in_flight_since=_optional_float(data.get("in_flight_since")),
             ambiguous_attempts=int(data.get("ambiguous_attempts") or 0),
             lookups=int(data.get("lookups") or 0),
+            found_by_lookup=data.get("found_by_lookup") == "1",
             replays=int(data.get("replays") or 0),
             replayed_at=_optional_float(data.get("replayed_at")),
         )
@@ -148,6 +151,7 @@ class HandoverRecord:
             "ambiguous_attempts": self.ambiguous_attempts,
             "lookups": self.lookups,
             "replays": self.replays,
+            "found_by_lookup": self.found_by_lookup,
             "interaction_sid": self.interaction_sid,
             "channel_sid": self.channel_sid,
             "error": self.error.to_public() if self.error else None,

@@ -92,10 +92,11 @@ class Settings:
     def run_budget_seconds(self) -> float:
         """How long one run of the handover job may take, everything included:
         the in-job retry budget, an attempt that starts at its end, the
-        friendly-name lookup and one TaskRouter lookup window."""
+        friendly-name lookup, and one TaskRouter lookup window plus its last
+        query."""
         return (
             self.retry_budget_seconds
-            + 2 * self.attempt_timeout_seconds
+            + 3 * self.attempt_timeout_seconds
             + self.lookup_grace_seconds
             + 2.0
         )

@@ -7,6 +7,9 @@ without a server.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import aiohttp
 from twilio.base.exceptions import TwilioException
 
@@ -44,18 +47,17 @@ def classify(exc: BaseException, attempt_timeout: float) -> FlexError:
     if isinstance(exc, FlexError):
         return exc
     if isinstance(exc, TwilioException) and isinstance(getattr(exc, "status", None), int):
-        status: int = exc.status  # type: ignore[attr-defined]
         # Not str(exc): twilio's __str__ paints ANSI colours when stderr is a terminal.
         detail = (
             getattr(exc, "msg", None) or getattr(exc, "detail", None) or getattr(exc, "title", None)
         )
-        return FlexError(
-            f"Twilio answered {status}: {detail}" if detail else f"Twilio answered {status}",
-            status=status,
-            code=getattr(exc, "code", None),
-            retryable=status == 429 or status >= 500,
-            ambiguous=status >= 500,
-        )
+        status: int = exc.status  # type: ignore[attr-defined]
+        return _http_error(status, getattr(exc, "code", None), detail)
+    page_response = _failed_page_response(exc)
+    if page_response is not None:
+        status, body = page_response
+        detail = body.get("message") or body.get("detail") or body.get("title")
+        return _http_error(status, body.get("code"), detail)
     if isinstance(exc, TimeoutError):
         return FlexError(
             f"Twilio did not answer within {attempt_timeout:g}s", retryable=True, ambiguous=True
@@ -67,3 +69,28 @@ def classify(exc: BaseException, attempt_timeout: float) -> FlexError:
             f"connection to Twilio failed: {type(exc).__name__}", retryable=True, ambiguous=True
         )
     return FlexError(f"unexpected error calling Twilio: {type(exc).__name__}: {exc}")
+
+
+def _http_error(status: int, code: Any, detail: Any) -> FlexError:
+    return FlexError(
+        f"Twilio answered {status}: {detail}" if detail else f"Twilio answered {status}",
+        status=status,
+        code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+        retryable=status == 429 or status >= 500,
+        ambiguous=status >= 500,
+    )
+
+
+def _failed_page_response(exc: BaseException) -> tuple[int, dict[str, Any]] | None:
+    """(status, error body) of a list call's failure, which twilio-python raises as a
+    bare `TwilioException("Unable to fetch page", response)` with no status attribute."""
+    if not isinstance(exc, TwilioException) or len(exc.args) < 2:
+        return None
+    status = getattr(exc.args[1], "status_code", None)
+    if not isinstance(status, int) or isinstance(status, bool):
+        return None
+    try:
+        body = json.loads(getattr(exc.args[1], "text", "") or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return status, body if isinstance(body, dict) else {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -26,13 +27,18 @@ from worker.retry import parse_retry_after
 
 logger = logging.getLogger("flex_handover.worker")
 
+# A handover makes one task; more than a few means duplicates, which we only log.
+LOOKUP_LIMIT = 20
+
 _retry_after: ContextVar[str | None] = ContextVar("flex_handover_retry_after", default=None)
 
 
 @dataclass(frozen=True)
 class CreatedInteraction:
-    interaction_sid: str
+    interaction_sid: str | None
+    """None only when a lookup found our task without Flex's `flexInteractionSid`."""
     channel_sid: str | None
+    found_by_lookup: bool = False
 
 
 class BoundedHttpClient(AsyncTwilioHttpClient):
@@ -57,7 +63,8 @@ class BoundedHttpClient(AsyncTwilioHttpClient):
 
 
 class FlexClient:
-    """Creates Interactions and looks up customer names through the twilio client."""
+    """Creates Interactions, looks up customer names and lists tasks through the
+    twilio client, every call under the attempt timeout."""
 
     def __init__(self, settings: Settings):
         self._attempt_timeout = settings.attempt_timeout_seconds
@@ -85,6 +92,33 @@ class FlexClient:
             raise error from exc
         channel = interaction.channel if isinstance(interaction.channel, dict) else {}
         return CreatedInteraction(interaction.sid, channel.get("sid"))
+
+    async def list_task_attributes(
+        self, workspace_sid: str, expression: str, assignment_statuses: Sequence[str]
+    ) -> list[str]:
+        """One TaskRouter query: the raw `attributes` JSON of the matching tasks.
+
+        A failure is a retryable FlexError, never an empty list: "could not look"
+        must not read as "no task".
+        """
+        _retry_after.set(None)
+        try:
+            tasks = await self._client.taskrouter.v1.workspaces(workspace_sid).tasks.list_async(
+                evaluate_task_attributes=expression,
+                assignment_status=list(assignment_statuses),
+                limit=LOOKUP_LIMIT,
+                page_size=LOOKUP_LIMIT,
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure is classified
+            error = classify(exc, self._attempt_timeout)
+            raise FlexError(
+                f"TaskRouter lookup failed: {error.message}",
+                status=error.status,
+                code=error.code,
+                retryable=True,
+                retry_after=parse_retry_after(_retry_after.get()),
+            ) from exc
+        return [task.attributes or "{}" for task in tasks]
 
     async def friendly_name(self, identity: str) -> str | None:
         """The Conversations user's friendly name, or None: a handover goes on without it."""

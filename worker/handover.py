@@ -1,33 +1,43 @@
 """The handover job: one arq job per handover, from `queued` to a final state.
 
-Steps, each its own function: load the record, check it is still wanted,
-build the Interaction, create it with in-job retries, then record the outcome
-or hand the job back to arq for later. Whatever happens, the status record ends
-`succeeded` or `failed` with a reason, never stuck: errors we did not expect
-fail the handover with their type named rather than vanish in arq's log.
+arq may run a job twice, even at the same time, so a run first takes the
+conversation's delivery claim (`worker.claim`); a run that finds it taken
+comes back later instead of calling Twilio. Holding it, one function per step:
+reload the record, account for an attempt a dead run left in flight, check
+the handover is still wanted, build the Interaction, create it (`worker.delivery`
+looks for an unanswered attempt's task before it sends again), then record the
+outcome or hand the job back to arq for later. Whatever happens, the status
+record ends `succeeded` or `failed` with a reason, never stuck: errors we did
+not expect fail the handover with their type named rather than vanish in arq's log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from arq.worker import Retry
 from redis.exceptions import RedisError
 
 from shared.jobs import HandoverError, HandoverRecord, now
-from shared.settings import Settings
+from shared.settings import Settings, Target
 from shared.store import HandoverStore
+from worker.claim import DeliveryClaims
+from worker.delivery import Delivery
 from worker.errors import FlexError
 from worker.flex_client import CreatedInteraction, FlexClient
 from worker.interaction import InteractionPayload, build_interaction, needs_friendly_name
-from worker.retry import in_job_retrying, requeue_delay
+from worker.retry import requeue_delay
 
 logger = logging.getLogger("flex_handover.worker")
 
 REDIS_RETRY_DEFER_SECONDS = 5.0
+# Another run holds the conversation: it finishes or hands back within one run budget.
+CLAIM_BUSY_DEFER_SECONDS = 2.0
+MIN_DEFER_SECONDS = 0.01
 
 
 @dataclass
@@ -37,23 +47,59 @@ class HandoverContext:
     settings: Settings
     store: HandoverStore
     flex: FlexClient
+    claims: DeliveryClaims = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.claims = DeliveryClaims(self.store.redis, self.settings.claim_ttl_seconds)
 
 
 async def deliver_handover(ctx: dict[str, Any], handover_id: str) -> str:
     """arq entry point; returns the final or current state for arq's log."""
     context: HandoverContext = ctx["handover"]
     try:
-        async with asyncio.timeout(context.settings.run_budget_seconds):
-            return await _deliver(context, handover_id)
-    except TimeoutError:
-        # The whole run overran its budget (a slow Redis, a slow name lookup):
-        # treat it like a timed-out attempt rather than let arq's timeout hit.
-        error = FlexError("the delivery run overran its time budget", retryable=True)
-        return await _requeue_or_fail(context, handover_id, error)
+        record = await context.store.get(handover_id)
+        if record is None:
+            logger.warning(
+                "handover %s: no status record (expired), nothing to deliver", handover_id
+            )
+            return "missing"
+        if record.state.is_final:
+            return record.state.value
+        conversation_sid = record.request.conversation_sid
+        async with context.claims.hold(conversation_sid, handover_id) as held:
+            if not held:
+                # Calling Twilio now could make a second Interaction, and the
+                # record is the other run's to write: come back when it is done.
+                await _log_claim_holder(context, handover_id, conversation_sid)
+                raise Retry(defer=CLAIM_BUSY_DEFER_SECONDS)
+            return await _run_claimed(context, handover_id)
     except RedisError as exc:
         logger.warning("handover %s: redis error, retrying later: %s", handover_id, exc)
         raise Retry(defer=REDIS_RETRY_DEFER_SECONDS) from exc
-    except Retry:
+
+
+async def _log_claim_holder(
+    context: HandoverContext, handover_id: str, conversation_sid: str
+) -> None:
+    holder = await context.claims.holder(conversation_sid)
+    logger.info(
+        "handover %s: delivery claim held by %s, retrying in %gs",
+        handover_id,
+        "another run of it" if holder == handover_id else holder or "another run",
+        CLAIM_BUSY_DEFER_SECONDS,
+    )
+
+
+async def _run_claimed(context: HandoverContext, handover_id: str) -> str:
+    """`_deliver` within the run budget, so arq's job timeout never strikes first."""
+    try:
+        async with asyncio.timeout(context.settings.run_budget_seconds):
+            return await _deliver(context, handover_id)
+    except TimeoutError:
+        # A slow Redis, a slow name lookup: treat it like a timed-out attempt.
+        error = FlexError("the delivery run overran its time budget", retryable=True)
+        return await _requeue_or_fail(context, handover_id, error)
+    except (Retry, RedisError):
         raise
     except Exception as exc:
         logger.exception("handover %s: unexpected error", handover_id)
@@ -65,82 +111,132 @@ async def deliver_handover(ctx: dict[str, Any], handover_id: str) -> str:
 
 async def _deliver(context: HandoverContext, handover_id: str) -> str:
     settings, store = context.settings, context.store
+    # Read again under the claim: a run that held it before us may have finished.
     record = await store.get(handover_id)
     if record is None:
-        logger.warning("handover %s: no status record (expired), nothing to deliver", handover_id)
         return "missing"
     if record.state.is_final:
         return record.state.value
+    record = await _account_for_lost_attempt(context, record, "its run stopped before an answer")
+    delivery = Delivery(context, handover_id, record.in_flight_since)
     if now() >= _deadline(record, settings):
-        return await _fail(
-            context, handover_id, record.error or HandoverError("expired before delivery")
-        )
+        return await _give_up(context, delivery, record, _expiry_reason(record))
     target = settings.targets.get(record.request.target)
     if target is None or settings.flex_workspace_sid is None:
-        return await _fail(
-            context,
-            handover_id,
-            HandoverError(f"target '{record.request.target}' is not configured on this worker"),
-        )
+        reason = f"target '{record.request.target}' is not configured on this worker"
+        return await _give_up(context, delivery, record, HandoverError(reason))
     await store.mark_running(handover_id)
-    friendly_name = None
-    if needs_friendly_name(record.request.identity):
-        friendly_name = await context.flex.friendly_name(record.request.identity.value)
-    payload = build_interaction(
-        handover_id, record.request, target, settings.flex_workspace_sid, friendly_name
-    )
+    payload = await _build_payload(context, handover_id, record, target)
     try:
-        created = await _create_with_retries(context, handover_id, payload)
+        created = await delivery.create(payload)
     except FlexError as error:
         if not error.retryable:
             return await _fail(context, handover_id, error.to_handover_error())
         return await _requeue_or_fail(context, handover_id, error)
-    await store.mark_succeeded(handover_id, created.interaction_sid, created.channel_sid)
-    logger.info("handover %s succeeded: %s", handover_id, created.interaction_sid)
-    return "succeeded"
+    return await _succeed(context, handover_id, created)
 
 
-async def _create_with_retries(
-    context: HandoverContext, handover_id: str, payload: InteractionPayload
-) -> CreatedInteraction:
-    """`POST /v1/Interactions` with in-job retries; raises the last FlexError."""
+async def _account_for_lost_attempt(
+    context: HandoverContext, record: HandoverRecord, why: str
+) -> HandoverRecord:
+    """An attempt in flight with no error recorded beside it lost its run (SIGKILL,
+    SIGTERM, the run budget) before Twilio answered: it is ambiguous like a timeout."""
+    if record.in_flight_since is None or record.error is not None:
+        return record
+    error = HandoverError(f"attempt {record.attempts} got no answer: {why}")
+    await context.store.end_attempt(record.handover_id, error, ambiguous=True)
+    logger.warning(
+        "handover %s: %s; its outcome will be looked up", record.handover_id, error.message
+    )
+    return dataclasses.replace(
+        record, error=error, ambiguous_attempts=record.ambiguous_attempts + 1
+    )
 
-    async def record_wait(error: FlexError, seconds: float) -> None:
-        logger.info(
-            "handover %s: attempt failed (%s), retrying in %.2fs", handover_id, error, seconds
-        )
-        await context.store.mark_retrying(handover_id, error.to_handover_error(), now() + seconds)
 
-    async for attempt in in_job_retrying(context.settings, record_wait):
-        with attempt:
-            await context.store.count_attempt(handover_id)
-            return await context.flex.create_interaction(payload)
-    raise AssertionError("unreachable: tenacity re-raises the last error")
+async def _build_payload(
+    context: HandoverContext, handover_id: str, record: HandoverRecord, target: Target
+) -> InteractionPayload:
+    friendly_name = None
+    if needs_friendly_name(record.request.identity):
+        friendly_name = await context.flex.friendly_name(record.request.identity.value)
+    workspace_sid = context.settings.flex_workspace_sid or ""
+    return build_interaction(handover_id, record.request, target, workspace_sid, friendly_name)
 
 
-async def _requeue_or_fail(
-    context: HandoverContext, handover_id: str, error: FlexError
-) -> str:
-    """Out of in-job budget: come back later through arq, or give up at max age."""
+async def _requeue_or_fail(context: HandoverContext, handover_id: str, error: FlexError) -> str:
+    """Out of in-job budget: come back later through arq, or give up at max age.
+
+    An attempt still in flight at max age gets one more run, at the deadline,
+    whose lookup decides between `succeeded` and `failed`.
+    """
     record = await context.store.get(handover_id)
     if record is None:
         return "missing"
+    record = await _account_for_lost_attempt(context, record, error.message)
     delay = requeue_delay(error, context.settings)
-    next_attempt_at = now() + delay
-    if next_attempt_at >= _deadline(record, context.settings):
-        failure = HandoverError(
-            f"gave up after {record.attempts} attempts: {error.message}", error.status, error.code
-        )
-        return await _fail(context, handover_id, failure)
-    await context.store.mark_retrying(handover_id, error.to_handover_error(), next_attempt_at)
+    deadline = _deadline(record, context.settings)
+    if now() + delay >= deadline:
+        if record.in_flight_since is None:
+            return await _fail(context, handover_id, _gave_up(record.attempts, error))
+        delay = max(deadline - now(), MIN_DEFER_SECONDS)
+    await context.store.mark_retrying(handover_id, error.to_handover_error(), now() + delay)
     logger.info("handover %s: requeued for %.1fs: %s", handover_id, delay, error.message)
     raise Retry(defer=delay)
+
+
+async def _give_up(
+    context: HandoverContext, delivery: Delivery, record: HandoverRecord, reason: HandoverError
+) -> str:
+    """Fail, unless an attempt still in flight turns out to have made the Interaction."""
+    try:
+        found = await delivery.settle()
+    except FlexError as error:
+        unsure = f"whether attempt {record.attempts} created an Interaction is unknown"
+        if error.message not in reason.message:
+            unsure += f": {error.message}"
+        message = f"{reason.message} ({unsure})"
+        return await _fail(
+            context, record.handover_id, dataclasses.replace(reason, message=message)
+        )
+    if found is not None:
+        return await _succeed(context, record.handover_id, found)
+    return await _fail(context, record.handover_id, reason)
+
+
+async def _succeed(context: HandoverContext, handover_id: str, created: CreatedInteraction) -> str:
+    await context.store.mark_succeeded(
+        handover_id,
+        created.interaction_sid,
+        created.channel_sid,
+        found_by_lookup=created.found_by_lookup,
+    )
+    how = " (found by TaskRouter lookup)" if created.found_by_lookup else ""
+    logger.info("handover %s succeeded: %s%s", handover_id, created.interaction_sid, how)
+    return "succeeded"
 
 
 async def _fail(context: HandoverContext, handover_id: str, error: HandoverError) -> str:
     await context.store.mark_failed(handover_id, error)
     logger.warning("handover %s failed: %s", handover_id, error.message)
     return "failed"
+
+
+def _expiry_reason(record: HandoverRecord) -> HandoverError:
+    if record.error is None:
+        return HandoverError("expired before delivery")
+    if record.attempts == 0:
+        return record.error
+    return HandoverError(
+        f"gave up after {record.attempts} attempts: {record.error.message}",
+        record.error.status,
+        record.error.code,
+    )
+
+
+def _gave_up(attempts: int, error: FlexError) -> HandoverError:
+    return HandoverError(
+        f"gave up after {attempts} attempts: {error.message}", error.status, error.code
+    )
 
 
 def _deadline(record: HandoverRecord, settings: Settings) -> float:

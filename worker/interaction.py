@@ -14,6 +14,9 @@ from shared.jobs import HandoverRequest, Identity
 from shared.settings import Target
 
 EXTRA_INPUT_ATTRIBUTE = "handoverInput"
+HANDOVER_ID_ATTRIBUTE = "handoverId"
+"""Flex copies routing attributes onto the task: this one lets `worker.task_lookup`
+find the task of an attempt whose answer was lost."""
 _KNOWN_INPUT_ATTRIBUTES = {
     "reason": "reason",
     "summary": "summary",
@@ -71,7 +74,7 @@ def build_attributes(
             "customerAddress": customer.address,
             "conversationSid": request.conversation_sid,
             "channelType": customer.channel_type,
-            "handoverId": handover_id,
+            HANDOVER_ID_ATTRIBUTE: handover_id,
             "handoverTarget": target.name,
         }
     )

@@ -4,7 +4,9 @@ Inside a job: tenacity retries what Twilio says is temporary (connection
 errors, timeouts, 429, 5xx) with exponential backoff and full jitter, or
 exactly the `Retry-After` Twilio asked for, until the in-job budget would be
 overrun. Past that the job is handed back to arq with a delay (see
-`worker.handover`), so a long wait never holds a worker slot.
+`worker.handover`), so a long wait never holds a worker slot. What a retry
+does after an answer that never came (look for the task first) is
+`worker.delivery`'s business, not the policy's.
 """
 
 from __future__ import annotations

@@ -174,6 +174,7 @@ def test_to_public_fields():
         "ambiguous_attempts": 1,
         "lookups": 3,
         "replays": 1,
+        "found_by_lookup": False,
         "interaction_sid": None,
         "channel_sid": None,
         "error": {"status": 400, "code": 20001, "message": "bad channel"},

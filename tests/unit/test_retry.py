@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import sys
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -14,6 +15,7 @@ import tenacity
 from aiohttp.client_reqrep import ConnectionKey
 from tenacity import RetryCallState
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.response import Response
 
 from shared.jobs import HandoverError
 from shared.settings import Settings
@@ -126,6 +128,47 @@ def test_classify(exc, retryable, ambiguous, status, code):
     assert error.retry_after is None
     assert is_retryable(error) is retryable
     assert error.message == str(error) and error.message
+
+
+def page_exception(status: int, body: str) -> TwilioException:
+    """What twilio-python's list methods raise for a non-200 page: no status attribute."""
+    return TwilioException("Unable to fetch page", Response(status, body))
+
+
+def twilio_body(status: int, code: int, message: str) -> str:
+    return json.dumps({"code": code, "message": message, "status": status})
+
+
+INTERNAL = twilio_body(500, 20500, "Internal")
+SLOW_DOWN = twilio_body(429, 20429, "Too Many Requests")
+BAD_EXPRESSION = twilio_body(400, 20001, "Invalid expression")
+PROBLEM = json.dumps({"code": 20503, "detail": "Problem detail"})
+
+
+@pytest.mark.parametrize(
+    "status, body, retryable, ambiguous, code, message",
+    [
+        (500, INTERNAL, True, True, 20500, "Twilio answered 500: Internal"),
+        (429, SLOW_DOWN, True, False, 20429, "Twilio answered 429: Too Many Requests"),
+        (400, BAD_EXPRESSION, False, False, 20001, "Twilio answered 400: Invalid expression"),
+        (503, PROBLEM, True, True, 20503, "Twilio answered 503: Problem detail"),
+        (502, "<html>Bad Gateway</html>", True, True, None, "Twilio answered 502"),
+        (504, "", True, True, None, "Twilio answered 504"),
+        (500, '"just a string"', True, True, None, "Twilio answered 500"),
+        (500, '{"code": "x"}', True, True, None, "Twilio answered 500"),
+    ],
+    ids=["500", "429", "400", "problem-json", "html", "empty", "json-string", "bad-code"],
+)
+def test_classify_a_failed_list_page(status, body, retryable, ambiguous, code, message):
+    error = classify(page_exception(status, body), attempt_timeout=1)
+    assert (error.retryable, error.ambiguous) == (retryable, ambiguous)
+    assert (error.status, error.code, error.message) == (status, code, message)
+
+
+def test_classify_a_bare_twilio_exception_without_a_response():
+    error = classify(TwilioException("Unable to fetch page", "not a response"), attempt_timeout=1)
+    assert (error.retryable, error.ambiguous, error.status) == (False, False, None)
+    assert error.message.startswith("unexpected error calling Twilio: TwilioException")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,92 @@
+"""One run at a time may call Twilio for a conversation.
+
+arq delivers a job at least once: a SIGKILLed worker's job runs again when its
+in-progress key expires, SIGTERM re-queues running jobs at once, and an
+operator can replay. Two runs that both reach `POST /v1/Interactions` would
+hand the customer over twice, so a run first takes the conversation's claim
+(`SET NX PX`). Its value names the handover and a random run token, so a run
+only ever releases its own claim, even after the claim expired and another
+run took it. The TTL (`Settings.claim_ttl_seconds`) outlives any run, and runs
+out before arq re-runs a killed worker's job, so a dead holder never blocks
+the conversation for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from shared import keys
+
+logger = logging.getLogger("flex_handover.worker")
+
+# KEYS: the claim. ARGV: the value the run set. Deletes only the run's own claim.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def claim_value(handover_id: str, run_token: str) -> str:
+    return f"{handover_id}:{run_token}"
+
+
+class DeliveryClaims:
+    def __init__(self, redis: aioredis.Redis, ttl_seconds: float):
+        self._redis = redis
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self._release = redis.register_script(_RELEASE_SCRIPT)
+
+    async def take(self, conversation_sid: str, handover_id: str) -> str | None:
+        """The claim's value if this run now holds it; None while another run does."""
+        value = claim_value(handover_id, secrets.token_hex(8))
+        taken = await self._redis.set(
+            keys.claim_key(conversation_sid), value, nx=True, px=self._ttl_ms
+        )
+        return value if taken else None
+
+    async def release(self, conversation_sid: str, value: str) -> bool:
+        """Compare-and-delete: False when the claim had expired (and maybe been retaken)."""
+        return bool(await self._release(keys=[keys.claim_key(conversation_sid)], args=[value]))
+
+    async def holder(self, conversation_sid: str) -> str | None:
+        """The handover id holding the claim, for a log line."""
+        value = await self._redis.get(keys.claim_key(conversation_sid))
+        if value is None:
+            return None
+        text = value.decode() if isinstance(value, bytes) else value
+        return text.rpartition(":")[0] or None
+
+    @asynccontextmanager
+    async def hold(self, conversation_sid: str, handover_id: str) -> AsyncIterator[bool]:
+        """Yields whether this run holds the claim; releases it on the way out,
+        cancelled or not."""
+        value = await self.take(conversation_sid, handover_id)
+        if value is None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            # Shielded: a second cancellation must not leave the claim to its TTL.
+            await asyncio.shield(self._release_quietly(conversation_sid, handover_id, value))
+
+    async def _release_quietly(self, conversation_sid: str, handover_id: str, value: str) -> None:
+        """A failed release must not replace the run's own outcome: the TTL ends the claim."""
+        try:
+            if not await self.release(conversation_sid, value):
+                logger.warning("handover %s: its delivery claim had expired", handover_id)
+        except RedisError as exc:
+            logger.warning(
+                "handover %s: could not release the delivery claim (it expires by itself): %s",
+                handover_id,
+                exc,
+            )

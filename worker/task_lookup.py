@@ -1,0 +1,113 @@
+"""Did an unanswered attempt create its Interaction? Ask TaskRouter.
+
+The Interactions API has no idempotency key and cannot be searched, but Flex
+copies our routing attributes, `handoverId` included, onto the task it makes
+for the Interaction, and adds `flexInteractionSid`. Task creation trails the
+create call, so "no task" only counts once a grace window has passed since the
+attempt could last have reached Twilio. A query that fails raises FlexError:
+it never reads as "no task".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from shared.jobs import now
+from shared.settings import Settings
+from worker.flex_client import CreatedInteraction, FlexClient
+from worker.interaction import HANDOVER_ID_ATTRIBUTE
+
+logger = logging.getLogger("flex_handover.worker")
+
+ASSIGNMENT_STATUSES = ("pending", "reserved", "assigned", "wrapping", "completed", "canceled")
+"""All of them: a completed or canceled task carrying our handover id still proves the
+Interaction was created, and posting again would hand the customer over a second time."""
+
+
+def task_expression(handover_id: str) -> str:
+    """TaskRouter's `EvaluateTaskAttributes` for our task (json.dumps quotes and escapes)."""
+    return f"{HANDOVER_ID_ATTRIBUTE} == {json.dumps(handover_id)}"
+
+
+def lookup_window_end(
+    in_flight_since: float, now: float, attempt_timeout: float, grace: float
+) -> float:
+    """When "no task" may be believed: `grace` after the attempt could last have
+    reached Twilio (cut off at `attempt_timeout`), so a long-dead run's attempt
+    needs one query, not a whole window."""
+    return min(now, in_flight_since + attempt_timeout) + grace
+
+
+def interaction_from_tasks(
+    attributes: list[str], handover_id: str
+) -> tuple[CreatedInteraction | None, int]:
+    """The Interaction named by the first of our tasks, and how many of ours there are.
+
+    Re-checks `handoverId` itself rather than trust the server-side filter; a
+    task without Flex's `flexInteractionSid` still proves the create went through.
+    """
+    ours = []
+    for raw in attributes:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict) and parsed.get(HANDOVER_ID_ATTRIBUTE) == handover_id:
+            ours.append(parsed)
+    if not ours:
+        return None, 0
+    first = ours[0]
+    return (
+        CreatedInteraction(
+            _sid_or_none(first.get("flexInteractionSid")),
+            _sid_or_none(first.get("flexInteractionChannelSid")),
+            found_by_lookup=True,
+        ),
+        len(ours),
+    )
+
+
+async def find_interaction(
+    flex: FlexClient,
+    settings: Settings,
+    handover_id: str,
+    in_flight_since: float,
+    *,
+    clock: Callable[[], float] = now,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> CreatedInteraction | None:
+    """Polls TaskRouter until our task shows up or the window closes; raises FlexError."""
+    workspace_sid = settings.flex_workspace_sid
+    if workspace_sid is None:
+        raise ValueError("FLEX_WORKSPACE_SID is required to look tasks up")
+    window_end = lookup_window_end(
+        in_flight_since, clock(), settings.attempt_timeout_seconds, settings.lookup_grace_seconds
+    )
+    queries = 0
+    while True:
+        queries += 1
+        attributes = await flex.list_task_attributes(
+            workspace_sid, task_expression(handover_id), ASSIGNMENT_STATUSES
+        )
+        found, count = interaction_from_tasks(attributes, handover_id)
+        if found is not None:
+            if count > 1:
+                logger.warning(
+                    "handover %s: %d tasks carry this handover id (a duplicate handover "
+                    "exists in Flex); keeping the first",
+                    handover_id,
+                    count,
+                )
+            return found
+        remaining = window_end - clock()
+        if remaining <= 0:
+            logger.info("handover %s: no task after %d lookup queries", handover_id, queries)
+            return None
+        await sleep(min(settings.lookup_interval_seconds, remaining))
+
+
+def _sid_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
