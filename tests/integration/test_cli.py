@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import signal
-import sys
 import time
 
 import aiohttp
@@ -23,20 +20,7 @@ from tests.conftest import (
     session_header,
     tool_auth,
 )
-
-COMMAND = shutil.which("flex-handover") or sys.executable
-PREFIX = [] if shutil.which("flex-handover") else ["-m", "shared.cli"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test runner's environment minus any flex-handover settings."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("REDIS_", "TWILIO_", "FLEX_", "HANDOVER_", "WORKER_"))
-    }
-    env.update(extra)
-    return env
+from tests.processes import COMMAND, PREFIX, clean_env
 
 
 async def start(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:

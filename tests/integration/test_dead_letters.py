@@ -13,7 +13,7 @@ from arq.constants import in_progress_key_prefix
 
 from shared import keys
 from tests.conftest import new_conversation_sid, service_env, session_header
-from tests.integration.test_cli import COMMAND, PREFIX, clean_env
+from tests.processes import COMMAND, PREFIX, clean_env
 
 PHONE = "+14155550123"
 TWILIO_MESSAGE = f"Invalid channel for whatsapp:{PHONE} (jane.doe@example.com)"

@@ -42,7 +42,8 @@ from tests.conftest import (
     session_header,
     tool_auth,
 )
-from tests.integration.test_cli import COMMAND, PREFIX, clean_env, wait_healthy
+from tests.integration.test_cli import wait_healthy
+from tests.processes import COMMAND, PREFIX, clean_env
 
 PHONE = "+14155550177"
 EMAIL = "jane.doe@example.com"
