@@ -83,6 +83,7 @@ class Settings:
     rate_limit_window_seconds: int = 60
     lookup_grace_seconds: float = 5.0
     lookup_interval_seconds: float = 1.0
+    flex_api_max_rps: float = 0.0
     worker_concurrency: int = 50
     worker_poll_delay_seconds: float = 0.05
     worker_shutdown_grace_seconds: int = 10
@@ -197,6 +198,7 @@ class Settings:
             lookup_interval_seconds=reader.get(
                 "HANDOVER_LOOKUP_INTERVAL_SECONDS", _seconds(0.01), 1.0
             ),
+            flex_api_max_rps=reader.get("FLEX_API_MAX_RPS", _rate, 0.0),
             worker_concurrency=reader.get("WORKER_CONCURRENCY", _integer(1), 50),
             worker_poll_delay_seconds=reader.get(
                 "WORKER_POLL_DELAY_SECONDS", _seconds(0.001), 0.05
@@ -313,6 +315,16 @@ def _tokens(value: str) -> tuple[str, ...]:
                 "(value not shown)"
             )
     return tokens
+
+
+def _rate(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"must be requests per second (0: no limit), got {value!r}") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"must be requests per second >= 0 (0: no limit), got {value!r}")
+    return number
 
 
 def _boolean(value: str) -> bool:

@@ -102,6 +102,7 @@ def test_defaults():
         "rate_limit_window_seconds": 60,
         "lookup_grace_seconds": 5.0,
         "lookup_interval_seconds": 1.0,
+        "flex_api_max_rps": 0.0,
         "worker_concurrency": 50,
         "worker_poll_delay_seconds": 0.05,
         "worker_shutdown_grace_seconds": 10,
@@ -151,6 +152,7 @@ def test_every_setting_read_from_the_environment():
         "WORKER_CONCURRENCY": "8",
         "WORKER_POLL_DELAY_SECONDS": "0.01",
         "WORKER_SHUTDOWN_GRACE_SECONDS": "3",
+        "FLEX_API_MAX_RPS": "12.5",
         "LOG_LEVEL": "debug",
     }
     assert Settings.from_env(env, role="worker") == Settings(
@@ -185,6 +187,7 @@ def test_every_setting_read_from_the_environment():
         worker_concurrency=8,
         worker_poll_delay_seconds=0.01,
         worker_shutdown_grace_seconds=3,
+        flex_api_max_rps=12.5,
         log_level="DEBUG",
     )
 
@@ -533,6 +536,8 @@ def test_status_records_must_outlive_a_retrying_handover():
         ("HANDOVER_RATE_LIMIT_PER_IDENTITY", "-1", "at least 0"),
         ("HANDOVER_RATE_LIMIT_WINDOW_SECONDS", "0", "at least 1"),
         ("WORKER_SHUTDOWN_GRACE_SECONDS", "1.5", "whole number"),
+        ("FLEX_API_MAX_RPS", "-1", "requests per second"),
+        ("FLEX_API_MAX_RPS", "fast", "requests per second"),
     ],
 )
 def test_auth_and_limit_variables_are_checked(name, value, says):
