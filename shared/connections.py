@@ -6,7 +6,8 @@ that handover back and is not counted), checked and counted the fixed-window
 rate limits on new handovers per conversation and per customer identity,
 written the status record (`queued`), written an arq-compatible job record and
 added it to the queue. One round trip, and no half-stored handover if Redis
-goes away; a rate-limited call stores nothing at all.
+goes away; a rate-limited call stores nothing at all. Concurrent calls share
+a pipeline (`shared.script_batcher`), each still its own script run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from shared.jobs import (
     new_handover_record,
     now,
 )
+from shared.script_batcher import ScriptBatcher
 from shared.settings import Settings
 
 REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
@@ -141,7 +143,7 @@ class Enqueuer:
     """Stores handover requests as arq jobs; what `POST /tools/flex-handover` calls."""
 
     def __init__(self, redis: aioredis.Redis, settings: Settings):
-        self._script = redis.register_script(ENQUEUE_SCRIPT)
+        self._script = ScriptBatcher(redis, ENQUEUE_SCRIPT)
         self._settings = settings
 
     async def enqueue(self, request: HandoverRequest) -> EnqueueResult:

@@ -1,0 +1,84 @@
+"""shared.script_batcher against the suite's real Redis (scripts need a Lua runtime)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from shared.connections import create_redis
+from shared.script_batcher import ScriptBatcher
+
+# Appends ARGV[1] to the list KEYS[1]; returns the list's new length and ARGV[1].
+APPEND = """
+local length = redis.call('RPUSH', KEYS[1], ARGV[1])
+return {length, ARGV[1]}
+"""
+
+
+async def test_each_caller_gets_its_own_answer_from_one_shared_pipeline(redis):
+    batcher = ScriptBatcher(redis, APPEND, max_batch=7)
+    await redis.script_load(APPEND)
+    sent = []
+    original = batcher._pipeline
+
+    async def counting(batch):
+        sent.append(len(batch))
+        return await original(batch)
+
+    batcher._pipeline = counting
+    results = await asyncio.gather(*(batcher(["log"], [f"call-{n}"]) for n in range(50)))
+    assert [value for _, value in results] == [f"call-{n}" for n in range(50)]
+    assert sorted(length for length, _ in results) == list(range(1, 51))
+    assert await redis.lrange("log", 0, -1) == [f"call-{n}" for n in range(50)]
+    assert sum(sent) == 50 and max(sent) == 7 and len(sent) < 50
+
+
+async def test_an_idle_call_is_sent_at_once_alone(redis):
+    batcher = ScriptBatcher(redis, APPEND)
+    assert await batcher(["solo"], ["x"]) == [1, "x"]
+    assert await batcher(["solo"], ["y"]) == [2, "y"]
+
+
+async def test_a_flushed_script_cache_is_reloaded_and_the_batch_sent_again(redis):
+    batcher = ScriptBatcher(redis, APPEND)
+    await batcher(["log"], ["before"])
+    await redis.script_flush()
+    results = await asyncio.gather(batcher(["log"], ["a"]), batcher(["log"], ["b"]))
+    assert results == [[2, "a"], [3, "b"]]
+    assert await redis.lrange("log", 0, -1) == ["before", "a", "b"]
+
+
+async def test_a_script_error_reaches_only_its_caller(redis):
+    batcher = ScriptBatcher(redis, APPEND)
+    await redis.set("not-a-list", "x")
+    results = await asyncio.gather(
+        batcher(["log"], ["ok"]), batcher(["not-a-list"], ["boom"]), return_exceptions=True
+    )
+    assert results[0] == [1, "ok"]
+    assert isinstance(results[1], ResponseError) and "WRONGTYPE" in str(results[1])
+
+
+async def test_an_unreachable_redis_fails_every_waiting_caller():
+    client = create_redis("redis://127.0.0.1:9/0")  # nothing listens on the discard port
+    batcher = ScriptBatcher(client, APPEND)
+    try:
+        results = await asyncio.gather(
+            *(batcher(["log"], [str(n)]) for n in range(5)), return_exceptions=True
+        )
+    finally:
+        await client.aclose()
+    assert all(isinstance(result, (RedisConnectionError, OSError)) for result in results)
+    assert batcher._sender.done() and batcher._pending == []
+
+
+async def test_cancelling_the_sender_cancels_its_callers_instead_of_leaving_them_waiting(redis):
+    batcher = ScriptBatcher(redis, APPEND)
+    calls = [asyncio.create_task(batcher(["log"], [str(n)])) for n in range(3)]
+    await asyncio.sleep(0)  # the callers queue up and the sender starts
+    batcher._sender.cancel()
+    for call in calls:
+        with pytest.raises(asyncio.CancelledError):
+            await call
