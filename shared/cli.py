@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     api = commands.add_parser("api", help="serve the tool endpoint (needs REDIS_URL)")
     _add_listen_options(api)
+    api.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT), about one per core; default 1",
+    )
     commands.add_parser("worker", help="deliver queued handovers to Flex (an arq worker)")
     dev = commands.add_parser(
         "dev",
@@ -74,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "api":
-            return run_api(args.host, args.port)
+            return run_api(args.host, args.port, args.processes)
         if args.command == "worker":
             return run_worker()
         if args.command == "failed":
@@ -97,15 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def run_api(host: str, port: int) -> int:
-    from aiohttp import web
+def run_api(host: str, port: int, processes: int = 1) -> int:
+    from api.server import serve, serve_processes
 
-    from api.app import create_app
-
-    settings = Settings.from_env(role="api")
+    settings = Settings.from_env(role="api")  # checked here, before any child starts
     configure_logging(settings.log_level)
+    if processes > 1:
+        return serve_processes(host, port, processes)
     logger.info("api listening on http://%s:%d", host, port)
-    web.run_app(create_app(settings), host=host, port=port, access_log=None, print=None)
+    serve(settings, host, port)
     return 0
 
 

