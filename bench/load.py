@@ -16,12 +16,15 @@ requests/s, p50/p99/max latency per receiver and the ratios c/a and c/b.
 
     python bench/load.py                                 # 64 connections, 3 rounds x 10 s
     python bench/load.py --connections 16 64 256          # a sweep
+    python bench/load.py --connections 16 64 256 --json bench/results/load.json
+                                   # also the medians as JSON, for bench/chart.py
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -171,6 +174,8 @@ async def main(args: argparse.Namespace) -> int:
                     if round_no > len(RECEIVERS):
                         results[connections][name].runs.append(run)
         print_report(results, args, generator)
+        if args.json:
+            write_json(args.json, results, args, generator)
         failed = any(runs.errors for by_name in results.values() for runs in by_name.values())
         return 1 if failed else 0
     finally:
@@ -200,6 +205,47 @@ def print_report(results: dict[int, dict[str, Runs]], args: argparse.Namespace, 
         )
 
 
+def write_json(path: str, results: dict[int, dict[str, Runs]], args: argparse.Namespace,
+               generator: str) -> None:  # fmt: skip
+    """The medians printed above, one row per connection count and receiver."""
+    rows = [
+        {
+            "connections": connections,
+            "receiver": name,
+            **{
+                figure: runs.median(figure)
+                for figure in ("requests_per_second", "p50_ms", "p99_ms", "max_ms")
+            },
+            "errors": runs.errors,
+            "rounds": len(runs.runs),
+        }
+        for connections, by_name in results.items()
+        for name, runs in by_name.items()
+    ]
+    document = {
+        "bench": "load",
+        "generator": generator,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "receivers": list(RECEIVERS),
+        "results": rows,
+        "ratios": [
+            {
+                "connections": connections,
+                "c/a": ours / by_name["bare aiohttp"].median("requests_per_second"),
+                "c/b": ours / by_name["naive arq"].median("requests_per_second"),
+            }
+            for connections, by_name in results.items()
+            for ours in [by_name["flex-handover"].median("requests_per_second")]
+        ],
+    }
+    with open(path, "w") as file:
+        json.dump(document, file, indent=2)
+        file.write("\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, nargs="+", default=[64])
@@ -207,6 +253,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="per run")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--generator", choices=("wrk", "python"))
+    parser.add_argument("--json", metavar="PATH", help="also write the medians as JSON here")
     return parser.parse_args(argv)
 
 
