@@ -152,7 +152,8 @@ async def main(args: argparse.Namespace) -> int:
     processes = [
         await start_process(sys.executable, receiver, "bare", "--port", str(ports["bare aiohttp"]), env=env),
         await start_process(sys.executable, receiver, "arq", "--port", str(ports["naive arq"]), env=env),
-        await start_process(command, "api", "--port", str(ports["flex-handover"]), env=env),
+        await start_process(command, "api", "--port", str(ports["flex-handover"]),
+                            "--processes", str(args.api_processes), env=env),
     ]  # fmt: skip
     client = aioredis.Redis.from_url(redis.url)
     results: dict[int, dict[str, Runs]] = {}
@@ -187,7 +188,8 @@ async def main(args: argparse.Namespace) -> int:
 def print_report(results: dict[int, dict[str, Runs]], args: argparse.Namespace, generator: str) -> None:
     print(
         f"tool endpoint under load: {args.rounds} alternating rounds x {args.seconds:g} s, "
-        f"generator {generator}, {os.cpu_count()} CPUs, Redis on this machine (medians of rounds)"
+        f"generator {generator}, {os.cpu_count()} CPUs, Redis on this machine (medians of rounds); "
+        f"flex-handover in {args.api_processes} process(es), the baselines in one"
     )
     print(f"{'conns':>5} {'receiver':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>6}")
     for connections, by_name in results.items():
@@ -228,6 +230,7 @@ def write_json(path: str, results: dict[int, dict[str, Runs]], args: argparse.Na
         "rounds": args.rounds,
         "seconds": args.seconds,
         "threads": args.threads,
+        "api_processes": args.api_processes,
         "cpus": os.cpu_count(),
         "receivers": list(RECEIVERS),
         "results": rows,
@@ -252,6 +255,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="per run")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--api-processes", type=int, default=1,
+                        help="flex-handover api --processes (the baselines run in one)")  # fmt: skip
     parser.add_argument("--generator", choices=("wrk", "python"))
     parser.add_argument("--json", metavar="PATH", help="also write the medians as JSON here")
     return parser.parse_args(argv)
