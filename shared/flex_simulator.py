@@ -11,7 +11,11 @@ Routes (shapes and checks follow Twilio's OpenAPI specs and `twilio-facts.md`):
 - `POST /v1/Interactions`, `GET /v1/Interactions/{KD}`, `GET /v1/Interactions/{KD}/Channels`
 - `GET /v1/Users/{US… or identity}` (Conversations)
 - `GET /v1/Workspaces/{WS}/Tasks` (TaskRouter; every created Interaction makes a task)
-- `/__sim/...`: fault injection and records for other processes (no auth).
+- `/__sim/...`: fault injection, a rate limit and records for other processes (no auth).
+
+Rate limit mode (`rate_limit_rps`, or `PUT /__sim/rate_limit`): creates above the
+rate are answered 429 (code 20429, or 45010, Flex's own rate-limit code), with a
+`Retry-After` only when one is configured: whether Twilio sends one is unconfirmed.
 
 Every error answers with Twilio's JSON error body, so twilio-python raises
 `TwilioRestException` with the right status and code.
@@ -26,6 +30,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import re
 import signal
 import threading
@@ -357,6 +362,73 @@ class Fault:
 
 
 FAULT_OPTIONS = frozenset(field.name for field in fields(Fault)) | {"count"}
+RATE_LIMIT_CODES = (20429, 45010)
+
+
+class RateLimited(TwilioError):
+    """A create refused by the simulator's rate limit."""
+
+
+class SlidingWindowLimit:
+    """At most `rps` admitted creates in any 1 s window (a sliding log).
+
+    For a rate that is not a whole number the window stretches so that it holds
+    a whole number: `max(1, floor(rps))` creates per `that / rps` seconds (0.5/s
+    is one create per 2 s). Refused requests do not count: the limit is on what
+    Twilio accepts. Not thread-safe on its own (the simulator holds its lock).
+    """
+
+    def __init__(self, rps: float, clock: Callable[[], float] = time.monotonic):
+        if isinstance(rps, bool) or not isinstance(rps, (int, float)) or not rps > 0:
+            raise ValueError("rps must be a number > 0")
+        if not math.isfinite(rps):
+            raise ValueError("rps must be finite")
+        self.rps = float(rps)
+        self.limit = max(1, math.floor(rps))
+        self.window = self.limit / self.rps
+        self._clock = clock
+        self._admitted: deque[float] = deque()
+
+    def admit(self) -> bool:
+        """Count one create if the window has room for it."""
+        now = self._clock()
+        while self._admitted and self._admitted[0] <= now - self.window:
+            self._admitted.popleft()
+        if len(self._admitted) >= self.limit:
+            return False
+        self._admitted.append(now)
+        return True
+
+    def clear(self) -> None:
+        self._admitted.clear()
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """The rate limit mode: see `FlexSimulator.set_rate_limit`."""
+
+    rps: float
+    retry_after: str | float | None = None
+    code: int = 20429
+
+    def __post_init__(self) -> None:
+        if self.code not in RATE_LIMIT_CODES:
+            raise ValueError(f"code must be one of {', '.join(map(str, RATE_LIMIT_CODES))}")
+        if self.retry_after is not None and (
+            isinstance(self.retry_after, bool)
+            or not isinstance(self.retry_after, (int, float, str))
+        ):
+            raise ValueError("retry_after must be seconds, an HTTP date or null")
+
+    def error(self) -> RateLimited:
+        headers = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = header_value(self.retry_after)
+        message = f"Too many requests: over the simulated limit of {self.rps:g}/s"
+        return RateLimited(429, self.code, message, headers)
+
+
+RATE_LIMIT_OPTIONS = frozenset(field.name for field in fields(RateLimit))
 
 
 class ConnectionDropped(Exception):
@@ -490,7 +562,11 @@ class FlexSimulator:
 
     Records (plain lists, appended under a lock so other threads can read them):
     `interactions` (accepted creates), `requests` (every POST /v1/Interactions
-    attempt: method, path, status answered or None when dropped, outcome), `tasks`.
+    attempt: method, path, status answered or None when dropped, outcome:
+    created, error, throttled (by the rate limit) or dropped), `tasks`.
+
+    `rate_limit_rps` > 0 answers creates above that rate with 429 (see
+    `set_rate_limit`); `rate_limit_retry_after` and `rate_limit_code` go with it.
     """
 
     def __init__(
@@ -502,6 +578,9 @@ class FlexSimulator:
         api_secret: str | None = None,
         latency: float = 0.0,
         task_visible_after: float = 0.0,
+        rate_limit_rps: float = 0.0,
+        rate_limit_retry_after: str | float | None = None,
+        rate_limit_code: int = 20429,
     ):
         self._credentials = credential_pairs((account_sid, auth_token), (api_key, api_secret))
         self.account_sid = account_sid or "AC" + "0" * 32
@@ -517,6 +596,11 @@ class FlexSimulator:
         self._stopping = asyncio.Event()  # set by stop(); wakes hanging requests
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
+        self.rate_limit: RateLimit | None = None
+        self._window: SlidingWindowLimit | None = None
+        self.set_rate_limit(
+            rate_limit_rps, retry_after=rate_limit_retry_after, code=rate_limit_code
+        )
         self.app = self._build_app()
 
     # --- control (Python API) ---
@@ -549,6 +633,32 @@ class FlexSimulator:
         with self._lock:
             self._faults[route].extend([fault] * count)
 
+    def set_rate_limit(
+        self,
+        rps: float,
+        *,
+        retry_after: str | float | None = None,
+        code: int = 20429,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Answer creates above `rps` per second (a sliding 1 s window over accepted
+        creates) with 429 and Twilio error `code` (20429, or 45010, the Flex API
+        rate limit), plus `Retry-After: retry_after` when given. 0 turns it off.
+        Checked after authentication and before queued faults, which a refused
+        create leaves queued."""
+        if rps == 0:
+            limit, window = None, None
+        else:
+            window = SlidingWindowLimit(rps, clock)
+            limit = RateLimit(window.rps, retry_after, code)
+        with self._lock:
+            self.rate_limit, self._window = limit, window
+
+    def throttled(self) -> int:
+        """Creates refused by the rate limit so far."""
+        with self._lock:
+            return sum(1 for attempt in self.requests if attempt.get("outcome") == "throttled")
+
     def pending_faults(self, route: str = "interactions") -> int:
         with self._lock:
             return len(self._faults[route])
@@ -567,13 +677,16 @@ class FlexSimulator:
         return user
 
     def reset(self) -> None:
-        """Forget records, users and queued faults (lists are cleared in place)."""
+        """Forget records, users, queued faults and the rate limit's window (lists
+        are cleared in place); the rate limit and latency settings stay."""
         with self._lock:
             for records in (self.interactions, self.requests, self.tasks):
                 records.clear()
             self.users.clear()
             for queue in self._faults.values():
                 queue.clear()
+            if self._window is not None:
+                self._window.clear()
 
     # --- lifecycle ---
 
@@ -615,6 +728,7 @@ class FlexSimulator:
         app.router.add_get("/__sim/requests", self._control_requests)
         app.router.add_post("/__sim/reset", self._control_reset)
         app.router.add_put("/__sim/latency", self._control_latency)
+        app.router.add_put("/__sim/rate_limit", self._control_rate_limit)
         return app
 
     @web.middleware
@@ -675,19 +789,25 @@ class FlexSimulator:
         }
         with self._lock:
             self.requests.append(attempt)
+        throttled = False
         try:
             response = await self._answer_create(request)
         except TwilioError as error:
             response = error.to_response()
+            throttled = isinstance(error, RateLimited)
         except ConnectionDropped:
             attempt["outcome"] = "dropped"
             raise
         attempt["status"] = response.status
-        attempt["outcome"] = "created" if response.status == 200 else "error"
+        if throttled:
+            attempt["outcome"] = "throttled"
+        else:
+            attempt["outcome"] = "created" if response.status == 200 else "error"
         return response
 
     async def _answer_create(self, request: web.Request) -> web.Response:
         self._authenticate(request)
+        self._check_rate_limit()
         fault = self._take_fault("interactions")
         if fault is not None and not fault.after_create:
             await self._raise_fault(fault)
@@ -734,6 +854,14 @@ class FlexSimulator:
             self.interactions.append(record)
             self.tasks.append(task)
         return record, task
+
+    def _check_rate_limit(self) -> None:
+        with self._lock:
+            limit, window = self.rate_limit, self._window
+            if limit is None or window is None or window.admit():
+                return
+        log.info("flex simulator: create over the %g/s rate limit, answering 429", limit.rps)
+        raise limit.error()
 
     def _find_interaction(self, request: web.Request) -> tuple[dict[str, Any], dict[str, Any]]:
         self._authenticate(request)
@@ -828,6 +956,26 @@ class FlexSimulator:
             raise bad_request('Body must be {"seconds": <number >= 0>}')
         self.latency = float(seconds)
         return web.json_response({"seconds": self.latency})
+
+    async def _control_rate_limit(self, request: web.Request) -> web.Response:
+        """`{"rps": <number >= 0, 0 = off>, "retry_after": <seconds or null>, "code": 20429}`."""
+        options = await read_json_object(request)
+        unknown = set(options) - RATE_LIMIT_OPTIONS
+        if unknown:
+            raise bad_request(f"Unknown rate limit options: {', '.join(sorted(unknown))}")
+        rps = options.pop("rps", None)
+        if isinstance(rps, bool) or not isinstance(rps, (int, float)) or rps < 0:
+            raise bad_request('Body must be {"rps": <number >= 0>, ...}')
+        try:
+            self.set_rate_limit(rps, **options)
+        except (TypeError, ValueError) as error:
+            raise bad_request(str(error)) from None
+        limit = self.rate_limit
+        if limit is None:
+            return web.json_response({"rps": 0})
+        return web.json_response(
+            {"rps": limit.rps, "retry_after": limit.retry_after, "code": limit.code}
+        )
 
 
 # --- request helpers ---------------------------------------------------------------

@@ -12,12 +12,15 @@ CONVERSATION_KEY_PREFIX = f"{PREFIX}:conversation:"
 CLAIM_KEY_PREFIX = f"{PREFIX}:claim:"
 RATE_KEY_PREFIX = f"{PREFIX}:rate:"
 FAILED_INDEX = f"{PREFIX}:failed"
+# The token bucket every worker shares for POST /v1/Interactions (FLEX_API_MAX_RPS).
+FLEX_API_RATE_KEY = f"{PREFIX}:flex_api_rate"
 
 __all__ = [
     "ARQ_JOB_PREFIX",
     "CLAIM_KEY_PREFIX",
     "CONVERSATION_KEY_PREFIX",
     "FAILED_INDEX",
+    "FLEX_API_RATE_KEY",
     "HANDOVER_FUNCTION",
     "HANDOVER_KEY_PREFIX",
     "QUEUE_NAME",

@@ -27,6 +27,7 @@ from shared.flex_simulator import (
     CHANNEL_TYPES,
     CREATE_INTERACTION_PARAMS,
     FlexSimulator,
+    SlidingWindowLimit,
     TwilioError,
     validate_create_interaction,
 )
@@ -669,6 +670,152 @@ async def test_reset_fault_over_http(client, http):
         assert response.status == 200
     with pytest.raises(aiohttp.ClientConnectionError):
         await create(client)
+
+
+# --- rate limit mode -------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_sliding_window_admits_rps_in_any_second():
+    clock = FakeClock()
+    window = SlidingWindowLimit(50, clock)
+    admitted = []
+    for tick in range(10_000):  # 10 s, one request a millisecond
+        clock.now = 1000.0 + tick / 1000
+        if window.admit():
+            admitted.append(clock.now)
+    assert len(admitted) == 500
+    assert all(later - earlier >= 1.0 for earlier, later in zip(admitted, admitted[50:]))
+
+
+def test_sliding_window_slides_and_stretches_for_rates_below_one():
+    clock = FakeClock()
+    window = SlidingWindowLimit(3, clock)
+    assert [window.admit() for _ in range(4)] == [True, True, True, False]
+    clock.now += 0.999
+    assert not window.admit()
+    clock.now += 0.001
+    assert [window.admit() for _ in range(4)] == [True, True, True, False]
+
+    slow = SlidingWindowLimit(0.5, clock)
+    assert (slow.limit, slow.window) == (1, 2.0)
+    assert [slow.admit(), slow.admit()] == [True, False]
+    clock.now += 1.5
+    assert not slow.admit()
+    clock.now += 0.5
+    assert slow.admit()
+
+
+@pytest.mark.parametrize("rps", [-1, float("nan"), float("inf"), True, "5"])
+def test_bad_rates_are_refused(rps):
+    with pytest.raises(ValueError):
+        FlexSimulator().set_rate_limit(rps)
+
+
+def test_rate_limit_options_are_checked():
+    with pytest.raises(ValueError, match="code"):
+        FlexSimulator(rate_limit_rps=5, rate_limit_code=20001)
+    with pytest.raises(ValueError, match="retry_after"):
+        FlexSimulator().set_rate_limit(5, retry_after=[1])
+    assert FlexSimulator(rate_limit_rps=0).rate_limit is None
+
+
+async def test_creates_over_the_rate_get_429_20429_without_retry_after(client, simulator, http):
+    clock = FakeClock()
+    simulator.set_rate_limit(2, clock=clock)
+    first, second = await create(client), await create(client)
+
+    error = await create_error(client)
+    assert (error.status, error.code) == (429, 20429)
+    simulator.fail_next(503)  # a refused create leaves it queued
+    form = {"Channel": json.dumps(channel())}
+    async with (
+        asyncio.timeout(5),
+        http.post("/v1/Interactions", data=form, headers=AUTH) as response,
+    ):
+        assert response.status == 429
+        assert "Retry-After" not in response.headers
+        body = await response.json()
+    assert body == {
+        "code": 20429,
+        "message": "Too many requests: over the simulated limit of 2/s",
+        "more_info": "https://www.twilio.com/docs/errors/20429",
+        "status": 429,
+    }
+    assert simulator.pending_faults() == 1
+
+    clock.now += 1.0  # the window has slid past both creates
+    assert (await create_error(client)).status == 503  # the queued fault, now admitted
+    third = await create(client)
+    assert [i["sid"] for i in simulator.interactions] == [first.sid, second.sid, third.sid]
+    outcomes = [a["outcome"] for a in simulator.requests]
+    assert outcomes == ["created", "created", "throttled", "throttled", "error", "created"]
+    assert simulator.throttled() == 2
+
+
+async def test_rate_limit_with_retry_after_and_flex_code():
+    clock = FakeClock()
+    sim = FlexSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
+    sim.set_rate_limit(1, retry_after=1, code=45010, clock=clock)
+    await sim.start()
+    form = {"Channel": json.dumps(channel())}
+    try:
+        async with aiohttp.ClientSession(base_url=sim.base_url) as session:
+            answers = []
+            for _ in range(2):
+                async with (
+                    asyncio.timeout(5),
+                    session.post("/v1/Interactions", data=form, headers=AUTH) as response,
+                ):
+                    body = await response.json()
+                    answers.append((response.status, response.headers.get("Retry-After")))
+            assert answers == [(200, None), (429, "1")]
+            assert (body["code"], body["status"]) == (45010, 429)
+            sim.reset()  # forgets the window, keeps the limit
+            async with session.post("/v1/Interactions", data=form, headers=AUTH) as response:
+                assert response.status == 200
+            assert sim.rate_limit is not None and sim.rate_limit.code == 45010
+    finally:
+        await sim.stop()
+
+
+async def test_rate_limit_over_http(client, simulator, http):
+    async with (
+        asyncio.timeout(5),
+        http.put("/__sim/rate_limit", json={"rps": 1, "retry_after": 2}) as response,
+    ):
+        assert response.status == 200
+        assert await response.json() == {"rps": 1.0, "retry_after": 2, "code": 20429}
+    await create(client)
+    with pytest.raises(TwilioRestException) as caught:
+        await create(client)
+    assert (caught.value.status, caught.value.code) == (429, 20429)
+
+    async with asyncio.timeout(5), http.put("/__sim/rate_limit", json={"rps": 0}) as response:
+        assert await response.json() == {"rps": 0}
+    assert simulator.rate_limit is None
+    await create(client)
+    await create(client)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"rps": -1}, {"rps": "fast"}, {}, {"rps": 5, "colour": "red"}, {"rps": 5, "code": 400},
+     ["rps"]],
+    ids=["negative", "not-a-number", "missing", "unknown-key", "bad-code", "not-object"],
+)  # fmt: skip
+async def test_bad_rate_limit_requests_are_400(simulator, http, body):
+    async with asyncio.timeout(5), http.put("/__sim/rate_limit", json=body) as response:
+        assert response.status == 400
+        assert (await response.json())["code"] == 20001
+    assert simulator.rate_limit is None
 
 
 # --- conformance to the OpenAPI specs ---------------------------------------------------

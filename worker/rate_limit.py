@@ -1,0 +1,183 @@
+"""One rate for `POST /v1/Interactions`, shared by every worker process.
+
+`FLEX_API_MAX_RPS` caps the creates of ALL workers together, so adding workers
+never adds 429s from Twilio. The bucket is one Redis key and one Lua script
+(atomic, so any number of processes on any number of hosts share it exactly).
+
+The script is a GCRA token bucket (a "generic cell rate algorithm"): the key
+holds the theoretical arrival time (TAT) of the next free slot, in microseconds.
+Each call *reserves* the next slot and answers how long to wait for it, so a
+caller makes one Redis call per create and then sleeps exactly that long: no
+polling, no thundering herd when a token frees up, and waiters are served in
+the order they asked. A caller that cannot afford the wait (see below) gets it
+answered without a reservation being made.
+
+Clock: the script reads Redis' own `TIME`, never the workers' clocks, so
+clock skew between worker hosts cannot let two hosts spend the same slot or
+make one host wait for a slot that is already free. Workers only measure the
+*duration* to sleep, on their own monotonic clock. Should Redis' clock step
+backwards (NTP, a fail-over to a replica with another clock), a TAT further
+ahead than any caller may wait is taken as that and reset, instead of stalling
+every create until the clock catches up. (Tests pass the time in instead.)
+
+Burst: `max(1, rps × 0.1 s)` slots may go at once after an idle spell, then
+one slot every `1 / rps` seconds. Kept small because Twilio's own limiter is
+not documented: a burst above it is answered 429 and retried (which costs a
+slot again), so a small burst gives away almost nothing.
+
+Only the create is limited. The TaskRouter lookup after an ambiguous attempt
+and the Conversations friendly-name fetch are cheap GETs on other APIs with
+their own limits, made at most once per handover run (a lookup only after an
+unanswered create, which the bucket already paced); limiting them here would
+only delay the create behind them.
+
+Waiting and the run budget: a job waiting for a slot is not failing, but it
+must not keep arq's job past `Settings.run_budget_seconds`. The run sets its
+deadline (`set_run_deadline`, from `worker.handover`); the script is told the
+longest wait the run can still afford, leaving room for the create itself
+(`attempt_timeout_seconds`) and for recording its outcome. A longer wait is
+not reserved: the job is handed back to arq with `Retry(defer=wait)`, takes no
+attempt, records no error, and asks again when it runs next. A slot reserved
+by a run that is then cancelled (shutdown) is simply not used: the rate
+only ever errs low.
+
+Off (`FLEX_API_MAX_RPS=0`): `acquire` returns at once without touching Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from contextvars import ContextVar
+
+import redis.asyncio as aioredis
+from arq.worker import Retry
+
+from shared import keys
+
+logger = logging.getLogger("flex_handover.worker")
+
+BURST_SECONDS = 0.1
+# The longest any caller waits in the bucket's queue; the rest are handed back to arq.
+MAX_WAIT_SECONDS = 60.0
+# Left in the run budget after the wait: the create, then writing its outcome.
+OUTCOME_MARGIN_SECONDS = 1.0
+MIN_DEFER_SECONDS = 0.01
+
+# KEYS[1]: the bucket (a string: the TAT in µs since the epoch, by Redis' clock).
+# ARGV[1]: slot interval µs (1e6 / rps). ARGV[2]: burst (slots).
+# ARGV[3]: the longest wait µs the caller accepts; a longer one is not reserved.
+# ARGV[4]: the most a legitimate TAT can be ahead of now, µs (beyond: the clock
+#          stepped back, start afresh).
+# ARGV[5]: now in µs, tests only; empty: Redis' TIME.
+# Returns {1 if a slot was reserved else 0, wait µs}.
+TOKEN_BUCKET_SCRIPT = """
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+local horizon = tonumber(ARGV[4])
+local now
+if ARGV[5] ~= nil and ARGV[5] ~= '' then
+  now = tonumber(ARGV[5])
+else
+  if redis.replicate_commands then redis.replicate_commands() end
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+end
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
+if tat < now or tat > now + horizon then tat = now end
+local next_tat = tat + interval
+local wait = next_tat - burst * interval - now
+if wait < 0 then wait = 0 end
+if wait > max_wait then return {0, math.ceil(wait)} end
+local ttl_ms = math.ceil((next_tat - now) / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
+return {1, math.ceil(wait)}
+"""
+
+_run_deadline: ContextVar[float | None] = ContextVar("flex_handover_run_deadline", default=None)
+
+
+def set_run_deadline(loop_time: float | None) -> None:
+    """When the current job run must be done, in `loop.time()`; per asyncio task."""
+    _run_deadline.set(loop_time)
+
+
+def burst_for(max_rps: float) -> int:
+    return max(1, math.floor(max_rps * BURST_SECONDS))
+
+
+class FlexRateLimit:
+    """`await acquire()` before each `POST /v1/Interactions`."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        max_rps: float,
+        *,
+        attempt_timeout: float = 10.0,
+        key: str = keys.FLEX_API_RATE_KEY,
+    ):
+        if max_rps < 0 or not math.isfinite(max_rps):
+            raise ValueError("max_rps must be a finite number >= 0")
+        self.max_rps = max_rps
+        self.burst = burst_for(max_rps) if max_rps else 0
+        self._redis = redis
+        self._key = key
+        self._reserve_after = attempt_timeout + OUTCOME_MARGIN_SECONDS
+        self._interval_us = 1_000_000 / max_rps if max_rps else 0.0
+        # No reservation is ever further ahead than the longest wait plus a burst.
+        self._horizon_us = math.ceil(
+            MAX_WAIT_SECONDS * 1_000_000 + (self.burst + 1) * self._interval_us
+        )
+        self._script = redis.register_script(TOKEN_BUCKET_SCRIPT) if max_rps else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._script is not None
+
+    async def take(self, max_wait: float, now_us: int | None = None) -> tuple[bool, float]:
+        """One script call: (whether a slot was reserved, seconds to wait for it).
+
+        Not reserved means the wait was over `max_wait`; the seconds are then
+        how long until a slot would be free were nobody else asking.
+        """
+        if self._script is None:
+            return True, 0.0
+        max_wait = min(max(max_wait, 0.0), MAX_WAIT_SECONDS)
+        args = [
+            repr(self._interval_us),
+            self.burst,
+            int(max_wait * 1_000_000),
+            self._horizon_us,
+            "" if now_us is None else int(now_us),
+        ]
+        reserved, wait_us = await self._script(keys=[self._key], args=args)
+        return bool(reserved), int(wait_us) / 1_000_000
+
+    async def acquire(self) -> None:
+        """Return once this caller holds a slot, after sleeping until it is due.
+
+        Raises arq's `Retry(defer=…)` when the wait is more than the job run
+        can afford (see the module docstring); `RedisError` as any Redis call.
+        """
+        if self._script is None:
+            return
+        reserved, wait = await self.take(self._affordable_wait())
+        if not reserved:
+            logger.info(
+                "flex api rate limit (%g/s): next slot in %.2fs, past this run's budget; "
+                "handing the job back to arq",
+                self.max_rps,
+                wait,
+            )
+            raise Retry(defer=max(wait, MIN_DEFER_SECONDS))
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def _affordable_wait(self) -> float:
+        deadline = _run_deadline.get()
+        if deadline is None:
+            return MAX_WAIT_SECONDS
+        return deadline - asyncio.get_running_loop().time() - self._reserve_after
