@@ -11,12 +11,16 @@ import argparse
 import asyncio
 import time
 
+from aiohttp import ClientSession, TCPConnector
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 
 async def main(args: argparse.Namespace) -> None:
-    http = AsyncTwilioHttpClient()
+    http = AsyncTwilioHttpClient(pool_connections=False)
+    # A connection per coroutine, as the worker has one per job slot (aiohttp's
+    # default pool of 100 would cap the loop at 100 requests in flight).
+    http.session = ClientSession(connector=TCPConnector(limit=max(100, args.concurrency)))
     client = Client(args.account_sid, args.auth_token, http_client=http)
     client.flex_api.base_url = args.url
     channel = {"type": "whatsapp", "initiated_by": "customer",

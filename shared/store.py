@@ -14,6 +14,7 @@ before it sends again (see `worker.delivery`). An in-flight attempt with no
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -21,18 +22,26 @@ from shared import keys
 from shared.jobs import HandoverError, HandoverRecord, Status, now
 
 # Update an existing hash only: HDEL, HINCRBY, HSET in one step, then, for a
-# final state, refresh the TTL.
-# KEYS: the record, the failed index.
+# final state, refresh the TTL. With a third key, also release the run's
+# delivery claim (compare-and-delete, as `worker.claim`), whether or not the
+# record still exists: the outcome and the claim's end in one round trip.
+# KEYS: the record, the failed index, optionally the claim.
 # ARGV: TTL seconds (0 keeps it), failed-index score ('' for none: the handover
-#       is removed from the index), fields to delete count, those field names,
-#       fields to increment by one count, those field names, then field/value pairs.
+#       is removed from the index), the claim's value (unused without the key),
+#       fields to delete count, those field names, fields to increment by one
+#       count, those field names, then field/value pairs.
+# Returns {record updated 0/1, claim released 0/1}.
 _UPDATE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local n = tonumber(ARGV[3])
-for i = 1, n do redis.call('HDEL', KEYS[1], ARGV[3 + i]) end
-local m = tonumber(ARGV[4 + n])
-for i = 1, m do redis.call('HINCRBY', KEYS[1], ARGV[4 + n + i], 1) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5 + n + m))
+local released = 0
+if #KEYS > 2 and redis.call('GET', KEYS[3]) == ARGV[3] then
+  released = redis.call('DEL', KEYS[3])
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, released} end
+local n = tonumber(ARGV[4])
+for i = 1, n do redis.call('HDEL', KEYS[1], ARGV[4 + i]) end
+local m = tonumber(ARGV[5 + n])
+for i = 1, m do redis.call('HINCRBY', KEYS[1], ARGV[5 + n + i], 1) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6 + n + m))
 if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 local id = redis.call('HGET', KEYS[1], 'handover_id')
 if ARGV[2] ~= '' then
@@ -40,8 +49,44 @@ if ARGV[2] ~= '' then
 elseif tonumber(ARGV[1]) > 0 then
   redis.call('ZREM', KEYS[2], id)
 end
-return 1
+return {1, released}
 """
+
+# The start of a run, in one step (see `worker.claim`): read the record; unless
+# it is missing or final, take the conversation's delivery claim (SET NX PX);
+# holding it, mark the record `running` and read it back. The claim key is
+# built here from the record's conversation, so this needs a standalone Redis
+# (as arq itself does), not a cluster.
+# KEYS: the record. ARGV: claim key prefix, the claim's value, claim TTL (ms), now.
+# Returns {0} missing, {1, state} final, {2, holder's value or ''} claim busy,
+# {3, field, value, ...} held: the record after it was marked running.
+_BEGIN_SCRIPT = """
+local found = redis.call('HMGET', KEYS[1], 'conversation_sid', 'state')
+if not found[1] then return {0} end
+if found[2] == 'succeeded' or found[2] == 'failed' then return {1, found[2]} end
+local claim = ARGV[1] .. found[1]
+if not redis.call('SET', claim, ARGV[2], 'NX', 'PX', ARGV[3]) then
+  return {2, redis.call('GET', claim) or ''}
+end
+redis.call('HDEL', KEYS[1], 'next_attempt_at')
+redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', ARGV[4])
+local record = redis.call('HGETALL', KEYS[1])
+table.insert(record, 1, 3)
+return record
+"""
+MISSING, FINAL, CLAIM_BUSY, CLAIM_HELD = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What `HandoverStore.begin_run` found: `outcome` is MISSING, FINAL,
+    CLAIM_BUSY or CLAIM_HELD; `record` is set when held, `state` when final,
+    `holder` (the claim's value) when busy."""
+
+    outcome: int
+    record: HandoverRecord | None = None
+    state: Status | None = None
+    holder: str | None = None
 
 
 class HandoverStore:
@@ -49,6 +94,7 @@ class HandoverStore:
         self._redis = redis
         self._ttl = status_ttl_seconds
         self._update = redis.register_script(_UPDATE_SCRIPT)
+        self._begin = redis.register_script(_BEGIN_SCRIPT)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -59,6 +105,25 @@ class HandoverStore:
         if not data:
             return None
         return HandoverRecord.from_hash(_decoded(data))
+
+    async def begin_run(
+        self, handover_id: str, claim_prefix: str, claim_value: str, claim_ttl_ms: int
+    ) -> RunStart:
+        """Take the delivery claim and mark the record running, in one round trip;
+        a missing or final record takes nothing. `worker.claim` owns the claim."""
+        reply = await self._begin(
+            keys=[keys.handover_key(handover_id)],
+            args=[claim_prefix, claim_value, claim_ttl_ms, repr(now())],
+        )
+        outcome = int(reply[0])
+        if outcome == CLAIM_HELD:
+            data = _decoded(dict(zip(reply[1::2], reply[2::2], strict=True)))
+            return RunStart(CLAIM_HELD, record=HandoverRecord.from_hash(data))
+        if outcome == FINAL:
+            return RunStart(FINAL, state=Status(_text(reply[1])))
+        if outcome == CLAIM_BUSY:
+            return RunStart(CLAIM_BUSY, holder=_text(reply[1]) or None)
+        return RunStart(MISSING)
 
     async def mark_running(self, handover_id: str) -> bool:
         return await self._set(
@@ -113,6 +178,7 @@ class HandoverStore:
         channel_sid: str | None,
         *,
         found_by_lookup: bool = False,
+        release: ClaimRelease | None = None,
     ) -> bool:
         timestamp = now()
         fields = {
@@ -129,9 +195,12 @@ class HandoverStore:
             clear=["error", "next_attempt_at", "in_flight_since"],
             final=True,
             timestamp=timestamp,
+            release=release,
         )
 
-    async def mark_failed(self, handover_id: str, error: HandoverError) -> bool:
+    async def mark_failed(
+        self, handover_id: str, error: HandoverError, *, release: ClaimRelease | None = None
+    ) -> bool:
         timestamp = now()
         return await self._set(
             handover_id,
@@ -144,6 +213,7 @@ class HandoverStore:
             final=True,
             timestamp=timestamp,
             failed=True,
+            release=release,
         )
 
     async def _set(
@@ -156,12 +226,17 @@ class HandoverStore:
         final: bool = False,
         timestamp: float | None = None,
         failed: bool = False,
+        release: ClaimRelease | None = None,
     ) -> bool:
+        """Apply the update; True when the record existed. With `release`, the
+        claim is released in the same script and `release.released` says whether
+        it still was the run's own."""
         timestamp = timestamp or now()
         fields = {**fields, "updated_at": repr(timestamp)}
         args: list[str | int] = [
             self._ttl if final else 0,
             repr(timestamp) if failed else "",
+            release.value if release is not None else "",
             len(clear),
             *clear,
             len(increment),
@@ -169,9 +244,27 @@ class HandoverStore:
         ]
         for name, value in fields.items():
             args += (name, value)
-        return bool(
-            await self._update(keys=[keys.handover_key(handover_id), keys.FAILED_INDEX], args=args)
-        )
+        script_keys = [keys.handover_key(handover_id), keys.FAILED_INDEX]
+        if release is not None:
+            script_keys.append(release.key)
+        updated, released = await self._update(keys=script_keys, args=args)
+        if release is not None:
+            release.released = bool(released)
+        return bool(updated)
+
+
+@dataclass
+class ClaimRelease:
+    """A delivery claim to release (compare-and-delete) with a final write."""
+
+    key: str
+    value: str
+    released: bool | None = None
+    """After the write: whether the claim was still the run's own and is gone."""
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _decoded(data: dict) -> dict[str, str]:

@@ -76,3 +76,85 @@ def test_worker_throughput_bench_reports_its_bound_and_baseline():
     row = next(line.split() for line in lines if line.split()[:1] == ["5"])
     assert float(row[2]) > 0 and float(row[3]) == 100  # handovers/s, bound 5 / 0.05 s
     assert any(line.startswith("ack -> Interaction") for line in lines)
+
+
+def test_cost_bench_reports_memory_bytes_and_a_drained_backlog(tmp_path):
+    import json
+    results = tmp_path / "cost.json"
+    lines = run_bench(
+        "cost.py", "--requests", "2000", "--chunks", "4", "--generator", "python",
+        "--warmup-seconds", "0.5", "--connections", "8", "--records", "200",
+        "--backlog", "500", "--json", str(results),
+    )  # fmt: skip
+    rows = figures(lines)
+    assert int(rows["tool calls stored"]) >= 2000
+    assert rows["tool calls refused (non-2xx, socket errors)"] == "0"
+    assert float(rows["api RSS after (MiB)"]) > 0
+    # a status record holds a 400-character summary: well over 400 bytes, and
+    # MEMORY USAGE of each kind of key is reported
+    assert float(rows["bytes per queued handover (used_memory)"]) > 400
+    assert float(rows["MEMORY USAGE arq job"]) > 0
+    assert rows["handovers succeeded"] == "200"
+    assert rows["arq jobs / queue entries left"] == "0 / 0"
+    assert rows["succeeded"] == "500"
+    assert rows["lost"] == "0"
+    assert rows["duplicate Interactions"] == "0"
+    assert lines[-1] == "all checks passed"
+    document = json.loads(results.read_text())
+    assert {"machine", "memory", "bytes", "backlog"} <= set(document)
+    assert document["memory"]["samples"][0]["requests"] == 0
+    assert document["backlog"]["lost"] == 0 and document["backlog"]["ok"] is True
+
+
+def test_load_bench_writes_its_medians_as_json(tmp_path):
+    import json
+    results = tmp_path / "load.json"
+    run_bench(
+        "load.py", "--generator", "python", "--rounds", "1", "--seconds", "0.2",
+        "--connections", "2", "--json", str(results),
+    )  # fmt: skip
+    document = json.loads(results.read_text())
+    assert document["bench"] == "load"
+    receivers = [row["receiver"] for row in document["results"]]
+    assert receivers == ["bare aiohttp", "naive arq", "flex-handover"]
+    assert all(row["connections"] == 2 and row["requests_per_second"] > 0
+               and row["p99_ms"] > 0 for row in document["results"])  # fmt: skip
+    assert document["ratios"][0]["connections"] == 2
+
+
+def test_chart_draws_throughput_and_p99_from_load_json(tmp_path):
+    import json
+
+    import pytest
+
+    pytest.importorskip("matplotlib")  # the `bench` extra, not part of CI
+    rows = [
+        {"connections": c, "receiver": name, "requests_per_second": rate * c / (c + 8),
+         "p50_ms": c / rate * 500, "p99_ms": c / rate * 2000, "max_ms": c / rate * 4000,
+         "errors": 0, "rounds": 3}
+        for c in (16, 64, 256)
+        for name, rate in (("bare aiohttp", 9000.0), ("naive arq", 2000.0),
+                           ("flex-handover", 1800.0))
+    ]  # fmt: skip
+    results = tmp_path / "load.json"
+    results.write_text(json.dumps({"bench": "load", "generator": "wrk", "rounds": 3,
+                                   "seconds": 10, "cpus": 2, "results": rows}))  # fmt: skip
+    chart = tmp_path / "load.png"
+    lines = run_bench("chart.py", str(results), "--out", str(chart), timeout=60)
+    assert lines == [f"wrote {chart}: 3 receivers, 9 points"]
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rate_limit_bench_runs_both_modes_and_loses_nothing():
+    lines = run_bench(
+        "rate_limit.py", "--rate", "20", "--handovers", "30", "--workers", "2",
+        "--concurrency", "5", "--env", "HANDOVER_REQUEUE_DELAY_SECONDS=0.5",
+        "--env", "HANDOVER_BACKOFF_MAX_SECONDS=1",
+    )  # fmt: skip
+    rows = figures(lines)
+    for mode in ("on", "off"):
+        assert rows[f"{mode} succeeded"] == "30"
+        assert rows[f"{mode} lost (not final)"] == "0"
+        assert rows[f"{mode} duplicate Interactions"] == "0"
+        assert float(rows[f"{mode} goodput (creates/s)"]) > 0
+    assert any(line.startswith("limit on vs off") for line in lines)

@@ -9,6 +9,12 @@ only ever releases its own claim, even after the claim expired and another
 run took it. The TTL (`Settings.claim_ttl_seconds`) outlives any run, and runs
 out before arq re-runs a killed worker's job, so a dead holder never blocks
 the conversation for good.
+
+On the job's path the claim costs no round trip of its own: `begin` takes it
+in the script that reads the record and marks it running
+(`HandoverStore.begin_run`), and the final write (`mark_succeeded`,
+`mark_failed`) releases it in the same script; `releasing` releases it only
+when no final write did (a retry, an error, a cancellation).
 """
 
 from __future__ import annotations
@@ -18,11 +24,16 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared import keys
+from shared.store import CLAIM_HELD, ClaimRelease, RunStart
+
+if TYPE_CHECKING:
+    from shared.store import HandoverStore
 
 logger = logging.getLogger("flex_handover.worker")
 
@@ -65,6 +76,18 @@ class DeliveryClaims:
         text = value.decode() if isinstance(value, bytes) else value
         return text.rpartition(":")[0] or None
 
+    async def begin(
+        self, store: HandoverStore, handover_id: str
+    ) -> tuple[RunStart, ClaimRelease | None]:
+        """Read the record and, unless it is missing or final, take the claim and
+        mark the record running: one round trip. The claim is returned when held;
+        release it with a final write or `releasing`."""
+        value = claim_value(handover_id, secrets.token_hex(8))
+        start = await store.begin_run(handover_id, keys.CLAIM_KEY_PREFIX, value, self._ttl_ms)
+        if start.outcome != CLAIM_HELD or start.record is None:
+            return start, None
+        return start, ClaimRelease(keys.claim_key(start.record.request.conversation_sid), value)
+
     @asynccontextmanager
     async def hold(self, conversation_sid: str, handover_id: str) -> AsyncIterator[bool]:
         """Yields whether this run holds the claim; releases it on the way out,
@@ -73,16 +96,27 @@ class DeliveryClaims:
         if value is None:
             yield False
             return
-        try:
+        async with self.releasing(ClaimRelease(keys.claim_key(conversation_sid), value), handover_id):
             yield True
-        finally:
-            # Shielded: a second cancellation must not leave the claim to its TTL.
-            await asyncio.shield(self._release_quietly(conversation_sid, handover_id, value))
 
-    async def _release_quietly(self, conversation_sid: str, handover_id: str, value: str) -> None:
+    @asynccontextmanager
+    async def releasing(self, claim: ClaimRelease, handover_id: str) -> AsyncIterator[None]:
+        """Release a held claim on the way out, cancelled or not, unless a final
+        write already released it."""
+        try:
+            yield
+        finally:
+            if claim.released is None:
+                # Shielded: a second cancellation must not leave the claim to its TTL.
+                await asyncio.shield(self._release_quietly(claim, handover_id))
+            elif not claim.released:
+                logger.warning("handover %s: its delivery claim had expired", handover_id)
+
+    async def _release_quietly(self, claim: ClaimRelease, handover_id: str) -> None:
         """A failed release must not replace the run's own outcome: the TTL ends the claim."""
         try:
-            if not await self.release(conversation_sid, value):
+            claim.released = bool(await self._release(keys=[claim.key], args=[claim.value]))
+            if not claim.released:
                 logger.warning("handover %s: its delivery claim had expired", handover_id)
         except RedisError as exc:
             logger.warning(

@@ -69,6 +69,7 @@ class Delivery:
 
     async def _send(self, payload: InteractionPayload) -> CreatedInteraction:
         store, handover_id = self._context.store, self._handover_id
+        await self._context.rate_limit.acquire()  # FLEX_API_MAX_RPS; waiting is no attempt
         self.in_flight_since = await store.start_attempt(handover_id)
         try:
             return await self._context.flex.create_interaction(payload)

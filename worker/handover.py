@@ -2,13 +2,15 @@
 
 arq may run a job twice, even at the same time, so a run first takes the
 conversation's delivery claim (`worker.claim`); a run that finds it taken
-comes back later instead of calling Twilio. Holding it, one function per step:
-reload the record, account for an attempt a dead run left in flight, check
-the handover is still wanted, build the Interaction, create it (`worker.delivery`
-looks for an unanswered attempt's task before it sends again), then record the
-outcome or hand the job back to arq for later. Whatever happens, the status
-record ends `succeeded` or `failed` with a reason, never stuck: errors we did
-not expect fail the handover with their type named rather than vanish in arq's log.
+comes back later instead of calling Twilio. Taking it reads the record and
+marks it running in the same round trip. Holding it, one function per step:
+account for an attempt a dead run left in flight, check the handover is still
+wanted, build the Interaction, create it (`worker.delivery` looks for an
+unanswered attempt's task before it sends again), then record the outcome
+(the final write also releases the claim) or hand the job back to arq for
+later. Whatever happens, the status record ends `succeeded` or `failed` with a
+reason, never stuck: errors we did not expect fail the handover with their
+type named rather than vanish in arq's log.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from redis.exceptions import RedisError
 
 from shared.jobs import HandoverError, HandoverRecord, now
 from shared.settings import Settings, Target
-from shared.store import HandoverStore
+from shared.store import FINAL, MISSING, ClaimRelease, HandoverStore
 from worker.claim import DeliveryClaims
 from worker.delivery import Delivery
 from worker.errors import FlexError
 from worker.flex_client import CreatedInteraction, FlexClient
 from worker.interaction import InteractionPayload, build_interaction, needs_friendly_name
+from worker.rate_limit import FlexRateLimit, set_run_deadline
 from worker.retry import requeue_delay
 
 logger = logging.getLogger("flex_handover.worker")
@@ -48,40 +51,43 @@ class HandoverContext:
     store: HandoverStore
     flex: FlexClient
     claims: DeliveryClaims = field(init=False)
+    rate_limit: FlexRateLimit = field(init=False)
 
     def __post_init__(self) -> None:
         self.claims = DeliveryClaims(self.store.redis, self.settings.claim_ttl_seconds)
+        self.rate_limit = FlexRateLimit(
+            self.store.redis,
+            self.settings.flex_api_max_rps,
+            attempt_timeout=self.settings.attempt_timeout_seconds,
+        )
 
 
 async def deliver_handover(ctx: dict[str, Any], handover_id: str) -> str:
     """arq entry point; returns the final or current state for arq's log."""
     context: HandoverContext = ctx["handover"]
     try:
-        record = await context.store.get(handover_id)
-        if record is None:
+        start, claim = await context.claims.begin(context.store, handover_id)
+        if start.outcome == MISSING:
             logger.warning(
                 "handover %s: no status record (expired), nothing to deliver", handover_id
             )
             return "missing"
-        if record.state.is_final:
-            return record.state.value
-        conversation_sid = record.request.conversation_sid
-        async with context.claims.hold(conversation_sid, handover_id) as held:
-            if not held:
-                # Calling Twilio now could make a second Interaction, and the
-                # record is the other run's to write: come back when it is done.
-                await _log_claim_holder(context, handover_id, conversation_sid)
-                raise Retry(defer=CLAIM_BUSY_DEFER_SECONDS)
-            return await _run_claimed(context, handover_id)
+        if start.outcome == FINAL and start.state is not None:
+            return start.state.value
+        if claim is None or start.record is None:
+            # Calling Twilio now could make a second Interaction, and the
+            # record is the other run's to write: come back when it is done.
+            _log_claim_holder(handover_id, start.holder)
+            raise Retry(defer=CLAIM_BUSY_DEFER_SECONDS)
+        async with context.claims.releasing(claim, handover_id):
+            return await _run_claimed(context, start.record, claim)
     except RedisError as exc:
         logger.warning("handover %s: redis error, retrying later: %s", handover_id, exc)
         raise Retry(defer=REDIS_RETRY_DEFER_SECONDS) from exc
 
 
-async def _log_claim_holder(
-    context: HandoverContext, handover_id: str, conversation_sid: str
-) -> None:
-    holder = await context.claims.holder(conversation_sid)
+def _log_claim_holder(handover_id: str, holder_value: str | None) -> None:
+    holder = (holder_value or "").rpartition(":")[0] or None
     logger.info(
         "handover %s: delivery claim held by %s, retrying in %gs",
         handover_id,
@@ -90,50 +96,49 @@ async def _log_claim_holder(
     )
 
 
-async def _run_claimed(context: HandoverContext, handover_id: str) -> str:
+async def _run_claimed(
+    context: HandoverContext, record: HandoverRecord, claim: ClaimRelease
+) -> str:
     """`_deliver` within the run budget, so arq's job timeout never strikes first."""
+    handover_id = record.handover_id
     try:
-        async with asyncio.timeout(context.settings.run_budget_seconds):
-            return await _deliver(context, handover_id)
+        async with asyncio.timeout(context.settings.run_budget_seconds) as budget:
+            set_run_deadline(budget.when())  # how long a rate-limit wait may last
+            return await _deliver(context, record, claim)
     except TimeoutError:
         # A slow Redis, a slow name lookup: treat it like a timed-out attempt.
         error = FlexError("the delivery run overran its time budget", retryable=True)
-        return await _requeue_or_fail(context, handover_id, error)
+        return await _requeue_or_fail(context, handover_id, error, claim)
     except (Retry, RedisError):
         raise
     except Exception as exc:
         logger.exception("handover %s: unexpected error", handover_id)
         await context.store.mark_failed(
-            handover_id, HandoverError(f"internal error: {type(exc).__name__}")
+            handover_id, HandoverError(f"internal error: {type(exc).__name__}"), release=claim
         )
         return "failed"
 
 
-async def _deliver(context: HandoverContext, handover_id: str) -> str:
-    settings, store = context.settings, context.store
-    # Read again under the claim: a run that held it before us may have finished.
-    record = await store.get(handover_id)
-    if record is None:
-        return "missing"
-    if record.state.is_final:
-        return record.state.value
+async def _deliver(context: HandoverContext, record: HandoverRecord, claim: ClaimRelease) -> str:
+    """`record` was read under the claim (`begin_run`): no run that held it
+    before us left it final, and it is marked running."""
+    settings, handover_id = context.settings, record.handover_id
     record = await _account_for_lost_attempt(context, record, "its run stopped before an answer")
     delivery = Delivery(context, handover_id, record.in_flight_since)
     if now() >= _deadline(record, settings):
-        return await _give_up(context, delivery, record, _expiry_reason(record))
+        return await _give_up(context, delivery, record, _expiry_reason(record), claim)
     target = settings.targets.get(record.request.target)
     if target is None or settings.flex_workspace_sid is None:
         reason = f"target '{record.request.target}' is not configured on this worker"
-        return await _give_up(context, delivery, record, HandoverError(reason))
-    await store.mark_running(handover_id)
+        return await _give_up(context, delivery, record, HandoverError(reason), claim)
     payload = await _build_payload(context, handover_id, record, target)
     try:
         created = await delivery.create(payload)
     except FlexError as error:
         if not error.retryable:
-            return await _fail(context, handover_id, error.to_handover_error())
-        return await _requeue_or_fail(context, handover_id, error)
-    return await _succeed(context, handover_id, created)
+            return await _fail(context, handover_id, error.to_handover_error(), claim)
+        return await _requeue_or_fail(context, handover_id, error, claim)
+    return await _succeed(context, handover_id, created, claim)
 
 
 async def _account_for_lost_attempt(
@@ -163,7 +168,9 @@ async def _build_payload(
     return build_interaction(handover_id, record.request, target, workspace_sid, friendly_name)
 
 
-async def _requeue_or_fail(context: HandoverContext, handover_id: str, error: FlexError) -> str:
+async def _requeue_or_fail(
+    context: HandoverContext, handover_id: str, error: FlexError, claim: ClaimRelease | None = None
+) -> str:
     """Out of in-job budget: come back later through arq, or give up at max age.
 
     An attempt still in flight at max age gets one more run, at the deadline,
@@ -177,7 +184,7 @@ async def _requeue_or_fail(context: HandoverContext, handover_id: str, error: Fl
     deadline = _deadline(record, context.settings)
     if now() + delay >= deadline:
         if record.in_flight_since is None:
-            return await _fail(context, handover_id, _gave_up(record.attempts, error))
+            return await _fail(context, handover_id, _gave_up(record.attempts, error), claim)
         delay = max(deadline - now(), MIN_DEFER_SECONDS)
     await context.store.mark_retrying(handover_id, error.to_handover_error(), now() + delay)
     logger.info("handover %s: requeued for %.1fs: %s", handover_id, delay, error.message)
@@ -185,7 +192,11 @@ async def _requeue_or_fail(context: HandoverContext, handover_id: str, error: Fl
 
 
 async def _give_up(
-    context: HandoverContext, delivery: Delivery, record: HandoverRecord, reason: HandoverError
+    context: HandoverContext,
+    delivery: Delivery,
+    record: HandoverRecord,
+    reason: HandoverError,
+    claim: ClaimRelease | None = None,
 ) -> str:
     """Fail, unless an attempt still in flight turns out to have made the Interaction."""
     try:
@@ -196,27 +207,38 @@ async def _give_up(
             unsure += f": {error.message}"
         message = f"{reason.message} ({unsure})"
         return await _fail(
-            context, record.handover_id, dataclasses.replace(reason, message=message)
+            context, record.handover_id, dataclasses.replace(reason, message=message), claim
         )
     if found is not None:
-        return await _succeed(context, record.handover_id, found)
-    return await _fail(context, record.handover_id, reason)
+        return await _succeed(context, record.handover_id, found, claim)
+    return await _fail(context, record.handover_id, reason, claim)
 
 
-async def _succeed(context: HandoverContext, handover_id: str, created: CreatedInteraction) -> str:
+async def _succeed(
+    context: HandoverContext,
+    handover_id: str,
+    created: CreatedInteraction,
+    claim: ClaimRelease | None = None,
+) -> str:
     await context.store.mark_succeeded(
         handover_id,
         created.interaction_sid,
         created.channel_sid,
         found_by_lookup=created.found_by_lookup,
+        release=claim,
     )
     how = " (found by TaskRouter lookup)" if created.found_by_lookup else ""
     logger.info("handover %s succeeded: %s%s", handover_id, created.interaction_sid, how)
     return "succeeded"
 
 
-async def _fail(context: HandoverContext, handover_id: str, error: HandoverError) -> str:
-    await context.store.mark_failed(handover_id, error)
+async def _fail(
+    context: HandoverContext,
+    handover_id: str,
+    error: HandoverError,
+    claim: ClaimRelease | None = None,
+) -> str:
+    await context.store.mark_failed(handover_id, error, release=claim)
     logger.warning("handover %s failed: %s", handover_id, error.message)
     return "failed"
 

@@ -1,0 +1,107 @@
+"""worker.main.HandoverWorker: one script picks jobs for every free slot and
+skips jobs in progress, so a dead run's leftovers at the head of the queue
+(in progress until their key expires) do not hide the jobs behind them.
+
+Against the suite's real Redis: the pick is a Lua script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from arq.connections import create_pool
+from arq.constants import expires_extra_ms, in_progress_key_prefix
+from arq.worker import func
+
+from shared import keys
+from shared.connections import arq_redis_settings
+from shared.jobs import arq_job, deserialize_job, serialize_job
+from worker.main import HandoverWorker
+
+
+async def store_jobs(pool, ids: list[str]) -> None:
+    now_ms = int(time.time() * 1000) - 1000
+    for n, job_id in enumerate(ids):
+        await pool.psetex(keys.arq_job_key(job_id), expires_extra_ms,
+                          arq_job(keys.HANDOVER_FUNCTION, job_id, now_ms))  # fmt: skip
+        await pool.zadd(keys.QUEUE_NAME, {job_id: now_ms + n})
+
+
+def make_worker(pool, ran: list[str], max_jobs: int, hold: asyncio.Event | None = None):
+    async def job(ctx: dict[str, Any], handover_id: str) -> None:
+        ran.append(handover_id)
+        if hold is not None:
+            await hold.wait()
+
+    return HandoverWorker(
+        functions=[func(job, name=keys.HANDOVER_FUNCTION, keep_result=0)],
+        queue_name=keys.QUEUE_NAME,
+        redis_pool=pool,
+        max_jobs=max_jobs,
+        keep_result=0,
+        poll_delay=0.01,
+        queue_read_limit=10,
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        handle_signals=False,
+    )
+
+
+async def run_until(worker, condition, timeout: float = 5.0) -> None:
+    task = asyncio.create_task(worker.async_run())
+    try:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "condition not met in time"
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        for job_task in worker.tasks.values():
+            job_task.cancel()
+        await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
+
+
+async def test_a_dead_runs_jobs_at_the_head_do_not_hide_newer_ones(redis, redis_server):
+    pool = await create_pool(arq_redis_settings(redis_server.url))
+    try:
+        stuck = [f"ho_stuck{n:025d}" for n in range(50)]  # far more than queue_read_limit
+        await store_jobs(pool, [*stuck, "ho_fresh"])
+        for job_id in stuck:
+            await pool.psetex(in_progress_key_prefix + job_id, 60_000, b"1")
+        ran: list[str] = []
+        await run_until(make_worker(pool, ran, max_jobs=5), lambda: ran)
+        assert ran == ["ho_fresh"]
+    finally:
+        await pool.aclose()
+
+
+async def test_picks_no_more_than_the_free_slots_and_refills_as_they_free(redis, redis_server):
+    pool = await create_pool(arq_redis_settings(redis_server.url))
+    try:
+        ids = [f"ho_{n:032d}" for n in range(6)]
+        await store_jobs(pool, ids)
+        ran: list[str] = []
+        hold = asyncio.Event()
+        worker = make_worker(pool, ran, max_jobs=4, hold=hold)
+        task = asyncio.create_task(worker.async_run())
+        try:
+            deadline = time.monotonic() + 5
+            while len(ran) < 4:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            assert ran == ids[:4]  # in queue order, only as many as slots
+            in_progress = [await pool.exists(in_progress_key_prefix + i) for i in ids]
+            assert in_progress == [1, 1, 1, 1, 0, 0]
+            hold.set()
+            while len(ran) < 6 or await pool.zcard(keys.QUEUE_NAME):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            assert sorted(ran) == ids
+        finally:
+            task.cancel()
+            await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
+    finally:
+        await pool.aclose()
