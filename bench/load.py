@@ -82,8 +82,9 @@ def _ms(text: str) -> float:
 def parse_wrk(output: str) -> Run:
     """wrk --latency output → one Run."""
     latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", output)
-    p50 = re.search(r"50%\s+(\S+)", output)
-    p99 = re.search(r"99%\s+(\S+)", output)
+    # Anchored: the "+/- Stdev" column can end in "50%" too.
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     socket_errors = re.search(r"Socket errors:.*?(\d+).*?(\d+).*?(\d+).*?(\d+)", output)

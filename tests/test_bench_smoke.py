@@ -158,3 +158,32 @@ def test_rate_limit_bench_runs_both_modes_and_loses_nothing():
         assert rows[f"{mode} duplicate Interactions"] == "0"
         assert float(rows[f"{mode} goodput (creates/s)"]) > 0
     assert any(line.startswith("limit on vs off") for line in lines)
+
+
+WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:37749/tools/flex-handover
+  1 threads and 256 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    77.71ms    3.87ms  96.11ms   92.50%
+    Req/Sec     3.30k   113.42     3.59k    78.00%
+  Latency Distribution
+     50%   78.18ms
+     75%   79.06ms
+     90%   80.25ms
+     99%  185.57ms
+  32797 requests in 10.02s, 7.48MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:   3272.26
+Transfer/sec:    763.74KB
+"""
+
+
+def test_wrk_output_is_read_by_its_rows_not_by_a_stray_percentage():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from load import parse_wrk
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    run = parse_wrk(WRK_OUTPUT)  # "92.50%" in the Stdev column is not the p50 row
+    assert (run.requests_per_second, run.p50_ms, run.p99_ms, run.max_ms, run.errors) == (
+        3272.26, 78.18, 185.57, 96.11, 3
+    )

@@ -55,6 +55,9 @@ class DeliveryClaims:
         self._redis = redis
         self._ttl_ms = int(ttl_seconds * 1000)
         self._release = redis.register_script(_RELEASE_SCRIPT)
+        self.unreleased: list[ClaimRelease] = []
+        """Claims a run could not release because Redis was gone: the worker
+        process releases them once it reaches Redis again (worker.main)."""
 
     async def take(self, conversation_sid: str, handover_id: str) -> str | None:
         """The claim's value if this run now holds it; None while another run does."""
@@ -67,6 +70,10 @@ class DeliveryClaims:
     async def release(self, conversation_sid: str, value: str) -> bool:
         """Compare-and-delete: False when the claim had expired (and maybe been retaken)."""
         return bool(await self._release(keys=[keys.claim_key(conversation_sid)], args=[value]))
+
+    async def release_claim(self, claim: ClaimRelease) -> bool:
+        """Compare-and-delete a claim another client of this process took."""
+        return bool(await self._release(keys=[claim.key], args=[claim.value]))
 
     async def holder(self, conversation_sid: str) -> str | None:
         """The handover id holding the claim, for a log line."""
@@ -119,8 +126,10 @@ class DeliveryClaims:
             if not claim.released:
                 logger.warning("handover %s: its delivery claim had expired", handover_id)
         except RedisError as exc:
+            self.unreleased.append(claim)
             logger.warning(
-                "handover %s: could not release the delivery claim (it expires by itself): %s",
+                "handover %s: could not release the delivery claim (released on reconnect, "
+                "or it expires by itself): %s",
                 handover_id,
                 exc,
             )

@@ -10,7 +10,8 @@ How the process meets faults (`run_worker`):
   to finish; whatever still runs is then cancelled, which arq turns into an
   immediate re-queue. A second signal skips the rest of the grace.
 - Redis lost (restart, network): arq's worker exits (arq #435, #498), so a new
-  one is built after a capped backoff; the process itself keeps running.
+  one is built after a capped backoff; the process itself keeps running, and
+  frees the handovers it had to cut off once Redis is back (`worker.reconnect`).
 - SIGKILL/OOM: nothing runs here; arq re-runs the jobs when their in-progress
   key expires, `Settings.recovery_seconds` after they started.
 
@@ -43,6 +44,7 @@ from shared.settings import Settings
 from shared.store import HandoverStore
 from worker.flex_client import FlexClient
 from worker.handover import HandoverContext, deliver_handover
+from worker.reconnect import Leftovers
 
 logger = logging.getLogger("flex_handover.worker")
 
@@ -195,9 +197,11 @@ def create_worker(
     *,
     redis_pool: ArqRedis | None = None,
     handle_signals: bool = True,
+    leftovers: Leftovers | None = None,
     **overrides: Any,
 ) -> Worker:
-    """An arq Worker for the handover queue. Build it inside a running event loop."""
+    """An arq Worker for the handover queue. Build it inside a running event loop.
+    `leftovers` (from a worker that lost Redis) are cleared once it connects."""
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["handover"] = HandoverContext(
@@ -205,6 +209,8 @@ def create_worker(
             store=HandoverStore(ctx["redis"], settings.status_ttl_seconds),
             flex=FlexClient(settings),
         )
+        if leftovers:
+            await leftovers.clear(ctx["redis"], settings.claim_ttl_seconds)
         logger.info(
             "worker ready: concurrency %d, flex api %s",
             settings.worker_concurrency,
@@ -290,9 +296,10 @@ async def run_worker(settings: Settings) -> None:
             settings.recovery_seconds,
         )
         delay = RECONNECT_INITIAL_SECONDS
+        leftovers = Leftovers()
         while not stop.graceful.is_set():
-            worker = create_worker(settings, handle_signals=False)
-            lost = await _run_until_stopped_or_lost(worker, settings, stop)
+            worker = create_worker(settings, handle_signals=False, leftovers=leftovers)
+            lost = await _run_until_stopped_or_lost(worker, settings, stop, leftovers)
             if lost is None:
                 break
             if _had_started(worker):  # a fresh outage, not the same one going on
@@ -310,22 +317,32 @@ async def run_worker(settings: Settings) -> None:
 
 
 async def _run_until_stopped_or_lost(
-    worker: Worker, settings: Settings, stop: StopRequest
+    worker: Worker, settings: Settings, stop: StopRequest, leftovers: Leftovers
 ) -> BaseException | None:
     """Run one arq worker to its end; the Redis error that ended it, or None
-    when a stop was asked for. Any other error propagates (a bug: crash loudly)."""
+    when a stop was asked for. Any other error propagates (a bug: crash loudly).
+    After a Redis loss, what the cancelled jobs could not clean up goes to
+    `leftovers`."""
     run = asyncio.create_task(worker.async_run())
     stop_asked = asyncio.create_task(stop.graceful.wait())
+    error: BaseException | None = None
+    cut_off: list[str] = []
     try:
         await asyncio.wait({run, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
         error = run.exception() if run.done() and not run.cancelled() else None
         if error is not None and not isinstance(error, REDIS_UNREACHABLE):
             raise error
+        if error is not None:
+            # What ran when Redis went, finished or not: a run that ended meanwhile
+            # could not tell arq either (a retry, a result), so its key outlives it.
+            cut_off = list(worker.tasks)
         await _let_running_jobs_finish(worker, settings.worker_shutdown_grace_seconds, stop)
         return error
     finally:
         stop_asked.cancel()
         await stop_worker(worker, run)
+        if error is not None:
+            leftovers.collect(worker, cut_off)
 
 
 async def _let_running_jobs_finish(worker: Worker, grace: float, stop: StopRequest) -> None:

@@ -250,8 +250,9 @@ async def test_redis_restart_the_worker_reconnects_and_every_acknowledged_handov
 ):
     """Redis is SIGKILLed with one handover mid-POST and two queued behind it.
     While it is down the API answers 503; once it is back the API takes
-    handovers again by itself, the same worker process reconnects, and all
-    four handovers end once."""
+    handovers again by itself, the same worker process reconnects, frees the
+    handover it cut off (its in-progress key survived in the AOF) instead of
+    leaving it for `recovery_seconds`, and all four handovers end once."""
     env = clean_env(
         **service_env(own_redis.url, simulator.base_url, WORKER_CONCURRENCY="1", **FAST_RECOVERY)
     )
@@ -264,6 +265,7 @@ async def test_redis_restart_the_worker_reconnects_and_every_acknowledged_handov
     await wait_until(lambda: simulator.requests, 10, "the first POST at the simulator")
 
     own_redis.kill()
+    killed_at = time.monotonic()
     status, body = await call_tool(api_url, conversations[3])
     assert status == 503, body
     async with aiohttp.ClientSession() as http, http.get(api_url + "/readyz") as ready:
@@ -287,6 +289,9 @@ async def test_redis_restart_the_worker_reconnects_and_every_acknowledged_handov
     finally:
         await client.aclose()
     assert_each_ended_once(records, simulator)
+    # Left to arq, the cut-off handover would wait for its in-progress key.
+    assert time.monotonic() - killed_at < settings.recovery_seconds, worker.log()
+    assert "reconnected: 1 handover(s) cut off by the lost connection" in worker.log(), worker.log()
     assert worker.returncode is None, "the worker process itself must survive"
     assert await worker.terminate() == 0
     assert await api.terminate() == 0

@@ -1,0 +1,65 @@
+"""What a worker leaves behind when it loses Redis, cleared once Redis is back.
+
+When Redis goes away mid-run the supervisor (`worker.main`) cancels the running
+jobs. arq would re-queue them and the runs would release their delivery claims,
+but both need Redis, so the in-progress keys and the claims survive (in the AOF,
+across a Redis restart) and hold those handovers for `recovery_seconds`. This
+process knows it no longer runs them: once Redis answers again it deletes those
+in-progress keys (the jobs are still in the queue, since arq removes a job only
+when it finishes) and releases those claims, so the handovers run again at once.
+The in-flight record still makes the next run look an unanswered attempt up
+before it sends again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from arq.constants import in_progress_key_prefix
+from arq.worker import Worker
+from redis.exceptions import RedisError
+
+from shared.store import ClaimRelease
+from worker.claim import DeliveryClaims
+
+logger = logging.getLogger("flex_handover.worker")
+
+
+@dataclass
+class Leftovers:
+    job_ids: list[str] = field(default_factory=list)
+    claims: list[ClaimRelease] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.job_ids or self.claims)
+
+    def collect(self, worker: Worker, cancelled_job_ids: list[str]) -> None:
+        """After `worker` was stopped: its cancelled jobs and unreleased claims."""
+        self.job_ids += cancelled_job_ids
+        context = worker.ctx.get("handover")
+        if context is not None:
+            self.claims += context.claims.unreleased
+            context.claims.unreleased.clear()
+
+    async def clear(self, redis: aioredis.Redis, claim_ttl_seconds: float) -> bool:
+        """Delete the in-progress keys and release the claims, through the new
+        worker's connection; False if Redis went away again (kept for later)."""
+        try:
+            if self.job_ids:
+                await redis.delete(*(in_progress_key_prefix + job_id for job_id in self.job_ids))
+            claims = DeliveryClaims(redis, claim_ttl_seconds)
+            for claim in self.claims:
+                await claims.release_claim(claim)
+        except (RedisError, OSError) as exc:
+            logger.warning("could not free the handovers cut off by the lost connection: %s", exc)
+            return False
+        logger.info(
+            "reconnected: %d handover(s) cut off by the lost connection can run again "
+            "(%d claim(s) released)",
+            len(self.job_ids),
+            len(self.claims),
+        )
+        self.job_ids, self.claims = [], []
+        return True
