@@ -3,6 +3,8 @@ or refused with an error that says what was wrong, storing nothing."""
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 import pytest
 
@@ -209,3 +211,16 @@ async def test_api_recovers_when_redis_comes_back(redis_server, simulator):
     finally:
         await service.stop()
         own.close()
+
+
+async def test_tool_input_beyond_ascii_is_stored_exactly_as_sent(service, redis):
+    tool_input = {
+        "reason": "Le client veut parler à quelqu'un — 今すぐ 👋",
+        "order": {"id": "Ø-42", "lines": ["ß", "\u00e9", "\U0001f4e6"]},
+    }
+    status, ack, _ = await service.call_tool(session_id=session_header(), json=tool_input)
+    assert status == 202, ack
+    stored = await redis.hgetall(f"flex_handover:handover:{ack['handover_id']}")
+    assert json.loads(stored["tool_input"]) == {"reason": tool_input["reason"]}
+    assert json.loads(stored["extra_input"]) == {"order": tool_input["order"]}
+    assert stored["state"] == "queued" and stored["attempts"] == "0"
