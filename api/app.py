@@ -16,7 +16,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from api import admin, openapi
-from api.auth import auth_middleware, startup_warnings
+from api.auth import auth_middleware, read_body, startup_warnings
 from api.keys import ENQUEUER, REDIS, SETTINGS, STORE
 from api.parsing import ToolCallError, parse_tool_call
 from shared.connections import Enqueuer, create_redis
@@ -76,11 +76,7 @@ async def tool_call(request: web.Request) -> web.Response:
         raise ToolCallError(
             404, "unknown_target", f"There is no handover target named '{target}'."
         )
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=settings.max_body_bytes, actual_size=request.content_length
-        )
-    body = await request.read()
+    body = await read_body(request, settings.max_body_bytes)  # cached if auth read it
     handover = parse_tool_call(request.headers, request.content_type, body, target)
     result = await request.app[ENQUEUER].enqueue(handover)
     if result.limited_by is not None:
