@@ -79,7 +79,7 @@ async def tool_call(request: web.Request) -> web.Response:
     body = await read_body(request, settings.max_body_bytes)  # cached if auth read it
     handover = parse_tool_call(request.headers, request.content_type, body, target)
     result = await request.app[ENQUEUER].enqueue(handover)
-    if result.limited_by is not None:
+    if result.rate_limited:
         raise rate_limited(result.limited_by, result.retry_after_seconds, settings)
     return web.json_response(
         {

@@ -225,7 +225,11 @@ def _parse_json(body: bytes) -> dict[str, Any]:
         raise ToolCallError(
             400, "invalid_body", f"The request body is not valid JSON{where}."
         ) from None
-    if document is _TOO_DEEP or _nesting_depth(document) > MAX_NESTING:
+    if document is _TOO_DEEP or (
+        # Only a body with enough brackets can be too deep: most are never walked.
+        body.count(b"{") + body.count(b"[") > MAX_NESTING
+        and _nesting_depth(document) > MAX_NESTING
+    ):
         raise ToolCallError(
             400, "invalid_body", f"The request body is nested deeper than {MAX_NESTING} levels."
         )

@@ -38,8 +38,18 @@ async def test_each_caller_gets_its_own_answer_from_one_shared_pipeline(redis):
 
 async def test_an_idle_call_is_sent_at_once_alone(redis):
     batcher = ScriptBatcher(redis, APPEND)
+    await redis.script_load(APPEND)
+    sent = []
+    original = batcher._pipeline
+
+    async def counting(batch):
+        sent.append(len(batch))
+        return await original(batch)
+
+    batcher._pipeline = counting
     assert await batcher(["solo"], ["x"]) == [1, "x"]
     assert await batcher(["solo"], ["y"]) == [2, "y"]
+    assert sent == [1, 1]
 
 
 async def test_a_flushed_script_cache_is_reloaded_and_the_batch_sent_again(redis):
