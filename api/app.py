@@ -118,12 +118,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.Application:
     """The aiohttp application; owns its Redis client unless one is passed in."""
-    register_secrets(
-        *settings.tool_tokens,
-        *settings.admin_tokens,
-        settings.twilio_auth_token,
-        settings.twilio_api_secret,
-    )
+    register_secrets(*settings.secrets)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[json_errors, auth_middleware(settings)],

@@ -66,9 +66,10 @@ from load import Run, run_python, run_wrk
 from worker_throughput import cpu_seconds
 
 from shared import keys
-from shared.connections import RATE_CONVERSATION_PREFIX, RATE_IDENTITY_PREFIX, Enqueuer
+from shared.connections import Enqueuer
 from shared.flex_simulator import FlexSimulator
 from shared.jobs import HandoverRequest, Identity
+from shared.keys import RATE_CONVERSATION_PREFIX, RATE_IDENTITY_PREFIX
 from shared.redis_server import LocalRedisServer, find_server_binary, free_port
 from shared.settings import Settings
 

@@ -40,7 +40,6 @@ from harness import (
     stop_processes,
 )
 
-from shared import keys
 from shared.connections import Enqueuer
 from shared.flex_simulator import FlexSimulator
 from shared.jobs import HandoverRequest, Identity

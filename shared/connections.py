@@ -12,7 +12,6 @@ a pipeline (`shared.script_batcher`), each still its own script run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -110,21 +109,6 @@ def enqueue_script(settings: Settings) -> str:
     return header + ENQUEUE_SCRIPT_BODY
 
 
-RATE_CONVERSATION_PREFIX = keys.RATE_KEY_PREFIX + "conversation:"
-RATE_IDENTITY_PREFIX = keys.RATE_KEY_PREFIX + "identity:"
-
-
-def rate_conversation_key(conversation_sid: str) -> str:
-    """Counts new handovers for a conversation in the current window."""
-    return RATE_CONVERSATION_PREFIX + conversation_sid
-
-
-def rate_identity_key(identity: str) -> str:
-    """Counts new handovers for a customer; the identity (a phone number, an
-    e-mail) is hashed so that no key name holds it."""
-    return RATE_IDENTITY_PREFIX + hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
-
-
 @dataclass(frozen=True)
 class EnqueueResult:
     """Stored (`created`), the live or recent handover (not `created`), or refused
@@ -183,8 +167,8 @@ class Enqueuer:
                 keys.handover_key(handover_id),
                 keys.arq_job_key(handover_id),
                 keys.QUEUE_NAME,
-                rate_conversation_key(request.conversation_sid),
-                rate_identity_key(str(request.identity)),
+                keys.rate_conversation_key(request.conversation_sid),
+                keys.rate_identity_key(str(request.identity)),
             ],
             args=args,
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 import redis.asyncio as aioredis
-from arq.constants import expires_extra_ms, in_progress_key_prefix
+from arq.constants import expires_extra_ms
 
 from shared import keys
 from shared.jobs import HandoverRecord, Status, arq_job, now
@@ -107,7 +107,7 @@ async def replay(redis: aioredis.Redis, settings: Settings, handover_id: str) ->
             keys.FAILED_INDEX,
             keys.arq_job_key(handover_id),
             keys.QUEUE_NAME,
-            in_progress_key_prefix + handover_id,
+            keys.arq_in_progress_key(handover_id),
         ],
         args=[
             handover_id,

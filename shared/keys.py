@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+
+from arq.constants import in_progress_key_prefix as ARQ_IN_PROGRESS_PREFIX
 from arq.constants import job_key_prefix as ARQ_JOB_PREFIX
 
 PREFIX = "flex_handover"
@@ -12,10 +15,13 @@ CONVERSATION_KEY_PREFIX = f"{PREFIX}:conversation:"
 CLAIM_KEY_PREFIX = f"{PREFIX}:claim:"
 RATE_KEY_PREFIX = f"{PREFIX}:rate:"
 FAILED_INDEX = f"{PREFIX}:failed"
+RATE_CONVERSATION_PREFIX = RATE_KEY_PREFIX + "conversation:"
+RATE_IDENTITY_PREFIX = RATE_KEY_PREFIX + "identity:"
 # The token bucket every worker shares for POST /v1/Interactions (FLEX_API_MAX_RPS).
 FLEX_API_RATE_KEY = f"{PREFIX}:flex_api_rate"
 
 __all__ = [
+    "ARQ_IN_PROGRESS_PREFIX",
     "ARQ_JOB_PREFIX",
     "CLAIM_KEY_PREFIX",
     "CONVERSATION_KEY_PREFIX",
@@ -24,11 +30,16 @@ __all__ = [
     "HANDOVER_FUNCTION",
     "HANDOVER_KEY_PREFIX",
     "QUEUE_NAME",
+    "RATE_CONVERSATION_PREFIX",
+    "RATE_IDENTITY_PREFIX",
     "RATE_KEY_PREFIX",
+    "arq_in_progress_key",
     "arq_job_key",
     "claim_key",
     "conversation_key",
     "handover_key",
+    "rate_conversation_key",
+    "rate_identity_key",
 ]
 
 
@@ -54,3 +65,19 @@ def arq_job_key(handover_id: str) -> str:
 def claim_key(conversation_sid: str) -> str:
     """Held by the one run that may call Twilio for this conversation."""
     return CLAIM_KEY_PREFIX + conversation_sid
+
+
+def arq_in_progress_key(job_id: str) -> str:
+    """arq's "this job is running" marker; it expires `recovery_seconds` after start."""
+    return ARQ_IN_PROGRESS_PREFIX + job_id
+
+
+def rate_conversation_key(conversation_sid: str) -> str:
+    """Counts new handovers for a conversation in the current window."""
+    return RATE_CONVERSATION_PREFIX + conversation_sid
+
+
+def rate_identity_key(identity: str) -> str:
+    """Counts new handovers for a customer; the identity (a phone number, an
+    e-mail) is hashed so that no key name holds it."""
+    return RATE_IDENTITY_PREFIX + hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]

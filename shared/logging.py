@@ -22,6 +22,8 @@ _CREDENTIAL = re.compile(
     r"|x-twilio-signature[\"']?\s*[:=]\s*[\"']?|token=|password=|secret=)"
     r"[^\s&\"',]+"
 )
+# `scheme://user:password@host`: the password of any URL, however short.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@", re.I)
 _MIN_SECRET_LENGTH = 8
 _secrets: tuple[str, ...] = ()
 
@@ -45,6 +47,7 @@ def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, "[redacted]")
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + "[redacted]@", text)
     text = _CREDENTIAL.sub(lambda m: m.group(1) + "[redacted]", text)
     text = _PHONE.sub(mask_phone, text)
     return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from shared import sids
 
@@ -123,6 +123,21 @@ class Settings:
         """A delivery claim outlives any run, and expires before arq re-runs a
         killed worker's job."""
         return int(self.job_timeout_seconds) + 1
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured value that must never reach a log line
+        (`shared.logging.register_secrets`)."""
+        redis_password = urlsplit(self.redis_url or "").password
+        values = (
+            *self.tool_tokens,
+            *self.admin_tokens,
+            self.twilio_auth_token,
+            self.twilio_api_secret,
+            redis_password,
+            unquote(redis_password) if redis_password else None,
+        )
+        return tuple(value for value in values if value)
 
     @property
     def authenticates_tool_calls(self) -> bool:

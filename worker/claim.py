@@ -71,10 +71,6 @@ class DeliveryClaims:
         """Compare-and-delete: False when the claim had expired (and maybe been retaken)."""
         return bool(await self._release(keys=[keys.claim_key(conversation_sid)], args=[value]))
 
-    async def release_claim(self, claim: ClaimRelease) -> bool:
-        """Compare-and-delete a claim another client of this process took."""
-        return bool(await self._release(keys=[claim.key], args=[claim.value]))
-
     async def holder(self, conversation_sid: str) -> str | None:
         """The handover id holding the claim, for a log line."""
         value = await self._redis.get(keys.claim_key(conversation_sid))
@@ -133,3 +129,11 @@ class DeliveryClaims:
                 handover_id,
                 exc,
             )
+
+
+async def release_claims(redis: aioredis.Redis, claims: list[ClaimRelease]) -> None:
+    """Compare-and-delete claims that runs of this process took through an
+    earlier connection (see `worker.reconnect`)."""
+    release = redis.register_script(_RELEASE_SCRIPT)
+    for claim in claims:
+        claim.released = bool(await release(keys=[claim.key], args=[claim.value]))

@@ -248,14 +248,10 @@ def _expiry_reason(record: HandoverRecord) -> HandoverError:
         return HandoverError("expired before delivery")
     if record.attempts == 0:
         return record.error
-    return HandoverError(
-        f"gave up after {record.attempts} attempts: {record.error.message}",
-        record.error.status,
-        record.error.code,
-    )
+    return _gave_up(record.attempts, record.error)
 
 
-def _gave_up(attempts: int, error: FlexError) -> HandoverError:
+def _gave_up(attempts: int, error: FlexError | HandoverError) -> HandoverError:
     return HandoverError(
         f"gave up after {attempts} attempts: {error.message}", error.status, error.code
     )

@@ -29,17 +29,17 @@ import logging
 import signal
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis.exceptions
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
 from shared import keys
 from shared.connections import arq_redis_settings
 from shared.jobs import deserialize_job, serialize_job
+from shared.logging import register_secrets
 from shared.settings import Settings
 from shared.store import HandoverStore
 from worker.flex_client import FlexClient
@@ -174,7 +174,7 @@ class HandoverWorker(Worker):
                 timestamp_ms(),
                 free,
                 int(self.in_progress_timeout_s * 1000),
-                in_progress_key_prefix,
+                keys.ARQ_IN_PROGRESS_PREFIX,
                 self._pick_scan_limit,
             ],
         )
@@ -202,6 +202,7 @@ def create_worker(
 ) -> Worker:
     """An arq Worker for the handover queue. Build it inside a running event loop.
     `leftovers` (from a worker that lost Redis) are cleared once it connects."""
+    register_secrets(*settings.secrets)
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["handover"] = HandoverContext(
@@ -210,7 +211,7 @@ def create_worker(
             flex=FlexClient(settings),
         )
         if leftovers:
-            await leftovers.clear(ctx["redis"], settings.claim_ttl_seconds)
+            await leftovers.clear(ctx["redis"])
         logger.info(
             "worker ready: concurrency %d, flex api %s",
             settings.worker_concurrency,
@@ -307,7 +308,7 @@ async def run_worker(settings: Settings) -> None:
             logger.warning(
                 "worker lost Redis at %s (%s); starting a new worker in %.1fs",
                 redis_location,
-                _describe(lost, settings.redis_url),
+                _describe(lost),
                 delay,
             )
             with contextlib.suppress(TimeoutError):
@@ -408,10 +409,7 @@ def _redis_location(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
-def _describe(error: BaseException, redis_url: str | None) -> str:
-    """An error in one line, the Redis password masked should a message carry it."""
-    text = f"{type(error).__name__}: {error}"
-    password = urlsplit(redis_url or "").password
-    for secret in {password, unquote(password)} if password else ():
-        text = text.replace(secret, "***")
-    return text
+def _describe(error: BaseException) -> str:
+    """An error in one line; the log filter masks the Redis password should a
+    message carry it (`Settings.secrets`, URL credentials)."""
+    return f"{type(error).__name__}: {error}"

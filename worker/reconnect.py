@@ -17,12 +17,12 @@ import logging
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from shared import keys
 from shared.store import ClaimRelease
-from worker.claim import DeliveryClaims
+from worker.claim import release_claims
 
 logger = logging.getLogger("flex_handover.worker")
 
@@ -43,15 +43,13 @@ class Leftovers:
             self.claims += context.claims.unreleased
             context.claims.unreleased.clear()
 
-    async def clear(self, redis: aioredis.Redis, claim_ttl_seconds: float) -> bool:
+    async def clear(self, redis: aioredis.Redis) -> bool:
         """Delete the in-progress keys and release the claims, through the new
         worker's connection; False if Redis went away again (kept for later)."""
         try:
             if self.job_ids:
-                await redis.delete(*(in_progress_key_prefix + job_id for job_id in self.job_ids))
-            claims = DeliveryClaims(redis, claim_ttl_seconds)
-            for claim in self.claims:
-                await claims.release_claim(claim)
+                await redis.delete(*(keys.arq_in_progress_key(job_id) for job_id in self.job_ids))
+            await release_claims(redis, self.claims)
         except (RedisError, OSError) as exc:
             logger.warning("could not free the handovers cut off by the lost connection: %s", exc)
             return False

@@ -8,7 +8,7 @@ import asyncio
 import time
 
 from shared import keys
-from shared.connections import (
+from shared.keys import (
     RATE_IDENTITY_PREFIX,
     rate_conversation_key,
     rate_identity_key,

@@ -190,3 +190,8 @@ def test_registered_secrets_are_masked_wherever_they_appear():
     assert redact("short stays: too short to be a registered secret") == (
         "short stays: too short to be a registered secret"
     )
+
+
+def test_a_url_password_is_masked_however_short():
+    text = redact("lost redis://default:pw@cache:6379/0 and rediss://:s3@host/1")
+    assert text == "lost redis://default:[redacted]@cache:6379/0 and rediss://:[redacted]@host/1"

@@ -28,7 +28,7 @@ async def test_clear_deletes_the_cut_off_jobs_keys_and_releases_only_its_own_cla
         [ClaimRelease(keys.claim_key(CONVERSATION), "ho_1:mine"),
          ClaimRelease(keys.claim_key(OTHER), "ho_3:taken-over-since")],
     )  # fmt: skip
-    assert await leftovers.clear(redis, 60)
+    assert await leftovers.clear(redis)
     assert not leftovers
     assert await redis.exists(in_progress_key_prefix + "ho_1", in_progress_key_prefix + "ho_2") == 0
     assert await redis.exists(in_progress_key_prefix + "ho_other") == 1
@@ -42,7 +42,7 @@ async def test_leftovers_are_kept_while_redis_is_still_away():
             raise RedisConnectionError("connection refused")
 
     leftovers = Leftovers(["ho_1"], [])
-    assert not await leftovers.clear(Gone(), 60)
+    assert not await leftovers.clear(Gone())
     assert leftovers.job_ids == ["ho_1"]
 
 

@@ -575,3 +575,17 @@ def test_a_killed_workers_handover_is_recovered_after_the_job_timeout_and_ten_se
     assert settings.job_timeout_seconds == 57.0
     assert settings.recovery_seconds == 67.0
     assert settings.run_budget_seconds < settings.claim_ttl_seconds < settings.recovery_seconds
+
+
+def test_secrets_are_every_credential_the_logs_must_not_show():
+    env = {
+        **WORKER_ENV,
+        "REDIS_URL": f"redis://default:{REDIS_PASSWORD}@cache.example.com:6379/0",
+        "HANDOVER_ADMIN_TOKENS": "admin-token-do-not-print-42",
+        "TWILIO_API_KEY": API_KEY,
+        "TWILIO_API_SECRET": API_SECRET,
+    }
+    settings = Settings.from_env(env, role="worker")
+    assert set(settings.secrets) == {
+        TOOL_TOKEN, AUTH_TOKEN, API_SECRET, REDIS_PASSWORD, "admin-token-do-not-print-42"
+    }
