@@ -346,10 +346,10 @@ async def test_next_attempt_at_is_when_the_next_create_goes_out_lookup_grace_inc
 
     seen: list[tuple[float, str, float]] = []
     while len(simulator.requests) < 2:
+        asked_at = time.time()  # the record is read after this
         record = await service.status(handover_id)
         if record["next_attempt_at"] and record["state"] in ("retrying", "running"):
-            at = _epoch(record["next_attempt_at"])
-            seen.append((time.time(), record["state"], at))
+            seen.append((asked_at, record["state"], _epoch(record["next_attempt_at"])))
         await asyncio.sleep(0.05)
     record = await service.wait_final(handover_id)
 
@@ -358,9 +358,12 @@ async def test_next_attempt_at_is_when_the_next_create_goes_out_lookup_grace_inc
     second_post = simulator.requests[1]["received_at"]
     assert second_post - simulator.requests[0]["received_at"] >= 1.4  # the grace window
     assert len(seen) >= 5, seen
-    for observed_at, state, next_attempt_at in seen:
-        assert next_attempt_at >= observed_at - 0.1, (state, observed_at, next_attempt_at)
-        assert abs(next_attempt_at - second_post) < 0.3, (state, next_attempt_at, second_post)
+    # Slack for a loaded machine: the worker's last lookup query and writes
+    # between the window's end and the POST (the old code was 1.3 s off).
+    for asked_at, state, next_attempt_at in seen:
+        assert next_attempt_at >= asked_at - 0.5, (state, asked_at, next_attempt_at)
+        assert second_post >= next_attempt_at - 0.05, (state, next_attempt_at, second_post)
+        assert second_post - next_attempt_at < 0.5, (state, next_attempt_at, second_post)
 
 
 def _epoch(iso: str) -> float:
