@@ -3,7 +3,10 @@
 Why it exists: `flex-handover dev` must run on a laptop with no Twilio account, and
 the test suite needs a Flex that fails on demand (5xx, 429 + Retry-After, hung
 requests, dropped connections, "created but the answer was lost") to prove the
-worker's retries and de-duplication. The real twilio-python client talks to it
+worker's retries and de-duplication, and one that is hostile on demand, as a
+proxy in front of Twilio could be: 2xx answers that are not the resource (HTML,
+`null`, a sid that is no SID), bodies of any size streamed without a length,
+odd headers and any `Retry-After` text (see `FlexSimulator.fail_next`). The real twilio-python client talks to it
 unchanged: point `client.flex_api.base_url`, `client.conversations.base_url` and
 `client.taskrouter.base_url` at the URL `FlexSimulator.start()` returns.
 
@@ -326,6 +329,10 @@ def list_envelope(
 # --- Faults --------------------------------------------------------------------
 
 
+FAULT_CHUNK_BYTES = 64 * 1024
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 @dataclass(frozen=True)
 class Fault:
     """What to do instead of (or after) serving one request. See `FlexSimulator.fail_next`."""
@@ -338,20 +345,48 @@ class Fault:
     reset: bool = False
     after_create: bool = False
     route: str = "interactions"
+    body: str | None = None
+    pad: int = 0
+    headers: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.status, int) or not 400 <= self.status <= 599:
-            raise ValueError("status must be an HTTP error status (400-599)")
+        if isinstance(self.status, bool) or not isinstance(self.status, int):
+            raise ValueError("status must be an HTTP status (200-599)")
+        if not 200 <= self.status <= 599:
+            raise ValueError("status must be an HTTP status (200-599)")
         if self.route not in FAULT_ROUTES:
             raise ValueError(f"route must be one of {', '.join(FAULT_ROUTES)}")
         if self.after_create and self.route != "interactions":
             raise ValueError("after_create only applies to the interactions route")
         if self.hang is not None and (not isinstance(self.hang, (int, float)) or self.hang < 0):
             raise ValueError("hang must be a number of seconds >= 0")
+        if self.status < 400 and self.body is None and not self.after_create:
+            raise ValueError(
+                "a 2xx/3xx fault needs a body, or after_create to answer the created Interaction"
+            )
+        if self.body is not None and not isinstance(self.body, str):
+            raise ValueError("body must be a string")
+        if isinstance(self.pad, bool) or not isinstance(self.pad, int) or self.pad < 0:
+            raise ValueError("pad must be a number of bytes >= 0")
+        if self.headers is not None:
+            if not isinstance(self.headers, Mapping) or not all(
+                isinstance(name, str)
+                and _HEADER_NAME.fullmatch(name)
+                and isinstance(value, str)
+                and "\r" not in value
+                and "\n" not in value
+                for name, value in self.headers.items()
+            ):
+                raise ValueError("headers must map header names to one-line strings")
 
     @property
     def kind(self) -> str:
-        return "reset" if self.reset else f"http {self.status}"
+        if self.reset:
+            return "reset"
+        extras = [f"{self.pad} bytes of padding"] if self.pad else []
+        if self.body is not None:
+            extras.insert(0, "a raw body")
+        return f"http {self.status}" + (f" with {' and '.join(extras)}" if extras else "")
 
     def error(self) -> TwilioError:
         headers = {}
@@ -359,6 +394,56 @@ class Fault:
             headers["Retry-After"] = header_value(self.retry_after)
         message = self.message or f"Simulated failure (HTTP {self.status})"
         return TwilioError(self.status, self.code, message, headers)
+
+    def response_headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.retry_after is not None:
+            headers["Retry-After"] = header_value(self.retry_after)
+        for name, value in (self.headers or {}).items():
+            for known in [key for key in headers if key.lower() == name.lower()]:
+                del headers[known]
+            headers[name] = value
+        return headers
+
+    def body_parts(self, resource: Mapping[str, Any] | None) -> tuple[bytes, bytes]:
+        """The body around its padding: (before, after). A raw `body` is padded
+        with trailing spaces; a JSON object (for a 2xx the resource, else
+        Twilio's error body) gets a `padding` string field."""
+        if self.body is not None:
+            return self.body.encode(), b""
+        if resource is None or self.status >= 400:
+            error = self.error()
+            resource = error_body(error.status, error.code, error.message)
+        text = json.dumps(resource).encode()
+        if not self.pad:
+            return text, b""
+        before = text[:-1] + (b',"padding":"' if len(resource) else b'"padding":"')
+        return before, b'"}'
+
+    async def respond(
+        self, request: web.Request, resource: Mapping[str, Any] | None = None
+    ) -> web.StreamResponse:
+        """The fault's answer. Padding is streamed in chunks without a
+        Content-Length, so a client must stop reading by itself."""
+        before, after = self.body_parts(resource)
+        if not self.pad:
+            return web.Response(status=self.status, body=before, headers=self.response_headers())
+        filler = b" " if self.body is not None else b"x"
+        response = web.StreamResponse(status=self.status, headers=self.response_headers())
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            await response.write(before)
+            left = self.pad
+            while left > 0:
+                size = min(left, FAULT_CHUNK_BYTES)
+                await response.write(filler * size)
+                left -= size
+            await response.write(after)
+            await response.write_eof()
+        except ConnectionError:  # the client stopped reading: what a bounded reader does
+            pass
+        return response
 
 
 FAULT_OPTIONS = frozenset(field.name for field in fields(Fault)) | {"count"}
@@ -433,6 +518,18 @@ RATE_LIMIT_OPTIONS = frozenset(field.name for field in fields(RateLimit))
 
 class ConnectionDropped(Exception):
     """Raised by a handler to close the connection without answering."""
+
+
+class InjectedAnswer(Exception):
+    """Raised by a handler to answer with a fault's own response."""
+
+    def __init__(self, fault: Fault, resource: Mapping[str, Any] | None = None):
+        super().__init__(fault.kind)
+        self.fault = fault
+        self.resource = resource
+
+    async def respond(self, request: web.Request) -> web.StreamResponse:
+        return await self.fault.respond(request, self.resource)
 
 
 # --- Resource shapes -------------------------------------------------------------
@@ -617,19 +714,44 @@ class FlexSimulator:
         reset: bool = False,
         after_create: bool = False,
         route: str = "interactions",
+        body: str | None = None,
+        pad: int = 0,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """Queue a fault for each of the next `count` requests to `route` (FIFO):
         `interactions` (POST /v1/Interactions), `users` (GET /v1/Users/…) or
         `tasks` (GET /v1/Workspaces/{WS}/Tasks).
 
         `hang`: wait that many seconds first. `reset`: close the connection without
-        answering. `retry_after`: `Retry-After` header on the error. `after_create`:
-        the Interaction is created before the fault is served. `code` defaults from
-        `status` (429 -> 20429, 5xx -> 20500, 400 -> 20001, 401 -> 20003, 404 -> 20404).
+        answering. `retry_after`: `Retry-After` header on the answer, any text
+        (`"0"`, `"-5"`, `"nan"`, an HTTP date). `after_create`: the Interaction is
+        created before the fault is served. `code` defaults from `status`
+        (429 -> 20429, 5xx -> 20500, 400 -> 20001, 401 -> 20003, 404 -> 20404).
+
+        Hostile answers, as from a proxy in front of Twilio: `status` may be a
+        2xx (with `after_create`: the created Interaction's resource, else a
+        `body` is required), `body` answers that text instead of the JSON body
+        (HTML, `null`, `[]`, `{}`, a sid that is no SID), `pad` adds that many
+        bytes (a `padding` field in a JSON body, trailing spaces after a raw
+        `body`), streamed without a Content-Length, and `headers` adds or
+        replaces response headers. A 2xx to a create is only answered to a
+        valid request (checked as always against the spec's parameters).
         """
         if not isinstance(count, int) or count < 1:
             raise ValueError("count must be an integer >= 1")
-        fault = Fault(status, code, message, retry_after, hang, reset, after_create, route)
+        fault = Fault(
+            status,
+            code,
+            message,
+            retry_after,
+            hang,
+            reset,
+            after_create,
+            route,
+            body,
+            pad,
+            dict(headers) if isinstance(headers, Mapping) else headers,
+        )
         with self._lock:
             self._faults[route].extend([fault] * count)
 
@@ -738,6 +860,8 @@ class FlexSimulator:
             return await handler(request)
         except TwilioError as error:
             return error.to_response()
+        except InjectedAnswer as injected:
+            return await injected.respond(request)
         except web.HTTPNotFound:
             return not_found(request.path).to_response()
         except web.HTTPMethodNotAllowed:
@@ -770,13 +894,16 @@ class FlexSimulator:
             return
         raise ConnectionDropped
 
-    async def _raise_fault(self, fault: Fault) -> NoReturn:
-        """Hang if asked, then drop the connection or raise the fault's Twilio error."""
+    async def _raise_fault(
+        self, fault: Fault, resource: Mapping[str, Any] | None = None
+    ) -> NoReturn:
+        """Hang if asked, then drop the connection or raise the fault's answer
+        (`resource`: what a 2xx fault answers when it has no raw body)."""
         log.info("flex simulator: injecting %s on %s", fault.kind, fault.route)
         await self._wait(fault.hang)
         if fault.reset:
             raise ConnectionDropped
-        raise fault.error()
+        raise InjectedAnswer(fault, resource)
 
     # --- Flex Interactions ---
 
@@ -789,33 +916,43 @@ class FlexSimulator:
         }
         with self._lock:
             self.requests.append(attempt)
-        throttled = False
+        throttled = bad_answer = False
         try:
             response = await self._answer_create(request)
         except TwilioError as error:
             response = error.to_response()
             throttled = isinstance(error, RateLimited)
+        except InjectedAnswer as answer:
+            bad_answer = not answer.fault.after_create  # a 2xx that created nothing
+            response = await answer.respond(request)
         except ConnectionDropped:
             attempt["outcome"] = "dropped"
             raise
         attempt["status"] = response.status
         if throttled:
             attempt["outcome"] = "throttled"
+        elif response.status >= 400:
+            attempt["outcome"] = "error"
+        elif bad_answer:
+            attempt["outcome"] = "bad answer"
         else:
-            attempt["outcome"] = "created" if response.status == 200 else "error"
+            attempt["outcome"] = "created"
         return response
 
     async def _answer_create(self, request: web.Request) -> web.Response:
         self._authenticate(request)
         self._check_rate_limit()
         fault = self._take_fault("interactions")
-        if fault is not None and not fault.after_create:
+        if fault is not None and not fault.after_create and fault.status >= 400:
             await self._raise_fault(fault)
         form = await read_form(request)
         channel, routing = validate_create_interaction(form)
         if fault is not None:
-            self._record_interaction(form, channel, routing)
-            await self._raise_fault(fault)
+            resource = None
+            if fault.after_create:
+                record, task = self._record_interaction(form, channel, routing)
+                resource = interaction_resource(record, task, origin(request))
+            await self._raise_fault(fault, resource)
         await self._wait(self.latency)
         record, task = self._record_interaction(form, channel, routing)
         log.info("flex simulator: created interaction %s (%s)", record["sid"], channel["type"])

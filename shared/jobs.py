@@ -17,6 +17,21 @@ from typing import Any
 
 from shared.logging import mask_identity, redact
 
+MAX_ERROR_MESSAGE_CHARS = 1000
+"""The most of an error message a status record keeps: Twilio's (or a proxy's)
+text is upstream input, and everything downstream (redaction, logs, the status
+endpoint) must cost bounded time whatever it sent."""
+_CUT_OFF = "… [cut off]"
+
+
+def truncate_message(text: object, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
+    """`text` as a string of at most `limit` characters, marked when cut."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(_CUT_OFF)] + _CUT_OFF
+
 
 class Status(str, Enum):
     QUEUED = "queued"
@@ -61,11 +76,18 @@ class HandoverRequest:
 
 @dataclass(frozen=True)
 class HandoverError:
-    """Why an attempt or a handover failed: Twilio's status and code when it gave them."""
+    """Why an attempt or a handover failed: Twilio's status and code when it gave them.
+
+    The message is cut to MAX_ERROR_MESSAGE_CHARS however the error is built
+    (from Twilio's answer, or read back from an old record)."""
 
     message: str
     status: int | None = None
     code: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.message, str) or len(self.message) > MAX_ERROR_MESSAGE_CHARS:
+            object.__setattr__(self, "message", truncate_message(self.message))
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "code": self.code, "message": self.message}
@@ -76,7 +98,14 @@ class HandoverError:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HandoverError:
-        return cls(data.get("message", ""), data.get("status"), data.get("code"))
+        """From a stored record; anything but an int status or code is dropped."""
+        if not isinstance(data, dict):
+            return cls(truncate_message(data))
+        return cls(
+            truncate_message(data.get("message", "")),
+            _optional_int(data.get("status")),
+            _optional_int(data.get("code")),
+        )
 
 
 @dataclass(frozen=True)
@@ -201,6 +230,10 @@ def arq_job(function: str, handover_id: str, enqueue_ms: int) -> bytes:
 
 def deserialize_job(raw: bytes) -> dict[str, Any]:
     return json.loads(raw)
+
+
+def _optional_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _optional_float(value: str | None) -> float | None:

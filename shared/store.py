@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from shared import keys
-from shared.jobs import HandoverError, HandoverRecord, Status, now
+from shared.jobs import HandoverError, HandoverRecord, Status, now, truncate_message
 
 # Update an existing hash only: HDEL, HINCRBY, HSET in one step, then, for a
 # final state, refresh the TTL. With a third key, also release the run's
@@ -147,13 +147,16 @@ class HandoverStore:
         and counts as ambiguous; a definite refusal takes it out of flight."""
         return await self._set(
             handover_id,
-            {"error": json.dumps(error.to_dict())},
+            {"error": _error_field(error)},
             clear=[] if ambiguous else ["in_flight_since"],
             increment=["ambiguous_attempts"] if ambiguous else [],
         )
 
-    async def count_lookup(self, handover_id: str) -> bool:
-        return await self._set(handover_id, {}, increment=["lookups"])
+    async def count_lookup(self, handover_id: str, next_attempt_at: float | None = None) -> bool:
+        """A TaskRouter lookup starts; no request is sent before `next_attempt_at`
+        (the end of its grace window)."""
+        fields = {} if next_attempt_at is None else {"next_attempt_at": repr(next_attempt_at)}
+        return await self._set(handover_id, fields, increment=["lookups"])
 
     async def settle_in_flight(self, handover_id: str) -> bool:
         """A lookup found no task: the in-flight attempt created nothing."""
@@ -166,7 +169,7 @@ class HandoverStore:
             handover_id,
             {
                 "state": Status.RETRYING.value,
-                "error": json.dumps(error.to_dict()),
+                "error": _error_field(error),
                 "next_attempt_at": repr(next_attempt_at),
             },
         )
@@ -206,7 +209,7 @@ class HandoverStore:
             handover_id,
             {
                 "state": Status.FAILED.value,
-                "error": json.dumps(error.to_dict()),
+                "error": _error_field(error),
                 "finished_at": repr(timestamp),
             },
             clear=["next_attempt_at"],
@@ -261,6 +264,12 @@ class ClaimRelease:
     value: str
     released: bool | None = None
     """After the write: whether the claim was still the run's own and is gone."""
+
+
+def _error_field(error: HandoverError) -> str:
+    """The stored `error`: its message cut to MAX_ERROR_MESSAGE_CHARS here too,
+    so no path can write upstream text of any size into a record."""
+    return json.dumps({**error.to_dict(), "message": truncate_message(error.message)})
 
 
 def _text(value: str | bytes) -> str:

@@ -320,6 +320,108 @@ def test_fault_options_are_checked():
     assert sim.pending_faults() == 0
 
 
+# --- hostile answers ---------------------------------------------------------------
+
+CREATE_FORM = {"Channel": json.dumps(channel()), "Routing": json.dumps(routing())}
+
+
+async def post_create(http, form=None):
+    async with asyncio.timeout(10), http.post(
+        "/v1/Interactions", data=form or CREATE_FORM, headers=AUTH
+    ) as response:
+        return response.status, response.headers, await response.read()
+
+
+async def test_a_2xx_fault_answers_a_raw_body_and_creates_nothing(simulator, http):
+    simulator.fail_next(200, body="<html>proxy</html>", headers={"Content-Type": "text/html"})
+    status, headers, body = await post_create(http)
+    assert (status, body, headers["Content-Type"]) == (200, b"<html>proxy</html>", "text/html")
+    assert simulator.interactions == []
+    assert [r["outcome"] for r in simulator.requests] == ["bad answer"]
+
+
+async def test_a_2xx_fault_after_create_makes_the_interaction_and_its_task(simulator, http):
+    simulator.fail_next(200, body="null", after_create=True)
+    status, _, body = await post_create(http)
+    assert (status, body) == (200, b"null")
+    [interaction] = simulator.interactions
+    assert [t["interaction_sid"] for t in simulator.tasks] == [interaction["sid"]]
+    assert [r["outcome"] for r in simulator.requests] == ["created"]
+
+
+async def test_a_2xx_fault_still_validates_the_request(simulator, http):
+    simulator.fail_next(200, body="{}")
+    status, _, body = await post_create(http, {"Routing": "{}"})
+    assert status == 400 and json.loads(body)["code"] == 20001
+
+
+async def test_pad_streams_a_padded_resource_without_content_length(simulator, http):
+    simulator.fail_next(200, after_create=True, pad=3_000_000)
+    status, headers, body = await post_create(http)
+    assert status == 200 and "Content-Length" not in headers
+    assert headers["Transfer-Encoding"] == "chunked"
+    resource = json.loads(body)
+    assert resource["sid"] == simulator.interactions[0]["sid"]
+    assert resource["padding"] == "x" * 3_000_000
+
+
+async def test_pad_makes_an_error_body_that_large_and_keeps_twilios_fields(simulator, http):
+    simulator.fail_next(503, pad=2_000_000, retry_after="-5", headers={"X-Odd": "yes"})
+    status, headers, body = await post_create(http)
+    assert status == 503 and len(body) > 2_000_000
+    assert (headers["Retry-After"], headers["X-Odd"]) == ("-5", "yes")
+    error = json.loads(body)
+    assert (error["code"], error["status"]) == (20500, 503)
+
+
+async def test_pad_after_a_raw_body_is_spaces(simulator, http):
+    simulator.fail_next(200, body="null", pad=100_000)
+    _, _, body = await post_create(http)
+    assert body == b"null" + b" " * 100_000 and json.loads(body) is None
+
+
+async def test_odd_retry_after_values_are_sent_verbatim(simulator, http):
+    for value in ("0", "-5", "nan", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"):
+        simulator.fail_next(429, retry_after=value)
+        _, headers, _ = await post_create(http)
+        assert headers["Retry-After"] == value
+
+
+async def test_a_garbage_task_list(client, simulator):
+    simulator.fail_next(200, route="tasks", body="[]")
+    with pytest.raises(Exception):  # noqa: B017 - whatever twilio-python trips on
+        await client.taskrouter.v1.workspaces(WORKSPACE_SID).tasks.list_async(limit=5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"status": 200},
+        {"status": 302},
+        {"status": 200, "route": "tasks"},
+        {"status": 600},
+        {"status": True},
+        {"pad": -1},
+        {"pad": 1.5},
+        {"body": 3},
+        {"headers": {"X-Bad": "a\r\nInjected: 1"}},
+        {"headers": {"bad name": "x"}},
+        {"headers": ["X-A", "b"]},
+    ],
+)
+def test_hostile_fault_options_are_checked(options):
+    with pytest.raises(ValueError):
+        FlexSimulator().fail_next(**options)
+
+
+async def test_hostile_faults_over_http(simulator, http):
+    fault = {"status": 200, "body": "[1, 2]", "pad": 10, "headers": {"X-Odd": "1"}}
+    async with asyncio.timeout(5), http.post("/__sim/faults", json=fault) as response:
+        assert response.status == 200
+    status, headers, body = await post_create(http)
+    assert (status, body, headers["X-Odd"]) == (200, b"[1, 2]" + b" " * 10, "1")
+
+
 async def test_reset_clears_records_users_and_faults(client, simulator):
     await create(client)
     simulator.add_user("FX1", "Alice")

@@ -19,7 +19,7 @@ from worker.errors import FlexError
 from worker.flex_client import CreatedInteraction
 from worker.interaction import InteractionPayload
 from worker.retry import in_job_retrying
-from worker.task_lookup import find_interaction
+from worker.task_lookup import find_interaction, lookup_window_end, next_create_at
 
 if TYPE_CHECKING:
     from worker.handover import HandoverContext
@@ -28,16 +28,27 @@ logger = logging.getLogger("flex_handover.worker")
 
 
 class Delivery:
-    """One run's attempts for one handover; remembers whether one is in flight."""
+    """One run's attempts for one handover; remembers whether one is in flight.
 
-    def __init__(self, context: HandoverContext, handover_id: str, in_flight_since: float | None):
+    `deadline` (epoch seconds) is the handover's: no wait of this run reaches past it.
+    """
+
+    def __init__(
+        self,
+        context: HandoverContext,
+        handover_id: str,
+        in_flight_since: float | None,
+        deadline: float,
+    ):
         self._context = context
         self._handover_id = handover_id
         self.in_flight_since = in_flight_since
+        self._deadline = deadline
 
     async def create(self, payload: InteractionPayload) -> CreatedInteraction:
         """Look-or-send with in-job retries; raises the last FlexError."""
-        async for attempt in in_job_retrying(self._context.settings, self._record_wait):
+        settings = self._context.settings
+        async for attempt in in_job_retrying(settings, self._record_wait, self._deadline):
             with attempt:
                 found = await self.settle()
                 return found if found is not None else await self._send(payload)
@@ -49,9 +60,21 @@ class Delivery:
         if self.in_flight_since is None:
             return None
         store, handover_id = self._context.store, self._handover_id
-        await store.count_lookup(handover_id)
+        settings = self._context.settings
+        window_end = lookup_window_end(
+            self.in_flight_since,
+            now(),
+            settings.attempt_timeout_seconds,
+            settings.lookup_grace_seconds,
+        )
+        # No new request before the window ends: the record says so meanwhile.
+        await store.count_lookup(handover_id, next_attempt_at=window_end)
         found = await find_interaction(
-            self._context.flex, self._context.settings, handover_id, self.in_flight_since
+            self._context.flex,
+            settings,
+            handover_id,
+            self.in_flight_since,
+            window_end=window_end,
         )
         if found is None:
             await store.settle_in_flight(handover_id)
@@ -69,7 +92,8 @@ class Delivery:
 
     async def _send(self, payload: InteractionPayload) -> CreatedInteraction:
         store, handover_id = self._context.store, self._handover_id
-        await self._context.rate_limit.acquire()  # FLEX_API_MAX_RPS; waiting is no attempt
+        # FLEX_API_MAX_RPS; waiting is no attempt, and never past the deadline.
+        await self._context.rate_limit.acquire(max_defer=self._deadline - now())
         self.in_flight_since = await store.start_attempt(handover_id)
         try:
             return await self._context.flex.create_interaction(payload)
@@ -88,6 +112,13 @@ class Delivery:
             error,
             seconds,
         )
+        settings = self._context.settings
+        next_attempt_at = next_create_at(
+            now() + seconds,
+            self.in_flight_since,
+            settings.attempt_timeout_seconds,
+            settings.lookup_grace_seconds,
+        )
         await self._context.store.mark_retrying(
-            self._handover_id, error.to_handover_error(), now() + seconds
+            self._handover_id, error.to_handover_error(), next_attempt_at
         )

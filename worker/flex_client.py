@@ -1,30 +1,40 @@
 """The worker's only door to Twilio: the official client, bounded and classified.
 
-twilio-python's async client ignores its timeout and its exceptions carry no
-response headers, so `BoundedHttpClient` adds both: every request is cut off
-after `attempt_timeout`, and the last response's `Retry-After` is kept for the
-calling task (a ContextVar, so concurrent jobs never see each other's headers).
-Its connection pool has room for every job slot (aiohttp's default of 100
-connections capped a worker at 100 requests in flight: 500/s at 200 ms).
-Every failure leaves this module as a `FlexError` (see `worker.errors`).
+twilio-python's async client ignores its timeout, reads any body whole and its
+exceptions carry no response headers, so `BoundedHttpClient` adds all three:
+every request is cut off after `attempt_timeout`, a body is read up to
+MAX_ANSWER_BYTES and no further (`AnswerTooLarge`), and the last answer's
+status and `Retry-After` are kept for the calling task (a ContextVar, so
+concurrent jobs never see each other's). Its connection pool has room for
+every job slot (aiohttp's default of 100 connections capped a worker at 100
+requests in flight: 500/s at 200 ms).
+
+A 2xx to the create is believed only when its body is an Interaction (a `KD…`
+sid and a channel with a `UO…` sid, `interaction_answer`); anything else may
+still mean Twilio created it, so it is an ambiguous, retryable FlexError and the
+next step is a TaskRouter lookup. Every failure leaves this module as a
+`FlexError` (see `worker.errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import logging
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
-from aiohttp import ClientSession, TCPConnector
+from aiohttp import ClientError, ClientResponse, ClientSession, TCPConnector
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from shared import sids
 from shared.settings import Settings
-from worker.errors import FlexError, classify
+from worker.errors import AnswerTooLarge, FlexError, classify, parse_failure, unreadable_answer
 from worker.interaction import InteractionPayload
 from worker.retry import parse_retry_after
 
@@ -32,8 +42,25 @@ logger = logging.getLogger("flex_handover.worker")
 
 # A handover makes one task; more than a few means duplicates, which we only log.
 LOOKUP_LIMIT = 20
+MAX_ANSWER_BYTES = 1_000_000
+"""The most of any Twilio answer body the worker reads (an Interaction is ~2 KB,
+a page of 20 tasks ~40 KB). A longer one is cut off: ambiguous after a 2xx,
+failed or retried by its status otherwise."""
+_READ_CHUNK_BYTES = 64 * 1024
+# Failures after a 2xx's headers that are not about its body's contents.
+_NOT_PARSING = (AnswerTooLarge, TimeoutError, ClientError, ConnectionError)
+AN_INTERACTION = "an Interaction"
 
-_retry_after: ContextVar[str | None] = ContextVar("flex_handover_retry_after", default=None)
+
+@dataclass(frozen=True)
+class Answer:
+    """What the calling task may need of the last HTTP answer it got."""
+
+    status: int
+    retry_after: str | None
+
+
+_last_answer: ContextVar[Answer | None] = ContextVar("flex_handover_answer", default=None)
 
 
 @dataclass(frozen=True)
@@ -45,25 +72,53 @@ class CreatedInteraction:
 
 
 class BoundedHttpClient(AsyncTwilioHttpClient):
-    """AsyncTwilioHttpClient whose requests time out and expose Retry-After."""
+    """AsyncTwilioHttpClient whose requests time out, read at most `max_body`
+    bytes of an answer, and expose the answer's status and Retry-After."""
 
-    def __init__(self, timeout: float, connections: int = 100):
+    def __init__(
+        self, timeout: float, connections: int = 100, max_body: int = MAX_ANSWER_BYTES
+    ):
         # max_retries stays None: the client would retry POSTs on 5xx by itself.
         super().__init__(timeout=timeout, pool_connections=False)
         self.session = ClientSession(connector=TCPConnector(limit=connections))
+        self.max_body = max_body
 
     async def request(self, method, url, params=None, data=None, headers=None, auth=None,
                       timeout=None, allow_redirects=False) -> Response:  # fmt: skip
+        """One request, its body read in chunks up to `max_body` (raises
+        AnswerTooLarge past it, leaving the rest unread on a closed connection)."""
         if auth is not None:
             # Sent as a header: aiohttp deprecates the `auth=` form twilio uses.
             credentials = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             headers = {**(headers or {}), "Authorization": f"Basic {credentials}"}
+        assert self.session is not None
         async with asyncio.timeout(timeout or self.timeout):
-            response = await super().request(
-                method, url, params, data, headers, None, None, allow_redirects
-            )
-        _retry_after.set(response.headers.get("Retry-After") if response.headers else None)
-        return response
+            async with self.session.request(
+                method.upper(),
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                allow_redirects=allow_redirects,
+            ) as response:
+                _last_answer.set(Answer(response.status, response.headers.get("Retry-After")))
+                body = await self._read_bounded(response)
+        return Response(response.status, _decoded(body, response.charset), response.headers)
+
+    async def _read_bounded(self, response: ClientResponse) -> bytes:
+        declared = response.content_length
+        if declared is not None and declared > self.max_body:
+            response.close()  # the connection goes, with whatever it was still sending
+            raise AnswerTooLarge(response.status, self.max_body)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(_READ_CHUNK_BYTES):
+            size += len(chunk)
+            if size > self.max_body:
+                response.close()
+                raise AnswerTooLarge(response.status, self.max_body)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 class FlexClient:
@@ -89,17 +144,29 @@ class FlexClient:
 
     async def create_interaction(self, payload: InteractionPayload) -> CreatedInteraction:
         """One attempt at `POST /v1/Interactions`; raises FlexError."""
-        _retry_after.set(None)
+        _last_answer.set(None)
         try:
             interaction = await self._client.flex_api.v1.interaction.create_async(
                 channel=payload.channel, routing=payload.routing
             )
         except Exception as exc:  # noqa: BLE001 - every failure is classified
-            error = classify(exc, self._attempt_timeout)
-            error.retry_after = parse_retry_after(_retry_after.get())
-            raise error from exc
-        channel = interaction.channel if isinstance(interaction.channel, dict) else {}
-        return CreatedInteraction(interaction.sid, channel.get("sid"))
+            raise self._failure(exc, AN_INTERACTION) from exc
+        answer = _last_answer.get()
+        return interaction_answer(
+            interaction.sid, interaction.channel, answer.status if answer else 200
+        )
+
+    def _failure(self, exc: BaseException, expected: str) -> FlexError:
+        """The FlexError for a failed call, with the answer's Retry-After. A 2xx
+        whose body twilio-python could not parse is `unreadable_answer`."""
+        answer = _last_answer.get()
+        status = answer.status if answer is not None else None
+        if status is not None and 200 <= status < 300 and not isinstance(exc, _NOT_PARSING):
+            error = unreadable_answer(status, parse_failure(exc), expected)
+        else:
+            error = classify(exc, self._attempt_timeout, status)
+        error.retry_after = parse_retry_after(answer.retry_after if answer else None)
+        return error
 
     async def list_task_attributes(
         self, workspace_sid: str, expression: str, assignment_statuses: Sequence[str]
@@ -109,7 +176,7 @@ class FlexClient:
         A failure is a retryable FlexError, never an empty list: "could not look"
         must not read as "no task".
         """
-        _retry_after.set(None)
+        _last_answer.set(None)
         try:
             tasks = await self._client.taskrouter.v1.workspaces(workspace_sid).tasks.list_async(
                 evaluate_task_attributes=expression,
@@ -118,15 +185,15 @@ class FlexClient:
                 page_size=LOOKUP_LIMIT,
             )
         except Exception as exc:  # noqa: BLE001 - every failure is classified
-            error = classify(exc, self._attempt_timeout)
+            error = self._failure(exc, "a task list")
             raise FlexError(
                 f"TaskRouter lookup failed: {error.message}",
                 status=error.status,
                 code=error.code,
                 retryable=True,
-                retry_after=parse_retry_after(_retry_after.get()),
+                retry_after=error.retry_after,
             ) from exc
-        return [task.attributes or "{}" for task in tasks]
+        return [task.attributes for task in tasks if isinstance(task.attributes, str)]
 
     async def friendly_name(self, identity: str) -> str | None:
         """The Conversations user's friendly name, or None: a handover goes on without it."""
@@ -140,3 +207,39 @@ class FlexClient:
 
     async def close(self) -> None:
         await self._http.close()
+
+
+def interaction_answer(sid: Any, channel: Any, status: int = 200) -> CreatedInteraction:
+    """The Interaction a 2xx answer names; `unreadable_answer` (ambiguous) unless
+    it has a `KD…` sid and a channel with a `UO…` sid (pure)."""
+    if not sids.is_sid(sid, sids.INTERACTION):
+        why = "it has no sid" if sid is None else f"its sid is {_shown(sid)}, not a KD… SID"
+        raise unreadable_answer(status, why, AN_INTERACTION)
+    channel_sid = channel.get("sid") if isinstance(channel, dict) else None
+    if not sids.is_sid(channel_sid, sids.INTERACTION_CHANNEL):
+        if not isinstance(channel, dict):
+            why = "it has no channel object"
+        elif channel_sid is None:
+            why = "its channel has no sid"
+        else:
+            why = f"its channel sid is {_shown(channel_sid)}, not a UO… SID"
+        raise unreadable_answer(status, why, AN_INTERACTION)
+    return CreatedInteraction(sid, channel_sid)
+
+
+def _shown(value: Any) -> str:
+    """A hostile value in a message: a string's first 40 characters, else its type."""
+    if not isinstance(value, str):
+        return f"of type {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _decoded(body: bytes, charset: str | None) -> str:
+    encoding = "utf-8"
+    if charset:
+        try:
+            encoding = codecs.lookup(charset).name
+        except LookupError:
+            pass
+    return body.decode(encoding, errors="replace")

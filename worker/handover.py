@@ -34,6 +34,7 @@ from worker.flex_client import CreatedInteraction, FlexClient
 from worker.interaction import InteractionPayload, build_interaction, needs_friendly_name
 from worker.rate_limit import FlexRateLimit, set_run_deadline
 from worker.retry import requeue_delay
+from worker.task_lookup import next_create_at
 
 logger = logging.getLogger("flex_handover.worker")
 
@@ -124,8 +125,9 @@ async def _deliver(context: HandoverContext, record: HandoverRecord, claim: Clai
     before us left it final, and it is marked running."""
     settings, handover_id = context.settings, record.handover_id
     record = await _account_for_lost_attempt(context, record, "its run stopped before an answer")
-    delivery = Delivery(context, handover_id, record.in_flight_since)
-    if now() >= _deadline(record, settings):
+    deadline = _deadline(record, settings)
+    delivery = Delivery(context, handover_id, record.in_flight_since, deadline)
+    if now() >= deadline:
         return await _give_up(context, delivery, record, _expiry_reason(record), claim)
     target = settings.targets.get(record.request.target)
     if target is None or settings.flex_workspace_sid is None:
@@ -180,13 +182,20 @@ async def _requeue_or_fail(
     if record is None:
         return "missing"
     record = await _account_for_lost_attempt(context, record, error.message)
-    delay = requeue_delay(error, context.settings)
-    deadline = _deadline(record, context.settings)
+    settings = context.settings
+    deadline = _deadline(record, settings)
+    delay = requeue_delay(error, settings, time_left=deadline - now())
     if now() + delay >= deadline:
         if record.in_flight_since is None:
             return await _fail(context, handover_id, _gave_up(record.attempts, error), claim)
         delay = max(deadline - now(), MIN_DEFER_SECONDS)
-    await context.store.mark_retrying(handover_id, error.to_handover_error(), now() + delay)
+    next_attempt_at = next_create_at(
+        now() + delay,
+        record.in_flight_since,
+        settings.attempt_timeout_seconds,
+        settings.lookup_grace_seconds,
+    )
+    await context.store.mark_retrying(handover_id, error.to_handover_error(), next_attempt_at)
     logger.info("handover %s: requeued for %.1fs: %s", handover_id, delay, error.message)
     raise Retry(defer=delay)
 

@@ -55,6 +55,7 @@ import redis.asyncio as aioredis
 from arq.worker import Retry
 
 from shared import keys
+from worker.retry import bounded_wait
 
 logger = logging.getLogger("flex_handover.worker")
 
@@ -156,23 +157,32 @@ class FlexRateLimit:
         reserved, wait_us = await self._script(keys=[self._key], args=args)
         return bool(reserved), int(wait_us) / 1_000_000
 
-    async def acquire(self) -> None:
+    async def acquire(self, max_defer: float | None = None) -> None:
         """Return once this caller holds a slot, after sleeping until it is due.
 
         Raises arq's `Retry(defer=…)` when the wait is more than the job run
-        can afford (see the module docstring); `RedisError` as any Redis call.
+        can afford (see the module docstring), deferred by at most `max_defer`
+        (the time left to the handover's deadline: the next run then gives
+        up); `RedisError` as any Redis call.
         """
         if self._script is None:
             return
-        reserved, wait = await self.take(self._affordable_wait())
+        affordable = self._affordable_wait()
+        reserved, wait = await self.take(affordable)
         if not reserved:
+            cap = MAX_WAIT_SECONDS + BURST_SECONDS if max_defer is None else max_defer
+            defer = max(bounded_wait(wait, MIN_DEFER_SECONDS, cap), MIN_DEFER_SECONDS)
             logger.info(
                 "flex api rate limit (%g/s): next slot in %.2fs, past this run's budget; "
-                "handing the job back to arq",
+                "handing the job back to arq for %.2fs",
                 self.max_rps,
                 wait,
+                defer,
             )
-            raise Retry(defer=max(wait, MIN_DEFER_SECONDS))
+            raise Retry(defer=defer)
+        # Our own bucket's answer, not an upstream's: no floor, and never past
+        # what this run said it could afford.
+        wait = bounded_wait(wait, 0.0, min(max(affordable, 0.0), MAX_WAIT_SECONDS))
         if wait > 0:
             await asyncio.sleep(wait)
 

@@ -1,35 +1,43 @@
-"""The retry policy for one handover job, in one place.
+"""The retry policy for one handover job, and the one rule every wait obeys.
 
 Inside a job: tenacity retries what Twilio says is temporary (connection
-errors, timeouts, 429, 5xx) with exponential backoff and full jitter, or
-exactly the `Retry-After` Twilio asked for, until the in-job budget would be
-overrun. Past that the job is handed back to arq with a delay (see
-`worker.handover`), so a long wait never holds a worker slot. What a retry
-does after an answer that never came (look for the task first) is
+errors, timeouts, 429, 5xx) with exponential backoff and full jitter above the
+floor, or the `Retry-After` Twilio asked for, until the in-job budget or the
+handover's deadline would be overrun. Past that the job is handed back to arq
+with a delay (see `worker.handover`), so a long wait never holds a worker slot.
+What a retry does after an answer that never came (look for the task first) is
 `worker.delivery`'s business, not the policy's.
+
+Whatever Twilio (or a proxy in front of it) sends, no wait is shorter than the
+floor (`HANDOVER_BACKOFF_INITIAL_SECONDS`, at least `MIN_WAIT_SECONDS`) or
+longer than the time left before the handover's deadline: `Retry-After: 0`, a
+negative or NaN value, a date in the past or far future all go through
+`bounded_wait`, so they can make neither a hot loop nor an endless wait.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_before_delay,
-    wait_random_exponential,
-)
 
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
+
+from shared.jobs import now
 from shared.settings import Settings
 from worker.errors import FlexError
 
 MAX_RETRY_AFTER_SECONDS = 3600.0
+# The shortest wait between two requests for one handover, whatever the settings.
+MIN_WAIT_SECONDS = 0.01
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP date."""
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP date; None when
+    it is neither (garbage, NaN). Clamped to 0..MAX_RETRY_AFTER_SECONDS; the
+    floor is `bounded_wait`'s job."""
     if value is None or not value.strip():
         return None
     value = value.strip()
@@ -38,14 +46,33 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except ValueError:
         try:
             moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+            if moment.tzinfo is None:
+                return None
+            seconds = moment.timestamp() - (time.time() if now is None else now)
+        except (TypeError, ValueError, OverflowError, IndexError):
             return None
-        if moment.tzinfo is None:
-            return None
-        seconds = moment.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+    if math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def bounded_wait(proposed: float | None, floor: float, cap: float) -> float:
+    """`proposed` seconds held to `floor <= wait <= cap`; what is not a number
+    (None, NaN) counts as the floor. A cap below the floor wins (the caller is
+    out of time and gives up or stops at its deadline); never below 0.
+
+    Every wait before Twilio is asked again goes through here: in-job retries,
+    arq re-queues, rate-limit waits and TaskRouter polls.
+    """
+    if proposed is None or math.isnan(proposed):
+        proposed = floor
+    wait = min(max(proposed, floor), cap)
+    return wait if wait > 0.0 else 0.0
+
+
+def retry_floor(settings: Settings) -> float:
+    """The shortest wait before Twilio is asked again for one handover."""
+    return max(settings.backoff_initial_seconds, MIN_WAIT_SECONDS)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -53,42 +80,79 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 class wait_retry_after_or_jitter:
-    """Twilio's Retry-After when it sent one, else full-jitter exponential backoff."""
+    """Twilio's Retry-After when it sent one, else full-jitter exponential backoff
+    drawn above the floor; either way bounded by `bounded_wait`.
 
-    def __init__(self, initial: float, maximum: float):
-        self._backoff = wait_random_exponential(multiplier=initial, max=maximum)
+    `cap()` is the time left to the handover's deadline (none: no cap but
+    MAX_RETRY_AFTER_SECONDS).
+    """
+
+    def __init__(
+        self, initial: float, maximum: float, cap: Callable[[], float] | None = None
+    ):
+        self._floor = max(initial, MIN_WAIT_SECONDS)
+        self._initial = initial
+        self._maximum = maximum
+        self._cap = cap or (lambda: MAX_RETRY_AFTER_SECONDS)
 
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
         retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return float(retry_after)
-        return self._backoff(retry_state)
+        if retry_after is None:
+            retry_after = self._jitter(retry_state.attempt_number)
+        return bounded_wait(retry_after, self._floor, self._cap())
+
+    def _jitter(self, attempt_number: int) -> float:
+        exponent = min(max(attempt_number - 1, 0), 64)
+        high = min(self._initial * 2.0**exponent, self._maximum)
+        return random.uniform(self._floor, max(self._floor, high))
+
+
+class stop_at_deadline:
+    """Stop before a wait that would end at or past the handover's deadline."""
+
+    def __init__(self, deadline: float, clock: Callable[[], float] = now):
+        self._deadline = deadline
+        self._clock = clock
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._clock() + (retry_state.upcoming_sleep or 0.0) >= self._deadline
 
 
 def in_job_retrying(
-    settings: Settings, before_sleep: Callable[[FlexError, float], Awaitable[None]]
+    settings: Settings,
+    before_sleep: Callable[[FlexError, float], Awaitable[None]],
+    deadline: float | None = None,
 ) -> AsyncRetrying:
-    """Retries within one job run; `before_sleep(error, seconds)` records the wait."""
+    """Retries within one job run; `before_sleep(error, seconds)` records the wait.
+    `deadline` (epoch seconds): the handover's; no wait reaches past it."""
 
     async def record_wait(retry_state: RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
         await before_sleep(error, retry_state.upcoming_sleep)  # type: ignore[arg-type]
 
+    def time_left() -> float:
+        return MAX_RETRY_AFTER_SECONDS if deadline is None else deadline - now()
+
+    stop = stop_before_delay(settings.retry_budget_seconds)
+    if deadline is not None:
+        stop = stop | stop_at_deadline(deadline)
     return AsyncRetrying(
         retry=retry_if_exception(is_retryable),
         wait=wait_retry_after_or_jitter(
-            settings.backoff_initial_seconds, settings.backoff_max_seconds
+            settings.backoff_initial_seconds, settings.backoff_max_seconds, time_left
         ),
-        stop=stop_before_delay(settings.retry_budget_seconds),
+        stop=stop,
         before_sleep=record_wait,
         reraise=True,
     )
 
 
-def requeue_delay(error: FlexError, settings: Settings) -> float:
-    """How long arq should wait before running the job again."""
-    if error.retry_after is not None:
-        return max(error.retry_after, 0.01)
-    return settings.requeue_delay_seconds
+def requeue_delay(error: FlexError, settings: Settings, time_left: float | None = None) -> float:
+    """How long arq should wait before running the job again: Twilio's Retry-After
+    or the requeue delay, at least the floor and at most `time_left` (to the
+    handover's deadline)."""
+    proposed = settings.requeue_delay_seconds if error.retry_after is None else error.retry_after
+    cap = MAX_RETRY_AFTER_SECONDS if time_left is None else time_left
+    return bounded_wait(proposed, retry_floor(settings), cap)

@@ -19,6 +19,7 @@ from shared.jobs import now
 from shared.settings import Settings
 from worker.flex_client import CreatedInteraction, FlexClient
 from worker.interaction import HANDOVER_ID_ATTRIBUTE
+from worker.retry import bounded_wait
 
 logger = logging.getLogger("flex_handover.worker")
 
@@ -41,6 +42,17 @@ def lookup_window_end(
     return min(now, in_flight_since + attempt_timeout) + grace
 
 
+def next_create_at(
+    wake_at: float, in_flight_since: float | None, attempt_timeout: float, grace: float
+) -> float:
+    """When the next `POST /v1/Interactions` can go out if the job wakes at
+    `wake_at`: then, or, with an attempt in flight, once the lookup's grace
+    window has passed without a task (the `next_attempt_at` of the record)."""
+    if in_flight_since is None:
+        return wake_at
+    return max(wake_at, lookup_window_end(in_flight_since, wake_at, attempt_timeout, grace))
+
+
 def interaction_from_tasks(
     attributes: list[str], handover_id: str
 ) -> tuple[CreatedInteraction | None, int]:
@@ -53,7 +65,7 @@ def interaction_from_tasks(
     for raw in attributes:
         try:
             parsed = json.loads(raw)
-        except ValueError:
+        except (TypeError, ValueError, RecursionError):  # not ours: not JSON text
             continue
         if isinstance(parsed, dict) and parsed.get(HANDOVER_ID_ATTRIBUTE) == handover_id:
             ours.append(parsed)
@@ -76,16 +88,22 @@ async def find_interaction(
     handover_id: str,
     in_flight_since: float,
     *,
+    window_end: float | None = None,
     clock: Callable[[], float] = now,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> CreatedInteraction | None:
-    """Polls TaskRouter until our task shows up or the window closes; raises FlexError."""
+    """Polls TaskRouter until our task shows up or the window closes (`window_end`,
+    by default `lookup_window_end` from now); raises FlexError."""
     workspace_sid = settings.flex_workspace_sid
     if workspace_sid is None:
         raise ValueError("FLEX_WORKSPACE_SID is required to look tasks up")
-    window_end = lookup_window_end(
-        in_flight_since, clock(), settings.attempt_timeout_seconds, settings.lookup_grace_seconds
-    )
+    if window_end is None:
+        window_end = lookup_window_end(
+            in_flight_since,
+            clock(),
+            settings.attempt_timeout_seconds,
+            settings.lookup_grace_seconds,
+        )
     queries = 0
     while True:
         queries += 1
@@ -106,7 +124,8 @@ async def find_interaction(
         if remaining <= 0:
             logger.info("handover %s: no task after %d lookup queries", handover_id, queries)
             return None
-        await sleep(min(settings.lookup_interval_seconds, remaining))
+        interval = settings.lookup_interval_seconds
+        await sleep(bounded_wait(interval, interval, remaining))
 
 
 def _sid_or_none(value: object) -> str | None:

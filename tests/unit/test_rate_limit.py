@@ -214,3 +214,21 @@ async def test_waits_are_capped_without_a_run_deadline(redis):
     await redis.set(keys.FLEX_API_RATE_KEY, far)
     assert await limiter.take(1e9, now_us=T0) == (True, MAX_WAIT_SECONDS)
     assert await limiter.take(1e9, now_us=T0) == (False, MAX_WAIT_SECONDS + 1)
+
+
+async def test_a_defer_never_reaches_past_the_handovers_deadline(redis, sleeps):
+    """The job handed back for a slot 10 s away, with 0.3 s left before the
+    handover's deadline, comes back at the deadline (and gives up), not later."""
+    limiter = FlexRateLimit(redis, 0.1, attempt_timeout=2.0)
+    set_run_deadline(asyncio.get_running_loop().time() + 2.0 + OUTCOME_MARGIN_SECONDS + 0.5)
+    await limiter.acquire(max_defer=100.0)  # free
+    with pytest.raises(Retry) as caught:
+        await limiter.acquire(max_defer=0.3)
+    assert caught.value.defer_score / 1000 == pytest.approx(0.3, abs=0.002)
+    with pytest.raises(Retry) as caught:
+        await limiter.acquire(max_defer=-5.0)  # already past it: back at once
+    assert caught.value.defer_score / 1000 == pytest.approx(rate_limit.MIN_DEFER_SECONDS, abs=0.002)
+    with pytest.raises(Retry) as caught:
+        await limiter.acquire(max_defer=100.0)
+    assert 9.0 < caught.value.defer_score / 1000 <= 10.0
+    assert sleeps == []

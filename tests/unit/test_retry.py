@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -22,6 +23,7 @@ from shared.settings import Settings
 from worker.errors import FlexError, classify
 from worker.retry import (
     MAX_RETRY_AFTER_SECONDS,
+    MIN_WAIT_SECONDS,
     in_job_retrying,
     is_retryable,
     parse_retry_after,
@@ -240,7 +242,7 @@ def jitter_window(monkeypatch) -> list[tuple[float, float]]:
     return windows
 
 
-@pytest.mark.parametrize("retry_after", [0.0, 2.0, 45.5])
+@pytest.mark.parametrize("retry_after", [0.5, 2.0, 45.5])
 def test_wait_uses_retry_after_when_twilio_sent_one(jitter_window, retry_after):
     wait = wait_retry_after_or_jitter(initial=0.5, maximum=8.0)
     error = FlexError("429", status=429, retryable=True, retry_after=retry_after)
@@ -249,15 +251,38 @@ def test_wait_uses_retry_after_when_twilio_sent_one(jitter_window, retry_after):
     assert jitter_window == []
 
 
+@pytest.mark.parametrize("retry_after", [0.0, 0.001, 0.49])
+def test_wait_retry_after_below_the_floor_waits_the_floor(jitter_window, retry_after):
+    """`Retry-After: 0` made ~270 attempts a second: the backoff's initial delay is a floor."""
+    wait = wait_retry_after_or_jitter(initial=0.5, maximum=8.0)
+    error = FlexError("429", status=429, retryable=True, retry_after=retry_after)
+    assert wait(retry_state(1, error)) == 0.5
+    assert jitter_window == []
+
+
+def test_wait_is_capped_by_the_time_left():
+    wait = wait_retry_after_or_jitter(initial=0.5, maximum=8.0, cap=lambda: 7.0)
+    error = FlexError("429", status=429, retryable=True, retry_after=3600.0)
+    assert wait(retry_state(1, error)) == 7.0
+    assert wait(retry_state(40, FlexError("503", retryable=True))) <= 7.0
+
+
+def test_a_zero_initial_backoff_still_has_a_floor():
+    wait = wait_retry_after_or_jitter(initial=0.0, maximum=0.0)
+    error = FlexError("429", status=429, retryable=True, retry_after=0.0)
+    assert wait(retry_state(1, error)) == MIN_WAIT_SECONDS
+    assert wait(retry_state(3, FlexError("503", retryable=True))) == MIN_WAIT_SECONDS
+
+
 @pytest.mark.parametrize(
     "attempt, high",
-    [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (6, 8.0), (40, 8.0)],
+    [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (6, 8.0), (40, 8.0), (5000, 8.0)],
 )
 def test_wait_full_jitter_window(jitter_window, attempt, high):
     wait = wait_retry_after_or_jitter(initial=0.5, maximum=8.0)
     error = FlexError("503", status=503, retryable=True)
     assert wait(retry_state(attempt, error)) == high
-    assert jitter_window == [(0, high)]
+    assert jitter_window == [(0.5, high)]  # drawn above the floor
 
 
 def test_wait_without_an_outcome_uses_jitter(jitter_window):
@@ -269,8 +294,8 @@ def test_wait_full_jitter_draws_spread_over_the_window():
     wait = wait_retry_after_or_jitter(initial=0.5, maximum=8.0)
     state = retry_state(3, FlexError("timeout", retryable=True))
     draws = [wait(state) for _ in range(300)]
-    assert all(0.0 <= draw <= 2.0 for draw in draws)
-    assert min(draws) < 0.5 and max(draws) > 1.5  # full jitter, not a fixed delay
+    assert all(0.5 <= draw <= 2.0 for draw in draws)
+    assert min(draws) < 0.8 and max(draws) > 1.7  # full jitter above the floor, not fixed
     assert len(set(draws)) > 250
 
 
@@ -370,11 +395,35 @@ async def test_in_job_retrying_retries_retryable_errors_with_jitter(harness):
 
 
 async def test_in_job_retrying_honours_retry_after(harness):
-    first, second = retryable(status=429, retry_after=3.0), retryable(retry_after=0.25)
+    first, second = retryable(status=429, retry_after=3.0), retryable(retry_after=0.75)
     call = FlakyCall(first, second)
     assert await harness.run(retry_settings(), call) == "created"
-    assert harness.slept == [3.0, 0.25]
-    assert harness.before_sleep.calls == [(first, 3.0), (second, 0.25)]
+    assert harness.slept == [3.0, 0.75]
+    assert harness.before_sleep.calls == [(first, 3.0), (second, 0.75)]
+
+
+async def test_in_job_retrying_waits_at_least_the_floor_whatever_retry_after_says(harness):
+    errors = [retryable(status=429, retry_after=value) for value in (0.0, 0.0, 0.1)]
+    call = FlakyCall(*errors)
+    assert await harness.run(retry_settings(backoff_initial_seconds=0.5), call) == "created"
+    assert harness.slept == [0.5, 0.5, 0.5]
+
+
+async def test_in_job_retrying_stops_before_a_wait_that_reaches_the_deadline(harness):
+    """Retry-After past the handover's deadline: the wait is capped to the time
+    left, and a wait that ends at the deadline is not taken (the job fails or
+    is re-queued instead of sleeping into its expiry)."""
+    deadline = time.time() + 5.0
+    first, far = retryable(status=429, retry_after=1.0), retryable(status=429, retry_after=3600.0)
+    call = FlakyCall(first, far, retryable())
+    retrying = in_job_retrying(retry_settings(), harness.before_sleep, deadline)
+    retrying.sleep = harness.sleep
+    with pytest.raises(FlexError) as caught:
+        async for attempt in retrying:
+            with attempt:
+                await call()
+    assert caught.value is far
+    assert harness.slept == [1.0]
 
 
 @pytest.mark.parametrize(
@@ -412,7 +461,8 @@ async def test_in_job_retrying_budget_counts_real_elapsed_time():
     harness = Harness(real_sleep=True)
     first, second = retryable("first", retry_after=0.03), retryable("second", retry_after=0.03)
     call = FlakyCall(first, second, retryable("third"))
-    assert await harness.fails(retry_settings(retry_budget_seconds=0.05), call) is second
+    settings = retry_settings(retry_budget_seconds=0.05, backoff_initial_seconds=0.01)
+    assert await harness.fails(settings, call) is second
     assert call.calls == 2
     assert harness.before_sleep.calls == [(first, 0.03)]
 
@@ -424,8 +474,18 @@ async def test_in_job_retrying_budget_counts_real_elapsed_time():
 
 @pytest.mark.parametrize(
     "retry_after, expected",
-    [(None, 12.0), (45.0, 45.0), (0.5, 0.5), (0.0, 0.01), (0.001, 0.01)],
+    [(None, 12.0), (45.0, 45.0), (0.7, 0.7), (0.5, 0.5), (0.0, 0.5), (0.001, 0.5)],
 )
 def test_requeue_delay(retry_after, expected):
     error = FlexError("429", status=429, retryable=True, retry_after=retry_after)
     assert requeue_delay(error, retry_settings(requeue_delay_seconds=12.0)) == expected
+
+
+@pytest.mark.parametrize(
+    "retry_after, time_left, expected",
+    [(None, 5.0, 5.0), (3600.0, 100.0, 100.0), (0.0, 100.0, 0.5), (0.0, 0.2, 0.2), (None, -3, 0)],
+)
+def test_requeue_delay_is_capped_by_the_time_left(retry_after, time_left, expected):
+    error = FlexError("429", status=429, retryable=True, retry_after=retry_after)
+    settings = retry_settings(requeue_delay_seconds=12.0)
+    assert requeue_delay(error, settings, time_left=time_left) == expected
