@@ -111,21 +111,35 @@ def redact_bounded(text: str, limit: int = MAX_LOG_TEXT, *, keep_end: bool = Fal
     """`redact(text)` cut to at most `limit` characters, with a marker saying how
     many more there were: its cost depends on `limit`, not on `len(text)`.
 
-    Only a window of `limit + _CUT_MARGIN` characters is redacted, so that a
-    secret or address across the cut is masked whole. Whatever the window's own
-    edge cut through (a remnant at most `_CUT_MARGIN` long) is never kept.
-    `keep_end` keeps the last characters (a traceback ends with the exception).
+    Only a window a margin longer than `limit` is redacted, so that a secret or
+    address across the cut is masked whole. The window's own edge may cut
+    through one and leave a piece the patterns no longer recognise: a second,
+    longer window masks that piece, so only what both redactions agree on is
+    kept. `keep_end` keeps the last characters (a traceback ends with the
+    exception).
     """
     if len(text) <= limit:
         return redact(text)
     beyond = len(text) - limit
-    # Without a cut at the window's far edge, there is no remnant to drop.
-    guard = _CUT_MARGIN if len(text) > limit + _CUT_MARGIN else 0
     if keep_end:
-        window = redact(text[-(limit + _CUT_MARGIN) :])
-        return f"…({beyond} chars before)…" + window[max(guard, len(window) - limit) :]
-    window = redact(text[: limit + _CUT_MARGIN])
-    return window[: max(0, min(limit, len(window) - guard))] + f"…(+{beyond} chars)"
+        reverse = [redact(text[-(limit + margin) :])[::-1] for margin in _MARGINS]
+        kept = reverse[0][: min(limit, _common_prefix(*reverse))][::-1]
+        return f"…({beyond} chars before)…" + kept
+    windows = [redact(text[: limit + margin]) for margin in _MARGINS]
+    return windows[0][: min(limit, _common_prefix(*windows))] + f"…(+{beyond} chars)"
+
+
+_MARGINS = (_CUT_MARGIN, 2 * _CUT_MARGIN)
+
+
+def _common_prefix(first: str, second: str) -> int:
+    """How many leading characters two strings share (compared a block at a time)."""
+    size, same = min(len(first), len(second)), 0
+    while same + 256 <= size and first[same : same + 256] == second[same : same + 256]:
+        same += 256
+    while same < size and first[same] == second[same]:
+        same += 1
+    return same
 
 
 def caller_text(value: object, limit: int = MAX_CALLER_TEXT) -> str:
