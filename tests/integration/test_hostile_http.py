@@ -108,7 +108,9 @@ MALFORMED_REQUESTS = {
         b"POST /tools/flex-handover HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"zz\r\nabc\r\n0\r\n\r\n"
     ),
-    "header line too long": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+    "header line too long": (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    ),
 }
 AUTHORIZED = f"Authorization: {tool_auth()['Authorization']}\r\n".encode()
 # Bodies aiohttp notices only when the handler reads them: these are answered by
@@ -119,10 +121,10 @@ UNREADABLE_BODIES = {
         + b"Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\n"
         + b"not gzip!"
     ),
-    "gzip cut short": (
+    "gzip labelled deflate": (
         b"POST /tools/flex-handover HTTP/1.1\r\nHost: x\r\n" + AUTHORIZED
-        + b"Content-Type: application/json\r\nContent-Encoding: deflate\r\nContent-Length: 12\r\n\r\n"
-        + gzip.compress(b'{"reason": "x"}')[:12]
+        + b"Content-Type: application/json\r\nContent-Encoding: deflate\r\n"
+        + b"Content-Length: 35\r\n\r\n" + gzip.compress(b'{"reason": "x"}', mtime=0)
     ),
 }  # fmt: skip
 

@@ -44,7 +44,9 @@ NOT_FLEX_USERS = [f"..%2F{FLEX_USER}", f"../{FLEX_USER}", ""]
 async def test_a_flex_user_id_that_is_not_a_sid_is_refused_and_nothing_is_sent(
     service, simulator, redis, trait, value
 ):
-    status, body, _ = await service.call_tool(session_id=session_header(), identity=f"{trait}:{value}")
+    status, body, _ = await service.call_tool(
+        session_id=session_header(), identity=f"{trait}:{value}"
+    )
     assert status == 400, body
     assert body["error"] == "invalid_identity"
     assert "FX followed by 32 hexadecimal characters" in body["message"]
@@ -100,11 +102,16 @@ async def test_a_whole_webchat_handover_sends_only_the_requests_it_should(servic
     assert status == 202, body
     record = await service.wait_final(body["handover_id"])
     assert record["state"] == "succeeded", record
-    assert (record["conversation_sid"], record["identity"]) == (CONVERSATION_SID, f"user_id:{FLEX_USER}")
-    assert sorted(simulator.paths) == [("GET", f"/v1/Users/{FLEX_USER}"), ("POST", "/v1/Interactions")]
+    assert record["conversation_sid"] == CONVERSATION_SID
+    assert record["identity"] == f"user_id:{FLEX_USER}"
+    assert sorted(simulator.paths) == [
+        ("GET", f"/v1/Users/{FLEX_USER}"),
+        ("POST", "/v1/Interactions"),
+    ]
     [interaction] = simulator.interactions
     attributes = interaction["routing"]["properties"]["attributes"]
-    assert (attributes["customerName"], attributes["conversationSid"]) == ("Jane Web", CONVERSATION_SID)
+    assert attributes["customerName"] == "Jane Web"
+    assert attributes["conversationSid"] == CONVERSATION_SID
 
 
 def case_variants(sid: str) -> list[str]:
@@ -130,8 +137,8 @@ async def test_case_variants_of_a_conversation_sid_are_one_handover(service, sim
         assert (status, again["handover_id"]) == (200, handover_id), again
     record = await service.wait_final(handover_id)
     assert record["state"] == "succeeded"
-    assert len(simulator.interactions) == 1
-    assert simulator.interactions[0]["channel"]["properties"]["media_channel_sid"] == CONVERSATION_SID
+    [interaction] = simulator.interactions
+    assert interaction["channel"]["properties"]["media_channel_sid"] == CONVERSATION_SID
 
 
 async def test_case_variants_count_once_against_the_conversation_rate_limit(

@@ -60,4 +60,6 @@ def test_a_body_already_reported_is_not_reported_twice():
     fresh = web.RequestPayloadError("400, message:\n  Can not decode content-encoding: gzip")
     record = record_of(fresh, "Unhandled exception", ())
     assert MalformedRequestFilter().filter(record)
-    assert record.getMessage() == "malformed HTTP request body: Can not decode content-encoding: gzip"
+    assert record.getMessage() == (
+        "malformed HTTP request body: Can not decode content-encoding: gzip"
+    )

@@ -89,7 +89,9 @@ def texts_of(pieces: list[str], max_pieces: int = 30) -> st.SearchStrategy[str]:
     return st.lists(st.sampled_from(pieces), max_size=max_pieces).map("".join)
 
 
-EMAIL_PIECES = ["a", "Z", "7", ".", "_", "%", "+", "-", "@", "@", " ", ",", "é", "io", "co", ".uk", "<", ">", "1"]
+EMAIL_PIECES = [
+    "a", "Z", "7", ".", "_", "%", "+", "-", "@", "@", " ", ",", "é", "io", "co", ".uk", "<", ">", "1"
+]  # fmt: skip
 CREDENTIAL_PIECES = [
     "authorization", "Authorization", "AUTHORIZATION", "x-twilio-signature", "X-Twilio-Signature",
     "token=", "TOKEN=", "password=", "secret=", ":", "=", " ", "  ", "\t", "\n", "'", '"',
@@ -116,7 +118,9 @@ def header_like() -> st.SearchStrategy[str]:
     slot = lambda *options: st.sampled_from(["", *options])  # noqa: E731
     spaces = slot(" ", "  ", "\t", " \n ")
     return st.tuples(
-        st.sampled_from(["authorization", "Authorization", "x-twilio-signature", "token=", "secret="]),
+        st.sampled_from(
+            ["authorization", "Authorization", "x-twilio-signature", "token=", "secret="]
+        ),
         slot("'", '"'), spaces, slot(":", "="), spaces, slot("'", '"'), spaces,
         slot("basic", "Bearer"), spaces, slot("abc", "a", "Basic", "'", "&", ","),
     ).map("".join)  # fmt: skip

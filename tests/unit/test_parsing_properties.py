@@ -333,7 +333,9 @@ def test_any_case_variant_of_a_conversation_sid_is_one_handover_key(data, sid, s
 
 
 @PROPERTIES
-@given(data=st.data(), sid=sid_strategy("FX"), trait=st.sampled_from(["user_id", "flex_participant"]))
+@given(
+    data=st.data(), sid=sid_strategy("FX"), trait=st.sampled_from(["user_id", "flex_participant"])
+)
 def test_any_case_variant_of_a_flex_user_is_one_customer(data, sid, trait):
     """The per-customer rate limit is keyed on the identity."""
     variant = data.draw(case_variants(sid))
@@ -350,8 +352,15 @@ URL_BREAKERS = st.sampled_from(["/", "/../", "..", "?", "#", "%2F", "%", " ", "\
 
 
 @PROPERTIES
-@given(raw=HEADER_TEXT | st.tuples(st.sampled_from(["user_id:FX", "flex_participant:FX", "user_id:"]),
-       st.text(HEX, max_size=34), URL_BREAKERS, st.text(max_size=20)).map("".join))  # fmt: skip
+@given(
+    raw=HEADER_TEXT
+    | st.tuples(
+        st.sampled_from(["user_id:FX", "flex_participant:FX", "user_id:"]),
+        st.text(HEX, max_size=34),
+        URL_BREAKERS,
+        st.text(max_size=20),
+    ).map("".join)
+)
 def test_a_flex_user_identity_that_parses_is_a_url_safe_sid(raw):
     """What the worker looks up in the Conversations API (`needs_friendly_name`) is
     exactly an FX SID: nothing that could change the URL's path or query."""
