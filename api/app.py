@@ -17,10 +17,11 @@ from redis.exceptions import RedisError
 
 from api import admin, openapi
 from api.auth import auth_middleware, read_body, startup_warnings
+from api.http_errors import server_logger
 from api.keys import ENQUEUER, REDIS, SETTINGS, STORE
 from api.parsing import ToolCallError, parse_tool_call
 from shared.connections import Enqueuer, create_redis
-from shared.logging import register_secrets
+from shared.logging import caller_text, register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
 from shared.store import HandoverStore
 
@@ -64,7 +65,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             exc.status, exc.reason.lower().replace(" ", "_"), f"{exc.reason}: {request.path}"
         )
     except (RedisError, OSError):
-        logger.warning("redis unavailable while serving %s", request.path)
+        logger.warning("redis unavailable while serving %s", caller_text(request.path))
         return unavailable()
 
 
@@ -122,6 +123,9 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[json_errors, auth_middleware(settings)],
+        # aiohttp's request handler logs a malformed request through this logger:
+        # one WARNING line each, not an ERROR traceback (see api.http_errors).
+        handler_args={"logger": server_logger},
     )
     app[SETTINGS] = settings
     app.on_startup.append(_log_startup_warnings)

@@ -32,7 +32,9 @@ from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
+from api.http_errors import report_malformed_body
 from api.parsing import ToolCallError, body_kind
+from shared.logging import caller_text
 from shared.settings import Settings
 
 logger = logging.getLogger("flex_handover.auth")
@@ -329,12 +331,31 @@ def auth_middleware(settings: Settings):
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The body, read once (aiohttp caches it for the handler), within the limit."""
+    """The body, read once (aiohttp caches it for the handler), within the limit.
+
+    A body aiohttp cannot decode (its Content-Encoding or chunking is broken) or
+    that the caller stops sending midway is a 400 `invalid_body` and one WARNING
+    line, not a 500 with a traceback (nor, for a dropped connection, a "Redis
+    unavailable" 503).
+    """
     if request.content_length is not None and request.content_length > max_bytes:
         raise web.HTTPRequestEntityTooLarge(
             max_size=max_bytes, actual_size=request.content_length
         )
-    return await request.read()
+    try:
+        return await request.read()
+    except (web.RequestPayloadError, ConnectionResetError) as exc:
+        report_malformed_body(request, exc)
+        raise ToolCallError(
+            400,
+            "invalid_body",
+            "The request body could not be read: "
+            + (
+                "the connection closed before all of it arrived."
+                if isinstance(exc, ConnectionResetError)
+                else "it does not match its Content-Encoding or Transfer-Encoding header."
+            ),
+        ) from None
 
 
 def _refusal(
@@ -344,6 +365,9 @@ def _refusal(
     message: str,
     headers: Mapping[str, str] | None = None,
 ) -> ToolCallError:
-    # The path only: the query string may hold ?token=.
-    logger.info("refused %s %s: %d %s", request.method, request.path, status, error)
+    # The path only: the query string may hold ?token=. Method and path are the
+    # caller's to choose (up to 8 KB each): cut, so a refusal costs the same whatever
+    # the caller sends.
+    method, path = caller_text(request.method), caller_text(request.path)
+    logger.info("refused %s %s: %d %s", method, path, status, error)
     return ToolCallError(status, error, message, headers)

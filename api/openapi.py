@@ -28,7 +28,7 @@ TARGET_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
 # The shapes that can pass; the last one also admits values the special traits
 # refuse (`whatsapp:bob` answers 400), which a pattern cannot exclude.
 IDENTITY_PATTERN = (
-    r"^((whatsapp|phone):\+[1-9][0-9]{6,14}|email:[^@\s]+@[^@\s]+"
+    r"^((whatsapp|phone):\+[1-9][0-9]{6,14}|\+[1-9][0-9]{6,14}|email:[^@\s]+@[^@\s]+"
     r"|flex_participant:FX[0-9a-fA-F]{32}|[a-z][a-z0-9_]{0,31}:[!-~]{1,256})$"
 )
 
@@ -212,12 +212,17 @@ SCHEMAS: dict[str, Schema] = {
         "additionalProperties": True,
         "properties": {
             **{
-                name: {"type": ["string", "null"], "maxLength": limit}
+                name: {
+                    "type": ["string", "number", "null"],
+                    "maxLength": limit,
+                    "description": "Text; a number is taken as its text (`42` → `\"42\"`).",
+                }
                 for name, limit in KNOWN_FIELDS.items()
             },
             "priority": {
                 "type": ["string", "number", "null"],
                 "maxLength": KNOWN_FIELDS["priority"],
+                "description": "Text, or a number that stays a number.",
             },
             "conversation_sid": {"type": "string", "pattern": CONVERSATION_SID_PATTERN},
             "identity": {"type": "string", "examples": ["whatsapp:+14155550123"]},
@@ -267,7 +272,9 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "required": False,
         "description": (
             "The customer, `trait:value` split on the first colon: `whatsapp:` and "
-            "`phone:` need an E.164 number, `email:` an address, `flex_participant:` an FX SID."
+            "`phone:` need an E.164 number, `email:` an address, `flex_participant:` an FX SID "
+            "(as does `user_id:` with a value starting `FX`). A bare E.164 number is a "
+            "`phone:` identity."
         ),
         "schema": {"type": "string", "pattern": IDENTITY_PATTERN},
         "example": "whatsapp:+14155550123",

@@ -65,18 +65,29 @@ def parse_session_id(raw: str) -> str:
             "be handed to a Flex agent. Connect the AI Assistant to Conversations to use "
             "the handover.",
         )
-    conversation_sid = session.rsplit("/", 1)[-1]
-    _check_conversation_sid(conversation_sid, f"The {SESSION_HEADER} header")
-    return conversation_sid
+    return _conversation_sid(session.rsplit("/", 1)[-1], f"The {SESSION_HEADER} header")
 
 
 def parse_identity(raw: str) -> Identity:
-    """`whatsapp:+1…` → Identity; split on the first colon only."""
-    identity = Identity.parse(raw.strip())
+    """`whatsapp:+1…` → Identity; split on the first colon only. A bare number
+    (`+14155550123`) is a `phone` identity, which Flex gets as an sms channel.
+
+    A Flex webchat user's id (`user_id:FX…`, `flex_participant:FX…`) becomes a
+    Conversations API path in the worker: it must be an FX SID, spelled one way.
+    """
+    raw = raw.strip()
+    if ":" not in raw and raw.startswith("+"):
+        if not _E164.fullmatch(raw):
+            raise _identity_error("a number needs E.164 form, e.g. +14155550123")
+        return Identity("phone", raw)
+    identity = Identity.parse(raw)
     trait = identity.trait.lower()
     value = identity.value
     if not trait or not value:
-        raise _identity_error("it must look like 'whatsapp:+14155550123' (trait:value)")
+        raise _identity_error(
+            "it must look like 'whatsapp:+14155550123' (trait:value), or be a number "
+            "such as +14155550123"
+        )
     if not _TRAIT.fullmatch(trait):
         raise _identity_error("the part before the first ':' is not a known kind of identity")
     if len(value) > _MAX_IDENTITY_VALUE or not value.isprintable() or value != value.strip():
@@ -85,8 +96,13 @@ def parse_identity(raw: str) -> Identity:
         raise _identity_error(f"a {trait} identity needs a number in E.164 form, e.g. +14155550123")
     if trait == "email" and "@" not in value:
         raise _identity_error("an email identity needs an e-mail address")
-    if trait == "flex_participant" and not sids.is_sid(value, sids.FLEX_USER):
-        raise _identity_error(f"a flex_participant identity needs {sids.describe('FX')}")
+    if trait == "flex_participant" or (trait == "user_id" and value.startswith(sids.FLEX_USER)):
+        flex_user = sids.canonical(value, sids.FLEX_USER)
+        if flex_user is None:
+            raise _identity_error(
+                f"a Flex webchat user ({trait}:FX…) needs {sids.describe(sids.FLEX_USER)}"
+            )
+        value = flex_user
     return Identity(trait, value)
 
 
@@ -177,7 +193,7 @@ def parse_tool_call(
                 f"No conversation to hand over: the {SESSION_HEADER} header is missing "
                 "(AI Assistants send it) and the body has no conversation_sid.",
             )
-        _check_conversation_sid(conversation_sid, "conversation_sid")
+        conversation_sid = _conversation_sid(conversation_sid, "conversation_sid")
     identity_header = headers.get(IDENTITY_HEADER, "").strip()
     raw_identity = identity_header or _routing_field(fields, "identity")
     if raw_identity is None:
@@ -200,14 +216,18 @@ def _routing_field(fields: Mapping[str, Any], name: str) -> str | None:
     return value.strip()
 
 
-def _check_conversation_sid(value: str, where: str) -> None:
-    if not sids.is_sid(value, sids.CONVERSATION):
+def _conversation_sid(value: str, where: str) -> str:
+    """The Conversation SID, canonical: `CHABC…` and `CHabc…` are one conversation,
+    so one handover (de-duplication, claims and rate limits are keyed on it)."""
+    conversation_sid = sids.canonical(value, sids.CONVERSATION)
+    if conversation_sid is None:
         raise ToolCallError(
             400,
             "invalid_conversation_sid",
             f"{where} does not name a Conversation: expected "
             f"{sids.describe(sids.CONVERSATION)}.",
         )
+    return conversation_sid
 
 
 def _identity_error(why: str) -> ToolCallError:

@@ -660,7 +660,9 @@ class FlexSimulator:
     Records (plain lists, appended under a lock so other threads can read them):
     `interactions` (accepted creates), `requests` (every POST /v1/Interactions
     attempt: method, path, status answered or None when dropped, outcome:
-    created, error, throttled (by the rate limit) or dropped), `tasks`.
+    created, error, throttled (by the rate limit) or dropped), `tasks`, and
+    `paths` (method and raw path, query string included, of every request to a
+    Twilio API, whatever its route: what a client really asked for).
 
     `rate_limit_rps` > 0 answers creates above that rate with 429 (see
     `set_rate_limit`); `rate_limit_retry_after` and `rate_limit_code` go with it.
@@ -686,6 +688,7 @@ class FlexSimulator:
         self.interactions: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.tasks: list[dict[str, Any]] = []
+        self.paths: list[tuple[str, str]] = []
         self.users: dict[str, dict[str, Any]] = {}
         self._chat_service_sid = new_sid("IS")
         self._faults: dict[str, deque[Fault]] = {route: deque() for route in FAULT_ROUTES}
@@ -802,7 +805,7 @@ class FlexSimulator:
         """Forget records, users, queued faults and the rate limit's window (lists
         are cleared in place); the rate limit and latency settings stay."""
         with self._lock:
-            for records in (self.interactions, self.requests, self.tasks):
+            for records in (self.interactions, self.requests, self.tasks, self.paths):
                 records.clear()
             self.users.clear()
             for queue in self._faults.values():
@@ -856,6 +859,9 @@ class FlexSimulator:
     @web.middleware
     async def _twilio_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Turns TwilioError and aiohttp's own 404/405 into Twilio error bodies."""
+        if not request.path.startswith("/__sim/"):
+            with self._lock:
+                self.paths.append((request.method, request.raw_path))
         try:
             return await handler(request)
         except TwilioError as error:

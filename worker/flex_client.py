@@ -178,7 +178,10 @@ class FlexClient:
         """
         _last_answer.set(None)
         try:
-            tasks = await self._client.taskrouter.v1.workspaces(workspace_sid).tasks.list_async(
+            workspace = self._client.taskrouter.v1.workspaces(
+                sids.url_segment(workspace_sid, sids.WORKSPACE)
+            )
+            tasks = await workspace.tasks.list_async(
                 evaluate_task_attributes=expression,
                 assignment_status=list(assignment_statuses),
                 limit=LOOKUP_LIMIT,
@@ -196,9 +199,18 @@ class FlexClient:
         return [task.attributes for task in tasks if isinstance(task.attributes, str)]
 
     async def friendly_name(self, identity: str) -> str | None:
-        """The Conversations user's friendly name, or None: a handover goes on without it."""
+        """The Conversations user's friendly name, or None: a handover goes on without it.
+
+        `identity` becomes the URL path `/v1/Users/{identity}`: only an FX SID is
+        looked up (the API refuses anything else; this guards older records).
+        """
         try:
-            user = await self._client.conversations.v1.users(identity).fetch_async()
+            path_segment = sids.url_segment(identity, sids.FLEX_USER)
+        except ValueError:
+            logger.warning("customer name lookup skipped: the identity is not a Flex user SID")
+            return None
+        try:
+            user = await self._client.conversations.v1.users(path_segment).fetch_async()
         except Exception as exc:  # noqa: BLE001
             error = classify(exc, self._attempt_timeout)
             logger.warning("customer name lookup failed, going on without it: %s", error.message)

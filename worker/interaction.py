@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared import sids
 from shared.jobs import HandoverRequest, Identity
 from shared.settings import Target
 
@@ -41,8 +42,9 @@ class InteractionPayload:
 
 
 def needs_friendly_name(identity: Identity) -> bool:
-    """Flex webchat users arrive as FX… ids; their name comes from Conversations."""
-    return identity.value.startswith("FX")
+    """Flex webchat users arrive as FX… ids; their name comes from Conversations
+    (only for an FX SID: the value becomes a URL path)."""
+    return sids.is_sid(identity.value, sids.FLEX_USER)
 
 
 def customer_for(identity: Identity, friendly_name: str | None = None) -> Customer:

@@ -21,6 +21,7 @@ IDENTITY_CASES = [
     ("whatsapp:+14155550123", "whatsapp", "whatsapp:+14155550123"),
     ("phone:+14155550124", "sms", "+14155550124"),
     ("user_id:+14155550125", "sms", "+14155550125"),
+    ("+14155550126", "sms", "+14155550126"),  # a bare number, as the README says
     ("user_id:FX" + "0a" * 16, "web", "FX" + "0a" * 16),
     ("flex_participant:FX" + "1c" * 16, "web", "FX" + "1c" * 16),
     ("email:jane@example.com", "chat", "jane@example.com"),

@@ -40,8 +40,23 @@ BAD_REQUESTS = [
     ),
     ("no identity", {"X-Session-Id": session_header()}, {}, 400, "missing_identity"),
     (
+        # (A bare number is a phone number: see test_handover_flow.)
         "identity without trait",
-        {"X-Session-Id": session_header(), "X-Identity": "+14155550123"},
+        {"X-Session-Id": session_header(), "X-Identity": "customer-42"},
+        {},
+        400,
+        "invalid_identity",
+    ),
+    (
+        "bare number not in E.164 form",
+        {"X-Session-Id": session_header(), "X-Identity": "+1 415 555 0123"},
+        {},
+        400,
+        "invalid_identity",
+    ),
+    (
+        "Flex user id that is not an FX SID",
+        {"X-Session-Id": session_header(), "X-Identity": "user_id:FX/../../v2/Users"},
         {},
         400,
         "invalid_identity",

@@ -195,3 +195,25 @@ def test_registered_secrets_are_masked_wherever_they_appear():
 def test_a_url_password_is_masked_however_short():
     text = redact("lost redis://default:pw@cache:6379/0 and rediss://:s3@host/1")
     assert text == "lost redis://default:[redacted]@cache:6379/0 and rediss://:[redacted]@host/1"
+
+
+def test_filter_cuts_a_long_message_and_its_traceback(captured):
+    """No log line costs more than MAX_LOG_TEXT characters to redact or write,
+    whatever it quotes; the traceback keeps its end, where the exception is."""
+    from shared.logging import MAX_LOG_TEXT
+
+    logger, lines = captured
+    quoted = "x" * 50 + PHONE + "a." * 500_000
+    try:
+        raise ValueError("a." * 500_000 + f" for {PHONE}")
+    except ValueError:
+        logger.exception("twilio said %s", quoted)
+    [line] = lines
+    message, _, trace = line.partition("\n")
+    assert message.startswith(f"ERROR twilio said {'x' * 50}{MASKED_PHONE}a.a.")
+    assert message.endswith(f"…(+{len('twilio said ') + len(quoted) - MAX_LOG_TEXT} chars)")
+    assert len(message) < MAX_LOG_TEXT + 40
+    assert trace.startswith("…(") and "chars before)…" in trace
+    assert trace.endswith(f"a.a. for {MASKED_PHONE}")
+    assert len(trace) < MAX_LOG_TEXT + 40
+    assert PHONE not in line

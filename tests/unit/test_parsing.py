@@ -52,7 +52,7 @@ def refused(call, *args, status: int = 400, error: str, mentions: str | None = N
         (f"conversations__{CHAT_SERVICE_SID}/{CONVERSATION_SID}", CONVERSATION_SID),
         (CONVERSATION_SID, CONVERSATION_SID),
         (f"  webhook:conversations__{CHAT_SERVICE_SID}/{CONVERSATION_SID}\t", CONVERSATION_SID),
-        (CONVERSATION_SID.upper(), CONVERSATION_SID.upper()),
+        (CONVERSATION_SID.upper(), CONVERSATION_SID),  # hex digits: one spelling
         (f"conversations__{CHAT_SERVICE_SID}/x/{OTHER_CONVERSATION_SID}", OTHER_CONVERSATION_SID),
     ],
     ids=["webhook-prefix", "conversations-prefix", "bare", "padded", "upper-hex", "last-slash"],
@@ -115,6 +115,15 @@ def test_parse_session_id_refuses_a_malformed_conversation_sid(raw):
         ("EMAIL:Ada@Example.com", "email", "Ada@Example.com"),
         ("  phone:+14155550123 \n", "phone", "+14155550123"),
         ("user_id:" + "x" * 256, "user_id", "x" * 256),
+        # A bare number is a phone number (Flex gets an sms channel), as the README says.
+        ("+14155550123", "phone", "+14155550123"),
+        (" +447911123456 ", "phone", "+447911123456"),
+        # Flex user SIDs are spelled one way: hex digits in lower case.
+        ("user_id:FX" + "AB" * 16, "user_id", FLEX_USER_SID),
+        ("flex_participant:FX" + "aB" * 16, "flex_participant", FLEX_USER_SID),
+        # Not a Flex user id: not looked up, kept as sent.
+        ("user_id:fx-customer", "user_id", "fx-customer"),
+        ("email:FXavier@example.com", "email", "FXavier@example.com"),
     ],
 )
 def test_parse_identity_accepts(raw, trait, value):
@@ -147,6 +156,16 @@ def test_parse_identity_accepts(raw, trait, value):
         ("email:ada.example.com", "e-mail address"),
         ("flex_participant:FX123", "FX followed by 32 hexadecimal characters"),
         ("flex_participant:ada", "FX followed by 32 hexadecimal characters"),
+        ("+1 415 555 0123", "E.164"),
+        ("+1415", "E.164"),
+        ("+14155550123x", "E.164"),
+        # A Flex user id goes into a Conversations API path: nothing but the SID.
+        ("user_id:FX/../../v2/Workspaces", "FX followed by 32 hexadecimal characters"),
+        ("user_id:FX" + "ab" * 16 + "/../x", "FX followed by 32 hexadecimal characters"),
+        ("user_id:FX" + "ab" * 16 + "?PageSize=1000", "FX followed by 32 hexadecimal"),
+        ("user_id:FX" + "ab" * 16 + "%2F..", "FX followed by 32 hexadecimal characters"),
+        ("user_id:FX123", "a Flex webchat user (user_id:FX…)"),
+        ("flex_participant:FX" + "ab" * 16 + "#", "a Flex webchat user (flex_participant:FX…)"),
     ],
 )
 def test_parse_identity_refuses(raw, mentions):

@@ -26,7 +26,7 @@ from api.parsing import (
     parse_session_id,
     parse_tool_call,
 )
-from shared import sids
+from shared import keys, sids
 from shared.jobs import HandoverRequest, Identity
 
 PROPERTIES = settings(
@@ -118,7 +118,7 @@ def test_a_conversation_sid_in_either_prefix_form_parses_back(
         raw = f"conversations__{service}/{raw}"
     if webhook:
         raw = "webhook:" + raw
-    assert parse_session_id(before + raw + after) == sid
+    assert parse_session_id(before + raw + after) == sids.canonical(sid, sids.CONVERSATION)
 
 
 @PROPERTIES
@@ -220,7 +220,7 @@ def test_headers_win_over_the_body(header_sid, body_sid, number):
         body.encode(),
         "default",
     )
-    assert handover.conversation_sid == header_sid
+    assert handover.conversation_sid == sids.canonical(header_sid, sids.CONVERSATION)
     assert handover.identity == Identity("phone", number)
 
 
@@ -231,7 +231,10 @@ def test_routing_fields_in_the_body_stand_in_for_the_headers(sid, number, form):
     body = urlencode(fields) if form else json.dumps(fields)
     content_type = "application/x-www-form-urlencoded" if form else "application/json"
     handover = parse_tool_call({}, content_type, body.encode(), "default")
-    assert (handover.conversation_sid, handover.identity) == (sid, Identity("whatsapp", number))
+    assert (handover.conversation_sid, handover.identity) == (
+        sids.canonical(sid, sids.CONVERSATION),
+        Identity("whatsapp", number),
+    )
     assert handover.extra_input == {} and handover.tool_input == {}
 
 
@@ -291,3 +294,85 @@ def test_nesting_up_to_the_limit_is_kept_as_sent():
     for _ in range(depth - 1):
         (value,) = value
     assert value == []
+
+
+# --- one spelling per SID: case variants are one handover -------------------------------
+
+
+def case_variants(sid: str) -> st.SearchStrategy[str]:
+    """`sid` with each hex digit in either case (the two-letter prefix as it is)."""
+    return st.lists(st.booleans(), min_size=32, max_size=32).map(
+        lambda upper: sid[:2] + "".join(
+            char.upper() if flip else char.lower() for char, flip in zip(sid[2:], upper)
+        )
+    )  # fmt: skip
+
+
+@PROPERTIES
+@given(data=st.data(), sid=CONVERSATION_SIDS, service=CHAT_SERVICE_SIDS, form=st.booleans())
+def test_any_case_variant_of_a_conversation_sid_is_one_handover_key(data, sid, service, form):
+    """De-duplication, the delivery claim and the per-conversation rate limit are
+    keyed on the conversation SID: every spelling of it must give the same keys."""
+    canonical = sids.canonical(sid, sids.CONVERSATION)
+    variant = data.draw(case_variants(sid))
+    identity = {IDENTITY_HEADER: "phone:+14155550123"}
+    by_header = parse_tool_call(
+        {SESSION_HEADER: f"webhook:conversations__{service}/{variant}", **identity},
+        "", b"", "default",
+    )  # fmt: skip
+    fields = {"conversation_sid": variant, "identity": "phone:+14155550123"}
+    body = urlencode(fields) if form else json.dumps(fields)
+    by_body = parse_tool_call({}, "", body.encode(), "default")
+    for handover in (by_header, by_body):
+        assert handover.conversation_sid == canonical == "CH" + sid[2:].lower()
+        assert keys.conversation_key(handover.conversation_sid) == keys.conversation_key(canonical)
+        assert keys.claim_key(handover.conversation_sid) == keys.claim_key(canonical)
+        assert keys.rate_conversation_key(handover.conversation_sid) == keys.rate_conversation_key(
+            canonical
+        )
+
+
+@PROPERTIES
+@given(
+    data=st.data(), sid=sid_strategy("FX"), trait=st.sampled_from(["user_id", "flex_participant"])
+)
+def test_any_case_variant_of_a_flex_user_is_one_customer(data, sid, trait):
+    """The per-customer rate limit is keyed on the identity."""
+    variant = data.draw(case_variants(sid))
+    identity = parse_identity(f"{trait}:{variant}")
+    assert identity == Identity(trait, sids.canonical(sid, sids.FLEX_USER))
+    assert keys.rate_identity_key(str(identity)) == keys.rate_identity_key(
+        f"{trait}:{sids.canonical(sid, sids.FLEX_USER)}"
+    )
+
+
+# --- identities that reach a Twilio URL ------------------------------------------------
+
+URL_BREAKERS = st.sampled_from(["/", "/../", "..", "?", "#", "%2F", "%", " ", "\\", ";", "&", "@"])
+
+
+@PROPERTIES
+@given(
+    raw=HEADER_TEXT
+    | st.tuples(
+        st.sampled_from(["user_id:FX", "flex_participant:FX", "user_id:"]),
+        st.text(HEX, max_size=34),
+        URL_BREAKERS,
+        st.text(max_size=20),
+    ).map("".join)
+)
+def test_a_flex_user_identity_that_parses_is_a_url_safe_sid(raw):
+    """What the worker looks up in the Conversations API (`needs_friendly_name`) is
+    exactly an FX SID: nothing that could change the URL's path or query."""
+    identity = refusal_is_a_4xx(parse_identity, raw)
+    if identity is None:
+        return
+    if identity.trait in ("user_id", "flex_participant") and identity.value.startswith("FX"):
+        assert sids.url_segment(identity.value, sids.FLEX_USER) == identity.value
+        assert sids.canonical(identity.value, sids.FLEX_USER) == identity.value
+
+
+@PROPERTIES
+@given(number=E164, padding=PADDING)
+def test_a_bare_number_is_a_phone_identity(number, padding):
+    assert parse_identity(padding + number + padding) == Identity("phone", number)
