@@ -81,6 +81,8 @@ async def tool_call(request: web.Request) -> web.Response:
     result = await request.app[ENQUEUER].enqueue(handover)
     if result.rate_limited:
         raise rate_limited(result.limited_by, result.retry_after_seconds, settings)
+    if result.backlog_full:
+        raise backlog_full(result.retry_after_seconds)
     return web.json_response(
         {
             "handover_id": result.handover_id,
@@ -100,6 +102,17 @@ def rate_limited(limited_by: str, retry_after: int, settings: Settings) -> ToolC
         "rate_limited",
         f"Too many handovers were requested for {who} within "
         f"{settings.rate_limit_window_seconds} seconds. Try again in {retry_after} seconds.",
+        {"Retry-After": str(retry_after)},
+    )
+
+
+def backlog_full(retry_after: int) -> ToolCallError:
+    """503: HANDOVER_MAX_PENDING handovers wait for a worker; nothing stored."""
+    return ToolCallError(
+        503,
+        "backlog_full",
+        "Too many customers are waiting to be transferred right now, so this transfer "
+        f"could not be started. Please try again in {retry_after} seconds.",
         {"Retry-After": str(retry_after)},
     )
 

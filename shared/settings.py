@@ -81,6 +81,7 @@ class Settings:
     rate_limit_per_conversation: int = 5
     rate_limit_per_identity: int = 20
     rate_limit_window_seconds: int = 60
+    max_pending: int = 10_000  # live handovers (queued, running, retrying); 0: no cap
     lookup_grace_seconds: float = 5.0
     lookup_interval_seconds: float = 1.0
     flex_api_max_rps: float = 0.0
@@ -209,6 +210,7 @@ class Settings:
             rate_limit_window_seconds=reader.get(
                 "HANDOVER_RATE_LIMIT_WINDOW_SECONDS", _integer(1), 60
             ),
+            max_pending=reader.get("HANDOVER_MAX_PENDING", _integer(0), 10_000),
             lookup_grace_seconds=reader.get("HANDOVER_LOOKUP_GRACE_SECONDS", _seconds(0), 5.0),
             lookup_interval_seconds=reader.get(
                 "HANDOVER_LOOKUP_INTERVAL_SECONDS", _seconds(0.01), 1.0
