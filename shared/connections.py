@@ -22,10 +22,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from arq.constants import expires_extra_ms
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from shared import keys
 from shared.jobs import (
@@ -149,6 +151,55 @@ class EnqueueResult:
         return self.limited_by is not None
 
 
+# Redis answering but refusing writes: out of memory under noeviction (OOM), a
+# read-only replica (READONLY), a failed RDB or AOF write (MISCONF), too few
+# replicas for min-replicas-to-write (NOREPLICAS), a replica cut off from its
+# master (MASTERDOWN). Each ends by itself or by an operator's hand, so like an
+# unreachable Redis it means "back off and try again", never "crash".
+WRITE_REFUSALS = ("OOM", "READONLY", "MISCONF", "NOREPLICAS", "MASTERDOWN")
+
+
+def write_refusal(error: BaseException) -> str | None:
+    """The code of a Redis write refusal (one of WRITE_REFUSALS), else None.
+
+    redis-py strips the code from OutOfMemoryError and ReadOnlyError, leaves it
+    at the start of any other ResponseError, and a pipeline prefixes the
+    message with the failing command."""
+    if isinstance(error, OutOfMemoryError):
+        return "OOM"
+    if isinstance(error, ReadOnlyError):
+        return "READONLY"
+    if not isinstance(error, ResponseError):
+        return None
+    code = _server_message(error).split(" ", 1)[0]
+    return code if code in WRITE_REFUSALS else None
+
+
+def redis_error_text(error: BaseException, limit: int = 200) -> str:
+    """`Type: message` in one bounded line, without the command a pipeline adds
+    to its errors (its arguments may hold a handover's fields)."""
+    message = _server_message(error)
+    if len(message) > limit:
+        message = message[: limit - 1] + "…"
+    return f"{type(error).__name__}: {message}"
+
+
+def _server_message(error: BaseException) -> str:
+    """The error's text; for a pipeline's, the server's reply after
+    `Command # N (<command>) of pipeline caused error: (<reply>,)`."""
+    message = str(error)
+    if message.startswith("Command # "):
+        message = message.partition(" caused error: ")[2].strip("(),'\"")
+    return message
+
+
+def redis_location(url: str) -> str:
+    """The Redis URL without its credentials, for logs."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
 def create_redis(url: str) -> aioredis.Redis:
     """A pooled client with bounded waits, so a dead Redis turns into a fast 503."""
     return aioredis.Redis.from_url(
@@ -161,10 +212,11 @@ def create_redis(url: str) -> aioredis.Redis:
 
 
 def arq_redis_settings(url: str) -> RedisSettings:
+    """arq's connection settings. No retries of its own: the worker's supervisor
+    (`worker.main.run_worker`) retries with a capped backoff and says why."""
     settings = RedisSettings.from_dsn(url)
     settings.conn_timeout = int(REDIS_CONNECT_TIMEOUT_SECONDS)
-    settings.conn_retries = 5
-    settings.conn_retry_delay = 1
+    settings.conn_retries = 0
     return settings
 
 

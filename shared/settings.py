@@ -88,6 +88,7 @@ class Settings:
     worker_concurrency: int = 50
     worker_poll_delay_seconds: float = 0.05
     worker_shutdown_grace_seconds: int = 10
+    worker_reconnect_max_seconds: float = 30.0
     log_level: str = "INFO"
 
     @property
@@ -222,6 +223,9 @@ class Settings:
             ),
             worker_shutdown_grace_seconds=reader.get(
                 "WORKER_SHUTDOWN_GRACE_SECONDS", _integer(0), 10
+            ),
+            worker_reconnect_max_seconds=reader.get(
+                "WORKER_RECONNECT_MAX_SECONDS", _seconds(0.5), 30.0
             ),
             log_level=reader.get("LOG_LEVEL", _log_level, "INFO"),
         )

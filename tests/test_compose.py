@@ -431,6 +431,19 @@ def test_worker_stop_grace_period_outlasts_its_own_shutdown_grace(services):
     assert stop_grace >= shutdown_grace + 10
 
 
+def test_worker_healthcheck_runs_the_worker_check(services, cli_parser):
+    # Unhealthy while the worker cannot reach Redis or Redis refuses its
+    # writes: `flex-handover worker --check` reads the health record it keeps.
+    healthcheck = services["worker"].get("healthcheck")
+    assert healthcheck and not healthcheck.get("disable"), "the worker needs a health check"
+    test = healthcheck["test"]
+    assert isinstance(test, list) and test[0] == "CMD", "exec form: no shell in the image"
+    assert test[1] == SCRIPT
+    args = parse_with_cli(cli_parser, test[2:])
+    assert (args.command, args.check) == ("worker", True)
+    assert duration_seconds(healthcheck["timeout"]) < duration_seconds(healthcheck["interval"])
+
+
 def test_worker_does_not_inherit_the_api_http_healthcheck(services, final_stage):
     # The image HEALTHCHECK probes the API over HTTP; the worker serves none.
     dockerfile_check = last(final_stage[2], "HEALTHCHECK")

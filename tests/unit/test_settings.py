@@ -107,6 +107,7 @@ def test_defaults():
         "worker_concurrency": 50,
         "worker_poll_delay_seconds": 0.05,
         "worker_shutdown_grace_seconds": 10,
+        "worker_reconnect_max_seconds": 30.0,
         "log_level": "INFO",
     }
     assert (settings.twilio_username, settings.twilio_password) == (None, None)
@@ -154,6 +155,7 @@ def test_every_setting_read_from_the_environment():
         "WORKER_CONCURRENCY": "8",
         "WORKER_POLL_DELAY_SECONDS": "0.01",
         "WORKER_SHUTDOWN_GRACE_SECONDS": "3",
+        "WORKER_RECONNECT_MAX_SECONDS": "4.5",
         "FLEX_API_MAX_RPS": "12.5",
         "LOG_LEVEL": "debug",
     }
@@ -190,6 +192,7 @@ def test_every_setting_read_from_the_environment():
         worker_concurrency=8,
         worker_poll_delay_seconds=0.01,
         worker_shutdown_grace_seconds=3,
+        worker_reconnect_max_seconds=4.5,
         flex_api_max_rps=12.5,
         log_level="DEBUG",
     )
@@ -541,6 +544,7 @@ def test_status_records_must_outlive_a_retrying_handover():
         ("WORKER_SHUTDOWN_GRACE_SECONDS", "1.5", "whole number"),
         ("HANDOVER_MAX_PENDING", "-1", "at least 0"),
         ("HANDOVER_MAX_PENDING", "lots", "whole number"),
+        ("WORKER_RECONNECT_MAX_SECONDS", "0.1", "at least 0.5 seconds"),
         ("FLEX_API_MAX_RPS", "-1", "requests per second"),
         ("FLEX_API_MAX_RPS", "fast", "requests per second"),
     ],
