@@ -57,7 +57,8 @@ EXPOSE 8080
 # does not mark the container unhealthy). slim has no curl: use the stdlib.
 # urlopen raises on connection errors and non-2xx, which exits non-zero.
 # The port is fixed at 8080 to match the default CMD; the worker role serves
-# no HTTP, so docker-compose.yml disables this check for the worker service.
+# no HTTP, so docker-compose.yml gives the worker service its own check
+# (`flex-handover worker --check`).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 

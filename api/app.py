@@ -8,7 +8,9 @@ the hot path, and access logs would carry query strings (`?token=`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -20,7 +22,8 @@ from api.auth import auth_middleware, read_body, startup_warnings
 from api.http_errors import server_logger
 from api.keys import ENQUEUER, REDIS, SETTINGS, STORE
 from api.parsing import ToolCallError, parse_tool_call
-from shared.connections import Enqueuer, create_redis
+from shared import keys
+from shared.connections import Enqueuer, create_redis, write_refusal
 from shared.logging import caller_text, register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
 from shared.store import HandoverStore
@@ -28,6 +31,14 @@ from shared.store import HandoverStore
 logger = logging.getLogger("flex_handover.api")
 
 RETRY_AFTER_SECONDS = 2
+UNAVAILABLE_MESSAGE = (
+    "The handover service cannot store requests right now. Please try again in a few seconds."
+)
+# /readyz writes a few bytes (PX) to learn whether Redis takes writes, at most
+# once per READY_PROBE_REUSE_SECONDS per process: it needs no credentials, so
+# a flood of probes costs Redis one small write a second, not one each.
+READY_PROBE_TTL_MS = 10_000
+READY_PROBE_REUSE_SECONDS = 1.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,13 +47,9 @@ def error_response(status: int, error: str, message: str, **headers: str) -> web
     return web.json_response({"error": error, "message": message}, status=status, headers=headers)
 
 
-def unavailable() -> web.Response:
+def unavailable(message: str = UNAVAILABLE_MESSAGE) -> web.Response:
     return error_response(
-        503,
-        "unavailable",
-        "The handover service cannot store requests right now. Please try again in a "
-        "few seconds.",
-        **{"Retry-After": str(RETRY_AFTER_SECONDS)},
+        503, "unavailable", message, **{"Retry-After": str(RETRY_AFTER_SECONDS)}
     )
 
 
@@ -64,8 +71,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(
             exc.status, exc.reason.lower().replace(" ", "_"), f"{exc.reason}: {request.path}"
         )
-    except (RedisError, OSError):
-        logger.warning("redis unavailable while serving %s", caller_text(request.path))
+    except (RedisError, OSError) as exc:
+        refusal = write_refusal(exc)
+        if refusal:
+            logger.warning(
+                "redis refuses writes (%s) while serving %s", refusal, caller_text(request.path)
+            )
+        else:
+            logger.warning("redis unavailable while serving %s", caller_text(request.path))
         return unavailable()
 
 
@@ -82,6 +95,8 @@ async def tool_call(request: web.Request) -> web.Response:
     result = await request.app[ENQUEUER].enqueue(handover)
     if result.rate_limited:
         raise rate_limited(result.limited_by, result.retry_after_seconds, settings)
+    if result.backlog_full:
+        raise backlog_full(result.retry_after_seconds)
     return web.json_response(
         {
             "handover_id": result.handover_id,
@@ -105,15 +120,55 @@ def rate_limited(limited_by: str, retry_after: int, settings: Settings) -> ToolC
     )
 
 
+def backlog_full(retry_after: int) -> ToolCallError:
+    """503: HANDOVER_MAX_PENDING handovers wait for a worker; nothing stored."""
+    return ToolCallError(
+        503,
+        "backlog_full",
+        "Too many customers are waiting to be transferred right now, so this transfer "
+        f"could not be started. Please try again in {retry_after} seconds.",
+        {"Retry-After": str(retry_after)},
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+class ReadyProbe:
+    """Whether Redis takes writes: a PING also answers while Redis refuses every
+    write (out of memory, a read-only replica, a failed disk write). Concurrent
+    and repeated callers share one probe's answer for READY_PROBE_REUSE_SECONDS."""
+
+    def __init__(self, redis: aioredis.Redis):
+        self._redis = redis
+        self._lock = asyncio.Lock()
+        self._checked_at = -float("inf")
+        self._problem: str | None = None
+
+    async def problem(self) -> str | None:
+        """None when ready, else why not (for the operator)."""
+        async with self._lock:
+            if time.monotonic() - self._checked_at >= READY_PROBE_REUSE_SECONDS:
+                self._problem = await self._probe()
+                self._checked_at = time.monotonic()
+            return self._problem
+
+    async def _probe(self) -> str | None:
+        try:
+            await self._redis.set(keys.READY_PROBE_KEY, "1", px=READY_PROBE_TTL_MS)
+        except (RedisError, OSError) as exc:
+            refusal = write_refusal(exc)
+            if refusal:
+                return f"Redis refuses writes ({refusal}): handovers cannot be stored."
+            return "Redis cannot be reached: handovers cannot be stored."
+        return None
+
+
 async def readyz(request: web.Request) -> web.Response:
-    try:
-        await request.app[REDIS].ping()
-    except (RedisError, OSError):
-        return unavailable()
+    problem = await request.app[READY_PROBE].problem()
+    if problem is not None:
+        return unavailable(problem)
     return web.json_response({"status": "ready"})
 
 
@@ -148,12 +203,16 @@ async def _log_startup_warnings(app: web.Application) -> None:
         logger.warning("%s", warning)
 
 
+READY_PROBE = web.AppKey("ready_probe", ReadyProbe)
+
+
 def _redis_context(settings: Settings, redis: aioredis.Redis | None):
     async def context(app: web.Application):
         client = redis or create_redis(settings.redis_url or "")
         app[REDIS] = client
         app[ENQUEUER] = Enqueuer(client, settings)
         app[STORE] = HandoverStore(client, settings.status_ttl_seconds)
+        app[READY_PROBE] = ReadyProbe(client)
         yield
         if redis is None:
             await client.aclose()

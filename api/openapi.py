@@ -104,7 +104,9 @@ ERROR_RESPONSES: dict[int, tuple[str, dict[str, Any]]] = {
     503: (
         "Unavailable",
         error_response(
-            "Redis cannot be reached; nothing was stored. Retry after `Retry-After` seconds.",
+            "Nothing was stored: Redis cannot be reached or refuses writes (`unavailable`), "
+            "or HANDOVER_MAX_PENDING handovers are already waiting for a worker "
+            "(`backlog_full`). Retry after `Retry-After` seconds.",
             retry_after=True,
         ),
     ),
@@ -452,7 +454,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/readyz": {
         "get": open_operation(
             "readyz",
-            "Redis answers: the service can accept handovers",
+            "Redis takes writes: the service can accept handovers",
             {"200": json_body(_status("ready"), "Ready."), **refusals(503)},
         )
     },

@@ -40,7 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="processes sharing the port (SO_REUSEPORT), about one per core; default 1",
     )
-    commands.add_parser("worker", help="deliver queued handovers to Flex (an arq worker)")
+    worker = commands.add_parser(
+        "worker", help="deliver queued handovers to Flex (an arq worker)"
+    )
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 0 if a worker on this host recorded its health in Redis "
+        "within the last few seconds, else 1 (needs only REDIS_URL)",
+    )
     dev = commands.add_parser(
         "dev",
         help="API and worker in one process; starts its own Redis and a local Flex "
@@ -82,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "api":
             return run_api(args.host, args.port, args.processes)
         if args.command == "worker":
-            return run_worker()
+            return check_worker() if args.check else run_worker()
         if args.command == "failed":
             return _run_operator(list_failed(args.limit, args.before, as_json=args.json))
         if args.command == "replay":
@@ -122,6 +130,16 @@ def run_worker() -> int:
     configure_logging(settings.log_level)
     asyncio.run(run(settings))
     return 0
+
+
+def check_worker() -> int:
+    """`flex-handover worker --check`: one line, exit 0 (healthy) or 1."""
+    from worker.health import check
+
+    settings = Settings.from_env(role="operator")
+    healthy, message = asyncio.run(check(settings.redis_url or ""))
+    print(redact(message), file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
 
 
 def _run_operator(command: Coroutine[Any, Any, int]) -> int:

@@ -4,10 +4,17 @@ A tool call is acknowledged only after one Lua script has, atomically:
 de-duplicated against the conversation's latest handover (a repeat call gets
 that handover back and is not counted), checked and counted the fixed-window
 rate limits on new handovers per conversation and per customer identity,
-written the status record (`queued`), written an arq-compatible job record and
-added it to the queue. One round trip, and no half-stored handover if Redis
-goes away; a rate-limited call stores nothing at all. Concurrent calls share
+checked the backlog (`HANDOVER_MAX_PENDING`), written the status record
+(`queued`), written an arq-compatible job record and added it to the queue.
+One round trip, and no half-stored handover if Redis goes away; a call refused
+by a rate limit or a full backlog stores nothing at all. Concurrent calls share
 a pipeline (`shared.script_batcher`), each still its own script run.
+
+The backlog is the arq queue's ZCARD: arq keeps a job in the queue from enqueue
+until it finishes (queued, running, deferred for a retry), and removes it when
+it succeeds, fails, expires or finds its record gone; a killed worker's job
+stays until it runs again. So the count is the queue itself, kept by the same
+writes that move the jobs: nothing to maintain, nothing that can drift.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from arq.constants import expires_extra_ms
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from shared import keys
 from shared.jobs import (
@@ -34,7 +43,10 @@ from shared.settings import Settings
 
 REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
 REDIS_COMMAND_TIMEOUT_SECONDS = 5.0
-STORED, FOUND, RATE_LIMITED = 1, 0, 2
+STORED, FOUND, RATE_LIMITED, BACKLOG_FULL = 1, 0, 2, 3
+# What a call refused for a full backlog is told to wait: the queue drains at
+# the workers' pace, so a few seconds would mostly be refused again.
+BACKLOG_RETRY_AFTER_SECONDS = 30
 
 # KEYS: 1 conversation pointer, 2 new status record, 3 arq job record, 4 arq queue,
 #       5 per-conversation rate counter, 6 per-identity rate counter.
@@ -42,8 +54,9 @@ STORED, FOUND, RATE_LIMITED = 1, 0, 2
 #       5 the status record's fields as a JSON object of strings.
 # The settings (TTLs, windows, limits) are constants at the top of the script,
 # set once per Enqueuer: fewer arguments to encode on every call.
-# Returns {1, id, 'queued'} (stored), {0, id, state} (the live or recent handover)
-# or {2, 'conversation'|'identity', ms left in the window} (rate limited, nothing stored).
+# Returns {1, id, 'queued'} (stored), {0, id, state} (the live or recent handover),
+# {2, 'conversation'|'identity', ms left in the window} (rate limited, nothing stored)
+# or {3, 'backlog', live handovers} (MAX_PENDING reached, nothing stored).
 ENQUEUE_SCRIPT_BODY = """
 local existing = redis.call('GET', KEYS[1])
 if existing then
@@ -74,6 +87,12 @@ end
 if limited then
   return {2, limited, wait}
 end
+if MAX_PENDING > 0 then
+  local pending = redis.call('ZCARD', KEYS[4])
+  if pending >= MAX_PENDING then
+    return {3, 'backlog', pending}
+  end
+end
 for i = 1, 2 do
   if limits[i] > 0 and redis.call('INCR', KEYS[4 + i]) == 1 then
     redis.call('EXPIRE', KEYS[4 + i], RATE_WINDOW)
@@ -101,6 +120,7 @@ def enqueue_script(settings: Settings) -> str:
         "LIMIT_CONVERSATION": str(int(settings.rate_limit_per_conversation)),
         "LIMIT_IDENTITY": str(int(settings.rate_limit_per_identity)),
         "RATE_WINDOW": str(int(settings.rate_limit_window_seconds)),
+        "MAX_PENDING": str(int(settings.max_pending)),
         "RECORD_TTL": str(int(settings.status_ttl_seconds)),
         "POINTER_TTL": str(int(settings.dedup_key_ttl_seconds)),
         "JOB_TTL_MS": str(int(expires_extra_ms)),
@@ -112,7 +132,8 @@ def enqueue_script(settings: Settings) -> str:
 @dataclass(frozen=True)
 class EnqueueResult:
     """Stored (`created`), the live or recent handover (not `created`), or refused
-    by a rate limit (`limited_by` set, nothing stored, no handover id)."""
+    by a rate limit (`limited_by` set) or a full backlog (`backlog_full`): then
+    nothing is stored and there is no handover id."""
 
     handover_id: str
     created: bool
@@ -120,11 +141,63 @@ class EnqueueResult:
     limited_by: str | None = None
     """`conversation` or `identity`: which limit refused this call."""
     retry_after_seconds: int = 0
-    """Whole seconds until that limit's window ends (at least 1)."""
+    """Whole seconds to wait: until that limit's window ends (at least 1), or
+    BACKLOG_RETRY_AFTER_SECONDS for a full backlog."""
+    backlog_full: bool = False
+    """HANDOVER_MAX_PENDING handovers are live: no new one until workers catch up."""
 
     @property
     def rate_limited(self) -> bool:
         return self.limited_by is not None
+
+
+# Redis answering but refusing writes: out of memory under noeviction (OOM), a
+# read-only replica (READONLY), a failed RDB or AOF write (MISCONF), too few
+# replicas for min-replicas-to-write (NOREPLICAS), a replica cut off from its
+# master (MASTERDOWN). Each ends by itself or by an operator's hand, so like an
+# unreachable Redis it means "back off and try again", never "crash".
+WRITE_REFUSALS = ("OOM", "READONLY", "MISCONF", "NOREPLICAS", "MASTERDOWN")
+
+
+def write_refusal(error: BaseException) -> str | None:
+    """The code of a Redis write refusal (one of WRITE_REFUSALS), else None.
+
+    redis-py strips the code from OutOfMemoryError and ReadOnlyError, leaves it
+    at the start of any other ResponseError, and a pipeline prefixes the
+    message with the failing command."""
+    if isinstance(error, OutOfMemoryError):
+        return "OOM"
+    if isinstance(error, ReadOnlyError):
+        return "READONLY"
+    if not isinstance(error, ResponseError):
+        return None
+    code = _server_message(error).split(" ", 1)[0]
+    return code if code in WRITE_REFUSALS else None
+
+
+def redis_error_text(error: BaseException, limit: int = 200) -> str:
+    """`Type: message` in one bounded line, without the command a pipeline adds
+    to its errors (its arguments may hold a handover's fields)."""
+    message = _server_message(error)
+    if len(message) > limit:
+        message = message[: limit - 1] + "…"
+    return f"{type(error).__name__}: {message}"
+
+
+def _server_message(error: BaseException) -> str:
+    """The error's text; for a pipeline's, the server's reply after
+    `Command # N (<command>) of pipeline caused error: (<reply>,)`."""
+    message = str(error)
+    if message.startswith("Command # "):
+        message = message.partition(" caused error: ")[2].strip("(),'\"")
+    return message
+
+
+def redis_location(url: str) -> str:
+    """The Redis URL without its credentials, for logs."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def create_redis(url: str) -> aioredis.Redis:
@@ -139,10 +212,11 @@ def create_redis(url: str) -> aioredis.Redis:
 
 
 def arq_redis_settings(url: str) -> RedisSettings:
+    """arq's connection settings. No retries of its own: the worker's supervisor
+    (`worker.main.run_worker`) retries with a capped backoff and says why."""
     settings = RedisSettings.from_dsn(url)
     settings.conn_timeout = int(REDIS_CONNECT_TIMEOUT_SECONDS)
-    settings.conn_retries = 5
-    settings.conn_retry_delay = 1
+    settings.conn_retries = 0
     return settings
 
 
@@ -154,7 +228,7 @@ class Enqueuer:
 
     async def enqueue(self, request: HandoverRequest) -> EnqueueResult:
         """Store a new handover, return the conversation's live one, or refuse
-        a new one over a rate limit."""
+        a new one over a rate limit or past HANDOVER_MAX_PENDING."""
         handover_id = new_handover_id()
         timestamp = now()
         enqueue_ms = int(timestamp * 1000)
@@ -175,6 +249,10 @@ class Enqueuer:
         if outcome == RATE_LIMITED:
             return EnqueueResult(
                 "", False, None, limited_by=found, retry_after_seconds=_whole_seconds(detail)
+            )
+        if outcome == BACKLOG_FULL:
+            return EnqueueResult(
+                "", False, None, retry_after_seconds=BACKLOG_RETRY_AFTER_SECONDS, backlog_full=True
             )
         return EnqueueResult(found, outcome == STORED, Status(detail))
 

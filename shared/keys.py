@@ -19,6 +19,10 @@ RATE_CONVERSATION_PREFIX = RATE_KEY_PREFIX + "conversation:"
 RATE_IDENTITY_PREFIX = RATE_KEY_PREFIX + "identity:"
 # The token bucket every worker shares for POST /v1/Interactions (FLEX_API_MAX_RPS).
 FLEX_API_RATE_KEY = f"{PREFIX}:flex_api_rate"
+# Written (with a short PX) by /readyz to learn whether Redis takes writes.
+READY_PROBE_KEY = f"{PREFIX}:ready_probe"
+# arq's health-check key, one per worker host (container): `flex-handover worker --check`.
+WORKER_HEALTH_PREFIX = f"{PREFIX}:worker_health:"
 
 __all__ = [
     "ARQ_IN_PROGRESS_PREFIX",
@@ -33,6 +37,8 @@ __all__ = [
     "RATE_CONVERSATION_PREFIX",
     "RATE_IDENTITY_PREFIX",
     "RATE_KEY_PREFIX",
+    "READY_PROBE_KEY",
+    "WORKER_HEALTH_PREFIX",
     "arq_in_progress_key",
     "arq_job_key",
     "claim_key",
@@ -40,6 +46,7 @@ __all__ = [
     "handover_key",
     "rate_conversation_key",
     "rate_identity_key",
+    "worker_health_key",
 ]
 
 
@@ -81,3 +88,8 @@ def rate_identity_key(identity: str) -> str:
     """Counts new handovers for a customer; the identity (a phone number, an
     e-mail) is hashed so that no key name holds it."""
     return RATE_IDENTITY_PREFIX + hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
+
+
+def worker_health_key(host: str) -> str:
+    """arq's health-check record of the worker on `host` (a container's hostname)."""
+    return WORKER_HEALTH_PREFIX + host

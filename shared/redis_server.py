@@ -9,6 +9,7 @@ valkey-server on PATH, else FLEX_HANDOVER_REDIS_SERVER.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -73,6 +74,26 @@ def ping(port: int, timeout: float = 0.5, password: str | None = None) -> bool:
     return answer.split(b"\r\n")[replies - 1].startswith(b"+PONG")
 
 
+def server_pid(port: int, timeout: float = 0.5, password: str | None = None) -> int | None:
+    """The `process_id` that the server on `port` reports (INFO server), or None."""
+    request = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n"
+    if password is not None:
+        secret = password.encode()
+        request = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret) + request
+    answer = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(request)
+            while not (found := re.search(rb"\bprocess_id:(\d+)\r\n", answer)):
+                chunk = sock.recv(4096)
+                if not chunk or len(answer) > 65536:
+                    return None
+                answer += chunk
+    except OSError:
+        return None
+    return int(found.group(1))
+
+
 class LocalRedisServer:
     """A server on 127.0.0.1 with AOF on, in its own data directory.
 
@@ -116,6 +137,11 @@ class LocalRedisServer:
             if self.process.poll() is not None:
                 raise RedisServerError(f"{self.binary} exited at start: {self._log_tail()}")
             if ping(self.port, password=self.password):
+                if server_pid(self.port, password=self.password) != self.process.pid:
+                    # Another process took the port while this server was down
+                    # (test suites running side by side): never use it unknowingly.
+                    self.stop()
+                    raise RedisServerError(f"port {self.port} is taken by another server")
                 return self.url
             time.sleep(0.02)
         self.stop()

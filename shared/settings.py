@@ -81,12 +81,14 @@ class Settings:
     rate_limit_per_conversation: int = 5
     rate_limit_per_identity: int = 20
     rate_limit_window_seconds: int = 60
+    max_pending: int = 10_000  # live handovers (queued, running, retrying); 0: no cap
     lookup_grace_seconds: float = 5.0
     lookup_interval_seconds: float = 1.0
     flex_api_max_rps: float = 0.0
     worker_concurrency: int = 50
     worker_poll_delay_seconds: float = 0.05
     worker_shutdown_grace_seconds: int = 10
+    worker_reconnect_max_seconds: float = 30.0
     log_level: str = "INFO"
 
     @property
@@ -209,6 +211,7 @@ class Settings:
             rate_limit_window_seconds=reader.get(
                 "HANDOVER_RATE_LIMIT_WINDOW_SECONDS", _integer(1), 60
             ),
+            max_pending=reader.get("HANDOVER_MAX_PENDING", _integer(0), 10_000),
             lookup_grace_seconds=reader.get("HANDOVER_LOOKUP_GRACE_SECONDS", _seconds(0), 5.0),
             lookup_interval_seconds=reader.get(
                 "HANDOVER_LOOKUP_INTERVAL_SECONDS", _seconds(0.01), 1.0
@@ -220,6 +223,9 @@ class Settings:
             ),
             worker_shutdown_grace_seconds=reader.get(
                 "WORKER_SHUTDOWN_GRACE_SECONDS", _integer(0), 10
+            ),
+            worker_reconnect_max_seconds=reader.get(
+                "WORKER_RECONNECT_MAX_SECONDS", _seconds(0.5), 30.0
             ),
             log_level=reader.get("LOG_LEVEL", _log_level, "INFO"),
         )

@@ -25,6 +25,10 @@ from shared.jobs import HandoverError, HandoverRecord, Status, now, truncate_mes
 # final state, refresh the TTL. With a third key, also release the run's
 # delivery claim (compare-and-delete, as `worker.claim`), whether or not the
 # record still exists: the outcome and the claim's end in one round trip.
+# A failure also drops from the failed index every entry that failed more than
+# a TTL ago: that record has expired (the failure set its TTL, and only a
+# replay, which takes it out of the index, sets another), so the index holds
+# no more than one TTL's failures without anyone listing it.
 # KEYS: the record, the failed index, optionally the claim.
 # ARGV: TTL seconds (0 keeps it), failed-index score ('' for none: the handover
 #       is removed from the index), the claim's value (unused without the key),
@@ -46,6 +50,7 @@ if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 local id = redis.call('HGET', KEYS[1], 'handover_id')
 if ARGV[2] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[2], id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[1])))
 elseif tonumber(ARGV[1]) > 0 then
   redis.call('ZREM', KEYS[2], id)
 end

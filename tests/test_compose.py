@@ -292,6 +292,47 @@ def test_redis_has_healthcheck(services):
     assert int(healthcheck["retries"]) >= 1
 
 
+_REDIS_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2,
+                "g": 1000**3, "gb": 1024**3}  # fmt: skip
+
+
+def redis_bytes(value: str) -> int:
+    """A redis.conf memory size ("512mb", "1gb", "100000") in bytes."""
+    match = re.fullmatch(r"(\d+)([a-z]*)", value.strip().lower())
+    assert match and match.group(2) in _REDIS_UNITS, f"not a Redis memory size: {value!r}"
+    return int(match.group(1)) * _REDIS_UNITS[match.group(2)]
+
+
+def test_redis_memory_is_capped_and_never_evicts(services):
+    # Without a cap Redis grows until the host kills it; with an eviction
+    # policy it would drop jobs and status records: lost handovers.
+    argv = as_argv(services["redis"]["command"])
+    maxmemory = option_value(argv, "--maxmemory")
+    assert maxmemory, "redis needs --maxmemory"
+    assert redis_bytes(maxmemory) > 0, "maxmemory 0 means no cap"
+    assert option_value(argv, "--maxmemory-policy") == "noeviction"
+
+
+def test_redis_memory_cap_leaves_room_beyond_a_full_backlog(services):
+    # The measured cost of a queued handover (bench/cost.py --parts bytes): a
+    # full default backlog must take at most a tenth of the cap, the rest being
+    # for the status records kept HANDOVER_STATUS_TTL_SECONDS.
+    from shared.settings import Settings
+
+    measured = json.loads((ROOT / "bench" / "results" / "cost.json").read_text())
+    per_handover = measured["bytes"]["bytes_per_queued_handover"]
+    maxmemory = redis_bytes(option_value(as_argv(services["redis"]["command"]), "--maxmemory"))
+    assert Settings().max_pending * per_handover * 10 <= maxmemory
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("512mb", 512 * 1024**2), ("1GB", 1024**3), ("100m", 10**8), ("4096", 4096)],
+)
+def test_redis_bytes_reads_redis_units(text, expected):
+    assert redis_bytes(text) == expected
+
+
 def test_redis_port_not_published_by_default(services):
     assert not services["redis"].get("ports"), "Redis has no auth: do not publish it by default"
 
@@ -388,6 +429,19 @@ def test_worker_stop_grace_period_outlasts_its_own_shutdown_grace(services):
     shutdown_grace = float(configured or Settings().worker_shutdown_grace_seconds)
     stop_grace = duration_seconds(services["worker"]["stop_grace_period"])
     assert stop_grace >= shutdown_grace + 10
+
+
+def test_worker_healthcheck_runs_the_worker_check(services, cli_parser):
+    # Unhealthy while the worker cannot reach Redis or Redis refuses its
+    # writes: `flex-handover worker --check` reads the health record it keeps.
+    healthcheck = services["worker"].get("healthcheck")
+    assert healthcheck and not healthcheck.get("disable"), "the worker needs a health check"
+    test = healthcheck["test"]
+    assert isinstance(test, list) and test[0] == "CMD", "exec form: no shell in the image"
+    assert test[1] == SCRIPT
+    args = parse_with_cli(cli_parser, test[2:])
+    assert (args.command, args.check) == ("worker", True)
+    assert duration_seconds(healthcheck["timeout"]) < duration_seconds(healthcheck["interval"])
 
 
 def test_worker_does_not_inherit_the_api_http_healthcheck(services, final_stage):

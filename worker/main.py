@@ -9,9 +9,12 @@ How the process meets faults (`run_worker`):
 - SIGTERM/SIGINT: no new jobs; running ones get `WORKER_SHUTDOWN_GRACE_SECONDS`
   to finish; whatever still runs is then cancelled, which arq turns into an
   immediate re-queue. A second signal skips the rest of the grace.
-- Redis lost (restart, network): arq's worker exits (arq #435, #498), so a new
-  one is built after a capped backoff; the process itself keeps running, and
-  frees the handovers it had to cut off once Redis is back (`worker.reconnect`).
+- Redis lost (restart, network), never reached, or refusing writes (out of
+  memory, a read-only replica, a failed disk write: `write_refusal`): arq's
+  worker exits (arq #435, #498; a refused write ends it too), so a new one is
+  built after a capped backoff (`WORKER_RECONNECT_MAX_SECONDS`); the process
+  itself keeps running, and frees the handovers it had to cut off once Redis is
+  back (`worker.reconnect`).
 - SIGKILL/OOM: nothing runs here; arq re-runs the jobs when their in-progress
   key expires, `Settings.recovery_seconds` after they started.
 
@@ -19,6 +22,11 @@ How jobs are picked up (`HandoverWorker`): one Lua script takes every free slot'
 job from the ready part of the queue in one round trip, skipping jobs whose
 in-progress key exists (running elsewhere, or left by a dead run); while the
 slots are full it takes jobs as slots free up rather than after `poll_delay`.
+
+Health: every WORKER_HEALTH_INTERVAL_SECONDS the worker records arq's health
+line under a key named after its host, with a TTL one second longer, so the key
+is there only while it polls and Redis takes its writes (`worker.health`,
+`flex-handover worker --check`).
 """
 
 from __future__ import annotations
@@ -27,9 +35,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis.exceptions
 from arq.connections import ArqRedis
@@ -37,13 +45,19 @@ from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
 from shared import keys
-from shared.connections import arq_redis_settings
+from shared.connections import (
+    arq_redis_settings,
+    redis_error_text,
+    redis_location,
+    write_refusal,
+)
 from shared.jobs import deserialize_job, serialize_job
 from shared.logging import register_secrets
 from shared.settings import Settings
 from shared.store import HandoverStore
 from worker.flex_client import FlexClient
 from worker.handover import HandoverContext, deliver_handover
+from worker.health import WORKER_HEALTH_INTERVAL_SECONDS
 from worker.reconnect import Leftovers
 
 logger = logging.getLogger("flex_handover.worker")
@@ -61,7 +75,6 @@ REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 RECONNECT_INITIAL_SECONDS = 0.5
-RECONNECT_MAX_SECONDS = 30.0
 
 # Takes up to ARGV[2] ready jobs (score <= now) from the head of the queue,
 # each only if its in-progress key could be set (SET NX PX): what arq's
@@ -128,6 +141,11 @@ class HandoverWorker(Worker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.healthy = False
+        """A poll iteration completed: Redis answered and took this worker's writes."""
+        self.unfinished: list[str] = []
+        """Jobs whose run ended in an error arq could not record (Redis went away or
+        refused the write): their in-progress keys may outlive them."""
         self._pick_script: Any = None
         self._slot_freed = asyncio.Event()
         self._pick_scan_limit = max(PICK_SCAN_MIN, PICK_SCAN_PER_SLOT * self.max_jobs)
@@ -142,8 +160,11 @@ class HandoverWorker(Worker):
         for job_id, task in list(self.tasks.items()):
             if task.done():
                 del self.tasks[job_id]
+                if not task.cancelled() and task.exception() is not None:
+                    self.unfinished.append(job_id)
                 task.result()  # as arq: an error in run_job itself ends the worker
         await self.heart_beat()
+        self.healthy = True
 
     async def _take_jobs(self) -> None:
         loop = asyncio.get_running_loop()
@@ -248,6 +269,8 @@ def create_worker(
         "job_serializer": serialize_job,
         "job_deserializer": deserialize_job,
         "handle_signals": handle_signals,
+        "health_check_key": keys.worker_health_key(socket.gethostname()),
+        "health_check_interval": WORKER_HEALTH_INTERVAL_SECONDS,
     }
     options.update(overrides)
     return HandoverWorker(**options)
@@ -286,35 +309,64 @@ class StopRequest:
 
 
 async def run_worker(settings: Settings) -> None:
-    """Run arq workers until SIGTERM/SIGINT, building a new one whenever Redis is lost."""
-    redis_location = _redis_location(settings.redis_url or "")
+    """Run arq workers until SIGTERM/SIGINT, building a new one whenever Redis is
+    lost, cannot be reached or refuses writes."""
+    location = redis_location(settings.redis_url or "")
     with StopRequest().installed() as stop:
         logger.info(
             "worker starting: redis %s, shutdown grace %ds, recovery_seconds %g "
             "(a killed worker's handovers run again after at most that long)",
-            redis_location,
+            location,
             settings.worker_shutdown_grace_seconds,
             settings.recovery_seconds,
         )
-        delay = RECONNECT_INITIAL_SECONDS
+        delays = reconnect_delays(settings.worker_reconnect_max_seconds)
         leftovers = Leftovers()
         while not stop.graceful.is_set():
             worker = create_worker(settings, handle_signals=False, leftovers=leftovers)
-            lost = await _run_until_stopped_or_lost(worker, settings, stop, leftovers)
-            if lost is None:
+            trouble = await _run_until_stopped_or_lost(worker, settings, stop, leftovers)
+            if trouble is None:
                 break
-            if _had_started(worker):  # a fresh outage, not the same one going on
-                delay = RECONNECT_INITIAL_SECONDS
+            if worker.healthy:  # a fresh outage, not the same one going on
+                delays = reconnect_delays(settings.worker_reconnect_max_seconds)
+            delay = next(delays)
             logger.warning(
-                "worker lost Redis at %s (%s); starting a new worker in %.1fs",
-                redis_location,
-                _describe(lost),
+                "%s; %s in %.1fs",
+                describe_trouble(worker, trouble, location),
+                _next_step(worker),
                 delay,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.graceful.wait(), delay)
-            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
     logger.info("worker stopped")
+
+
+def reconnect_delays(cap: float) -> Iterator[float]:
+    """0.5 s, doubling up to `cap` (WORKER_RECONNECT_MAX_SECONDS), then `cap` for good."""
+    delay = min(RECONNECT_INITIAL_SECONDS, cap)
+    while True:
+        yield delay
+        delay = min(delay * 2, cap)
+
+
+def redis_trouble(error: BaseException) -> bool:
+    """Redis unreachable or refusing writes: back off and build a new worker."""
+    return isinstance(error, REDIS_UNREACHABLE) or write_refusal(error) is not None
+
+
+def describe_trouble(worker: Worker, error: BaseException, location: str) -> str:
+    """What ended `worker`, in one line: the log filter masks the Redis password
+    should a message carry it (`Settings.secrets`, URL credentials)."""
+    refusal = write_refusal(error)
+    if refusal is not None:
+        return f"Redis at {location} refuses writes ({refusal}; {redis_error_text(error)})"
+    if worker.pool is None:  # never connected
+        return f"cannot reach Redis at {location} ({redis_error_text(error)})"
+    return f"worker lost Redis at {location} ({redis_error_text(error)})"
+
+
+def _next_step(worker: Worker) -> str:
+    return "trying again" if worker.pool is None else "starting a new worker"
 
 
 async def _run_until_stopped_or_lost(
@@ -331,12 +383,12 @@ async def _run_until_stopped_or_lost(
     try:
         await asyncio.wait({run, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
         error = run.exception() if run.done() and not run.cancelled() else None
-        if error is not None and not isinstance(error, REDIS_UNREACHABLE):
+        if error is not None and not redis_trouble(error):
             raise error
         if error is not None:
             # What ran when Redis went, finished or not: a run that ended meanwhile
             # could not tell arq either (a retry, a result), so its key outlives it.
-            cut_off = list(worker.tasks)
+            cut_off = list(worker.tasks) + worker.unfinished
         await _let_running_jobs_finish(worker, settings.worker_shutdown_grace_seconds, stop)
         return error
     finally:
@@ -389,27 +441,9 @@ async def stop_worker(worker: Worker, task: asyncio.Task | None = None) -> None:
     if pool is None:
         return
     try:
-        with contextlib.suppress(*REDIS_UNREACHABLE):
+        with contextlib.suppress(*REDIS_UNREACHABLE, redis.exceptions.RedisError):
             await pool.delete(worker.health_check_key)
         if worker.on_shutdown is not None:
             await worker.on_shutdown(worker.ctx)
     finally:
         await pool.aclose(close_connection_pool=True)
-
-
-def _had_started(worker: Worker) -> bool:
-    """Whether the worker reached Redis and ran its start-up."""
-    return "handover" in worker.ctx
-
-
-def _redis_location(url: str) -> str:
-    """The Redis URL without its credentials, for logs."""
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-
-
-def _describe(error: BaseException) -> str:
-    """An error in one line; the log filter masks the Redis password should a
-    message carry it (`Settings.secrets`, URL credentials)."""
-    return f"{type(error).__name__}: {error}"

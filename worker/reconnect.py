@@ -1,14 +1,15 @@
 """What a worker leaves behind when it loses Redis, cleared once Redis is back.
 
-When Redis goes away mid-run the supervisor (`worker.main`) cancels the running
-jobs. arq would re-queue them and the runs would release their delivery claims,
-but both need Redis, so the in-progress keys and the claims survive (in the AOF,
-across a Redis restart) and hold those handovers for `recovery_seconds`. This
-process knows it no longer runs them: once Redis answers again it deletes those
-in-progress keys (the jobs are still in the queue, since arq removes a job only
-when it finishes) and releases those claims, so the handovers run again at once.
-The in-flight record still makes the next run look an unanswered attempt up
-before it sends again.
+When Redis goes away mid-run, or refuses writes (`shared.connections.write_refusal`),
+the supervisor (`worker.main`) cancels the running jobs. arq would re-queue them
+and the runs would release their delivery claims, but both need Redis writes,
+so the in-progress keys and the claims survive (in the AOF, across a Redis
+restart) and hold those handovers for `recovery_seconds`. This process knows it
+no longer runs them: once Redis takes writes again it deletes those in-progress
+keys (the jobs are still in the queue, since arq removes a job only when it
+finishes) and releases those claims, so the handovers run again at once. The
+in-flight record still makes the next run look an unanswered attempt up before
+it sends again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from shared import keys
+from shared.connections import redis_error_text
 from shared.store import ClaimRelease
 from worker.claim import release_claims
 
@@ -51,10 +53,13 @@ class Leftovers:
                 await redis.delete(*(keys.arq_in_progress_key(job_id) for job_id in self.job_ids))
             await release_claims(redis, self.claims)
         except (RedisError, OSError) as exc:
-            logger.warning("could not free the handovers cut off by the lost connection: %s", exc)
+            logger.warning(
+                "could not yet free the handovers cut off while Redis was unavailable: %s",
+                redis_error_text(exc),
+            )
             return False
         logger.info(
-            "reconnected: %d handover(s) cut off by the lost connection can run again "
+            "reconnected: %d handover(s) cut off while Redis was unavailable can run again "
             "(%d claim(s) released)",
             len(self.job_ids),
             len(self.claims),

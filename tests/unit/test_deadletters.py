@@ -196,9 +196,15 @@ async def test_newer_handover_whose_record_expired_does_not_block_a_replay(redis
 # --- list_failed ---
 
 
-async def fail_at(redis, score: float, conversation: int = 1) -> str:
+# Failure times are offsets from here: within the TTL, as a record that still
+# exists must be (each failure prunes entries more than a TTL old).
+RECENT = float(int(time.time()) - SETTINGS.status_ttl_seconds // 2)
+
+
+async def fail_at(redis, offset: float, conversation: int = 1) -> str:
+    """A failed handover whose failure is dated RECENT + offset."""
     handover_id = await store_handover(redis, conversation=conversation)
-    await redis.zadd(keys.FAILED_INDEX, {handover_id: score})
+    await redis.zadd(keys.FAILED_INDEX, {handover_id: RECENT + offset})
     return handover_id
 
 
@@ -239,7 +245,7 @@ async def test_a_unix_time_lists_what_failed_before_it(redis):
     await fail_at(redis, 3000.0)
     older = await fail_at(redis, 1000.0)
 
-    page = await list_failed(redis, 10, "3000")
+    page = await list_failed(redis, 10, repr(RECENT + 3000))
 
     assert [record.handover_id for record in page.handovers] == [older]
 
@@ -257,6 +263,22 @@ async def test_expired_records_are_dropped_and_pruned_from_the_index(redis):
     assert set(await redis.zrange(keys.FAILED_INDEX, 0, -1)) == set(kept)
 
 
+@pytest.mark.parametrize("stale", [1, 500])
+async def test_each_failure_prunes_entries_failed_more_than_a_ttl_ago(redis, stale):
+    """Their records have expired (the failure set the TTL): the next failure
+    drops them, so the index stays bounded when nobody lists it. Entries
+    within the TTL, one a minute short of it included, are kept."""
+    ttl, now = SETTINGS.status_ttl_seconds, time.time()
+    expired = {new_handover_id(): now - ttl - 60 - n for n in range(stale)}
+    await redis.zadd(keys.FAILED_INDEX, expired)
+    recent = {new_handover_id(): now - ttl + 60, new_handover_id(): now - 1}
+    await redis.zadd(keys.FAILED_INDEX, recent)
+
+    failed_now = await store_handover(redis)  # the worker's final write
+
+    assert set(await redis.zrange(keys.FAILED_INDEX, 0, -1)) == {*recent, failed_now}
+
+
 async def test_entries_no_longer_failed_are_skipped_not_pruned(redis):
     """Replayed between the index read and the record read: the worker may
     index it again any moment, so the list must not remove it."""
@@ -267,7 +289,7 @@ async def test_entries_no_longer_failed_are_skipped_not_pruned(redis):
     page = await list_failed(redis, 10)
 
     assert [record.handover_id for record in page.handovers] == [failed]
-    assert await redis.zscore(keys.FAILED_INDEX, requeued) == 2.0
+    assert await redis.zscore(keys.FAILED_INDEX, requeued) == RECENT + 2.0
 
 
 def test_cursor_round_trips_and_rejects_junk():
