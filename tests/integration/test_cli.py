@@ -234,13 +234,13 @@ def processes_marked(marker: str) -> list[int]:
 async def run_to_exit(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int, str]:
     """Run a command that must exit by itself: (exit code, stdout and stderr)."""
     process = await asyncio.create_subprocess_exec(
-        COMMAND, *PREFIX, *args, env=env,
+        COMMAND, *PREFIX, *args, env=env, start_new_session=True,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)  # and what it started (dev's Redis server)
         output, _ = await process.communicate()
         raise AssertionError(f"still running after {timeout}s: {output.decode()}") from None
     return process.returncode, output.decode(errors="replace")
@@ -374,11 +374,11 @@ async def test_simulator_start_up_options_are_applied():
     """`--fault` queues what POST /__sim/faults would; `--latency` delays creates."""
     port = free_port()
     fault = '{"status": 503, "count": 2, "route": "tasks", "retry_after": 7}'
-    process = await start("simulator", "--port", str(port), "--fault", fault, env=clean_env())
     base = f"http://127.0.0.1:{port}"
     tasks = f"{base}/v1/Workspaces/WS{'0' * 32}/Tasks"
     credentials = base64.b64encode(b"AC" + b"0" * 32 + b":any-token").decode()
     auth = {"Authorization": f"Basic {credentials}"}
+    process = await start("simulator", "--port", str(port), "--fault", fault, env=clean_env())
     try:
         line = await asyncio.wait_for(process.stdout.readline(), 20)
         assert base in line.decode()
