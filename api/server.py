@@ -5,6 +5,10 @@ children that each bind the port with SO_REUSEPORT, so the kernel spreads
 connections across them, and supervises them: SIGTERM/SIGINT stop them all;
 a child that dies takes the others down with it, so that Docker's restart
 policy (or any supervisor) starts a clean set rather than a partial one.
+
+"listening" is logged only once the port is bound (by every child); a port
+that cannot be bound (taken by another program, no permission) raises
+`CannotListen`, which the console script prints as one line.
 """
 
 from __future__ import annotations
@@ -13,68 +17,148 @@ import logging
 import multiprocessing
 import signal
 import sys
-from multiprocessing.connection import wait
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
 from types import FrameType
 
 from aiohttp import web
 
 from api.app import create_app
+from shared.listening import CannotListen, cannot_listen
 from shared.logging import configure_logging
 from shared.settings import Settings
 
 logger = logging.getLogger("flex_handover")
 STOP_TIMEOUT_SECONDS = 15.0
+LISTENING = "listening"  # what a child sends its parent once its port is bound
+CANNOT_LISTEN_EXIT_CODE = 2
 
 
-def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
-    web.run_app(
-        create_app(settings), host=host, port=port, access_log=None, print=None,
-        reuse_port=reuse_port or None,
-    )  # fmt: skip
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT. `on_listening` runs once the port is bound
+    (default: log it); CannotListen if it cannot be."""
+    listening = False
+
+    def started(_banner: str) -> None:  # run_app's `print`: every site has started
+        nonlocal listening
+        listening = True
+        if on_listening is None:
+            logger.info("api listening on http://%s:%d", host, port)
+        else:
+            on_listening()
+
+    try:
+        web.run_app(
+            create_app(settings), host=host, port=port, access_log=None, print=started,
+            reuse_port=reuse_port or None,
+        )  # fmt: skip
+    except OSError as error:
+        # Before the sites started, nothing but the bind does I/O (the Redis
+        # client connects on first use).
+        if listening:
+            raise
+        raise cannot_listen(host, port, error) from None
 
 
 def serve_processes(host: str, port: int, processes: int) -> int:
-    """Start `processes` children on one port; 0 after a clean stop, 1 if one died."""
+    """Start `processes` children on one port; 0 after a clean stop, 1 if one
+    died. CannotListen (the others stopped) if one could not bind the port."""
     context = multiprocessing.get_context("spawn")
+    pipes = [context.Pipe(duplex=False) for _ in range(processes)]
     children = [
-        context.Process(target=_child, args=(host, port), name=f"api-{n}", daemon=True)
-        for n in range(processes)
+        context.Process(target=_child, args=(host, port, sender), name=f"api-{n}", daemon=True)
+        for n, (_, sender) in enumerate(pipes)
     ]
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        for child in children:
-            if child.is_alive():
-                child.terminate()  # SIGTERM: aiohttp finishes its requests and exits
+        _terminate(children)
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         for child in children:
             child.start()
-        logger.info("api: %d processes on http://%s:%d", processes, host, port)
-        ended = wait([child.sentinel for child in children])
+        for _, sender in pipes:
+            sender.close()  # the child holds its own end: EOF here when it exits
+        problem = _wait_until_listening(children, [reader for reader, _ in pipes])
+        if problem is not None and not stopping:
+            _terminate(children)
+            _join(children)
+            if isinstance(problem, CannotListen):
+                raise problem
+            logger.error("api: %s; stopping the others", problem)
+            return 1
         if not stopping:
-            dead = next(child for child in children if child.sentinel in ended)
-            dead.join()
-            logger.error("api: %s exited with %s; stopping the others", dead.name, dead.exitcode)
-            stop(signal.SIGTERM, None)
-        for child in children:
-            child.join(STOP_TIMEOUT_SECONDS)
-            if child.is_alive():
-                child.kill()
-                child.join()
+            logger.info("api: %d processes listening on http://%s:%d", processes, host, port)
+            ended = wait([child.sentinel for child in children])
+            if not stopping:
+                dead = next(child for child in children if child.sentinel in ended)
+                dead.join()
+                logger.error(
+                    "api: %s exited with %s; stopping the others", dead.name, dead.exitcode
+                )
+                stop(signal.SIGTERM, None)
+        _join(children)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _terminate(children)  # an exception above must not leave children running
+        for reader, _ in pipes:
+            reader.close()
     return 0 if stopping and all(child.exitcode in (0, -signal.SIGTERM) for child in children) else 1
 
 
-def _child(host: str, port: int) -> None:
+def _wait_until_listening(
+    children: list[multiprocessing.Process], readers: list[Connection]
+) -> CannotListen | str | None:
+    """None once every child has bound the port; else what went wrong first."""
+    waiting = dict(zip(readers, children, strict=True))
+    while waiting:
+        for reader in wait(list(waiting)):
+            child = waiting.pop(reader)
+            try:
+                message = reader.recv()
+            except EOFError:
+                child.join()
+                return f"{child.name} exited with {child.exitcode} before listening"
+            if message != LISTENING:
+                return CannotListen(message)
+    return None
+
+
+def _terminate(children: list[multiprocessing.Process]) -> None:
+    for child in children:
+        if child.is_alive():
+            child.terminate()  # SIGTERM: aiohttp finishes its requests and exits
+
+
+def _join(children: list[multiprocessing.Process]) -> None:
+    for child in children:
+        if child.pid is None:
+            continue  # never started
+        child.join(STOP_TIMEOUT_SECONDS)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _child(host: str, port: int, parent: Connection) -> None:
     settings = Settings.from_env(role="api")  # already checked by the parent
     configure_logging(settings.log_level)
     # The parent handles Ctrl-C; a child stops on the SIGTERM the parent sends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(settings, host, port, reuse_port=True)
+    try:
+        serve(settings, host, port, reuse_port=True, on_listening=lambda: parent.send(LISTENING))
+    except CannotListen as error:
+        parent.send(str(error))  # the parent says it, once for all children
+        sys.exit(CANNOT_LISTEN_EXIT_CODE)
     sys.exit(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import logging
 import sys
@@ -14,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from shared import deadletters
 from shared.deadletters import DEFAULT_LIMIT, MAX_LIMIT
+from shared.listening import CannotListen
 from shared.logging import configure_logging, redact
+from shared.redis_server import RedisServerError
 from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -27,12 +30,17 @@ ERROR_COLUMN_WIDTH = 120  # the full error is in --json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flex-handover",
         description="Hand AI-agent conversations to Twilio Flex, acknowledged in milliseconds.",
+        epilog="Settings come from the environment (see .env.example); "
+        "`flex-handover COMMAND --help` for a command's options.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    api = commands.add_parser("api", help="serve the tool endpoint (needs REDIS_URL)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    api = commands.add_parser(
+        "api", help="serve the tool endpoint (needs REDIS_URL, FLEX_WORKFLOW_SID, a tool token)"
+    )
     _add_listen_options(api)
     api.add_argument(
         "--processes",
@@ -55,12 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         "simulator when REDIS_URL or Twilio credentials are unset",
     )
     _add_listen_options(dev)
-    simulator = commands.add_parser(
-        "simulator", help="run the local Flex API simulator on its own (no Twilio account)"
-    )
-    _add_listen_options(simulator, default_port=8081)
+    _add_simulator_parser(commands)
     failed = commands.add_parser(
-        "failed", help="list failed handovers, newest first, with their last error"
+        "failed", help="list failed handovers, newest first, with their last error "
+        "(needs only REDIS_URL)"
     )
     failed.add_argument(
         "--limit",
@@ -71,21 +77,111 @@ def build_parser() -> argparse.ArgumentParser:
     failed.add_argument("--before", help="the cursor printed under the previous page")
     failed.add_argument("--json", action="store_true", help="print the public records as JSON")
     replay = commands.add_parser(
-        "replay", help="queue failed handovers again (exit 1 if any is refused)"
+        "replay", help="queue failed handovers again (needs only REDIS_URL; exit 1 if "
+        "any is refused)"
     )
     replay.add_argument("handover_ids", nargs="+", metavar="ID")
     return parser
 
 
+def _add_simulator_parser(commands: argparse._SubParsersAction) -> None:
+    """`simulator`: start-up options here; the fault controls in the epilog, made
+    from the simulator's own routes and options (imported only to show them)."""
+    simulator = commands.add_parser(
+        "simulator",
+        help="run the local Flex API simulator on its own (no Twilio account)",
+        description="A stand-in for the Flex, Conversations and TaskRouter APIs the worker\n"
+        "calls, with faults on demand. Any credentials are accepted.",
+        epilog=_simulator_controls,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_listen_options(simulator, default_port=8081, any_port=True)
+    simulator.add_argument(
+        "--fault",
+        type=_json_object,
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="queue a fault at start-up: the options of POST /__sim/faults (repeatable)",
+    )
+    simulator.add_argument(
+        "--latency",
+        type=_non_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer every successful create this late; default 0",
+    )
+    simulator.add_argument(
+        "--task-visible-after",
+        type=_non_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="a created Interaction's task shows in TaskRouter this late; default 0",
+    )
+    simulator.add_argument(
+        "--rate-limit-rps",
+        type=_non_negative,
+        default=0.0,
+        metavar="RPS",
+        help="answer creates above this rate with 429, as PUT /__sim/rate_limit; default 0: off",
+    )
+    simulator.add_argument(
+        "--rate-limit-retry-after",
+        metavar="SECONDS",
+        help="Retry-After header on those 429s (seconds or an HTTP date); default none",
+    )
+    simulator.add_argument(
+        "--rate-limit-code",
+        type=int,
+        default=20429,
+        metavar="CODE",
+        help="Twilio error code on those 429s (20429, or Flex's 45010); default 20429",
+    )
+
+
+def _simulator_controls() -> str:
+    from shared.flex_simulator import control_help
+
+    return control_help()
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog may be a function, called only to show help."""
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
 def _add_listen_options(
-    parser: argparse.ArgumentParser, default_port: int = DEFAULT_PORT
+    parser: argparse.ArgumentParser, default_port: int = DEFAULT_PORT, *, any_port: bool = False
 ) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
-    parser.add_argument("--port", type=int, default=default_port, help=f"default {default_port}")
+    parser.add_argument(
+        "--port",
+        type=_any_port if any_port else _port,
+        default=default_port,
+        help=f"default {default_port}" + (" (0: any free port)" if any_port else ""),
+    )
+
+
+def version() -> str:
+    """The installed package's version (pyproject.toml's, through the package metadata)."""
+    try:
+        return importlib.metadata.version("flex-handover")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The console script. Exit 2 when it cannot start (usage, settings, a port
+    that cannot be bound, Redis out of reach for failed/replay), one line each."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # what to type next, rather than "COMMAND is required"
+        parser.print_help(sys.stderr)
+        return 2
     try:
         if args.command == "api":
             return run_api(args.host, args.port, args.processes)
@@ -99,12 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from shared.dev import run_dev
 
             return run_dev(args.host, args.port)
-        from shared.flex_simulator import run_simulator
-
-        configure_logging("INFO")
-        run_simulator(args.host, args.port)
-        return 0
-    except SettingsError as exc:
+        return run_simulator(args)
+    except (SettingsError, CannotListen, RedisServerError) as exc:
         print(f"flex-handover {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -118,8 +210,30 @@ def run_api(host: str, port: int, processes: int = 1) -> int:
     configure_logging(settings.log_level)
     if processes > 1:
         return serve_processes(host, port, processes)
-    logger.info("api listening on http://%s:%d", host, port)
-    serve(settings, host, port)
+    serve(settings, host, port)  # logs "listening" once the port is bound
+    return 0
+
+
+def run_simulator(args: argparse.Namespace) -> int:
+    from shared.flex_simulator import FlexSimulator
+    from shared.flex_simulator import run_simulator as run
+
+    options = {
+        "latency": args.latency,
+        "task_visible_after": args.task_visible_after,
+        "rate_limit_rps": args.rate_limit_rps,
+        "rate_limit_retry_after": _number_or_text(args.rate_limit_retry_after),
+        "rate_limit_code": args.rate_limit_code,
+    }
+    try:  # the simulator's own checks, before anything starts
+        simulator = FlexSimulator(**options)
+        for fault in args.fault:
+            simulator.add_fault(fault)
+    except ValueError as exc:
+        print(f"flex-handover simulator: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("INFO")
+    run(args.host, args.port, faults=args.fault, **options)
     return 0
 
 
@@ -232,6 +346,56 @@ def _error_text(error: dict[str, Any] | None) -> str:
     if len(text) > ERROR_COLUMN_WIDTH:
         text = text[: ERROR_COLUMN_WIDTH - 1] + "…"
     return text
+
+
+def _port(raw: str) -> int:
+    return _port_in(raw, 1)
+
+
+def _any_port(raw: str) -> int:
+    return _port_in(raw, 0)
+
+
+def _port_in(raw: str, lowest: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not lowest <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, {lowest}-65535, got {raw!r}")
+    return value
+
+
+def _non_negative(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {raw!r}")
+    return value
+
+
+def _number_or_text(raw: str | None) -> str | float | None:
+    """A Retry-After value as given: seconds as a number, anything else (an HTTP date) as text."""
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+def _json_object(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object such as '{{\"status\": 503, \"count\": 2}}', got {raw!r}"
+        )
+    return value
 
 
 def _positive_int(raw: str) -> int:

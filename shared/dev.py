@@ -19,8 +19,9 @@ from aiohttp import web
 
 from api.app import create_app
 from shared.flex_simulator import FlexSimulator
+from shared.listening import bind
 from shared.logging import configure_logging
-from shared.redis_server import LocalRedisServer
+from shared.redis_server import LocalRedisServer, RedisServerError
 from shared.settings import Settings
 from worker.main import create_worker, stop_worker
 
@@ -109,7 +110,11 @@ async def _run_dev(host: str, port: int) -> None:
     try:
         if not env.get("REDIS_URL"):
             redis_server = LocalRedisServer()
-            env["REDIS_URL"] = await asyncio.to_thread(redis_server.start)
+            try:
+                env["REDIS_URL"] = await asyncio.to_thread(redis_server.start)
+            except OSError as exc:  # the binary itself could not be run
+                message = f"cannot run {redis_server.binary}: {exc.strerror}"
+                raise RedisServerError(message) from None
             notes.append(f"Redis: started {redis_server.binary} at {env['REDIS_URL']}")
         if not has_twilio_credentials(env):
             simulator = FlexSimulator(account_sid=DEV_ACCOUNT_SID, auth_token=DEV_AUTH_TOKEN)
@@ -134,7 +139,7 @@ async def _run_dev(host: str, port: int) -> None:
         configure_logging(settings.log_level)
         runner = web.AppRunner(create_app(settings), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        await bind(web.TCPSite(runner, host, port).start(), host, port)
         worker = create_worker(settings, handle_signals=False)
         worker_task = asyncio.create_task(worker.async_run())
         _print_banner(host, port, notes, env)

@@ -31,22 +31,25 @@ import base64
 import binascii
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 import math
 import re
 import signal
+import textwrap
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from aiohttp import web
 
+from shared.listening import bind
 from shared.sids import is_sid
 from shared.sids import pattern as sid_pattern
 
@@ -1070,30 +1073,44 @@ class FlexSimulator:
 
     # --- /__sim control routes (no auth) ---
 
-    async def _control_add_fault(self, request: web.Request) -> web.Response:
-        options = await read_json_object(request)
+    def add_fault(self, options: Mapping[str, Any]) -> int:
+        """`fail_next` from the options of `POST /__sim/faults` (or `flex-handover
+        simulator --fault`); ValueError saying what is wrong. How many were queued."""
         unknown = set(options) - FAULT_OPTIONS
         if unknown:
-            raise bad_request(f"Unknown fault options: {', '.join(sorted(unknown))}")
+            raise ValueError(f"Unknown fault options: {', '.join(sorted(unknown))}")
         try:
             self.fail_next(**options)
-        except (TypeError, ValueError) as error:
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+        return options.get("count", 1)
+
+    async def _control_add_fault(self, request: web.Request) -> web.Response:
+        """Queue a fault for the next requests to a route (options below)."""
+        options = await read_json_object(request)
+        try:
+            queued = self.add_fault(options)
+        except ValueError as error:
             raise bad_request(str(error)) from None
-        return web.json_response({"queued": options.get("count", 1)})
+        return web.json_response({"queued": queued})
 
     async def _control_interactions(self, request: web.Request) -> web.Response:
+        """The Interactions created so far, as recorded."""
         with self._lock:
             return web.json_response(list(self.interactions))
 
     async def _control_requests(self, request: web.Request) -> web.Response:
+        """Every create attempt: status answered and outcome."""
         with self._lock:
             return web.json_response(list(self.requests))
 
     async def _control_reset(self, request: web.Request) -> web.Response:
+        """Forget records, users and queued faults (rate limit and latency stay)."""
         self.reset()
         return web.json_response({"reset": True})
 
     async def _control_latency(self, request: web.Request) -> web.Response:
+        """`{"seconds": S}`: every successful create answers S seconds late."""
         seconds = (await read_json_object(request)).get("seconds")
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
             raise bad_request('Body must be {"seconds": <number >= 0>}')
@@ -1101,7 +1118,7 @@ class FlexSimulator:
         return web.json_response({"seconds": self.latency})
 
     async def _control_rate_limit(self, request: web.Request) -> web.Response:
-        """`{"rps": <number >= 0, 0 = off>, "retry_after": <seconds or null>, "code": 20429}`."""
+        """Answer creates above a rate with 429 (options below; rps 0 turns it off)."""
         options = await read_json_object(request)
         unknown = set(options) - RATE_LIMIT_OPTIONS
         if unknown:
@@ -1145,6 +1162,114 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     return require_object(body, "Body")
 
 
+# --- help for `flex-handover simulator` ----------------------------------------------
+# Generated from the simulator itself: every /__sim route the app serves (with
+# its handler's docstring), every option of Fault / fail_next and of RateLimit,
+# each with its default. A new route or option shows up by itself; the lines
+# below only add a description.
+
+FAULT_HELP: dict[str, str] = {
+    "status": "HTTP status to answer, 200-599 (a 2xx/3xx needs body or after_create)",
+    "count": "how many of the next requests to the route get it",
+    "code": "Twilio error code in the body (default from status: 429 -> 20429, "
+    "5xx -> 20500, 400 -> 20001, 401 -> 20003)",
+    "message": "error message in the body",
+    "retry_after": "Retry-After header on the error: seconds or an HTTP date",
+    "hang": "wait this many seconds before answering",
+    "reset": "close the connection without answering",
+    "after_create": "create the Interaction first, then answer with the fault "
+    "(the create succeeded, the answer is lost)",
+    "body": "raw text answered instead of the JSON body (HTML, null, [], a sid that "
+    "is no SID)",
+    "pad": "this many extra bytes, streamed without a Content-Length (a huge answer)",
+    "headers": "response headers to add or replace, as a JSON object of strings",
+    "route": f"which requests: {', '.join(FAULT_ROUTES)} (POST /v1/Interactions, "
+    "GET /v1/Users/…, GET /v1/Workspaces/{WS}/Tasks)",
+}
+RATE_LIMIT_HELP: dict[str, str] = {
+    "rps": "accepted creates per second (a sliding 1 s window); 0 turns the limit off",
+    "retry_after": "Retry-After header on the 429: seconds or an HTTP date (none by default)",
+    "code": f"Twilio error code of the 429: {' or '.join(map(str, RATE_LIMIT_CODES))}",
+}
+_OPTION_COLUMN = 26
+_HELP_WIDTH = 79
+
+
+def fault_options() -> list[tuple[str, Any]]:
+    """(name, default) of each `POST /__sim/faults` option, in `fail_next`'s order."""
+    parameters = inspect.signature(FlexSimulator.fail_next).parameters
+    defaults = {field.name: field.default for field in fields(Fault)}
+    defaults.update(
+        (name, parameter.default)
+        for name, parameter in parameters.items()
+        if name != "self" and parameter.default is not inspect.Parameter.empty
+    )
+    order = [name for name in parameters if name in FAULT_OPTIONS]
+    order += sorted(FAULT_OPTIONS - set(order))
+    return [(name, defaults.get(name)) for name in order]
+
+
+def rate_limit_options() -> list[tuple[str, Any]]:
+    """(name, default) of each `PUT /__sim/rate_limit` option."""
+    return [("rps", None)] + [
+        (field.name, field.default) for field in fields(RateLimit) if field.name != "rps"
+    ]
+
+
+def control_routes() -> list[tuple[str, str, str]]:
+    """(method, path, what it does) of every /__sim route the simulator serves."""
+    routes = []
+    for route in FlexSimulator().app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if path.startswith("/__sim/") and route.method != "HEAD":
+            doc = inspect.getdoc(route.handler) or ""
+            routes.append((route.method, path, doc.split("\n\n")[0].replace("\n", " ")))
+    return routes
+
+
+def control_help() -> str:
+    """The fault controls, for `flex-handover simulator --help`."""
+    lines = ["fault controls (HTTP on the simulator's own port, no authentication):"]
+    options = {"/__sim/faults": (fault_options(), FAULT_HELP)}
+    options["/__sim/rate_limit"] = (rate_limit_options(), RATE_LIMIT_HELP)
+    for method, path, doc in control_routes():
+        lines.append(_help_row(f"  {method} {path}", doc))
+        if path in options:
+            described, texts = options[path]
+            lines.append("      JSON options, name=default:")
+            for name, default in described:
+                shown = name if default is None else f"{name}={_json_or_repr(default)}"
+                lines.append(_help_row(f"        {shown}", texts.get(name, "")))
+    lines += [
+        "",
+        "examples:",
+        "  curl -X POST localhost:8081/__sim/faults -d '{\"status\": 503, \"count\": 2}'",
+        "  curl -X POST localhost:8081/__sim/faults -d '{\"status\":429,\"retry_after\":3}'",
+        "  curl -X PUT localhost:8081/__sim/rate_limit -d '{\"rps\": 5}'",
+        "  flex-handover simulator --fault '{\"status\": 503, \"count\": 2}'  # at start-up",
+    ]
+    return "\n".join(lines)
+
+
+def _json_or_repr(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _help_row(left: str, text: str) -> str:
+    """`left`, then `text` wrapped in a column of its own (as argparse lays out options)."""
+    if not text:
+        return left
+    indent = " " * _OPTION_COLUMN
+    wrapped = textwrap.wrap(text, _HELP_WIDTH - _OPTION_COLUMN)
+    first = left.ljust(_OPTION_COLUMN) + wrapped[0]
+    if len(left) >= _OPTION_COLUMN - 1:
+        first = f"{left}\n{indent}{wrapped[0]}"
+    return "\n".join([first, *(indent + line for line in wrapped[1:])])
+
+
 # --- blocking entry point ------------------------------------------------------------
 
 
@@ -1153,14 +1278,19 @@ def run_simulator(
     port: int = 0,
     *,
     on_ready: Callable[[str], None] | None = None,
+    faults: Sequence[Mapping[str, Any]] = (),
     **simulator_options: Any,
 ) -> None:
     """Serve a FlexSimulator until Ctrl-C or SIGTERM (for a CLI or a benchmark's child process).
 
     `on_ready(base_url)` is called once listening (default: print the URL).
+    `faults`: options of `POST /__sim/faults`, queued before it listens.
     `simulator_options` go to FlexSimulator (account_sid, auth_token, latency, ...).
+    Raises CannotListen when host:port cannot be bound.
     """
-    asyncio.run(_serve_until_stopped(host, port, on_ready or _print_url, simulator_options))
+    asyncio.run(
+        _serve_until_stopped(host, port, on_ready or _print_url, faults, simulator_options)
+    )
 
 
 def _print_url(base_url: str) -> None:
@@ -1168,13 +1298,19 @@ def _print_url(base_url: str) -> None:
 
 
 async def _serve_until_stopped(
-    host: str, port: int, on_ready: Callable[[str], None], simulator_options: dict[str, Any]
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None],
+    faults: Sequence[Mapping[str, Any]],
+    simulator_options: dict[str, Any],
 ) -> None:
     simulator = FlexSimulator(**simulator_options)
+    for options in faults:
+        simulator.add_fault(options)
     stop = asyncio.Event()
     _stop_on_sigterm(stop)
     try:
-        on_ready(await simulator.start(host, port))
+        on_ready(await bind(simulator.start(host, port), host, port))
         await stop.wait()
     finally:
         await simulator.stop()

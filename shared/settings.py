@@ -24,8 +24,9 @@ TWILIO_FLEX_API = "https://flex-api.twilio.com"
 TWILIO_CONVERSATIONS_API = "https://conversations.twilio.com"
 TWILIO_TASKROUTER_API = "https://taskrouter.twilio.com"
 
-# "operator": the CLI's failed/replay commands, which talk to Redis only: what
-# every role needs, neither the API's authentication nor Twilio credentials.
+# "operator": the CLI's failed/replay commands, which talk to Redis only: they
+# need REDIS_URL (and the TTLs a replay writes), no targets, neither the API's
+# authentication nor Twilio credentials.
 Role = Literal["api", "worker", "operator"]
 _TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _TASK_CHANNEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -250,7 +251,7 @@ class Settings:
             )
         if not self.redis_url:
             problems.append("REDIS_URL: required (e.g. redis://localhost:6379/0)")
-        if not self.targets:
+        if role != "operator" and not self.targets:
             problems.append(
                 "FLEX_WORKFLOW_SID: required (or define targets in HANDOVER_TARGETS)"
             )

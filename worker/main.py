@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis.exceptions
-from arq.connections import ArqRedis
+from arq.connections import ArqRedis, RedisSettings
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
@@ -139,8 +139,14 @@ class HandoverWorker(Worker):
     of after `poll_delay`; when idle it polls every `poll_delay` as arq does.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, *args: Any, redis_settings: RedisSettings | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, redis_settings=redis_settings, **kwargs)
+        # arq forgets redis_settings when given a pool; `_reach_redis` uses its retries.
+        self._reach_settings = redis_settings or RedisSettings()
+        self.reached_redis = False
+        """Redis answered this worker's first ping (its client exists from the start)."""
         self.healthy = False
         """A poll iteration completed: Redis answered and took this worker's writes."""
         self.unfinished: list[str] = []
@@ -150,6 +156,32 @@ class HandoverWorker(Worker):
         self._slot_freed = asyncio.Event()
         self._pick_scan_limit = max(PICK_SCAN_MIN, PICK_SCAN_PER_SLOT * self.max_jobs)
         self._pick_batch = max(1, int(self.max_jobs * PICK_BATCH_FRACTION))
+
+    async def main(self) -> None:
+        await self._reach_redis()
+        await super().main()
+
+    async def _reach_redis(self) -> None:
+        """What arq's create_pool does before it returns (ping, retried as many
+        times, as often, with the same warning), on the client this worker was
+        given: see `arq_client`."""
+        settings = self._reach_settings
+        retry = 0
+        while True:
+            try:
+                await self.pool.ping()
+                self.reached_redis = True
+                return
+            except (redis.exceptions.RedisError, OSError, TimeoutError) as error:
+                if retry >= settings.conn_retries:
+                    raise
+                logger.warning(
+                    "redis connection error %s:%s %s %s, %s retries remaining...",
+                    settings.host, settings.port, type(error).__name__, error,
+                    settings.conn_retries - retry,
+                )  # fmt: skip
+                await asyncio.sleep(settings.conn_retry_delay)
+                retry += 1
 
     async def _poll_iteration(self) -> None:
         if self.burst:  # run_check/burst mode: arq's own loop counts burst jobs
@@ -213,6 +245,26 @@ class HandoverWorker(Worker):
         self._slot_freed.set()
 
 
+def arq_client(url: str) -> ArqRedis:
+    """The worker's arq client, made without connecting: as arq's create_pool
+    makes it (the same server, job serializers and queue), minus the I/O.
+
+    Why: create_pool connects inside the call and, when a stop cancels it
+    there, drops the client it made with its socket open; a worker stopped
+    while it connected (a test that ends at once, a SIGTERM at start-up) left
+    an unclosed Connection for the garbage collector, a ResourceWarning in
+    whichever test happened to collect it. A client made here belongs to the
+    worker from the start, and `stop_worker` always closes it.
+    """
+    client = ArqRedis.from_url(
+        url, socket_connect_timeout=arq_redis_settings(url).conn_timeout, encoding="utf8"
+    )
+    client.job_serializer = serialize_job
+    client.job_deserializer = deserialize_job
+    client.default_queue_name = keys.QUEUE_NAME
+    return client
+
+
 def create_worker(
     settings: Settings,
     *,
@@ -256,7 +308,7 @@ def create_worker(
         ],
         "queue_name": keys.QUEUE_NAME,
         "redis_settings": arq_redis_settings(settings.redis_url or ""),
-        "redis_pool": redis_pool,
+        "redis_pool": redis_pool or arq_client(settings.redis_url or ""),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "max_jobs": settings.worker_concurrency,
@@ -360,13 +412,17 @@ def describe_trouble(worker: Worker, error: BaseException, location: str) -> str
     refusal = write_refusal(error)
     if refusal is not None:
         return f"Redis at {location} refuses writes ({refusal}; {redis_error_text(error)})"
-    if worker.pool is None:  # never connected
+    if not _reached_redis(worker):
         return f"cannot reach Redis at {location} ({redis_error_text(error)})"
     return f"worker lost Redis at {location} ({redis_error_text(error)})"
 
 
 def _next_step(worker: Worker) -> str:
-    return "trying again" if worker.pool is None else "starting a new worker"
+    return "starting a new worker" if _reached_redis(worker) else "trying again"
+
+
+def _reached_redis(worker: Worker) -> bool:
+    return getattr(worker, "reached_redis", worker.pool is not None)
 
 
 async def _run_until_stopped_or_lost(
@@ -437,13 +493,19 @@ async def stop_worker(worker: Worker, task: asyncio.Task | None = None) -> None:
     await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
     worker.tasks.clear()
     await asyncio.gather(*runners, return_exceptions=True)
-    pool: ArqRedis | None = worker.pool  # None when it never reached Redis
+    pool: ArqRedis | None = worker.pool  # None only for an arq Worker that never connected
     if pool is None:
         return
     try:
-        with contextlib.suppress(*REDIS_UNREACHABLE, redis.exceptions.RedisError):
-            await pool.delete(worker.health_check_key)
-        if worker.on_shutdown is not None:
-            await worker.on_shutdown(worker.ctx)
+        if _had_started(worker):  # else there is no health key or context to clean up
+            with contextlib.suppress(*REDIS_UNREACHABLE, redis.exceptions.RedisError):
+                await pool.delete(worker.health_check_key)
+            if worker.on_shutdown is not None:
+                await worker.on_shutdown(worker.ctx)
     finally:
         await pool.aclose(close_connection_pool=True)
+
+
+def _had_started(worker: Worker) -> bool:
+    """Whether the worker reached Redis and ran its start-up."""
+    return "handover" in worker.ctx

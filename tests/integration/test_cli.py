@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import importlib.metadata
 import os
 import re
 import signal
+import socket
 import time
+import tomllib
+import uuid
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from shared.flex_simulator import (
+    FAULT_HELP,
+    FAULT_OPTIONS,
+    RATE_LIMIT_HELP,
+    RATE_LIMIT_OPTIONS,
+    FlexSimulator,
+    fault_options,
+    rate_limit_options,
+)
 from shared.redis_server import free_port
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -196,3 +210,198 @@ async def test_api_processes_all_stop_when_one_dies(redis_server):
         _, stderr = await api.communicate()
     assert api.returncode == 1
     assert "stopping the others" in stderr.decode()
+
+
+# --- What a new user trips over: one clear line and a non-zero exit, never a traceback
+
+
+def occupy(host: str) -> socket.socket:
+    """A port held by another program: a plain listening socket, no SO_REUSEPORT."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind((host, 0))
+    holder.listen()
+    return holder
+
+
+def processes_marked(marker: str) -> list[int]:
+    """Live processes whose environment holds `marker` (a command and its children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                status = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if status != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue  # exited meanwhile, or not ours to read
+    return found
+
+
+async def run_to_exit(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int, str]:
+    """Run a command that must exit by itself: (exit code, stdout and stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        COMMAND, *PREFIX, *args, env=env, start_new_session=True,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        os.killpg(process.pid, signal.SIGKILL)  # and what it started (dev's Redis server)
+        output, _ = await process.communicate()
+        raise AssertionError(f"still running after {timeout}s: {output.decode()}") from None
+    return process.returncode, output.decode(errors="replace")
+
+
+def assert_one_clear_line(output: str, expected: str) -> None:
+    assert expected in output, output
+    assert sum(expected in line for line in output.splitlines()) == 1, output
+    assert "Traceback" not in output, output
+    assert "listening" not in output, output
+
+
+@pytest.mark.parametrize(
+    ("host", "processes"), [("127.0.0.1", "1"), ("0.0.0.0", "1"), ("0.0.0.0", "3")]
+)
+async def test_api_on_a_port_in_use_says_so_in_one_line_and_exits(
+    redis_server, host, processes
+):
+    marker = f"FLEX_HANDOVER_TEST_RUN={uuid.uuid4().hex}"
+    name, value = marker.split("=")
+    env = clean_env(**service_env(redis_server.url, "http://127.0.0.1:9"), **{name: value})
+    with occupy(host) as holder:
+        port = holder.getsockname()[1]
+        code, output = await run_to_exit(
+            "api", "--host", host, "--port", str(port), "--processes", processes, env=env
+        )
+    assert code == 2, output
+    assert_one_clear_line(
+        output, f"flex-handover api: cannot listen on {host}:{port}: address already in use"
+    )
+    assert processes_marked(marker) == [], "children left running"
+
+
+async def test_dev_on_a_port_in_use_says_so_and_stops_what_it_started():
+    marker = f"FLEX_HANDOVER_TEST_RUN={uuid.uuid4().hex}"
+    name, value = marker.split("=")
+    with occupy("127.0.0.1") as holder:
+        port = holder.getsockname()[1]
+        code, output = await run_to_exit("dev", "--port", str(port), env=clean_env(**{name: value}))
+    assert code == 2, output
+    assert_one_clear_line(
+        output, f"flex-handover dev: cannot listen on 127.0.0.1:{port}: address already in use"
+    )
+    assert "flex-handover dev is running" not in output
+    assert processes_marked(marker) == [], "its Redis server is still running"
+
+
+async def test_simulator_on_a_port_in_use_says_so_in_one_line():
+    with occupy("127.0.0.1") as holder:
+        port = holder.getsockname()[1]
+        code, output = await run_to_exit("simulator", "--port", str(port), env=clean_env())
+    assert code == 2, output
+    assert_one_clear_line(
+        output,
+        f"flex-handover simulator: cannot listen on 127.0.0.1:{port}: address already in use",
+    )
+
+
+async def test_api_logs_listening_once_the_port_is_bound(redis_server):
+    """"listening" only after the bind, from the parent once every child has bound."""
+    env = clean_env(**service_env(redis_server.url, "http://127.0.0.1:9"))
+    for processes, expected in (("1", "api listening on"), ("2", "api: 2 processes listening")):
+        port = free_port()
+        api = await start("api", "--port", str(port), "--processes", processes, env=env)
+        try:
+            await wait_healthy(f"http://127.0.0.1:{port}", api)
+            line = await asyncio.wait_for(api.stderr.readline(), 10)
+            while b"listening" not in line:
+                line = await asyncio.wait_for(api.stderr.readline(), 10)
+        finally:
+            code, log = await stop(api)
+        assert expected in line.decode(), line
+        assert f"127.0.0.1:{port}" in line.decode()
+        assert code == 0, log
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        ((), {}, "usage: flex-handover"),
+        (("bogus",), {}, "invalid choice: 'bogus'"),
+        (("api", "--port", "99999"), {}, "argument --port: must be a port number"),
+        (("api", "--port", "http"), {}, "argument --port: must be a port number"),
+        (("dev", "--port", "0"), {}, "argument --port: must be a port number"),
+        (("simulator", "--fault", "{"), {}, "argument --fault: must be a JSON object"),
+        (("simulator", "--fault", '{"colour": 1}'), {}, "Unknown fault options: colour"),
+        (("simulator", "--fault", '{"status": 200}'), {}, "a 2xx/3xx fault needs a body"),
+        (("simulator", "--rate-limit-rps", "5", "--rate-limit-code", "1"), {}, "code must be"),
+        (("dev",), {"LOG_LEVEL": "loud"}, "LOG_LEVEL: must be one of"),
+        (("dev",), {"FLEX_HANDOVER_REDIS_SERVER": "/nonexistent"}, "cannot run /nonexistent"),
+        (("worker",), {"REDIS_URL": "http://x"}, "REDIS_URL: must start with redis://"),
+        (("failed",), {"REDIS_URL": "redis://127.0.0.1:1/0"}, "cannot use Redis (REDIS_URL)"),
+        (("replay",), {}, "the following arguments are required: ID"),
+    ],
+)
+async def test_mistakes_get_one_clear_message_and_exit_2(args, env, says):
+    code, output = await run_to_exit(*args, env=clean_env(**env))
+    assert code == 2, output
+    assert says in output
+    assert "Traceback" not in output
+
+
+async def test_version_is_the_installed_package_version():
+    code, output = await run_to_exit("--version", env=clean_env())
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert code == 0, output
+    assert output == f"flex-handover {pyproject['project']['version']}\n"
+    assert output == f"flex-handover {importlib.metadata.version('flex-handover')}\n"
+
+
+async def test_simulator_help_lists_every_fault_control_it_serves():
+    code, output = await run_to_exit("simulator", "--help", env=clean_env())
+    assert code == 0, output
+    served = [
+        route.resource.canonical
+        for route in FlexSimulator().app.router.routes()
+        if route.resource.canonical.startswith("/__sim/")
+    ]
+    assert len(served) >= 6
+    for path in served:
+        assert path in output, path
+    controls = output[output.index("fault controls"):]
+    for option in (*FAULT_OPTIONS, *RATE_LIMIT_OPTIONS):
+        assert re.search(rf"^\s+{option}\b", controls, re.MULTILINE), option
+    for flag in ("--fault", "--latency", "--rate-limit-rps", "--rate-limit-retry-after"):
+        assert flag in output
+    assert "Traceback" not in output
+
+
+def test_every_fault_control_option_is_described():
+    """A fault option added to the simulator without a help text fails here."""
+    assert sorted(name for name, _ in fault_options()) == sorted(FAULT_HELP)
+    assert sorted(name for name, _ in rate_limit_options()) == sorted(RATE_LIMIT_HELP)
+
+
+async def test_simulator_start_up_options_are_applied():
+    """`--fault` queues what POST /__sim/faults would; `--latency` delays creates."""
+    port = free_port()
+    fault = '{"status": 503, "count": 2, "route": "tasks", "retry_after": 7}'
+    base = f"http://127.0.0.1:{port}"
+    tasks = f"{base}/v1/Workspaces/WS{'0' * 32}/Tasks"
+    credentials = base64.b64encode(b"AC" + b"0" * 32 + b":any-token").decode()
+    auth = {"Authorization": f"Basic {credentials}"}
+    process = await start("simulator", "--port", str(port), "--fault", fault, env=clean_env())
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        assert base in line.decode()
+        async with aiohttp.ClientSession(headers=auth) as http:
+            statuses = []
+            for _ in range(3):
+                async with http.get(tasks) as response:
+                    statuses.append((response.status, response.headers.get("Retry-After")))
+        assert statuses == [(503, "7"), (503, "7"), (200, None)]
+    finally:
+        code, log = await stop(process)
+    assert code == 0, log

@@ -259,3 +259,29 @@ async def test_cli_needs_only_redis_and_names_a_missing_variable(redis_server, s
     )
     assert code == 2
     assert "REDIS_URL" in stderr and "Traceback" not in stderr
+
+
+async def test_cli_lists_and_replays_with_nothing_but_redis_url(
+    service, simulator, redis, redis_server
+):
+    """An operator's shell has REDIS_URL only: no targets, tokens or Twilio settings."""
+    handover_id = await fail_handover(service, simulator, redis)
+    env = clean_env(REDIS_URL=redis_server.url)
+
+    async def run(*args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            COMMAND, *PREFIX, *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await asyncio.wait_for(process.communicate(), 30)
+        return process.returncode, output.decode()
+
+    code, listing = await run("failed", "--json")
+    assert code == 0, listing
+    assert [h["handover_id"] for h in json.loads(listing)["handovers"]] == [handover_id]
+    code, out = await run("replay", handover_id)
+    assert (code, out) == (0, f"{handover_id}: replayed, queued (replay 1)\n")
+    assert (await service.wait_final(handover_id))["state"] == "succeeded"
+    await arq_done(redis, handover_id)
+    code, out = await run("failed")
+    assert (code, out) == (0, "No failed handovers.\n")

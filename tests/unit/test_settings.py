@@ -344,6 +344,7 @@ def test_several_problems_are_reported_at_once():
             "TWILIO_API_SECRET",
         ]),
         ("worker", {**WORKER_ENV, "TWILIO_ACCOUNT_SID": ""}, ["TWILIO_ACCOUNT_SID"]),
+        ("operator", {}, ["REDIS_URL"]),
     ],
 )
 def test_role_requirements(role, env, missing):
@@ -364,6 +365,13 @@ def test_role_requirements(role, env, missing):
 )
 def test_role_is_satisfied(role, env):
     assert Settings.from_env(env, role=role).targets
+
+
+def test_operator_needs_only_redis_url():
+    """`failed` and `replay` talk to Redis only: no targets, tokens or Twilio settings."""
+    settings = Settings.from_env({"REDIS_URL": "redis://localhost:6379/0"}, role="operator")
+    assert settings.missing_for("operator") == []
+    assert not settings.targets
 
 
 def test_api_key_auth_needs_no_auth_token():
