@@ -46,6 +46,8 @@ MAX_ANSWER_BYTES = 1_000_000
 """The most of any Twilio answer body the worker reads (an Interaction is ~2 KB,
 a page of 20 tasks ~40 KB). A longer one is cut off: ambiguous after a 2xx,
 failed or retried by its status otherwise."""
+MAX_NAME_CHARS = 256
+"""The most of a customer's friendly name put in a task: a name, not a document."""
 _READ_CHUNK_BYTES = 64 * 1024
 # Failures after a 2xx's headers that are not about its body's contents.
 _NOT_PARSING = (AnswerTooLarge, TimeoutError, ClientError, ConnectionError)
@@ -215,10 +217,20 @@ class FlexClient:
             error = classify(exc, self._attempt_timeout)
             logger.warning("customer name lookup failed, going on without it: %s", error.message)
             return None
-        return user.friendly_name or None
+        return usable_name(user.friendly_name)
 
     async def close(self) -> None:
         await self._http.close()
+
+
+def usable_name(value: Any) -> str | None:
+    """A Conversations user's `friendly_name` as the task may show it: text, at most
+    MAX_NAME_CHARS, or None (an upstream answer of another type or an empty one
+    must not reach the Interaction's attributes)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    name = value.strip()
+    return name if len(name) <= MAX_NAME_CHARS else name[: MAX_NAME_CHARS - 1] + "…"
 
 
 def interaction_answer(sid: Any, channel: Any, status: int = 200) -> CreatedInteraction:

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 
 from shared.jobs import MAX_ERROR_MESSAGE_CHARS, HandoverError, HandoverRecord, truncate_message
 from worker.errors import AnswerTooLarge, FlexError, classify, parse_failure, unreadable_answer
-from worker.flex_client import BoundedHttpClient, CreatedInteraction, interaction_answer
+from worker.flex_client import (
+    MAX_NAME_CHARS,
+    BoundedHttpClient,
+    CreatedInteraction,
+    interaction_answer,
+    usable_name,
+)
 from worker.task_lookup import interaction_from_tasks, lookup_window_end, next_create_at
 
 KD = "KD" + "0a" * 16
@@ -256,3 +262,22 @@ async def test_a_body_at_the_limit_is_read_whole(upstream):
         assert response.headers["Retry-After"] == "0"
     finally:
         await client.close()
+
+
+@given(
+    st.one_of(
+        st.none(), st.integers(), st.lists(st.text()), st.dictionaries(st.text(), st.text())
+    )
+)
+def test_a_friendly_name_that_is_not_text_is_no_name(value):
+    assert usable_name(value) is None
+
+
+@given(st.text())
+def test_a_friendly_name_is_bounded_text_or_none(value):
+    name = usable_name(value)
+    if not value.strip():
+        assert name is None
+    else:
+        assert isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS
+        assert value.strip().startswith(name.rstrip("…"))
