@@ -33,7 +33,7 @@ import re
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shared.logging import caller_text
+from shared.logging import MAX_CALLER_TEXT, caller_text
 
 server_logger = logging.getLogger("flex_handover.http")
 
@@ -63,7 +63,10 @@ def reason_of(exc: BaseException) -> str:
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     # A payload error reads "400, message:" then the reason.
     lines = [line for line in lines if line.rstrip(":") not in ("400, message", "message")]
-    reason = _QUOTED_BYTES.split(lines[0])[0] if lines else type(exc).__name__
+    # Cut before splitting: the parser's message quotes the caller's bytes, and a
+    # long run of spaces in them made the split quadratic.
+    first = lines[0][: 2 * MAX_CALLER_TEXT] if lines else ""
+    reason = _QUOTED_BYTES.split(first)[0] if first else type(exc).__name__
     return caller_text(reason.rstrip(":") or type(exc).__name__)
 
 

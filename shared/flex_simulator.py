@@ -6,9 +6,10 @@ requests, dropped connections, "created but the answer was lost") to prove the
 worker's retries and de-duplication, and one that is hostile on demand, as a
 proxy in front of Twilio could be: 2xx answers that are not the resource (HTML,
 `null`, a sid that is no SID), bodies of any size streamed without a length,
-odd headers and any `Retry-After` text (see `FlexSimulator.fail_next`). The real twilio-python client talks to it
-unchanged: point `client.flex_api.base_url`, `client.conversations.base_url` and
-`client.taskrouter.base_url` at the URL `FlexSimulator.start()` returns.
+odd headers and any `Retry-After` text (see `FlexSimulator.fail_next`). The real
+twilio-python client talks to it unchanged: point `client.flex_api.base_url`,
+`client.conversations.base_url` and `client.taskrouter.base_url` at the URL
+`FlexSimulator.start()` returns.
 
 Routes (shapes and checks follow Twilio's OpenAPI specs and `twilio-facts.md`):
 - `POST /v1/Interactions`, `GET /v1/Interactions/{KD}`, `GET /v1/Interactions/{KD}/Channels`

@@ -24,6 +24,7 @@ from typing import Any
 from arq.worker import Retry
 from redis.exceptions import RedisError
 
+from shared.connections import redis_error_text
 from shared.jobs import HandoverError, HandoverRecord, now
 from shared.settings import Settings, Target
 from shared.store import FINAL, MISSING, ClaimRelease, HandoverStore
@@ -83,7 +84,9 @@ async def deliver_handover(ctx: dict[str, Any], handover_id: str) -> str:
         async with context.claims.releasing(claim, handover_id):
             return await _run_claimed(context, start.record, claim)
     except RedisError as exc:
-        logger.warning("handover %s: redis error, retrying later: %s", handover_id, exc)
+        logger.warning(
+            "handover %s: redis error, retrying later: %s", handover_id, redis_error_text(exc)
+        )
         raise Retry(defer=REDIS_RETRY_DEFER_SECONDS) from exc
 
 

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis.exceptions
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
@@ -139,12 +139,8 @@ class HandoverWorker(Worker):
     of after `poll_delay`; when idle it polls every `poll_delay` as arq does.
     """
 
-    def __init__(
-        self, *args: Any, redis_settings: RedisSettings | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, redis_settings=redis_settings, **kwargs)
-        # arq forgets redis_settings when given a pool; `_reach_redis` uses its retries.
-        self._reach_settings = redis_settings or RedisSettings()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.reached_redis = False
         """Redis answered this worker's first ping (its client exists from the start)."""
         self.healthy = False
@@ -162,26 +158,11 @@ class HandoverWorker(Worker):
         await super().main()
 
     async def _reach_redis(self) -> None:
-        """What arq's create_pool does before it returns (ping, retried as many
-        times, as often, with the same warning), on the client this worker was
-        given: see `arq_client`."""
-        settings = self._reach_settings
-        retry = 0
-        while True:
-            try:
-                await self.pool.ping()
-                self.reached_redis = True
-                return
-            except (redis.exceptions.RedisError, OSError, TimeoutError) as error:
-                if retry >= settings.conn_retries:
-                    raise
-                logger.warning(
-                    "redis connection error %s:%s %s %s, %s retries remaining...",
-                    settings.host, settings.port, type(error).__name__, error,
-                    settings.conn_retries - retry,
-                )  # fmt: skip
-                await asyncio.sleep(settings.conn_retry_delay)
-                retry += 1
+        """The ping arq's create_pool makes before it returns, on the client this
+        worker was given (see `arq_client`). Not retried here: `run_worker`
+        retries with a capped backoff and says why."""
+        await self.pool.ping()
+        self.reached_redis = True
 
     async def _poll_iteration(self) -> None:
         if self.burst:  # run_check/burst mode: arq's own loop counts burst jobs
@@ -257,7 +238,9 @@ def arq_client(url: str) -> ArqRedis:
     worker from the start, and `stop_worker` always closes it.
     """
     client = ArqRedis.from_url(
-        url, socket_connect_timeout=arq_redis_settings(url).conn_timeout, encoding="utf8"
+        url,
+        socket_connect_timeout=arq_redis_settings(url).conn_timeout,
+        encoding="utf8",
     )
     client.job_serializer = serialize_job
     client.job_deserializer = deserialize_job

@@ -4,11 +4,15 @@ line; anything else it logs (a server error, our own bug) is left as it is."""
 from __future__ import annotations
 
 import logging
+import time
+
+import pytest
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, InvalidHeader, LineTooLong
 
 from api.http_errors import MalformedRequestFilter, client_error_status, reason_of
+from shared.logging import MAX_CALLER_TEXT
 
 
 def record_of(exc: BaseException, msg: str = "Error handling request from %s", args=("10.0.0.7",)):
@@ -63,3 +67,15 @@ def test_a_body_already_reported_is_not_reported_twice():
     assert record.getMessage() == (
         "malformed HTTP request body: Can not decode content-encoding: gzip"
     )
+
+
+@pytest.mark.parametrize("filler", [" ", "\t", ": ", " b"])
+def test_the_reason_of_a_long_malformed_line_costs_a_bounded_amount(filler):
+    """aiohttp's pure-Python parser quotes the caller's whole line; a long run of
+    spaces with no quote after it made the split that drops the quote quadratic
+    (8,000 spaces: about 1 s on the event loop)."""
+    exc = InvalidHeader(b"a" + filler.encode() * 50_000 + b"\x00")
+    started = time.process_time()
+    reason = reason_of(exc)
+    assert time.process_time() - started < 0.5
+    assert len(reason) <= MAX_CALLER_TEXT + 20
