@@ -21,6 +21,8 @@ from shared.connections import create_redis
 from shared.flex_simulator import FlexSimulator
 from shared.redis_server import LocalRedisServer, free_port
 from shared.settings import Settings
+from tests.processes import ProcessGroup
+from worker.flex_client import FlexClient
 from worker.main import create_worker, stop_worker
 
 ACCOUNT_SID = "AC" + "a1" * 16
@@ -72,6 +74,42 @@ async def simulator() -> AsyncIterator[FlexSimulator]:
     sim.base_url = await sim.start()
     yield sim
     await sim.stop()
+
+
+@pytest.fixture
+async def flex(simulator: FlexSimulator) -> AsyncIterator[FlexClient]:
+    """The worker's real FlexClient (the twilio client), every API at the simulator."""
+    client = FlexClient(
+        Settings(
+            twilio_account_sid=ACCOUNT_SID,
+            twilio_auth_token=AUTH_TOKEN,
+            flex_workspace_sid=WORKSPACE_SID,
+            conversations_api_base_url=simulator.base_url or "",
+            taskrouter_api_base_url=simulator.base_url or "",
+            flex_api_base_url=simulator.base_url or "",
+            attempt_timeout_seconds=2.0,
+        )
+    )
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def processes(tmp_path) -> AsyncIterator[ProcessGroup]:
+    """Real `flex-handover` processes; whatever a test leaves running is killed."""
+    group = ProcessGroup(tmp_path)
+    yield group
+    await group.close()
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[LocalRedisServer]:
+    """A Redis this test may kill or make refuse writes: not the session's. With a
+    password, so the logs can be checked for it."""
+    server = LocalRedisServer(password="not-in-any-log-7c1e")
+    server.start()
+    yield server
+    server.close()
 
 
 def service_env(redis_url: str, simulator_url: str, **overrides: Any) -> dict[str, str]:

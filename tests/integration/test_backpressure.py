@@ -7,10 +7,8 @@ and the count of live handovers does not drift, whatever ends their runs
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
 from shared import deadletters, keys
 from shared.connections import BACKLOG_RETRY_AFTER_SECONDS
@@ -24,16 +22,9 @@ from tests.integration.test_process_faults import (
     wait_all_final,
 )
 from tests.integration.test_rate_limits import snapshot
-from tests.processes import ProcessGroup, clean_env, wait_until
+from tests.processes import clean_env, wait_until
 
 UNLIMITED = {"HANDOVER_RATE_LIMIT_PER_CONVERSATION": 0, "HANDOVER_RATE_LIMIT_PER_IDENTITY": 0}
-
-
-@pytest.fixture
-async def processes(tmp_path) -> AsyncIterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    yield group
-    await group.close()
 
 
 def assert_backlog_full(status: int, body: dict, response) -> None:

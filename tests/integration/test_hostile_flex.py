@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -25,7 +24,7 @@ import pytest
 from shared import keys
 from shared.jobs import MAX_ERROR_MESSAGE_CHARS
 from tests.conftest import admin_auth, new_conversation_sid, service_env, session_header, tool_auth
-from tests.processes import ProcessGroup, clean_env, wait_until
+from tests.processes import clean_env, wait_until
 
 FLOOR = 0.2  # HANDOVER_BACKOFF_INITIAL_SECONDS in these tests
 HOSTILE = {
@@ -371,13 +370,6 @@ def _epoch(iso: str) -> float:
 
 
 # --- Huge bodies against real processes ------------------------------------------
-
-
-@pytest.fixture
-async def processes(tmp_path) -> AsyncIterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    yield group
-    await group.close()
 
 
 async def submit(http: aiohttp.ClientSession, api_url: str, conversation_sid: str) -> str:

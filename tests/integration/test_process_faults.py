@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import aiohttp
 import pytest
@@ -22,11 +22,10 @@ from arq.constants import in_progress_key_prefix
 from shared import keys
 from shared.connections import create_redis
 from shared.flex_simulator import FlexSimulator
-from shared.redis_server import LocalRedisServer
 from shared.settings import Settings
 from shared.store import HandoverStore
 from tests.conftest import new_conversation_sid, service_env, session_header, tool_auth
-from tests.processes import WORKER_READY, ProcessGroup, clean_env, wait_until
+from tests.processes import WORKER_READY, clean_env, wait_until
 
 # Short runs so that arq's in-progress key (job timeout + 10 s) expires soon.
 FAST_RECOVERY = {
@@ -39,23 +38,6 @@ FAST_RECOVERY = {
 HOLD_SECONDS = 0.8
 # Start-up of a new worker and polling, on a busy machine.
 SLACK_SECONDS = 20.0
-
-
-@pytest.fixture
-async def processes(tmp_path) -> AsyncIterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    yield group
-    await group.close()
-
-
-@pytest.fixture
-async def own_redis() -> AsyncIterator[LocalRedisServer]:
-    """A Redis this test may kill: not the session's. With a password, so the
-    logs can be checked for it."""
-    server = LocalRedisServer(password="not-in-any-log-7c1e")
-    server.start()
-    yield server
-    server.close()
 
 
 async def submit(api_url: str, conversation_sid: str) -> str:

@@ -19,7 +19,6 @@ import asyncio
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -33,7 +32,7 @@ from shared.settings import Settings
 from shared.store import HandoverStore
 from tests.conftest import new_conversation_sid, service_env, session_header, tool_auth
 from tests.integration.test_process_faults import assert_each_ended_once, wait_all_final
-from tests.processes import COMMAND, PREFIX, WORKER_READY, ProcessGroup, clean_env, wait_until
+from tests.processes import COMMAND, PREFIX, WORKER_READY, clean_env, wait_until
 
 FAST = {
     "WORKER_RECONNECT_MAX_SECONDS": "1",
@@ -44,21 +43,6 @@ FAST = {
 # How long the simulator holds the POST: the refusal starts while it is in flight.
 HOLD_SECONDS = 1.5
 RETRY_LINE = re.compile(r"; (?:trying again|starting a new worker) in (\d+\.\d)s")
-
-
-@pytest.fixture
-async def processes(tmp_path) -> AsyncIterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    yield group
-    await group.close()
-
-
-@pytest.fixture
-async def own_redis() -> AsyncIterator[LocalRedisServer]:
-    server = LocalRedisServer(password="not-in-any-log-5d2a")
-    server.start()
-    yield server
-    server.close()
 
 
 # --- making Redis refuse writes, and take them again ---------------------------

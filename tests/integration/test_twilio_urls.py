@@ -13,15 +13,11 @@ from __future__ import annotations
 import pytest
 
 from shared import sids
-from shared.settings import Settings
 from tests.conftest import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
     CONVERSATION_SID,
     WORKSPACE_SID,
     session_header,
 )
-from worker.flex_client import FlexClient
 from worker.task_lookup import task_expression
 
 FLEX_USER = "FX" + "5e" * 16
@@ -52,23 +48,6 @@ async def test_a_flex_user_id_that_is_not_a_sid_is_refused_and_nothing_is_sent(
     assert "FX followed by 32 hexadecimal characters" in body["message"]
     assert await redis.dbsize() == 0
     assert simulator.paths == []
-
-
-@pytest.fixture
-async def flex(simulator):
-    client = FlexClient(
-        Settings(
-            twilio_account_sid=ACCOUNT_SID,
-            twilio_auth_token=AUTH_TOKEN,
-            flex_workspace_sid=WORKSPACE_SID,
-            conversations_api_base_url=simulator.base_url,
-            taskrouter_api_base_url=simulator.base_url,
-            flex_api_base_url=simulator.base_url,
-            attempt_timeout_seconds=2.0,
-        )
-    )
-    yield client
-    await client.close()
 
 
 @pytest.mark.parametrize("value", ESCAPES + NOT_FLEX_USERS)

@@ -14,9 +14,9 @@ import pytest
 from shared.flex_simulator import ASSIGNMENT_STATUSES as SPEC_ASSIGNMENT_STATUSES
 from shared.jobs import HandoverRequest, Identity
 from shared.settings import Settings, Target
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID
+from tests.conftest import CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID
 from worker.errors import FlexError
-from worker.flex_client import CreatedInteraction, FlexClient
+from worker.flex_client import CreatedInteraction
 from worker.interaction import build_interaction
 from worker.task_lookup import (
     ASSIGNMENT_STATUSES,
@@ -180,22 +180,6 @@ async def test_a_failed_query_is_an_error_not_a_missing_task():
 
 
 # --- the real client against the simulator ----------------------------------------
-
-
-@pytest.fixture
-async def flex(simulator):
-    client = FlexClient(
-        Settings(
-            twilio_account_sid=ACCOUNT_SID,
-            twilio_auth_token=AUTH_TOKEN,
-            flex_workspace_sid=WORKSPACE_SID,
-            taskrouter_api_base_url=simulator.base_url,
-            flex_api_base_url=simulator.base_url,
-            attempt_timeout_seconds=2.0,
-        )
-    )
-    yield client
-    await client.close()
 
 
 async def test_list_task_attributes_failure_is_a_retryable_lookup_error(flex, simulator):
