@@ -21,12 +21,15 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# Only what the build needs: metadata first, then the three top-level packages
-# declared in [tool.setuptools] packages. Tests, bench and docs stay out.
+# Only what the build needs: metadata first, then the top-level packages
+# declared in [tool.setuptools] packages (standins too: `flex-handover dev` and
+# `flex-handover simulator` are commands of the image). Tests, bench and docs stay out.
 COPY pyproject.toml README.md ./
+COPY commands/ commands/
 COPY api/ api/
 COPY worker/ worker/
 COPY shared/ shared/
+COPY standins/ standins/
 # A regular (non-editable) install: the code lands in site-packages and /src
 # is not needed at runtime.
 RUN pip install --no-cache-dir .

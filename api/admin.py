@@ -8,7 +8,7 @@ import re
 
 from aiohttp import web
 
-from api.keys import REDIS, SETTINGS, STORE
+from api.app_keys import REDIS, SETTINGS, STORE
 from api.parsing import ToolCallError
 from shared import deadletters
 from shared.deadletters import DEFAULT_LIMIT, MAX_LIMIT, Refusal

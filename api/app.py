@@ -20,9 +20,9 @@ from redis.exceptions import RedisError
 from api import admin, openapi
 from api.auth import auth_middleware, read_body, startup_warnings
 from api.http_errors import server_logger
-from api.keys import ENQUEUER, REDIS, SETTINGS, STORE
+from api.app_keys import ENQUEUER, REDIS, SETTINGS, STORE
 from api.parsing import ToolCallError, parse_tool_call
-from shared import keys
+from shared import redis_keys
 from shared.connections import Enqueuer, create_redis, write_refusal
 from shared.logging import caller_text, register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
@@ -156,7 +156,7 @@ class ReadyProbe:
 
     async def _probe(self) -> str | None:
         try:
-            await self._redis.set(keys.READY_PROBE_KEY, "1", px=READY_PROBE_TTL_MS)
+            await self._redis.set(redis_keys.READY_PROBE_KEY, "1", px=READY_PROBE_TTL_MS)
         except (RedisError, OSError) as exc:
             refusal = write_refusal(exc)
             if refusal:

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from api.parsing import IDENTITY_HEADER, KNOWN_FIELDS, SESSION_HEADER
-from shared.jobs import Status
+from shared.model import Status
 from shared.settings import DEFAULT_TARGET
 
 JSON = "application/json"

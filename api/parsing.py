@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from shared import sids
-from shared.jobs import HandoverRequest, Identity
+from shared.model import HandoverRequest, Identity
 
 SESSION_HEADER = "X-Session-Id"
 IDENTITY_HEADER = "X-Identity"

@@ -36,7 +36,7 @@ from harness import (
     wait_listening,
 )
 
-from shared.redis_server import LocalRedisServer, free_port
+from standins.redis_server import LocalRedisServer, free_port
 
 
 @dataclass

@@ -23,9 +23,9 @@ from arq.constants import expires_extra_ms
 from arq.worker import Worker, func
 from harness import ROOT  # noqa: F401 - puts the project on sys.path
 
-from shared import keys
-from shared.jobs import arq_job, deserialize_job, serialize_job
-from shared.redis_server import LocalRedisServer
+from shared import redis_keys
+from shared.model import arq_job, deserialize_job, serialize_job
+from standins.redis_server import LocalRedisServer
 from worker.main import HandoverWorker
 
 
@@ -41,13 +41,13 @@ async def drain(url: str, worker_class: type[Worker], jobs: int, concurrency: in
         async with pool.pipeline(transaction=False) as pipe:
             for n in range(start, min(jobs, start + 1000)):
                 job_id = f"ho_{n:032x}"
-                pipe.psetex(keys.arq_job_key(job_id), expires_extra_ms,
-                            arq_job(keys.HANDOVER_FUNCTION, job_id, now_ms))  # fmt: skip
-                pipe.zadd(keys.QUEUE_NAME, {job_id: now_ms + n})
+                pipe.psetex(redis_keys.arq_job_key(job_id), expires_extra_ms,
+                            arq_job(redis_keys.HANDOVER_FUNCTION, job_id, now_ms))  # fmt: skip
+                pipe.zadd(redis_keys.QUEUE_NAME, {job_id: now_ms + n})
             await pipe.execute()
     worker = worker_class(
-        functions=[func(noop, name=keys.HANDOVER_FUNCTION, keep_result=0)],
-        queue_name=keys.QUEUE_NAME,
+        functions=[func(noop, name=redis_keys.HANDOVER_FUNCTION, keep_result=0)],
+        queue_name=redis_keys.QUEUE_NAME,
         redis_pool=pool,
         max_jobs=concurrency,
         keep_result=0,

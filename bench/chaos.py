@@ -48,10 +48,10 @@ from harness import (
 )
 from redis.exceptions import RedisError
 
-from shared import keys
-from shared.flex_simulator import Fault, FlexSimulator
-from shared.redis_server import LocalRedisServer, free_port
+from shared import redis_keys
 from shared.settings import Settings
+from standins.flex_simulator import Fault, FlexSimulator
+from standins.redis_server import LocalRedisServer, free_port
 
 FINAL_STATES = {"succeeded", "failed"}
 SERVICE_TIMINGS = {
@@ -222,7 +222,7 @@ async def read_records(client: aioredis.Redis, handover_ids: list[str]) -> dict[
             try:
                 async with client.pipeline(transaction=False) as pipe:
                     for handover_id in batch:
-                        pipe.hgetall(keys.handover_key(handover_id))
+                        pipe.hgetall(redis_keys.handover_key(handover_id))
                     for handover_id, record in zip(batch, await pipe.execute(), strict=True):
                         records[handover_id] = record
                 break

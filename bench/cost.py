@@ -65,20 +65,20 @@ from harness import (
 from load import Run, run_python, run_wrk
 from worker_throughput import cpu_seconds
 
-from shared import keys
+from shared import redis_keys
 from shared.connections import Enqueuer
-from shared.flex_simulator import FlexSimulator
-from shared.jobs import HandoverRequest, Identity
-from shared.keys import RATE_CONVERSATION_PREFIX, RATE_IDENTITY_PREFIX
-from shared.redis_server import LocalRedisServer, find_server_binary, free_port
+from shared.model import HandoverRequest, Identity
+from shared.redis_keys import RATE_CONVERSATION_PREFIX, RATE_IDENTITY_PREFIX
 from shared.settings import Settings
+from standins.flex_simulator import FlexSimulator
+from standins.redis_server import LocalRedisServer, find_server_binary, free_port
 
 PARTS = ("memory", "bytes", "backlog")
 NO_FLEX = "http://127.0.0.1:9"  # the memory part runs no worker
 KEY_KINDS = {
-    "status record": keys.HANDOVER_KEY_PREFIX,
-    "arq job": keys.ARQ_JOB_PREFIX,
-    "conversation pointer": keys.CONVERSATION_KEY_PREFIX,
+    "status record": redis_keys.HANDOVER_KEY_PREFIX,
+    "arq job": redis_keys.ARQ_JOB_PREFIX,
+    "conversation pointer": redis_keys.CONVERSATION_KEY_PREFIX,
     "rate counter (conversation)": RATE_CONVERSATION_PREFIX,
     "rate counter (identity)": RATE_IDENTITY_PREFIX,
 }
@@ -161,7 +161,7 @@ async def receiver_memory(args: argparse.Namespace) -> tuple[dict, bool]:
         else:
             run = await run_python(url, args.connections, seconds, round_no)
         await asyncio.sleep(0.05)  # the last calls in flight when the generator stopped
-        stored = await client.zcard(keys.QUEUE_NAME)
+        stored = await client.zcard(redis_keys.QUEUE_NAME)
         await client.flushall()
         return run, stored
 
@@ -317,9 +317,9 @@ async def key_sizes(client: aioredis.Redis, requests: list[HandoverRequest],
     """MEMORY USAGE (SAMPLES 0) of each key kind, averaged over up to 100 handovers."""
     pairs = list(zip(handover_ids, requests, strict=True))[:100]
     names = {
-        "status record": [keys.handover_key(h) for h, _ in pairs],
-        "arq job": [keys.arq_job_key(h) for h, _ in pairs],
-        "conversation pointer": [keys.conversation_key(r.conversation_sid) for _, r in pairs],
+        "status record": [redis_keys.handover_key(h) for h, _ in pairs],
+        "arq job": [redis_keys.arq_job_key(h) for h, _ in pairs],
+        "conversation pointer": [redis_keys.conversation_key(r.conversation_sid) for _, r in pairs],
         "rate counter (conversation)": [
             RATE_CONVERSATION_PREFIX + r.conversation_sid for _, r in pairs
         ],
@@ -329,7 +329,7 @@ async def key_sizes(client: aioredis.Redis, requests: list[HandoverRequest],
     identity_keys = [key async for key in client.scan_iter(match=RATE_IDENTITY_PREFIX + "*",
                                                             count=1000)][:100]  # fmt: skip
     sizes["rate counter (identity)"] = await average_usage(client, identity_keys)
-    queue = await client.memory_usage(keys.QUEUE_NAME, samples=0)
+    queue = await client.memory_usage(redis_keys.QUEUE_NAME, samples=0)
     sizes["queue entry (zset / N)"] = queue / len(handover_ids) if queue else None
     return sizes
 
@@ -354,7 +354,7 @@ async def read_records(client: aioredis.Redis, handover_ids: list[str]) -> dict[
         batch = handover_ids[start : start + 1000]
         async with client.pipeline(transaction=False) as pipe:
             for handover_id in batch:
-                pipe.hmget(keys.handover_key(handover_id), "state", "interaction_sid")
+                pipe.hmget(redis_keys.handover_key(handover_id), "state", "interaction_sid")
             for handover_id, (state, sid) in zip(batch, await pipe.execute(), strict=True):
                 records[handover_id] = {"state": state, "interaction_sid": sid}
     return records
@@ -413,14 +413,14 @@ async def redis_bytes(args: argparse.Namespace) -> tuple[dict, bool]:
         # handover costs after success is measured by deleting its keys.
         after = await used_memory(client)
         left = {kind: await scan_count(client, prefix) for kind, prefix in KEY_KINDS.items()}
-        left["queue"] = await client.zcard(keys.QUEUE_NAME)
+        left["queue"] = await client.zcard(redis_keys.QUEUE_NAME)
         left["all keys"] = await client.dbsize()
-        record_after = await average_usage(client, [keys.handover_key(h) for h in handover_ids[:100]])
-        for prefix in (keys.CONVERSATION_KEY_PREFIX, keys.RATE_KEY_PREFIX):
+        record_after = await average_usage(client, [redis_keys.handover_key(h) for h in handover_ids[:100]])
+        for prefix in (redis_keys.CONVERSATION_KEY_PREFIX, redis_keys.RATE_KEY_PREFIX):
             await unlink_prefix(client, prefix)
         records_only = await settled_memory(client)
         records_only_keys = await client.dbsize()
-        await unlink_prefix(client, keys.HANDOVER_KEY_PREFIX)
+        await unlink_prefix(client, redis_keys.HANDOVER_KEY_PREFIX)
         no_records = await settled_memory(client)
         keys_at_end = await client.dbsize()
 
@@ -525,7 +525,7 @@ async def backlog(args: argparse.Namespace) -> tuple[dict, bool]:
             "duplicates": duplicates,
             "succeeded_without_that_interaction": unrecorded,
             "interactions": len(flex.interactions),
-            "queue_left": await client.zcard(keys.QUEUE_NAME),
+            "queue_left": await client.zcard(redis_keys.QUEUE_NAME),
             "used_memory_empty": empty,
             "used_memory_stored": stored,
             "used_memory_peak_sampled": peak,

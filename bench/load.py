@@ -47,7 +47,7 @@ from harness import (
     wait_listening,
 )
 
-from shared.redis_server import LocalRedisServer, free_port
+from standins.redis_server import LocalRedisServer, free_port
 
 RECEIVERS = ("bare aiohttp", "naive arq", "flex-handover")
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

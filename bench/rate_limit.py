@@ -42,12 +42,12 @@ from harness import (
 )
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import redis_keys
 from shared.connections import Enqueuer
-from shared.flex_simulator import FlexSimulator
-from shared.jobs import HandoverRequest, Identity
-from shared.redis_server import LocalRedisServer
+from shared.model import HandoverRequest, Identity
 from shared.settings import Settings
+from standins.flex_simulator import FlexSimulator
+from standins.redis_server import LocalRedisServer
 
 FINAL_STATES = {"succeeded", "failed"}
 
@@ -83,7 +83,7 @@ async def states_of(client: aioredis.Redis, handover_ids: list[str]) -> dict[str
         batch = handover_ids[start : start + 500]
         async with client.pipeline(transaction=False) as pipe:
             for handover_id in batch:
-                pipe.hget(keys.handover_key(handover_id), "state")
+                pipe.hget(redis_keys.handover_key(handover_id), "state")
             for handover_id, state in zip(batch, await pipe.execute(), strict=True):
                 states[handover_id] = state or "missing"
     return states

@@ -15,9 +15,9 @@ import uuid
 from aiohttp import web
 from arq.connections import ArqRedis, create_pool
 
-from shared import keys
+from shared import redis_keys
 from shared.connections import arq_redis_settings
-from shared.jobs import deserialize_job, serialize_job
+from shared.model import deserialize_job, serialize_job
 
 POOL = web.AppKey("pool", ArqRedis)
 
@@ -31,7 +31,7 @@ async def naive_arq(request: web.Request) -> web.Response:
     await request.read()
     handover_id = "ho_" + uuid.uuid4().hex
     job = await request.app[POOL].enqueue_job(
-        keys.HANDOVER_FUNCTION, handover_id, _job_id=handover_id, _queue_name=keys.QUEUE_NAME
+        redis_keys.HANDOVER_FUNCTION, handover_id, _job_id=handover_id, _queue_name=redis_keys.QUEUE_NAME
     )
     if job is None:
         return web.json_response({"error": "duplicate"}, status=409)

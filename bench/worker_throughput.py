@@ -41,10 +41,10 @@ from harness import (
 )
 
 from shared.connections import Enqueuer
-from shared.flex_simulator import FlexSimulator
-from shared.jobs import HandoverRequest, Identity
-from shared.redis_server import LocalRedisServer
+from shared.model import HandoverRequest, Identity
 from shared.settings import Settings
+from standins.flex_simulator import FlexSimulator
+from standins.redis_server import LocalRedisServer
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

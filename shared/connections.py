@@ -29,8 +29,8 @@ from arq.connections import RedisSettings
 from arq.constants import expires_extra_ms
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
-from shared import keys
-from shared.jobs import (
+from shared import redis_keys
+from shared.model import (
     HandoverRequest,
     Status,
     arq_job,
@@ -115,7 +115,7 @@ return {1, ARGV[1], 'queued'}
 def enqueue_script(settings: Settings) -> str:
     """The enqueue script with this deployment's settings as its constants."""
     constants = {
-        "STATUS_PREFIX": json.dumps(keys.HANDOVER_KEY_PREFIX),
+        "STATUS_PREFIX": json.dumps(redis_keys.HANDOVER_KEY_PREFIX),
         "DEDUP_WINDOW": repr(float(settings.dedup_seconds)),
         "LIMIT_CONVERSATION": str(int(settings.rate_limit_per_conversation)),
         "LIMIT_IDENTITY": str(int(settings.rate_limit_per_identity)),
@@ -232,17 +232,17 @@ class Enqueuer:
         handover_id = new_handover_id()
         timestamp = now()
         enqueue_ms = int(timestamp * 1000)
-        job = arq_job(keys.HANDOVER_FUNCTION, handover_id, enqueue_ms)
+        job = arq_job(redis_keys.HANDOVER_FUNCTION, handover_id, enqueue_ms)
         record = new_handover_record(handover_id, request, timestamp)
         args = [handover_id, job, enqueue_ms, repr(timestamp), json.dumps(record)]
         outcome, found, detail = await self._script(
             keys=[
-                keys.conversation_key(request.conversation_sid),
-                keys.handover_key(handover_id),
-                keys.arq_job_key(handover_id),
-                keys.QUEUE_NAME,
-                keys.rate_conversation_key(request.conversation_sid),
-                keys.rate_identity_key(str(request.identity)),
+                redis_keys.conversation_key(request.conversation_sid),
+                redis_keys.handover_key(handover_id),
+                redis_keys.arq_job_key(handover_id),
+                redis_keys.QUEUE_NAME,
+                redis_keys.rate_conversation_key(request.conversation_sid),
+                redis_keys.rate_identity_key(str(request.identity)),
             ],
             args=args,
         )

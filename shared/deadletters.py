@@ -1,6 +1,6 @@
 """Dead letters: list failed handovers and replay them onto the queue.
 
-Used by the operator endpoints (`api.admin`) and the CLI (`shared.cli`), so
+Used by the operator endpoints (`api.admin`) and the CLI (`commands.cli`), so
 both refuse the same things for the same reasons. A replay is one Lua script:
 the checks that make it safe (not succeeded, not live, not superseded by a
 newer handover for the conversation, no arq run still finishing) and the
@@ -16,8 +16,8 @@ from enum import Enum
 import redis.asyncio as aioredis
 from arq.constants import expires_extra_ms
 
-from shared import keys
-from shared.jobs import HandoverRecord, Status, arq_job, now
+from shared import redis_keys
+from shared.model import HandoverRecord, Status, arq_job, now
 from shared.settings import Settings
 
 DEFAULT_LIMIT = 50
@@ -103,22 +103,22 @@ async def replay(redis: aioredis.Redis, settings: Settings, handover_id: str) ->
     script = redis.register_script(REPLAY_SCRIPT)
     reply = await script(
         keys=[
-            keys.handover_key(handover_id),
-            keys.FAILED_INDEX,
-            keys.arq_job_key(handover_id),
-            keys.QUEUE_NAME,
-            keys.arq_in_progress_key(handover_id),
+            redis_keys.handover_key(handover_id),
+            redis_keys.FAILED_INDEX,
+            redis_keys.arq_job_key(handover_id),
+            redis_keys.QUEUE_NAME,
+            redis_keys.arq_in_progress_key(handover_id),
         ],
         args=[
             handover_id,
-            arq_job(keys.HANDOVER_FUNCTION, handover_id, enqueue_ms),
+            arq_job(redis_keys.HANDOVER_FUNCTION, handover_id, enqueue_ms),
             enqueue_ms,
             expires_extra_ms,
             settings.status_ttl_seconds,
             settings.dedup_key_ttl_seconds,
             repr(timestamp),
-            keys.CONVERSATION_KEY_PREFIX,
-            keys.HANDOVER_KEY_PREFIX,
+            redis_keys.CONVERSATION_KEY_PREFIX,
+            redis_keys.HANDOVER_KEY_PREFIX,
         ],
     )
     outcome, *rest = [_text(item) for item in reply]
@@ -172,7 +172,7 @@ async def list_failed(
             break
         async with redis.pipeline(transaction=False) as pipe:
             for handover_id, _ in entries:
-                pipe.hgetall(keys.handover_key(handover_id))
+                pipe.hgetall(redis_keys.handover_key(handover_id))
             hashes = await pipe.execute()
         expired = []
         for (handover_id, score), data in zip(entries, hashes, strict=True):
@@ -185,7 +185,7 @@ async def list_failed(
                 found.append((record, format_cursor(score, handover_id)))
         if expired:
             # Safe: nothing re-creates an expired record (ids are never reused).
-            await redis.zrem(keys.FAILED_INDEX, *expired)
+            await redis.zrem(redis_keys.FAILED_INDEX, *expired)
         if len(entries) < wanted:
             break
         position = (entries[-1][1], entries[-1][0])
@@ -228,10 +228,10 @@ async def _index_entries(
         if last_id is None:
             top, skip = f"({score!r}", 0
         else:
-            ties = await redis.zrangebyscore(keys.FAILED_INDEX, score, score)
+            ties = await redis.zrangebyscore(redis_keys.FAILED_INDEX, score, score)
             top, skip = repr(score), sum(1 for tie in ties if _text(tie) >= last_id)
     entries = await redis.zrevrangebyscore(
-        keys.FAILED_INDEX, top, "-inf", start=skip, num=count, withscores=True
+        redis_keys.FAILED_INDEX, top, "-inf", start=skip, num=count, withscores=True
     )
     return [(_text(member), float(score)) for member, score in entries]
 

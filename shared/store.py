@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from shared import keys
-from shared.jobs import HandoverError, HandoverRecord, Status, now, truncate_message
+from shared import redis_keys
+from shared.model import HandoverError, HandoverRecord, Status, now, truncate_message
 
 # Update an existing hash only: HDEL, HINCRBY, HSET in one step, then, for a
 # final state, refresh the TTL. With a third key, also release the run's
@@ -106,7 +106,7 @@ class HandoverStore:
         return self._redis
 
     async def get(self, handover_id: str) -> HandoverRecord | None:
-        data = await self._redis.hgetall(keys.handover_key(handover_id))
+        data = await self._redis.hgetall(redis_keys.handover_key(handover_id))
         if not data:
             return None
         return HandoverRecord.from_hash(_decoded(data))
@@ -117,7 +117,7 @@ class HandoverStore:
         """Take the delivery claim and mark the record running, in one round trip;
         a missing or final record takes nothing. `worker.claim` owns the claim."""
         reply = await self._begin(
-            keys=[keys.handover_key(handover_id)],
+            keys=[redis_keys.handover_key(handover_id)],
             args=[claim_prefix, claim_value, claim_ttl_ms, repr(now())],
         )
         outcome = int(reply[0])
@@ -252,7 +252,7 @@ class HandoverStore:
         ]
         for name, value in fields.items():
             args += (name, value)
-        script_keys = [keys.handover_key(handover_id), keys.FAILED_INDEX]
+        script_keys = [redis_keys.handover_key(handover_id), redis_keys.FAILED_INDEX]
         if release is not None:
             script_keys.append(release.key)
         updated, released = await self._update(keys=script_keys, args=args)

@@ -121,7 +121,7 @@ def parse_with_cli(parser: argparse.ArgumentParser, argv: list[str]) -> argparse
     try:
         return parser.parse_args(argv)
     except SystemExit as exc:  # argparse reports errors by exiting
-        pytest.fail(f"`{SCRIPT} {' '.join(argv)}` is rejected by shared.cli (exit {exc.code})")
+        pytest.fail(f"`{SCRIPT} {' '.join(argv)}` is rejected by commands.cli (exit {exc.code})")
 
 
 # --------------------------------------------------------------------------
@@ -212,9 +212,9 @@ def pyproject() -> dict:
 
 @pytest.fixture(scope="module")
 def cli_parser() -> argparse.ArgumentParser:
-    # The interface the container commands rely on: shared.cli.build_parser()
+    # The interface the container commands rely on: commands.cli.build_parser()
     # returns the parser behind the `flex-handover` console script.
-    from shared.cli import build_parser
+    from commands.cli import build_parser
 
     parser = build_parser()
     assert isinstance(parser, argparse.ArgumentParser)

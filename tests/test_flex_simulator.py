@@ -23,7 +23,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from shared.flex_simulator import (
+from standins.flex_simulator import (
     CHANNEL_TYPES,
     CREATE_INTERACTION_PARAMS,
     FlexSimulator,
@@ -31,7 +31,13 @@ from shared.flex_simulator import (
     TwilioError,
     validate_create_interaction,
 )
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID
+from tests.support.values import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    CONVERSATION_SID,
+    WORKFLOW_SID,
+    WORKSPACE_SID,
+)
 
 SPEC_DIR = Path(__file__).parent / "spec"
 ROOT = Path(__file__).resolve().parent.parent
@@ -1084,7 +1090,7 @@ async def test_task_and_user_responses_match_their_specs(client, simulator, http
 
 def test_run_simulator_serves_until_sigterm():
     code = (
-        "from shared.flex_simulator import run_simulator; run_simulator('127.0.0.1', 0, latency=0)"
+        "from standins.flex_simulator import run_simulator; run_simulator('127.0.0.1', 0, latency=0)"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", code],

@@ -25,10 +25,10 @@ from schemathesis import checks as st_checks
 
 from api import openapi
 from api.app import create_app
-from shared import keys
-from shared.jobs import HandoverRequest, Identity, new_handover_record
-from shared.redis_server import LocalRedisServer, free_port
+from shared import redis_keys
+from shared.model import HandoverRequest, Identity, new_handover_record
 from shared.settings import Settings
+from standins.redis_server import LocalRedisServer, free_port
 
 TOKEN = "fuzz-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -240,10 +240,10 @@ def seed_records(redis_url: str) -> None:
                 conversation, Identity("whatsapp", "+14155550123"), "default", {"reason": "r"}
             )
             client.hset(
-                keys.handover_key(handover_id),
+                redis_keys.handover_key(handover_id),
                 mapping={**new_handover_record(handover_id, request, now), **fields},
             )
-        client.zadd(keys.FAILED_INDEX, {FAILED_ID: now})
+        client.zadd(redis_keys.FAILED_INDEX, {FAILED_ID: now})
     finally:
         client.close()
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import redis_keys
 from shared.store import CLAIM_HELD, ClaimRelease, RunStart
 
 if TYPE_CHECKING:
@@ -63,17 +63,17 @@ class DeliveryClaims:
         """The claim's value if this run now holds it; None while another run does."""
         value = claim_value(handover_id, secrets.token_hex(8))
         taken = await self._redis.set(
-            keys.claim_key(conversation_sid), value, nx=True, px=self._ttl_ms
+            redis_keys.claim_key(conversation_sid), value, nx=True, px=self._ttl_ms
         )
         return value if taken else None
 
     async def release(self, conversation_sid: str, value: str) -> bool:
         """Compare-and-delete: False when the claim had expired (and maybe been retaken)."""
-        return bool(await self._release(keys=[keys.claim_key(conversation_sid)], args=[value]))
+        return bool(await self._release(keys=[redis_keys.claim_key(conversation_sid)], args=[value]))
 
     async def holder(self, conversation_sid: str) -> str | None:
         """The handover id holding the claim, for a log line."""
-        value = await self._redis.get(keys.claim_key(conversation_sid))
+        value = await self._redis.get(redis_keys.claim_key(conversation_sid))
         if value is None:
             return None
         text = value.decode() if isinstance(value, bytes) else value
@@ -86,10 +86,10 @@ class DeliveryClaims:
         mark the record running: one round trip. The claim is returned when held;
         release it with a final write or `releasing`."""
         value = claim_value(handover_id, secrets.token_hex(8))
-        start = await store.begin_run(handover_id, keys.CLAIM_KEY_PREFIX, value, self._ttl_ms)
+        start = await store.begin_run(handover_id, redis_keys.CLAIM_KEY_PREFIX, value, self._ttl_ms)
         if start.outcome != CLAIM_HELD or start.record is None:
             return start, None
-        return start, ClaimRelease(keys.claim_key(start.record.request.conversation_sid), value)
+        return start, ClaimRelease(redis_keys.claim_key(start.record.request.conversation_sid), value)
 
     @asynccontextmanager
     async def hold(self, conversation_sid: str, handover_id: str) -> AsyncIterator[bool]:
@@ -99,7 +99,7 @@ class DeliveryClaims:
         if value is None:
             yield False
             return
-        async with self.releasing(ClaimRelease(keys.claim_key(conversation_sid), value), handover_id):
+        async with self.releasing(ClaimRelease(redis_keys.claim_key(conversation_sid), value), handover_id):
             yield True
 
     @asynccontextmanager

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from shared.jobs import now
+from shared.model import now
 from worker.errors import FlexError
 from worker.flex_client import CreatedInteraction
 from worker.interaction import InteractionPayload

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from twilio.base.exceptions import TwilioException
 
-from shared.jobs import HandoverError, truncate_message
+from shared.model import HandoverError, truncate_message
 
 
 class FlexError(Exception):

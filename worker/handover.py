@@ -25,7 +25,7 @@ from arq.worker import Retry
 from redis.exceptions import RedisError
 
 from shared.connections import redis_error_text
-from shared.jobs import HandoverError, HandoverRecord, now
+from shared.model import HandoverError, HandoverRecord, now
 from shared.settings import Settings, Target
 from shared.store import FINAL, MISSING, ClaimRelease, HandoverStore
 from worker.claim import DeliveryClaims

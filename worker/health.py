@@ -1,7 +1,7 @@
 """`flex-handover worker --check`: is the worker on this host taking jobs?
 
 For a container's health check. A running worker records arq's health line
-under a key named after its host (`keys.worker_health_key`) every
+under a key named after its host (`redis_keys.worker_health_key`) every
 WORKER_HEALTH_INTERVAL_SECONDS, with a TTL one second longer, so the key is
 there only while the worker polls Redis and Redis takes its writes. The check
 reads that key: it fails when Redis cannot be reached, or when the key is gone
@@ -17,7 +17,7 @@ import socket
 
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import redis_keys
 from shared.connections import create_redis, redis_error_text, redis_location
 
 # How often a worker records its health (arq's `health_check_interval`; set by
@@ -34,7 +34,7 @@ async def check(redis_url: str) -> tuple[bool, str]:
     location = redis_location(redis_url)
     redis = create_redis(redis_url)
     try:
-        record = await redis.get(keys.worker_health_key(host))
+        record = await redis.get(redis_keys.worker_health_key(host))
     except (RedisError, OSError) as exc:
         return False, f"cannot reach Redis at {location} ({redis_error_text(exc)})"
     finally:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import sids
-from shared.jobs import HandoverRequest, Identity
+from shared.model import HandoverRequest, Identity
 from shared.settings import Target
 
 EXTRA_INPUT_ATTRIBUTE = "handoverInput"

@@ -44,14 +44,14 @@ from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
-from shared import keys
+from shared import redis_keys
 from shared.connections import (
     arq_redis_settings,
     redis_error_text,
     redis_location,
     write_refusal,
 )
-from shared.jobs import deserialize_job, serialize_job
+from shared.model import deserialize_job, serialize_job
 from shared.logging import register_secrets
 from shared.settings import Settings
 from shared.store import HandoverStore
@@ -208,7 +208,7 @@ class HandoverWorker(Worker):
                 timestamp_ms(),
                 free,
                 int(self.in_progress_timeout_s * 1000),
-                keys.ARQ_IN_PROGRESS_PREFIX,
+                redis_keys.ARQ_IN_PROGRESS_PREFIX,
                 self._pick_scan_limit,
             ],
         )
@@ -244,7 +244,7 @@ def arq_client(url: str) -> ArqRedis:
     )
     client.job_serializer = serialize_job
     client.job_deserializer = deserialize_job
-    client.default_queue_name = keys.QUEUE_NAME
+    client.default_queue_name = redis_keys.QUEUE_NAME
     return client
 
 
@@ -283,13 +283,13 @@ def create_worker(
         "functions": [
             func(
                 deliver_handover,
-                name=keys.HANDOVER_FUNCTION,
+                name=redis_keys.HANDOVER_FUNCTION,
                 timeout=settings.job_timeout_seconds,
                 max_tries=MAX_TRIES,
                 keep_result=0,
             )
         ],
-        "queue_name": keys.QUEUE_NAME,
+        "queue_name": redis_keys.QUEUE_NAME,
         "redis_settings": arq_redis_settings(settings.redis_url or ""),
         "redis_pool": redis_pool or arq_client(settings.redis_url or ""),
         "on_startup": startup,
@@ -304,7 +304,7 @@ def create_worker(
         "job_serializer": serialize_job,
         "job_deserializer": deserialize_job,
         "handle_signals": handle_signals,
-        "health_check_key": keys.worker_health_key(socket.gethostname()),
+        "health_check_key": redis_keys.worker_health_key(socket.gethostname()),
         "health_check_interval": WORKER_HEALTH_INTERVAL_SECONDS,
     }
     options.update(overrides)

@@ -54,7 +54,7 @@ from contextvars import ContextVar
 import redis.asyncio as aioredis
 from arq.worker import Retry
 
-from shared import keys
+from shared import redis_keys
 from worker.retry import bounded_wait
 
 logger = logging.getLogger("flex_handover.worker")
@@ -118,7 +118,7 @@ class FlexRateLimit:
         max_rps: float,
         *,
         attempt_timeout: float = 10.0,
-        key: str = keys.FLEX_API_RATE_KEY,
+        key: str = redis_keys.FLEX_API_RATE_KEY,
     ):
         if max_rps < 0 or not math.isfinite(max_rps):
             raise ValueError("max_rps must be a finite number >= 0")

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import redis_keys
 from shared.connections import redis_error_text
 from shared.store import ClaimRelease
 from worker.claim import release_claims
@@ -50,7 +50,7 @@ class Leftovers:
         worker's connection; False if Redis went away again (kept for later)."""
         try:
             if self.job_ids:
-                await redis.delete(*(keys.arq_in_progress_key(job_id) for job_id in self.job_ids))
+                await redis.delete(*(redis_keys.arq_in_progress_key(job_id) for job_id in self.job_ids))
             await release_claims(redis, self.claims)
         except (RedisError, OSError) as exc:
             logger.warning(

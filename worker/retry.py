@@ -25,7 +25,7 @@ from email.utils import parsedate_to_datetime
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
 
-from shared.jobs import now
+from shared.model import now
 from shared.settings import Settings
 from worker.errors import FlexError
 

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from shared.jobs import now
+from shared.model import now
 from shared.settings import Settings
 from worker.flex_client import CreatedInteraction, FlexClient
 from worker.interaction import HANDOVER_ID_ATTRIBUTE

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from shared import keys
-from tests.conftest import session_header
+from shared import redis_keys
+from tests.support.values import session_header
 
 FAST_LOOKUP = {"HANDOVER_LOOKUP_GRACE_SECONDS": "0.5", "HANDOVER_LOOKUP_INTERVAL_SECONDS": "0.05"}
 
@@ -33,7 +33,7 @@ async def hand_over(service) -> str:
 
 
 async def found_by_lookup(redis, handover_id: str) -> bool:
-    return await redis.hget(keys.handover_key(handover_id), "found_by_lookup") == "1"
+    return await redis.hget(redis_keys.handover_key(handover_id), "found_by_lookup") == "1"
 
 
 def counts(record: dict[str, Any]) -> tuple[int, int, int]:

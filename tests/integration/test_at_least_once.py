@@ -17,10 +17,10 @@ import pytest
 from arq.constants import expires_extra_ms
 from arq.worker import Retry
 
-from shared import keys
-from shared.jobs import arq_job
+from shared import redis_keys
+from shared.model import arq_job
 from shared.store import HandoverStore
-from tests.conftest import CONVERSATION_SID, session_header
+from tests.support.values import CONVERSATION_SID, session_header
 from worker.flex_client import CreatedInteraction, FlexClient
 from worker.handover import HandoverContext, deliver_handover
 from worker.interaction import build_interaction
@@ -114,7 +114,7 @@ async def test_rerun_after_a_kill_finds_the_interaction_and_sends_nothing(
     assert len(simulator.requests) == 1  # only the lost run's
     # The lost attempt counts as ambiguous; one lookup settled it.
     assert counts(record) == (1, 1, 1)
-    assert await redis.hget(keys.handover_key(handover_id), "found_by_lookup") == "1"
+    assert await redis.hget(redis_keys.handover_key(handover_id), "found_by_lookup") == "1"
 
 
 async def test_rerun_after_a_kill_before_twilio_got_the_request_sends_once(
@@ -144,7 +144,7 @@ async def test_job_cancelled_mid_request_then_rerun_makes_one_interaction(
     await service.stop_worker()
     stopped = await service.status(handover_id)
     assert stopped["state"] == "running"
-    assert await redis.exists(keys.claim_key(CONVERSATION_SID)) == 0
+    assert await redis.exists(redis_keys.claim_key(CONVERSATION_SID)) == 0
 
     await service.start_worker()
     record = await service.wait_final(handover_id)
@@ -164,7 +164,7 @@ async def test_a_dead_runs_claim_holds_the_conversation_until_its_ttl(
     service = await start_service(worker=False)
     handover_id = await hand_over(service)
     ctx = job_context(service.settings)
-    await redis.set(keys.claim_key(CONVERSATION_SID), f"{handover_id}:dead-run", px=300)
+    await redis.set(redis_keys.claim_key(CONVERSATION_SID), f"{handover_id}:dead-run", px=300)
 
     with pytest.raises(Retry):
         await deliver_handover(ctx, handover_id)
@@ -178,7 +178,7 @@ async def test_a_dead_runs_claim_holds_the_conversation_until_its_ttl(
 
 async def wait_until_claim_expires(redis) -> None:
     deadline = time.monotonic() + 5
-    while await redis.exists(keys.claim_key(CONVERSATION_SID)):
+    while await redis.exists(redis_keys.claim_key(CONVERSATION_SID)):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
 
@@ -235,11 +235,11 @@ async def test_two_workers_running_the_same_handover_make_one_interaction(
     enqueue_ms = int(time.time() * 1000)
     duplicate = "dup-" + handover_id
     await redis.psetex(
-        keys.arq_job_key(duplicate),
+        redis_keys.arq_job_key(duplicate),
         expires_extra_ms,
-        arq_job(keys.HANDOVER_FUNCTION, handover_id, enqueue_ms),
+        arq_job(redis_keys.HANDOVER_FUNCTION, handover_id, enqueue_ms),
     )
-    await redis.zadd(keys.QUEUE_NAME, {duplicate: enqueue_ms})
+    await redis.zadd(redis_keys.QUEUE_NAME, {duplicate: enqueue_ms})
     simulator.latency = 0.3
 
     await asyncio.gather(service.start_worker(), other.start_worker())

@@ -12,12 +12,12 @@ from urllib.parse import urlencode
 import pytest
 from twilio.request_validator import RequestValidator
 
-from shared import keys
-from tests.conftest import (
+from shared import redis_keys
+from tests.support.service import Service
+from tests.support.values import (
     ADMIN_TOKEN,
     AUTH_TOKEN,
     TOOL_TOKEN,
-    Service,
     admin_auth,
     new_conversation_sid,
     session_header,
@@ -172,7 +172,7 @@ async def test_signed_form_body_is_accepted_and_read_by_the_handler(start_servic
     )  # fmt: skip
     assert status == 202, body
     # The middleware read the body to check it; the handler read the same bytes.
-    stored = await redis.hget(keys.handover_key(body["handover_id"]), "tool_input")
+    stored = await redis.hget(redis_keys.handover_key(body["handover_id"]), "tool_input")
     assert json.loads(stored) == params
 
 

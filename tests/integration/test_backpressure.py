@@ -10,19 +10,20 @@ import time
 
 import aiohttp
 
-from shared import deadletters, keys
+from shared import deadletters, redis_keys
 from shared.connections import BACKLOG_RETRY_AFTER_SECONDS
 from shared.settings import Settings
 from shared.store import HandoverStore
-from tests.conftest import new_conversation_sid, service_env, session_header, tool_auth
-from tests.integration.test_process_faults import (
+from tests.support.outcomes import (
     FAST_RECOVERY,
     HOLD_SECONDS,
     SLACK_SECONDS,
+    snapshot,
     wait_all_final,
 )
-from tests.integration.test_rate_limits import snapshot
-from tests.processes import clean_env, wait_until
+from tests.support.processes import clean_env, wait_until
+from tests.support.service import service_env
+from tests.support.values import new_conversation_sid, session_header, tool_auth
 
 UNLIMITED = {"HANDOVER_RATE_LIMIT_PER_CONVERSATION": 0, "HANDOVER_RATE_LIMIT_PER_IDENTITY": 0}
 
@@ -67,7 +68,7 @@ async def test_a_full_backlog_is_503_and_stores_nothing_until_the_worker_drains_
 
 
 async def _queue_empty(redis) -> bool:
-    return await redis.zcard(keys.QUEUE_NAME) == 0
+    return await redis.zcard(redis_keys.QUEUE_NAME) == 0
 
 
 async def call_tool(api_url: str, conversation: int) -> tuple[int, dict, dict]:
@@ -144,4 +145,4 @@ async def test_the_count_does_not_drift_after_failures_replays_and_a_killed_work
     for n in range(10, 10 + cap):
         await submit(api_url, n)
     assert_backlog_full(*await call_tool(api_url, 10 + cap))
-    assert await redis.zcard(keys.QUEUE_NAME) == cap
+    assert await redis.zcard(redis_keys.QUEUE_NAME) == cap

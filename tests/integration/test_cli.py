@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shared.flex_simulator import (
+from standins.flex_simulator import (
     FAULT_HELP,
     FAULT_OPTIONS,
     RATE_LIMIT_HELP,
@@ -26,18 +26,18 @@ from shared.flex_simulator import (
     fault_options,
     rate_limit_options,
 )
-from shared.redis_server import free_port
-from tests.conftest import (
+from standins.redis_server import free_port
+from tests.support.processes import COMMAND, PREFIX, clean_env, wait_healthy
+from tests.support.service import service_env
+from tests.support.values import (
     ADMIN_TOKEN,
     AUTH_TOKEN,
     TOOL_TOKEN,
     admin_auth,
     new_conversation_sid,
-    service_env,
     session_header,
     tool_auth,
 )
-from tests.processes import COMMAND, PREFIX, clean_env
 
 
 async def start(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -47,20 +47,6 @@ async def start(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
-async def wait_healthy(url: str, process: asyncio.subprocess.Process, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                raise AssertionError(f"exited early: {await process.stderr.read()}")
-            try:
-                async with http.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} not healthy after {timeout}s")
 
 
 async def stop(process: asyncio.subprocess.Process, timeout: float = 15) -> tuple[int, str]:

@@ -11,9 +11,10 @@ import time
 
 from arq.constants import in_progress_key_prefix
 
-from shared import keys
-from tests.conftest import new_conversation_sid, service_env, session_header
-from tests.processes import COMMAND, PREFIX, clean_env
+from shared import redis_keys
+from tests.support.processes import COMMAND, PREFIX, clean_env
+from tests.support.service import service_env
+from tests.support.values import new_conversation_sid, session_header
 
 PHONE = "+14155550123"
 TWILIO_MESSAGE = f"Invalid channel for whatsapp:{PHONE} (jane.doe@example.com)"
@@ -51,8 +52,8 @@ async def post(service, path: str) -> tuple[int, dict]:
 
 async def nothing_queued(redis, handover_id: str) -> bool:
     return (
-        await redis.zscore(keys.QUEUE_NAME, handover_id) is None
-        and not await redis.exists(keys.arq_job_key(handover_id))
+        await redis.zscore(redis_keys.QUEUE_NAME, handover_id) is None
+        and not await redis.exists(redis_keys.arq_job_key(handover_id))
     )
 
 
@@ -154,7 +155,7 @@ async def test_pages_walk_every_failure_newest_first_and_skip_expired_records(
 ):
     failed = [await fail_handover(service, simulator, redis, conversation=n) for n in range(5)]
     expired = failed.pop(2)
-    await redis.delete(keys.handover_key(expired))
+    await redis.delete(redis_keys.handover_key(expired))
 
     seen, cursor, pages = [], None, 0
     while True:
@@ -169,7 +170,7 @@ async def test_pages_walk_every_failure_newest_first_and_skip_expired_records(
 
     assert seen == failed[::-1]
     assert pages == 2
-    assert await redis.zscore(keys.FAILED_INDEX, expired) is None
+    assert await redis.zscore(redis_keys.FAILED_INDEX, expired) is None
 
 
 async def test_bad_list_queries_are_refused_naming_what_is_accepted(service):

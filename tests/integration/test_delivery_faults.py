@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.conftest import session_header
+from tests.support.values import session_header
 
 # A 5xx, a timeout or a reset is ambiguous: the worker looks for a task before
 # it sends again. Short lookup windows keep these tests quick.

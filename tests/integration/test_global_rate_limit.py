@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from arq.worker import Retry
 
-from shared import keys
+from shared import redis_keys
 from shared.store import HandoverStore
-from tests.conftest import new_conversation_sid, session_header
+from tests.support.values import new_conversation_sid, session_header
 from worker.flex_client import FlexClient
 from worker.handover import HandoverContext, deliver_handover
 
@@ -47,14 +47,14 @@ async def test_two_workers_share_the_rate_and_lose_nothing(start_service, simula
     # Only the start-up burst and late arrivals meet the simulator's limit; each 429
     # leaves a gap that covers the next second, so about one a second at worst.
     assert simulator.throttled() <= 5, [r["outcome"] for r in simulator.requests]
-    assert await redis.exists(keys.FLEX_API_RATE_KEY)
+    assert await redis.exists(redis_keys.FLEX_API_RATE_KEY)
 
 
 async def test_off_keeps_no_bucket(start_service, simulator, redis):
     service = await start_service(**NO_API_LIMITS)
     record = await service.wait_final(await hand_over(service, 1))
     assert record["state"] == "succeeded"
-    assert not await redis.exists(keys.FLEX_API_RATE_KEY)
+    assert not await redis.exists(redis_keys.FLEX_API_RATE_KEY)
 
 
 async def test_a_wait_past_the_run_budget_hands_the_job_back_unharmed(
@@ -67,7 +67,7 @@ async def test_a_wait_past_the_run_budget_hands_the_job_back_unharmed(
     handover_id = await hand_over(service, 1)
     seconds, micros = await redis.time()
     queued_for = settings.run_budget_seconds + 10
-    await redis.set(keys.FLEX_API_RATE_KEY, int((seconds + queued_for) * 1e6 + micros))
+    await redis.set(redis_keys.FLEX_API_RATE_KEY, int((seconds + queued_for) * 1e6 + micros))
     context = HandoverContext(
         settings=settings,
         store=HandoverStore(redis, settings.status_ttl_seconds),
@@ -81,9 +81,9 @@ async def test_a_wait_past_the_run_budget_hands_the_job_back_unharmed(
         assert record["state"] in ("queued", "running")
         assert (record["attempts"], record["error"]) == (0, None)
         assert simulator.requests == []
-        assert not await redis.exists(keys.claim_key(new_conversation_sid(1)))
+        assert not await redis.exists(redis_keys.claim_key(new_conversation_sid(1)))
 
-        await redis.delete(keys.FLEX_API_RATE_KEY)  # its slot has come
+        await redis.delete(redis_keys.FLEX_API_RATE_KEY)  # its slot has come
         assert await deliver_handover({"handover": context}, handover_id) == "succeeded"
         assert (await service.status(handover_id))["attempts"] == 1
     finally:

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from shared import keys
-from tests.conftest import (
+from shared import redis_keys
+from tests.support.values import (
     BILLING_WORKFLOW_SID,
     CONVERSATION_SID,
     WORKFLOW_SID,
@@ -149,9 +149,9 @@ async def test_status_record_is_complete_masked_and_expires(service, redis):
         assert record[field] is not None, field
     assert record["conversation_sid"] == CONVERSATION_SID
     assert "+14155550123" not in str(record)
-    ttl = await redis.ttl(keys.handover_key(body["handover_id"]))
+    ttl = await redis.ttl(redis_keys.handover_key(body["handover_id"]))
     assert 0 < ttl <= 7 * 24 * 3600
-    stored = await redis.hgetall(keys.handover_key(body["handover_id"]))
+    stored = await redis.hgetall(redis_keys.handover_key(body["handover_id"]))
     assert not any("test-auth-token" in value for value in stored.values())
 
 

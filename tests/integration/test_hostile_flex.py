@@ -21,10 +21,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from shared import keys
-from shared.jobs import MAX_ERROR_MESSAGE_CHARS
-from tests.conftest import admin_auth, new_conversation_sid, service_env, session_header, tool_auth
-from tests.processes import clean_env, wait_until
+from shared import redis_keys
+from shared.model import MAX_ERROR_MESSAGE_CHARS
+from tests.support.processes import clean_env, wait_until
+from tests.support.service import service_env
+from tests.support.values import (
+    admin_auth,
+    new_conversation_sid,
+    session_header,
+    tool_auth,
+)
 
 FLOOR = 0.2  # HANDOVER_BACKOFF_INITIAL_SECONDS in these tests
 HOSTILE = {
@@ -131,7 +137,7 @@ async def test_a_huge_retry_after_cannot_make_an_endless_wait(
     assert time.monotonic() - started < 10
     assert len(simulator.requests) == 1
     # Nothing left waiting in arq's queue for an hour.
-    assert await redis.zcard(keys.QUEUE_NAME) == 0
+    assert await redis.zcard(redis_keys.QUEUE_NAME) == 0
 
 
 # --- 2xx answers that are not the Interaction ----------------------------------
@@ -193,7 +199,7 @@ async def test_a_2xx_that_is_not_an_interaction_is_looked_up_and_found(
     assert record["interaction_sid"] == interaction["sid"]
     assert record["channel_sid"] == interaction["channel_sid"]
     assert (record["attempts"], record["ambiguous_attempts"], record["lookups"]) == (1, 1, 1)
-    assert await redis.hget(keys.handover_key(handover_id), "found_by_lookup") == "1"
+    assert await redis.hget(redis_keys.handover_key(handover_id), "found_by_lookup") == "1"
     assert len(simulator.requests) == 1
     assert "Twilio answered 200 but not with an Interaction" in caplog.text
     assert why in caplog.text
@@ -317,7 +323,7 @@ async def test_an_old_record_with_a_huge_error_is_served_promptly_and_truncated(
     handover_id = await hand_over(service)
     huge = {"status": 500, "code": 20500, "message": "x" * (5 * MB)}
     await redis.hset(
-        keys.handover_key(handover_id), mapping={"state": "failed", "error": json.dumps(huge)}
+        redis_keys.handover_key(handover_id), mapping={"state": "failed", "error": json.dumps(huge)}
     )
 
     async with asyncio.timeout(5):

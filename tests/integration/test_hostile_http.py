@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.conftest import service_env, tool_auth
-from tests.processes import ProcessGroup, ServiceProcess, clean_env
+from tests.support.processes import ProcessGroup, ServiceProcess, clean_env
+from tests.support.service import service_env
+from tests.support.values import tool_auth
 
 # The longest request line aiohttp reads is 8190 bytes.
 PATH_LENGTH = 8000

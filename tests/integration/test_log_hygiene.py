@@ -27,23 +27,21 @@ from urllib.parse import urlencode
 import aiohttp
 from twilio.request_validator import RequestValidator
 
-from shared.flex_simulator import FlexSimulator
 from shared.logging import redacting_handler
-from shared.redis_server import LocalRedisServer, free_port
 from shared.settings import Settings
-from tests.conftest import (
+from standins.flex_simulator import FlexSimulator
+from standins.redis_server import LocalRedisServer, free_port
+from tests.support.processes import COMMAND, PREFIX, clean_env, wait_healthy
+from tests.support.service import Service, service_env
+from tests.support.values import (
     ADMIN_TOKEN,
     AUTH_TOKEN,
     TOOL_TOKEN,
-    Service,
     admin_auth,
     new_conversation_sid,
-    service_env,
     session_header,
     tool_auth,
 )
-from tests.integration.test_cli import wait_healthy
-from tests.processes import COMMAND, PREFIX, clean_env
 
 PHONE = "+14155550177"
 EMAIL = "jane.doe@example.com"

@@ -12,32 +12,25 @@ Timings are shrunk through the environment, so arq's recovery bound
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Iterable
 
 import aiohttp
 import pytest
 from arq.constants import in_progress_key_prefix
 
-from shared import keys
+from shared import redis_keys
 from shared.connections import create_redis
-from shared.flex_simulator import FlexSimulator
 from shared.settings import Settings
 from shared.store import HandoverStore
-from tests.conftest import new_conversation_sid, service_env, session_header, tool_auth
-from tests.processes import WORKER_READY, clean_env, wait_until
-
-# Short runs so that arq's in-progress key (job timeout + 10 s) expires soon.
-FAST_RECOVERY = {
-    "HANDOVER_RETRY_BUDGET_SECONDS": "0.5",
-    "HANDOVER_ATTEMPT_TIMEOUT_SECONDS": "1",
-    "HANDOVER_LOOKUP_GRACE_SECONDS": "0.2",
-}
-# How long the simulator holds a request: inside one attempt timeout, so the
-# worker does not give up on it before the test acts.
-HOLD_SECONDS = 0.8
-# Start-up of a new worker and polling, on a busy machine.
-SLACK_SECONDS = 20.0
+from tests.support.outcomes import (
+    FAST_RECOVERY,
+    HOLD_SECONDS,
+    SLACK_SECONDS,
+    assert_each_ended_once,
+    wait_all_final,
+)
+from tests.support.processes import WORKER_READY, clean_env, wait_until
+from tests.support.service import service_env
+from tests.support.values import new_conversation_sid, session_header, tool_auth
 
 
 async def submit(api_url: str, conversation_sid: str) -> str:
@@ -60,35 +53,8 @@ async def call_tool(api_url: str, conversation_sid: str) -> tuple[int, dict]:
         return response.status, await response.json()
 
 
-async def wait_all_final(store: HandoverStore, handover_ids: Iterable[str], timeout: float) -> dict:
-    """handover id → final public record; AssertionError naming the stragglers."""
-    handover_ids = list(handover_ids)
-    records: dict[str, dict] = {}
-
-    async def all_final() -> bool:
-        for handover_id in handover_ids:
-            record = await store.get(handover_id)
-            records[handover_id] = record.to_public() if record else {"state": "missing"}
-        return all(r["state"] in ("succeeded", "failed") for r in records.values())
-
-    try:
-        await wait_until(all_final, timeout, "every handover final")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}: {records}") from None
-    return records
 
 
-def assert_each_ended_once(records: dict, simulator: FlexSimulator) -> None:
-    """Every handover succeeded with its own Interaction, and Flex has no other."""
-    assert {r["state"] for r in records.values()} == {"succeeded"}, records
-    per_conversation = Counter(i["conversation_sid"] for i in simulator.interactions)
-    expected = {r["conversation_sid"]: 1 for r in records.values()}
-    assert per_conversation == expected, (
-        "Interactions per conversation (a 2 is a duplicate):",
-        dict(per_conversation),
-    )
-    sids = {i["sid"] for i in simulator.interactions}
-    assert {r["interaction_sid"] for r in records.values()} == sids
 
 
 # --- SIGKILL ------------------------------------------------------------------
@@ -193,7 +159,7 @@ async def test_sigterm_requeues_what_is_still_running_for_another_worker(
     assert "still running: cancelling, arq re-queues them" in stopping.log()
 
     # Back in the queue, not held by an in-progress key.
-    assert await redis.zscore(keys.QUEUE_NAME, handover_id) is not None
+    assert await redis.zscore(redis_keys.QUEUE_NAME, handover_id) is not None
     assert not await redis.exists(in_progress_key_prefix + handover_id)
     await processes.start_worker(env)
     records = await wait_all_final(

@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from shared import keys
-from shared.keys import (
+from shared import redis_keys
+from shared.redis_keys import (
     RATE_IDENTITY_PREFIX,
     rate_conversation_key,
     rate_identity_key,
 )
-from tests.conftest import Service, new_conversation_sid, session_header
+from tests.support.outcomes import snapshot
+from tests.support.service import Service
+from tests.support.values import new_conversation_sid, session_header
 
 PHONE = "+14155550123"
 IDENTITY = f"whatsapp:{PHONE}"
@@ -23,20 +25,6 @@ async def call(service: Service, n: int, identity: str = IDENTITY):
     return await service.call_tool(session_id=session_header(new_conversation_sid(n)), identity=identity)
 
 
-async def snapshot(redis) -> dict[str, str]:
-    """Every key and its value (or length): to prove a refusal changed nothing."""
-    state = {}
-    async for key in redis.scan_iter():
-        kind = await redis.type(key)
-        if kind == "string":
-            state[key] = await redis.get(key)
-        elif kind == "hash":
-            state[key] = str(await redis.hgetall(key))
-        elif kind == "zset":
-            state[key] = str(await redis.zrange(key, 0, -1))
-        else:
-            state[key] = kind
-    return state
 
 
 def assert_rate_limited(status, body, response, window: int) -> int:
@@ -51,7 +39,7 @@ def assert_rate_limited(status, body, response, window: int) -> int:
 
 async def fail_handover(redis, handover_id: str) -> None:
     """A handover that ended in failure: the next call for its conversation is new."""
-    await redis.hset(keys.handover_key(handover_id), "state", "failed")
+    await redis.hset(redis_keys.handover_key(handover_id), "state", "failed")
 
 
 async def test_per_conversation_limit(start_service, redis):
@@ -141,7 +129,7 @@ async def test_limits_at_zero_are_off_and_store_no_counters(start_service, redis
     )
     results = await asyncio.gather(*(call(service, n) for n in range(25)))
     assert [status for status, _, _ in results] == [202] * 25
-    assert not [key async for key in redis.scan_iter(keys.RATE_KEY_PREFIX + "*")]
+    assert not [key async for key in redis.scan_iter(redis_keys.RATE_KEY_PREFIX + "*")]
 
 
 async def test_default_limits_refuse_a_burst_from_one_customer(start_service, redis):
@@ -150,5 +138,5 @@ async def test_default_limits_refuse_a_burst_from_one_customer(start_service, re
     results = await asyncio.gather(*(call(service, n) for n in range(25)))
     statuses = sorted(status for status, _, _ in results)
     assert statuses == [202] * 20 + [429] * 5
-    records = [key async for key in redis.scan_iter(keys.HANDOVER_KEY_PREFIX + "*")]
+    records = [key async for key in redis.scan_iter(redis_keys.HANDOVER_KEY_PREFIX + "*")]
     assert len(records) == 20

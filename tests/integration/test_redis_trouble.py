@@ -26,13 +26,14 @@ from redis.exceptions import OutOfMemoryError
 
 from api.app import READY_PROBE_REUSE_SECONDS
 from shared.connections import create_redis
-from shared.flex_simulator import FlexSimulator
-from shared.redis_server import LocalRedisServer, free_port
 from shared.settings import Settings
 from shared.store import HandoverStore
-from tests.conftest import new_conversation_sid, service_env, session_header, tool_auth
-from tests.integration.test_process_faults import assert_each_ended_once, wait_all_final
-from tests.processes import COMMAND, PREFIX, WORKER_READY, clean_env, wait_until
+from standins.flex_simulator import FlexSimulator
+from standins.redis_server import LocalRedisServer, free_port
+from tests.support.outcomes import assert_each_ended_once, wait_all_final
+from tests.support.processes import COMMAND, PREFIX, WORKER_READY, clean_env, wait_until
+from tests.support.service import service_env
+from tests.support.values import new_conversation_sid, session_header, tool_auth
 
 FAST = {
     "WORKER_RECONNECT_MAX_SECONDS": "1",

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 
-import aiohttp
 import pytest
 
-from api.app import create_app
 from shared.connections import create_redis
-from shared.redis_server import free_port
 from shared.settings import Settings
-from tests.conftest import CONVERSATION_SID, Service, service_env, session_header
+from standins.redis_server import free_port
+from tests.support.service import Service, service_env
+from tests.support.values import session_header
 
 BAD_REQUESTS = [
     # (description, headers, body kwargs, status, error code)
@@ -205,7 +204,7 @@ async def test_redis_unreachable_is_503_with_retry_after(redis_server, simulator
 
 async def test_api_recovers_when_redis_comes_back(redis_server, simulator):
     """Redis down → 503; the same process stores requests again once it is back."""
-    from shared.redis_server import LocalRedisServer
+    from standins.redis_server import LocalRedisServer
 
     own = LocalRedisServer()
     own.start()

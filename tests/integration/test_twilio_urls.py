@@ -13,11 +13,7 @@ from __future__ import annotations
 import pytest
 
 from shared import sids
-from tests.conftest import (
-    CONVERSATION_SID,
-    WORKSPACE_SID,
-    session_header,
-)
+from tests.support.values import CONVERSATION_SID, WORKSPACE_SID, session_header
 from worker.task_lookup import task_expression
 
 FLEX_USER = "FX" + "5e" * 16

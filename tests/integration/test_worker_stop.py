@@ -16,8 +16,8 @@ import gc
 import warnings
 
 from shared.settings import Settings
-from tests.conftest import service_env
-from tests.processes import wait_until
+from tests.support.processes import wait_until
+from tests.support.service import service_env
 from worker.main import create_worker, stop_worker
 
 STEPS = 40  # connecting to the local Redis takes about a dozen loop steps

@@ -13,12 +13,12 @@ import asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import keys
+from shared import redis_keys
 from shared.connections import BACKLOG_RETRY_AFTER_SECONDS, Enqueuer
-from shared.jobs import HandoverError, HandoverRequest, Identity, Status
+from shared.model import HandoverError, HandoverRequest, Identity, Status
 from shared.settings import Settings
 from shared.store import HandoverStore
-from tests.conftest import new_conversation_sid
+from tests.support.values import new_conversation_sid
 
 NO_RATE_LIMITS = {"rate_limit_per_conversation": 0, "rate_limit_per_identity": 0}
 
@@ -49,7 +49,7 @@ async def finish(redis, store: HandoverStore, handover_id: str, state: Status) -
         await store.mark_succeeded(handover_id, "KD" + "1" * 32, None)
     else:
         await store.mark_failed(handover_id, HandoverError("Twilio answered 400", 400))
-    await redis.zrem(keys.QUEUE_NAME, handover_id)
+    await redis.zrem(redis_keys.QUEUE_NAME, handover_id)
 
 
 async def test_past_the_cap_a_new_handover_is_refused_and_nothing_is_stored(redis):
@@ -95,7 +95,7 @@ async def test_zero_turns_the_cap_off(redis):
     enqueuer = Enqueuer(redis, Settings(max_pending=0, **NO_RATE_LIMITS))
     results = await asyncio.gather(*(enqueuer.enqueue(request(n)) for n in range(300)))
     assert all(result.created for result in results)
-    assert await redis.zcard(keys.QUEUE_NAME) == 300
+    assert await redis.zcard(redis_keys.QUEUE_NAME) == 300
 
 
 async def test_concurrent_calls_never_overshoot_the_cap(redis):
@@ -105,7 +105,7 @@ async def test_concurrent_calls_never_overshoot_the_cap(redis):
     results = await asyncio.gather(*(enqueuer.enqueue(request(n)) for n in range(200)))
     assert sum(result.created for result in results) == 37
     assert sum(result.backlog_full for result in results) == 163
-    assert await redis.zcard(keys.QUEUE_NAME) == 37
+    assert await redis.zcard(redis_keys.QUEUE_NAME) == 37
 
 
 # A call for conversation c, or the end (succeeded / failed) of the i-th live run.
@@ -149,4 +149,4 @@ async def test_the_cap_holds_for_any_sequence_of_calls_and_outcomes(redis, cap, 
             conversation = list(live)[n % len(live)]
             state = Status.SUCCEEDED if operation == "succeed" else Status.FAILED
             await finish(redis, store, live.pop(conversation), state)
-        assert await redis.zcard(keys.QUEUE_NAME) == len(live)
+        assert await redis.zcard(redis_keys.QUEUE_NAME) == len(live)

@@ -12,14 +12,14 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from shared import keys
+from shared import redis_keys
 from shared.settings import Settings
-from tests.conftest import CONVERSATION_SID
+from tests.support.values import CONVERSATION_SID
 from worker.claim import DeliveryClaims, claim_value
 
 HANDOVER = "ho_" + "1" * 32
 OTHER = "ho_" + "2" * 32
-KEY = keys.claim_key(CONVERSATION_SID)
+KEY = redis_keys.claim_key(CONVERSATION_SID)
 
 
 @pytest.fixture

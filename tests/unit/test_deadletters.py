@@ -13,8 +13,8 @@ import time
 import pytest
 from arq.constants import expires_extra_ms, in_progress_key_prefix
 
-from shared import keys
-from shared.cli import _table
+from commands.cli import _table
+from shared import redis_keys
 from shared.deadletters import (
     Refusal,
     format_cursor,
@@ -22,7 +22,7 @@ from shared.deadletters import (
     parse_cursor,
     replay,
 )
-from shared.jobs import (
+from shared.model import (
     HandoverError,
     HandoverRequest,
     Identity,
@@ -32,7 +32,7 @@ from shared.jobs import (
 )
 from shared.settings import Settings, SettingsError
 from shared.store import HandoverStore
-from tests.conftest import WORKFLOW_SID, new_conversation_sid
+from tests.support.values import WORKFLOW_SID, new_conversation_sid
 
 SETTINGS = Settings(status_ttl_seconds=3600)
 
@@ -45,10 +45,10 @@ async def store_handover(
     request = HandoverRequest(
         new_conversation_sid(conversation), Identity.parse("whatsapp:+14155550123"), "default"
     )
-    key = keys.handover_key(handover_id)
+    key = redis_keys.handover_key(handover_id)
     await redis.hset(key, mapping=new_handover_record(handover_id, request, time.time()))
     await redis.expire(key, 600)
-    await redis.set(keys.conversation_key(request.conversation_sid), handover_id)
+    await redis.set(redis_keys.conversation_key(request.conversation_sid), handover_id)
     store = HandoverStore(redis, SETTINGS.status_ttl_seconds)
     if state is Status.FAILED:
         unresolved = {"attempts": "3", "next_attempt_at": "1", "in_flight_since": "1"}
@@ -65,8 +65,8 @@ async def store_handover(
 
 async def nothing_queued(redis, handover_id: str) -> bool:
     return (
-        await redis.zscore(keys.QUEUE_NAME, handover_id) is None
-        and not await redis.exists(keys.arq_job_key(handover_id))
+        await redis.zscore(redis_keys.QUEUE_NAME, handover_id) is None
+        and not await redis.exists(redis_keys.arq_job_key(handover_id))
     )
 
 
@@ -88,19 +88,19 @@ async def test_replay_requeues_a_failed_handover_as_a_stock_arq_job(redis):
     assert record.next_attempt_at is None
     # An attempt with an unknown outcome stays in flight: the run looks first.
     assert record.in_flight_since == 1.0
-    stored = await redis.hgetall(keys.handover_key(handover_id))
+    stored = await redis.hgetall(redis_keys.handover_key(handover_id))
     assert stored["state"] == "queued" and "error" not in stored
-    assert 3500 < await redis.ttl(keys.handover_key(handover_id)) <= 3600
-    pointer = keys.conversation_key(record.request.conversation_sid)
+    assert 3500 < await redis.ttl(redis_keys.handover_key(handover_id)) <= 3600
+    pointer = redis_keys.conversation_key(record.request.conversation_sid)
     assert await redis.get(pointer) == handover_id
     assert SETTINGS.dedup_key_ttl_seconds - 100 < await redis.ttl(pointer)
-    assert await redis.zscore(keys.FAILED_INDEX, handover_id) is None
-    job = json.loads(await redis.get(keys.arq_job_key(handover_id)))
+    assert await redis.zscore(redis_keys.FAILED_INDEX, handover_id) is None
+    job = json.loads(await redis.get(redis_keys.arq_job_key(handover_id)))
     assert job == {
-        "t": 1, "f": keys.HANDOVER_FUNCTION, "a": [handover_id], "k": {}, "et": job["et"]
+        "t": 1, "f": redis_keys.HANDOVER_FUNCTION, "a": [handover_id], "k": {}, "et": job["et"]
     }  # fmt: skip
-    assert expires_extra_ms - 100_000 < await redis.pttl(keys.arq_job_key(handover_id))
-    assert await redis.zscore(keys.QUEUE_NAME, handover_id) == job["et"]
+    assert expires_extra_ms - 100_000 < await redis.pttl(redis_keys.arq_job_key(handover_id))
+    assert await redis.zscore(redis_keys.QUEUE_NAME, handover_id) == job["et"]
 
 
 async def test_a_second_replay_is_refused_while_the_first_is_queued(redis):
@@ -111,7 +111,7 @@ async def test_a_second_replay_is_refused_while_the_first_is_queued(redis):
 
     assert again.refusal is Refusal.IN_PROGRESS
     assert "still queued" in again.message
-    stored = await redis.hgetall(keys.handover_key(handover_id))
+    stored = await redis.hgetall(redis_keys.handover_key(handover_id))
     assert stored["replays"] == "1"
 
 
@@ -121,7 +121,7 @@ async def test_a_second_replay_is_refused_while_the_first_is_queued(redis):
 async def test_unknown_handover_is_refused(redis):
     result = await replay(redis, SETTINGS, new_handover_id())
     assert result.refusal is Refusal.MISSING and result.record is None
-    assert await redis.zcard(keys.QUEUE_NAME) == 0
+    assert await redis.zcard(redis_keys.QUEUE_NAME) == 0
 
 
 async def test_succeeded_handover_is_refused_naming_its_interaction(redis):
@@ -132,7 +132,7 @@ async def test_succeeded_handover_is_refused_naming_its_interaction(redis):
     assert result.refusal is Refusal.ALREADY_SUCCEEDED
     assert result.message.startswith("already succeeded: Interaction KD")
     assert await nothing_queued(redis, handover_id)
-    assert (await redis.hgetall(keys.handover_key(handover_id)))["state"] == "succeeded"
+    assert (await redis.hgetall(redis_keys.handover_key(handover_id)))["state"] == "succeeded"
 
 
 @pytest.mark.parametrize("state", [Status.QUEUED, Status.RUNNING, Status.RETRYING])
@@ -157,7 +157,7 @@ async def test_failed_handover_whose_arq_run_is_still_finishing_is_refused(redis
     assert result.refusal is Refusal.IN_PROGRESS
     assert "try again in 4 seconds" in result.message
     assert await nothing_queued(redis, handover_id)
-    assert await redis.zscore(keys.FAILED_INDEX, handover_id) is not None
+    assert await redis.zscore(redis_keys.FAILED_INDEX, handover_id) is not None
 
 
 @pytest.mark.parametrize(
@@ -174,8 +174,8 @@ async def test_handover_superseded_by_a_newer_live_or_succeeded_one_is_refused(
     assert result.refusal is Refusal.SUPERSEDED
     assert newer in result.message and newer_state.value in result.message
     assert await nothing_queued(redis, old)
-    assert await redis.get(keys.conversation_key(new_conversation_sid(7))) == newer
-    assert (await redis.hgetall(keys.handover_key(old)))["state"] == "failed"
+    assert await redis.get(redis_keys.conversation_key(new_conversation_sid(7))) == newer
+    assert (await redis.hgetall(redis_keys.handover_key(old)))["state"] == "failed"
 
 
 async def test_newer_failed_handover_does_not_block_a_replay(redis):
@@ -183,12 +183,12 @@ async def test_newer_failed_handover_does_not_block_a_replay(redis):
     await store_handover(redis, conversation=7)
 
     assert (await replay(redis, SETTINGS, old)).replayed
-    assert await redis.get(keys.conversation_key(new_conversation_sid(7))) == old
+    assert await redis.get(redis_keys.conversation_key(new_conversation_sid(7))) == old
 
 
 async def test_newer_handover_whose_record_expired_does_not_block_a_replay(redis):
     old = await store_handover(redis, conversation=7)
-    await redis.set(keys.conversation_key(new_conversation_sid(7)), new_handover_id())
+    await redis.set(redis_keys.conversation_key(new_conversation_sid(7)), new_handover_id())
 
     assert (await replay(redis, SETTINGS, old)).replayed
 
@@ -204,7 +204,7 @@ RECENT = float(int(time.time()) - SETTINGS.status_ttl_seconds // 2)
 async def fail_at(redis, offset: float, conversation: int = 1) -> str:
     """A failed handover whose failure is dated RECENT + offset."""
     handover_id = await store_handover(redis, conversation=conversation)
-    await redis.zadd(keys.FAILED_INDEX, {handover_id: RECENT + offset})
+    await redis.zadd(redis_keys.FAILED_INDEX, {handover_id: RECENT + offset})
     return handover_id
 
 
@@ -254,13 +254,13 @@ async def test_expired_records_are_dropped_and_pruned_from_the_index(redis):
     kept = [await fail_at(redis, float(n)) for n in range(1, 4)]
     expired = [await fail_at(redis, float(n)) for n in range(10, 70)]
     for handover_id in expired:
-        await redis.delete(keys.handover_key(handover_id))
+        await redis.delete(redis_keys.handover_key(handover_id))
 
     page = await list_failed(redis, 2)
 
     assert [record.handover_id for record in page.handovers] == [kept[2], kept[1]]
     assert page.next is not None
-    assert set(await redis.zrange(keys.FAILED_INDEX, 0, -1)) == set(kept)
+    assert set(await redis.zrange(redis_keys.FAILED_INDEX, 0, -1)) == set(kept)
 
 
 @pytest.mark.parametrize("stale", [1, 500])
@@ -270,13 +270,13 @@ async def test_each_failure_prunes_entries_failed_more_than_a_ttl_ago(redis, sta
     within the TTL, one a minute short of it included, are kept."""
     ttl, now = SETTINGS.status_ttl_seconds, time.time()
     expired = {new_handover_id(): now - ttl - 60 - n for n in range(stale)}
-    await redis.zadd(keys.FAILED_INDEX, expired)
+    await redis.zadd(redis_keys.FAILED_INDEX, expired)
     recent = {new_handover_id(): now - ttl + 60, new_handover_id(): now - 1}
-    await redis.zadd(keys.FAILED_INDEX, recent)
+    await redis.zadd(redis_keys.FAILED_INDEX, recent)
 
     failed_now = await store_handover(redis)  # the worker's final write
 
-    assert set(await redis.zrange(keys.FAILED_INDEX, 0, -1)) == {*recent, failed_now}
+    assert set(await redis.zrange(redis_keys.FAILED_INDEX, 0, -1)) == {*recent, failed_now}
 
 
 async def test_entries_no_longer_failed_are_skipped_not_pruned(redis):
@@ -284,12 +284,12 @@ async def test_entries_no_longer_failed_are_skipped_not_pruned(redis):
     index it again any moment, so the list must not remove it."""
     failed = await fail_at(redis, 1.0)
     requeued = await fail_at(redis, 2.0)
-    await redis.hset(keys.handover_key(requeued), "state", "running")
+    await redis.hset(redis_keys.handover_key(requeued), "state", "running")
 
     page = await list_failed(redis, 10)
 
     assert [record.handover_id for record in page.handovers] == [failed]
-    assert await redis.zscore(keys.FAILED_INDEX, requeued) == RECENT + 2.0
+    assert await redis.zscore(redis_keys.FAILED_INDEX, requeued) == RECENT + 2.0
 
 
 def test_cursor_round_trips_and_rejects_junk():

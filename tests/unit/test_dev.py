@@ -1,8 +1,8 @@
-"""shared.dev's banner: the curl line authenticates without printing a secret."""
+"""commands.dev's banner: the curl line authenticates without printing a secret."""
 
 from __future__ import annotations
 
-from shared.dev import curl_example, has_tool_authentication
+from commands.dev import curl_example, has_tool_authentication
 
 TOKEN = "dev-tool-token-0123456789abcdef"
 

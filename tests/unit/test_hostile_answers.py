@@ -12,8 +12,19 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.jobs import MAX_ERROR_MESSAGE_CHARS, HandoverError, HandoverRecord, truncate_message
-from worker.errors import AnswerTooLarge, FlexError, classify, parse_failure, unreadable_answer
+from shared.model import (
+    MAX_ERROR_MESSAGE_CHARS,
+    HandoverError,
+    HandoverRecord,
+    truncate_message,
+)
+from worker.errors import (
+    AnswerTooLarge,
+    FlexError,
+    classify,
+    parse_failure,
+    unreadable_answer,
+)
 from worker.flex_client import (
     MAX_NAME_CHARS,
     BoundedHttpClient,

@@ -7,9 +7,13 @@ import logging
 import time
 
 import pytest
-
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, InvalidHeader, LineTooLong
+from aiohttp.http_exceptions import (
+    BadHttpMessage,
+    BadStatusLine,
+    InvalidHeader,
+    LineTooLong,
+)
 
 from api.http_errors import MalformedRequestFilter, client_error_status, reason_of
 from shared.logging import MAX_CALLER_TEXT

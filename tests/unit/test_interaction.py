@@ -6,9 +6,9 @@ from types import MappingProxyType
 
 import pytest
 
-from shared.jobs import HandoverRequest, Identity
+from shared.model import HandoverRequest, Identity
 from shared.settings import Target
-from tests.conftest import CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID
+from tests.support.values import CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID
 from worker.interaction import (
     EXTRA_INPUT_ATTRIBUTE,
     Customer,

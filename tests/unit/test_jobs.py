@@ -1,4 +1,4 @@
-"""shared.jobs: the status record, its public view and the arq job serializer."""
+"""shared.model: the status record, its public view and the arq job serializer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from shared.jobs import (
+from shared.model import (
     HandoverError,
     HandoverRecord,
     HandoverRequest,
@@ -18,7 +18,7 @@ from shared.jobs import (
     new_handover_record,
     serialize_job,
 )
-from tests.conftest import CONVERSATION_SID
+from tests.support.values import CONVERSATION_SID
 
 INTERACTION_SID = "KD" + "11" * 16
 CHANNEL_SID = "UO" + "22" * 16

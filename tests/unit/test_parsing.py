@@ -17,8 +17,12 @@ from api.parsing import (
     parse_tool_call,
     split_tool_input,
 )
-from shared.jobs import HandoverRequest, Identity
-from tests.conftest import CHAT_SERVICE_SID, CONVERSATION_SID, new_conversation_sid
+from shared.model import HandoverRequest, Identity
+from tests.support.values import (
+    CHAT_SERVICE_SID,
+    CONVERSATION_SID,
+    new_conversation_sid,
+)
 
 OTHER_CONVERSATION_SID = new_conversation_sid(42)
 FLEX_USER_SID = "FX" + "ab" * 16

@@ -26,8 +26,8 @@ from api.parsing import (
     parse_session_id,
     parse_tool_call,
 )
-from shared import keys, sids
-from shared.jobs import HandoverRequest, Identity
+from shared import redis_keys, sids
+from shared.model import HandoverRequest, Identity
 
 PROPERTIES = settings(
     max_examples=150,
@@ -325,9 +325,9 @@ def test_any_case_variant_of_a_conversation_sid_is_one_handover_key(data, sid, s
     by_body = parse_tool_call({}, "", body.encode(), "default")
     for handover in (by_header, by_body):
         assert handover.conversation_sid == canonical == "CH" + sid[2:].lower()
-        assert keys.conversation_key(handover.conversation_sid) == keys.conversation_key(canonical)
-        assert keys.claim_key(handover.conversation_sid) == keys.claim_key(canonical)
-        assert keys.rate_conversation_key(handover.conversation_sid) == keys.rate_conversation_key(
+        assert redis_keys.conversation_key(handover.conversation_sid) == redis_keys.conversation_key(canonical)
+        assert redis_keys.claim_key(handover.conversation_sid) == redis_keys.claim_key(canonical)
+        assert redis_keys.rate_conversation_key(handover.conversation_sid) == redis_keys.rate_conversation_key(
             canonical
         )
 
@@ -341,7 +341,7 @@ def test_any_case_variant_of_a_flex_user_is_one_customer(data, sid, trait):
     variant = data.draw(case_variants(sid))
     identity = parse_identity(f"{trait}:{variant}")
     assert identity == Identity(trait, sids.canonical(sid, sids.FLEX_USER))
-    assert keys.rate_identity_key(str(identity)) == keys.rate_identity_key(
+    assert redis_keys.rate_identity_key(str(identity)) == redis_keys.rate_identity_key(
         f"{trait}:{sids.canonical(sid, sids.FLEX_USER)}"
     )
 

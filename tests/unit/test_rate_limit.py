@@ -12,7 +12,7 @@ import asyncio
 import pytest
 from arq.worker import Retry
 
-from shared import keys
+from shared import redis_keys
 from shared.connections import create_redis
 from worker import rate_limit
 from worker.rate_limit import (
@@ -133,10 +133,10 @@ async def test_a_wait_over_the_callers_limit_reserves_nothing(redis):
     limiter = FlexRateLimit(redis, 1)  # a slot a second
     assert await limiter.take(10.0, now_us=T0) == (True, 0.0)
     assert await limiter.take(10.0, now_us=T0) == (True, 1.0)
-    stored = await redis.get(keys.FLEX_API_RATE_KEY)
+    stored = await redis.get(redis_keys.FLEX_API_RATE_KEY)
     assert await limiter.take(1.5, now_us=T0) == (False, 2.0)
     assert await limiter.take(0.0, now_us=T0) == (False, 2.0)
-    assert await redis.get(keys.FLEX_API_RATE_KEY) == stored
+    assert await redis.get(redis_keys.FLEX_API_RATE_KEY) == stored
     assert await limiter.take(2.0, now_us=T0) == (True, 2.0)
 
 
@@ -144,8 +144,8 @@ async def test_bucket_key_is_exact_and_expires_when_idle(redis):
     limiter = FlexRateLimit(redis, 10)
     for _ in range(3):
         await limiter.take(5.0, now_us=T0)
-    assert int(await redis.get(keys.FLEX_API_RATE_KEY)) == T0 + 3 * 100_000
-    assert 0 < await redis.pttl(keys.FLEX_API_RATE_KEY) <= 300 + 1000
+    assert int(await redis.get(redis_keys.FLEX_API_RATE_KEY)) == T0 + 3 * 100_000
+    assert 0 < await redis.pttl(redis_keys.FLEX_API_RATE_KEY) <= 300 + 1000
 
 
 async def test_a_clock_stepped_back_does_not_stall_the_bucket(redis):
@@ -160,7 +160,7 @@ async def test_redis_time_is_the_clock_when_none_is_passed(redis):
     reserved, wait = await limiter.take(5.0)
     assert reserved and 0.5 < wait <= 1.0  # well under half a second between the calls
     redis_now = await redis.time()
-    tat = int(await redis.get(keys.FLEX_API_RATE_KEY))
+    tat = int(await redis.get(redis_keys.FLEX_API_RATE_KEY))
     assert 1.0 < (tat - (redis_now[0] * SECOND + redis_now[1])) / SECOND <= 2.0
 
 
@@ -189,11 +189,11 @@ async def test_acquire_hands_the_job_back_past_the_run_budget(redis, sleeps):
     # The run can afford 0.5 s of waiting after the create and its outcome.
     set_run_deadline(loop.time() + 2.0 + OUTCOME_MARGIN_SECONDS + 0.5)
     await limiter.acquire()  # free
-    stored = await redis.get(keys.FLEX_API_RATE_KEY)
+    stored = await redis.get(redis_keys.FLEX_API_RATE_KEY)
     with pytest.raises(Retry) as caught:
         await limiter.acquire()  # ~1 s away
     assert 0.5 < caught.value.defer_score / 1000 <= 1.0
-    assert await redis.get(keys.FLEX_API_RATE_KEY) == stored  # nothing reserved
+    assert await redis.get(redis_keys.FLEX_API_RATE_KEY) == stored  # nothing reserved
     assert sleeps == []
 
     set_run_deadline(loop.time() + 60.0)
@@ -211,7 +211,7 @@ async def test_an_overrun_budget_still_takes_a_free_slot(redis, sleeps):
 async def test_waits_are_capped_without_a_run_deadline(redis):
     limiter = FlexRateLimit(redis, 1)
     far = T0 + int(MAX_WAIT_SECONDS * SECOND)
-    await redis.set(keys.FLEX_API_RATE_KEY, far)
+    await redis.set(redis_keys.FLEX_API_RATE_KEY, far)
     assert await limiter.take(1e9, now_us=T0) == (True, MAX_WAIT_SECONDS)
     assert await limiter.take(1e9, now_us=T0) == (False, MAX_WAIT_SECONDS + 1)
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from arq.constants import in_progress_key_prefix
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from shared import keys
+from shared import redis_keys
 from shared.store import ClaimRelease
 from worker.claim import DeliveryClaims
 from worker.reconnect import Leftovers
@@ -21,19 +21,19 @@ async def test_clear_deletes_the_cut_off_jobs_keys_and_releases_only_its_own_cla
     await redis.set(in_progress_key_prefix + "ho_1", "1")
     await redis.set(in_progress_key_prefix + "ho_2", "1")
     await redis.set(in_progress_key_prefix + "ho_other", "1")
-    await redis.set(keys.claim_key(CONVERSATION), "ho_1:mine")
-    await redis.set(keys.claim_key(OTHER), "ho_9:someone-else")
+    await redis.set(redis_keys.claim_key(CONVERSATION), "ho_1:mine")
+    await redis.set(redis_keys.claim_key(OTHER), "ho_9:someone-else")
     leftovers = Leftovers(
         ["ho_1", "ho_2"],
-        [ClaimRelease(keys.claim_key(CONVERSATION), "ho_1:mine"),
-         ClaimRelease(keys.claim_key(OTHER), "ho_3:taken-over-since")],
+        [ClaimRelease(redis_keys.claim_key(CONVERSATION), "ho_1:mine"),
+         ClaimRelease(redis_keys.claim_key(OTHER), "ho_3:taken-over-since")],
     )  # fmt: skip
     assert await leftovers.clear(redis)
     assert not leftovers
     assert await redis.exists(in_progress_key_prefix + "ho_1", in_progress_key_prefix + "ho_2") == 0
     assert await redis.exists(in_progress_key_prefix + "ho_other") == 1
-    assert await redis.get(keys.claim_key(CONVERSATION)) is None
-    assert await redis.get(keys.claim_key(OTHER)) == "ho_9:someone-else"
+    assert await redis.get(redis_keys.claim_key(CONVERSATION)) is None
+    assert await redis.get(redis_keys.claim_key(OTHER)) == "ho_9:someone-else"
 
 
 async def test_leftovers_are_kept_while_redis_is_still_away():
@@ -48,7 +48,7 @@ async def test_leftovers_are_kept_while_redis_is_still_away():
 
 async def test_collect_takes_the_claims_runs_could_not_release(redis):
     claims = DeliveryClaims(redis, 60)
-    claim = ClaimRelease(keys.claim_key(CONVERSATION), "ho_1:mine")
+    claim = ClaimRelease(redis_keys.claim_key(CONVERSATION), "ho_1:mine")
     claims.unreleased.append(claim)
     worker = SimpleNamespace(ctx={"handover": SimpleNamespace(claims=claims)})
     leftovers = Leftovers()

@@ -1,11 +1,11 @@
-"""shared.redis_server: a server started on a port someone else took must
+"""standins.redis_server: a server started on a port someone else took must
 not pass for ours (test suites side by side, a port reused while ours was down)."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.redis_server import LocalRedisServer, RedisServerError, server_pid
+from standins.redis_server import LocalRedisServer, RedisServerError, server_pid
 
 
 @pytest.mark.parametrize("password", [None, "same-password-0123"])

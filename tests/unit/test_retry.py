@@ -15,10 +15,14 @@ import pytest
 import tenacity
 from aiohttp.client_reqrep import ConnectionKey
 from tenacity import RetryCallState
-from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.base.exceptions import (
+    TwilioException,
+    TwilioRestException,
+    TwilioServiceException,
+)
 from twilio.http.response import Response
 
-from shared.jobs import HandoverError
+from shared.model import HandoverError
 from shared.settings import Settings
 from worker.errors import FlexError, classify
 from worker.retry import (

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from shared import keys
-from shared.jobs import (
+from shared import redis_keys
+from shared.model import (
     HandoverError,
     HandoverRequest,
     Identity,
@@ -27,10 +27,10 @@ from shared.store import (
     ClaimRelease,
     HandoverStore,
 )
-from tests.conftest import CONVERSATION_SID
+from tests.support.values import CONVERSATION_SID
 from worker.claim import DeliveryClaims, claim_value
 
-CLAIM = keys.claim_key(CONVERSATION_SID)
+CLAIM = redis_keys.claim_key(CONVERSATION_SID)
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ async def handover_id(redis) -> str:
     request = HandoverRequest(CONVERSATION_SID, Identity.parse("whatsapp:+14155550123"), "default")
     record = new_handover_record(handover_id, request, time.time())
     await redis.hset(
-        keys.handover_key(handover_id), mapping={**record, "next_attempt_at": "1.5"}
+        redis_keys.handover_key(handover_id), mapping={**record, "next_attempt_at": "1.5"}
     )
     return handover_id
 
@@ -66,7 +66,7 @@ async def test_begin_takes_the_claim_and_marks_the_record_running(
     assert start.record.handover_id == handover_id
     assert start.record.state is Status.RUNNING
     assert start.record.next_attempt_at is None
-    assert await redis.hget(keys.handover_key(handover_id), "state") == "running"
+    assert await redis.hget(redis_keys.handover_key(handover_id), "state") == "running"
 
 
 async def test_begin_while_another_run_holds_the_claim_writes_nothing(
@@ -76,14 +76,14 @@ async def test_begin_while_another_run_holds_the_claim_writes_nothing(
     start, claim = await claims.begin(store, handover_id)
     assert (start.outcome, claim) == (CLAIM_BUSY, None)
     assert start.holder == claim_value("ho_other", "run")
-    assert await redis.hget(keys.handover_key(handover_id), "state") == "queued"
+    assert await redis.hget(redis_keys.handover_key(handover_id), "state") == "queued"
     assert await redis.get(CLAIM) == claim_value("ho_other", "run")
 
 
 async def test_begin_on_a_final_or_missing_record_takes_no_claim(
     store, claims, redis, handover_id
 ):
-    await redis.hset(keys.handover_key(handover_id), "state", "succeeded")
+    await redis.hset(redis_keys.handover_key(handover_id), "state", "succeeded")
     start, claim = await claims.begin(store, handover_id)
     assert (start.outcome, start.state, claim) == (FINAL, Status.SUCCEEDED, None)
     start, claim = await claims.begin(store, new_handover_id())
@@ -110,7 +110,7 @@ async def test_a_final_write_releases_the_runs_own_claim(store, claims, redis, h
     assert await store.mark_succeeded(handover_id, "KD" + "1" * 32, None, release=claim)
     assert claim.released is True
     assert await redis.exists(CLAIM) == 0
-    assert await redis.hget(keys.handover_key(handover_id), "state") == "succeeded"
+    assert await redis.hget(redis_keys.handover_key(handover_id), "state") == "succeeded"
 
 
 async def test_a_final_write_leaves_a_claim_another_run_took_since(
@@ -121,7 +121,7 @@ async def test_a_final_write_leaves_a_claim_another_run_took_since(
     assert await store.mark_failed(handover_id, HandoverError("no"), release=mine)
     assert mine.released is False
     assert await redis.get(CLAIM) == claim_value(handover_id, "newer-run")
-    assert await redis.hget(keys.handover_key(handover_id), "state") == "failed"
+    assert await redis.hget(redis_keys.handover_key(handover_id), "state") == "failed"
 
 
 async def test_a_final_write_on_an_expired_record_still_releases_the_claim(store, claims, redis):

@@ -22,7 +22,12 @@ from shared.settings import (
     Target,
     parse_targets,
 )
-from tests.conftest import ACCOUNT_SID, BILLING_WORKFLOW_SID, WORKFLOW_SID, WORKSPACE_SID
+from tests.support.values import (
+    ACCOUNT_SID,
+    BILLING_WORKFLOW_SID,
+    WORKFLOW_SID,
+    WORKSPACE_SID,
+)
 
 API_KEY = "SK" + "b2" * 16
 AUTH_TOKEN = "auth-token-do-not-print-0123456789"

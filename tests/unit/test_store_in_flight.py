@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from shared import keys
-from shared.jobs import (
+from shared import redis_keys
+from shared.model import (
     HandoverError,
     HandoverRequest,
     Identity,
@@ -19,7 +19,7 @@ from shared.jobs import (
     new_handover_record,
 )
 from shared.store import HandoverStore
-from tests.conftest import CONVERSATION_SID
+from tests.support.values import CONVERSATION_SID
 
 TIMEOUT = HandoverError("Twilio did not answer within 2s")
 REFUSED = HandoverError("Twilio answered 429: slow down", 429, 20429)
@@ -35,7 +35,7 @@ async def handover_id(redis) -> str:
     handover_id = new_handover_id()
     request = HandoverRequest(CONVERSATION_SID, Identity.parse("whatsapp:+14155550123"), "default")
     await redis.hset(
-        keys.handover_key(handover_id),
+        redis_keys.handover_key(handover_id),
         mapping=new_handover_record(handover_id, request, time.time()),
     )
     return handover_id
@@ -106,4 +106,4 @@ async def test_writes_never_resurrect_an_expired_record(store, redis):
     assert not await store.count_lookup(missing)
     assert not await store.settle_in_flight(missing)
     assert not await store.mark_succeeded(missing, "KD" + "1" * 32, None)
-    assert await redis.exists(keys.handover_key(missing)) == 0
+    assert await redis.exists(redis_keys.handover_key(missing)) == 0

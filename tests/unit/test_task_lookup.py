@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from shared.flex_simulator import ASSIGNMENT_STATUSES as SPEC_ASSIGNMENT_STATUSES
-from shared.jobs import HandoverRequest, Identity
+from shared.model import HandoverRequest, Identity
 from shared.settings import Settings, Target
-from tests.conftest import CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID
+from standins.flex_simulator import ASSIGNMENT_STATUSES as SPEC_ASSIGNMENT_STATUSES
+from tests.support.values import CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID
 from worker.errors import FlexError
 from worker.flex_client import CreatedInteraction
 from worker.interaction import build_interaction

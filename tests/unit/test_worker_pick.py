@@ -15,18 +15,18 @@ from arq.connections import create_pool
 from arq.constants import expires_extra_ms, in_progress_key_prefix
 from arq.worker import func
 
-from shared import keys
+from shared import redis_keys
 from shared.connections import arq_redis_settings
-from shared.jobs import arq_job, deserialize_job, serialize_job
+from shared.model import arq_job, deserialize_job, serialize_job
 from worker.main import HandoverWorker
 
 
 async def store_jobs(pool, ids: list[str]) -> None:
     now_ms = int(time.time() * 1000) - 1000
     for n, job_id in enumerate(ids):
-        await pool.psetex(keys.arq_job_key(job_id), expires_extra_ms,
-                          arq_job(keys.HANDOVER_FUNCTION, job_id, now_ms))  # fmt: skip
-        await pool.zadd(keys.QUEUE_NAME, {job_id: now_ms + n})
+        await pool.psetex(redis_keys.arq_job_key(job_id), expires_extra_ms,
+                          arq_job(redis_keys.HANDOVER_FUNCTION, job_id, now_ms))  # fmt: skip
+        await pool.zadd(redis_keys.QUEUE_NAME, {job_id: now_ms + n})
 
 
 def make_worker(pool, ran: list[str], max_jobs: int, hold: asyncio.Event | None = None):
@@ -36,8 +36,8 @@ def make_worker(pool, ran: list[str], max_jobs: int, hold: asyncio.Event | None 
             await hold.wait()
 
     return HandoverWorker(
-        functions=[func(job, name=keys.HANDOVER_FUNCTION, keep_result=0)],
-        queue_name=keys.QUEUE_NAME,
+        functions=[func(job, name=redis_keys.HANDOVER_FUNCTION, keep_result=0)],
+        queue_name=redis_keys.QUEUE_NAME,
         redis_pool=pool,
         max_jobs=max_jobs,
         keep_result=0,
@@ -96,7 +96,7 @@ async def test_picks_no_more_than_the_free_slots_and_refills_as_they_free(redis,
             in_progress = [await pool.exists(in_progress_key_prefix + i) for i in ids]
             assert in_progress == [1, 1, 1, 1, 0, 0]
             hold.set()
-            while len(ran) < 6 or await pool.zcard(keys.QUEUE_NAME):
+            while len(ran) < 6 or await pool.zcard(redis_keys.QUEUE_NAME):
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.01)
             assert sorted(ran) == ids

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from api.app import create_app
-from shared.flex_simulator import FlexSimulator
+from standins.flex_simulator import FlexSimulator
 from shared.listening import bind
 from shared.logging import configure_logging
-from shared.redis_server import LocalRedisServer, RedisServerError
+from standins.redis_server import LocalRedisServer, RedisServerError
 from shared.settings import Settings
 from worker.main import create_worker, stop_worker
 

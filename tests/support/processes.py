@@ -20,10 +20,10 @@ from typing import Any
 
 import aiohttp
 
-from shared.redis_server import free_port
+from standins.redis_server import free_port
 
 COMMAND = shutil.which("flex-handover") or sys.executable
-PREFIX = [] if shutil.which("flex-handover") else ["-m", "shared.cli"]
+PREFIX = [] if shutil.which("flex-handover") else ["-m", "commands.cli"]
 WORKER_READY = "worker ready"
 
 
@@ -151,3 +151,19 @@ async def wait_healthy(url: str, process: ServiceProcess, timeout: float = 20.0)
 
     async with aiohttp.ClientSession() as http:
         await wait_until(healthy, timeout, f"{url}/healthz answers 200")
+
+
+async def wait_healthy(url: str, process: asyncio.subprocess.Process, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise AssertionError(f"exited early: {await process.stderr.read()}")
+            try:
+                async with http.get(url + "/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} not healthy after {timeout}s")

@@ -17,7 +17,7 @@ from shared import deadletters
 from shared.deadletters import DEFAULT_LIMIT, MAX_LIMIT
 from shared.listening import CannotListen
 from shared.logging import configure_logging, redact
-from shared.redis_server import RedisServerError
+from standins.redis_server import RedisServerError
 from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def _add_simulator_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _simulator_controls() -> str:
-    from shared.flex_simulator import control_help
+    from standins.flex_simulator import control_help
 
     return control_help()
 
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return _run_operator(replay(args.handover_ids))
         if args.command == "dev":
-            from shared.dev import run_dev
+            from commands.dev import run_dev
 
             return run_dev(args.host, args.port)
         return run_simulator(args)
@@ -215,8 +215,8 @@ def run_api(host: str, port: int, processes: int = 1) -> int:
 
 
 def run_simulator(args: argparse.Namespace) -> int:
-    from shared.flex_simulator import FlexSimulator
-    from shared.flex_simulator import run_simulator as run
+    from standins.flex_simulator import FlexSimulator
+    from standins.flex_simulator import run_simulator as run
 
     options = {
         "latency": args.latency,
