@@ -1,5 +1,13 @@
 """One typed settings object, read from environment variables.
 
+Each setting is declared once, as a field of `Settings`: its default, and in the
+field's metadata the variable it is read from, the parser that checks it and a
+line of help. `Settings.from_env` walks those fields, so a new setting cannot be
+read without a default and a check; tests compare `.env.example` and the
+README's table (printed by `python -m commands.settings_table`) with the same
+declaration, so the documentation cannot drift from what is read. `Settings`
+stays a plain frozen dataclass: code and tests build it directly.
+
 Both processes call `Settings.from_env()` at start-up; every problem found is
 reported at once, each naming its variable, so an operator fixes `.env` in one go.
 Secret values never appear in an error message or a repr.
@@ -11,9 +19,9 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from shared import sids
@@ -30,7 +38,8 @@ TWILIO_TASKROUTER_API = "https://taskrouter.twilio.com"
 Role = Literal["api", "worker", "operator"]
 _TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _TASK_CHANNEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
-T = TypeVar("T")
+_VARIABLES = "variables"  # field metadata: the Variables a field is read from
+_READ = "read"  # field metadata: how a field made of several variables is read
 
 
 class SettingsError(ValueError):
@@ -53,253 +62,52 @@ class Target:
 
 
 @dataclass(frozen=True)
-class Settings:
-    redis_url: str | None = field(default=None, repr=False)  # may hold a password
-    twilio_account_sid: str | None = None
-    twilio_auth_token: str | None = field(default=None, repr=False)
-    twilio_api_key: str | None = None
-    twilio_api_secret: str | None = field(default=None, repr=False)
-    flex_workspace_sid: str | None = None
-    flex_api_base_url: str = TWILIO_FLEX_API
-    conversations_api_base_url: str = TWILIO_CONVERSATIONS_API
-    taskrouter_api_base_url: str = TWILIO_TASKROUTER_API
-    targets: Mapping[str, Target] = field(default_factory=lambda: MappingProxyType({}))
-    handover_message: str = DEFAULT_MESSAGE
-    dedup_seconds: float = 600.0
-    max_age_seconds: float = 900.0
-    status_ttl_seconds: int = 7 * 24 * 3600
-    attempt_timeout_seconds: float = 10.0
-    retry_budget_seconds: float = 15.0
-    backoff_initial_seconds: float = 0.5
-    backoff_max_seconds: float = 8.0
-    requeue_delay_seconds: float = 30.0
-    max_body_bytes: int = 64 * 1024
-    tool_tokens: tuple[str, ...] = field(default=(), repr=False)
-    admin_tokens: tuple[str, ...] = field(default=(), repr=False)
-    verify_twilio_signature: bool = False
-    trust_proxy_headers: bool = False
-    allow_unauthenticated: bool = False
-    rate_limit_per_conversation: int = 5
-    rate_limit_per_identity: int = 20
-    rate_limit_window_seconds: int = 60
-    max_pending: int = 10_000  # live handovers (queued, running, retrying); 0: no cap
-    lookup_grace_seconds: float = 5.0
-    lookup_interval_seconds: float = 1.0
-    flex_api_max_rps: float = 0.0
-    worker_concurrency: int = 50
-    worker_poll_delay_seconds: float = 0.05
-    worker_shutdown_grace_seconds: int = 10
-    worker_reconnect_max_seconds: float = 30.0
-    log_level: str = "INFO"
+class Variable:
+    """One environment variable: how it is checked, its value when unset, what it is for.
+
+    `unset` is what the README's default column says when there is no default
+    (e.g. who requires it); the requirements themselves are `Settings.missing_for`.
+    """
+
+    env: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    unset: str = ""
 
     @property
-    def run_budget_seconds(self) -> float:
-        """How long one run of the handover job may take, everything included:
-        the in-job retry budget, an attempt that starts at its end, the
-        friendly-name lookup, and one TaskRouter lookup window plus its last
-        query."""
-        return (
-            self.retry_budget_seconds
-            + 3 * self.attempt_timeout_seconds
-            + self.lookup_grace_seconds
-            + 2.0
-        )
-
-    @property
-    def job_timeout_seconds(self) -> float:
-        """arq's per-job timeout: above the run budget.
-
-        A job that hits arq's timeout is failed for good without our status
-        being written, so the handover job must always finish first.
-        """
-        return self.run_budget_seconds + 5.0
-
-    @property
-    def recovery_seconds(self) -> float:
-        """The longest a handover waits after its worker is killed (SIGKILL):
-        arq re-runs a job only when its in-progress key, set for the job
-        timeout plus 10 s, expires."""
-        return self.job_timeout_seconds + 10.0
-
-    @property
-    def claim_ttl_seconds(self) -> int:
-        """A delivery claim outlives any run, and expires before arq re-runs a
-        killed worker's job."""
-        return int(self.job_timeout_seconds) + 1
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """Every configured value that must never reach a log line
-        (`shared.logging.register_secrets`)."""
-        redis_password = urlsplit(self.redis_url or "").password
-        values = (
-            *self.tool_tokens,
-            *self.admin_tokens,
-            self.twilio_auth_token,
-            self.twilio_api_secret,
-            redis_password,
-            unquote(redis_password) if redis_password else None,
-        )
-        return tuple(value for value in values if value)
-
-    @property
-    def authenticates_tool_calls(self) -> bool:
-        return bool(self.tool_tokens) or self.verify_twilio_signature
-
-    @property
-    def dedup_key_ttl_seconds(self) -> int:
-        """How long the conversation → handover pointer lives.
-
-        Long enough to cover a handover that is still retrying at its max age
-        and then the de-duplication window after its success.
-        """
-        return int(self.max_age_seconds + self.job_timeout_seconds + self.dedup_seconds) + 1
-
-    @property
-    def twilio_username(self) -> str | None:
-        return self.twilio_api_key or self.twilio_account_sid
-
-    @property
-    def twilio_password(self) -> str | None:
-        return self.twilio_api_secret if self.twilio_api_key else self.twilio_auth_token
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, role: Role = "api") -> Settings:
-        """Read and validate settings; raise SettingsError naming each bad variable."""
-        reader = _EnvReader(os.environ if env is None else env)
-        settings = cls(
-            redis_url=reader.get("REDIS_URL", _redis_url),
-            twilio_account_sid=reader.get("TWILIO_ACCOUNT_SID", _sid(sids.ACCOUNT)),
-            twilio_auth_token=reader.get("TWILIO_AUTH_TOKEN", _secret),
-            twilio_api_key=reader.get("TWILIO_API_KEY", _sid(sids.API_KEY)),
-            twilio_api_secret=reader.get("TWILIO_API_SECRET", _secret),
-            flex_workspace_sid=reader.get("FLEX_WORKSPACE_SID", _sid(sids.WORKSPACE)),
-            flex_api_base_url=reader.get("FLEX_API_BASE_URL", _http_url, TWILIO_FLEX_API),
-            conversations_api_base_url=reader.get(
-                "CONVERSATIONS_API_BASE_URL", _http_url, TWILIO_CONVERSATIONS_API
-            ),
-            taskrouter_api_base_url=reader.get(
-                "TASKROUTER_API_BASE_URL", _http_url, TWILIO_TASKROUTER_API
-            ),
-            targets=MappingProxyType(_read_targets(reader)),
-            handover_message=reader.get("HANDOVER_MESSAGE", _message, DEFAULT_MESSAGE),
-            dedup_seconds=reader.get("HANDOVER_DEDUP_SECONDS", _seconds(0), 600.0),
-            max_age_seconds=reader.get("HANDOVER_MAX_AGE_SECONDS", _seconds(1), 900.0),
-            status_ttl_seconds=reader.get("HANDOVER_STATUS_TTL_SECONDS", _integer(60), 604800),
-            attempt_timeout_seconds=reader.get(
-                "HANDOVER_ATTEMPT_TIMEOUT_SECONDS", _seconds(0.01), 10.0
-            ),
-            retry_budget_seconds=reader.get("HANDOVER_RETRY_BUDGET_SECONDS", _seconds(0), 15.0),
-            backoff_initial_seconds=reader.get(
-                "HANDOVER_BACKOFF_INITIAL_SECONDS", _seconds(0), 0.5
-            ),
-            backoff_max_seconds=reader.get("HANDOVER_BACKOFF_MAX_SECONDS", _seconds(0), 8.0),
-            requeue_delay_seconds=reader.get(
-                "HANDOVER_REQUEUE_DELAY_SECONDS", _seconds(0.01), 30.0
-            ),
-            max_body_bytes=reader.get("HANDOVER_MAX_BODY_BYTES", _integer(256), 65536),
-            tool_tokens=reader.get("HANDOVER_TOOL_TOKENS", _tokens, ()),
-            admin_tokens=reader.get("HANDOVER_ADMIN_TOKENS", _tokens, ()),
-            verify_twilio_signature=reader.get(
-                "HANDOVER_VERIFY_TWILIO_SIGNATURE", _boolean, False
-            ),
-            trust_proxy_headers=reader.get("HANDOVER_TRUST_PROXY_HEADERS", _boolean, False),
-            allow_unauthenticated=reader.get("HANDOVER_ALLOW_UNAUTHENTICATED", _boolean, False),
-            rate_limit_per_conversation=reader.get(
-                "HANDOVER_RATE_LIMIT_PER_CONVERSATION", _integer(0), 5
-            ),
-            rate_limit_per_identity=reader.get("HANDOVER_RATE_LIMIT_PER_IDENTITY", _integer(0), 20),
-            rate_limit_window_seconds=reader.get(
-                "HANDOVER_RATE_LIMIT_WINDOW_SECONDS", _integer(1), 60
-            ),
-            max_pending=reader.get("HANDOVER_MAX_PENDING", _integer(0), 10_000),
-            lookup_grace_seconds=reader.get("HANDOVER_LOOKUP_GRACE_SECONDS", _seconds(0), 5.0),
-            lookup_interval_seconds=reader.get(
-                "HANDOVER_LOOKUP_INTERVAL_SECONDS", _seconds(0.01), 1.0
-            ),
-            flex_api_max_rps=reader.get("FLEX_API_MAX_RPS", _rate, 0.0),
-            worker_concurrency=reader.get("WORKER_CONCURRENCY", _integer(1), 50),
-            worker_poll_delay_seconds=reader.get(
-                "WORKER_POLL_DELAY_SECONDS", _seconds(0.001), 0.05
-            ),
-            worker_shutdown_grace_seconds=reader.get(
-                "WORKER_SHUTDOWN_GRACE_SECONDS", _integer(0), 10
-            ),
-            worker_reconnect_max_seconds=reader.get(
-                "WORKER_RECONNECT_MAX_SECONDS", _seconds(0.5), 30.0
-            ),
-            log_level=reader.get("LOG_LEVEL", _log_level, "INFO"),
-        )
-        reported = {problem.split(":", 1)[0] for problem in reader.problems}
-        reader.problems.extend(
-            problem
-            for problem in settings.missing_for(role)
-            if problem.split(":", 1)[0] not in reported
-        )
-        if reader.problems:
-            raise SettingsError(reader.problems)
-        return settings
-
-    def missing_for(self, role: Role) -> list[str]:
-        """What `role` needs that is not set (formats were checked already)."""
-        problems = []
-        outlived = self.max_age_seconds + self.job_timeout_seconds
-        if self.status_ttl_seconds <= outlived:
-            problems.append(
-                f"HANDOVER_STATUS_TTL_SECONDS: must exceed HANDOVER_MAX_AGE_SECONDS plus the "
-                f"job timeout ({outlived:g}s), or a retrying handover's record would expire"
-            )
-        if not self.redis_url:
-            problems.append("REDIS_URL: required (e.g. redis://localhost:6379/0)")
-        if role != "operator" and not self.targets:
-            problems.append(
-                "FLEX_WORKFLOW_SID: required (or define targets in HANDOVER_TARGETS)"
-            )
-        if role == "api":
-            if not (self.authenticates_tool_calls or self.allow_unauthenticated):
-                problems.append(
-                    "HANDOVER_TOOL_TOKENS: required, or HANDOVER_VERIFY_TWILIO_SIGNATURE=true "
-                    "(on a laptop only: HANDOVER_ALLOW_UNAUTHENTICATED=true)"
-                )
-            if self.verify_twilio_signature and not self.twilio_auth_token:
-                problems.append(
-                    "TWILIO_AUTH_TOKEN: required with HANDOVER_VERIFY_TWILIO_SIGNATURE=true "
-                    "(Twilio signs with the account's auth token, not an API key secret)"
-                )
-        if role == "worker":
-            if not self.twilio_account_sid:
-                problems.append("TWILIO_ACCOUNT_SID: required")
-            if self.twilio_api_key and not self.twilio_api_secret:
-                problems.append("TWILIO_API_SECRET: required with TWILIO_API_KEY")
-            elif not self.twilio_api_key and not self.twilio_auth_token:
-                problems.append(
-                    "TWILIO_AUTH_TOKEN: required (or TWILIO_API_KEY and TWILIO_API_SECRET)"
-                )
-            if not self.flex_workspace_sid:
-                problems.append("FLEX_WORKSPACE_SID: required")
-        return problems
+    def default_text(self) -> str | None:
+        """The default as it is written in `.env`, or None when there is none."""
+        if self.default is None or self.default == ():
+            return None
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
 
 
-class _EnvReader:
-    """Reads variables through parsers, collecting problems instead of stopping."""
+def setting(
+    env: str,
+    parse: Callable[[str], Any],
+    default: Any,
+    help_text: str,
+    *,
+    unset: str = "",
+    hidden: bool = False,
+) -> Any:
+    """A `Settings` field read from the variable `env`.
 
-    def __init__(self, env: Mapping[str, str]):
-        self.env = env
-        self.problems: list[str] = []
+    `hidden`: kept out of the repr (a secret; `Settings.secrets` is what the logs mask).
+    """
+    variable = Variable(env, parse, default, help_text, unset)
+    return field(default=default, repr=not hidden, metadata={_VARIABLES: (variable,)})
 
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        return value.strip() if value is not None and value.strip() else None
 
-    def get(self, name: str, parse: Callable[[str], T], default: Any = None) -> Any:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            return parse(value)
-        except ValueError as exc:
-            self.problems.append(f"{name}: {exc}")
-            return default
+# --------------------------------------------------------------------------
+# Parsers: a raw (stripped, non-empty) value in, a typed value out, or a
+# ValueError whose message follows "VARIABLE: ".
+# --------------------------------------------------------------------------
 
 
 def _sid(prefix: str) -> Callable[[str], str]:
@@ -412,27 +220,411 @@ def _integer(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _read_targets(reader: _EnvReader) -> dict[str, Target]:
-    """The default target from FLEX_* variables plus named ones from HANDOVER_TARGETS."""
-    targets: dict[str, Target] = {}
-    default_workflow = reader.get("FLEX_WORKFLOW_SID", _sid(sids.WORKFLOW))
-    task_channel = reader.get("FLEX_TASK_CHANNEL", _task_channel, "chat")
-    if default_workflow:
-        targets[DEFAULT_TARGET] = Target(DEFAULT_TARGET, default_workflow, task_channel)
-    raw = reader.raw("HANDOVER_TARGETS")
-    if raw is None:
-        return targets
-    try:
-        targets.update(parse_targets(raw, default_task_channel=task_channel))
-    except ValueError as exc:
-        reader.problems.append(f"HANDOVER_TARGETS: {exc}")
-    return targets
-
-
 def _task_channel(value: str) -> str:
     if not _TASK_CHANNEL.fullmatch(value):
         raise ValueError(f"must be a task channel unique name such as 'chat', got {value!r}")
     return value
+
+
+def _json_text(value: str) -> str:
+    """HANDOVER_TARGETS is parsed with FLEX_TASK_CHANNEL in hand (`_read_targets`)."""
+    return value
+
+
+# --------------------------------------------------------------------------
+# The targets: one field, three variables.
+# --------------------------------------------------------------------------
+
+FLEX_WORKFLOW_SID = Variable(
+    "FLEX_WORKFLOW_SID", _sid(sids.WORKFLOW), None, "workflow `WW…` of the `default` target"
+)
+FLEX_TASK_CHANNEL = Variable("FLEX_TASK_CHANNEL", _task_channel, "chat", "task channel unique name")
+HANDOVER_TARGETS = Variable(
+    "HANDOVER_TARGETS",
+    _json_text,
+    None,
+    'JSON: `{"billing": {"workflow_sid": "WW…", "task_channel": "chat", "priority": 10, '
+    '"attributes": {…}}}`',
+)
+
+
+class _EnvReader:
+    """Reads variables through parsers, collecting problems instead of stopping."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def get(self, variable: Variable) -> Any:
+        value = self.env.get(variable.env)
+        if value is None or not value.strip():
+            return variable.default
+        try:
+            return variable.parse(value.strip())
+        except ValueError as exc:
+            self.report(variable, exc)
+            return variable.default
+
+    def report(self, variable: Variable, exc: ValueError) -> None:
+        self.problems.append(f"{variable.env}: {exc}")
+
+
+def _read_targets(reader: _EnvReader) -> Mapping[str, Target]:
+    """The default target from FLEX_* variables plus named ones from HANDOVER_TARGETS."""
+    targets: dict[str, Target] = {}
+    default_workflow = reader.get(FLEX_WORKFLOW_SID)
+    task_channel = reader.get(FLEX_TASK_CHANNEL)
+    if default_workflow:
+        targets[DEFAULT_TARGET] = Target(DEFAULT_TARGET, default_workflow, task_channel)
+    raw = reader.get(HANDOVER_TARGETS)
+    if raw is not None:
+        try:
+            targets.update(parse_targets(raw, default_task_channel=task_channel))
+        except ValueError as exc:
+            reader.report(HANDOVER_TARGETS, exc)
+    return MappingProxyType(targets)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, each declared once: `setting(VARIABLE, parser, default, help)`."""
+
+    redis_url: str | None = setting(
+        "REDIS_URL",
+        _redis_url,
+        None,
+        "`redis://`, `rediss://` or `unix://`",
+        unset="(required; `dev` starts a server)",
+        hidden=True,  # may hold a password
+    )
+    twilio_account_sid: str | None = setting(
+        "TWILIO_ACCOUNT_SID", _sid(sids.ACCOUNT), None, "`AC…`", unset="(worker: required)"
+    )
+    twilio_auth_token: str | None = setting(
+        "TWILIO_AUTH_TOKEN",
+        _secret,
+        None,
+        "or `TWILIO_API_KEY` + `TWILIO_API_SECRET`; Twilio signatures need the auth token",
+        hidden=True,
+    )
+    twilio_api_key: str | None = setting(
+        "TWILIO_API_KEY",
+        _sid(sids.API_KEY),
+        None,
+        "API key `SK…`, used with its secret instead of the auth token",
+    )
+    twilio_api_secret: str | None = setting(
+        "TWILIO_API_SECRET", _secret, None, "the API key's secret", hidden=True
+    )
+    flex_workspace_sid: str | None = setting(
+        "FLEX_WORKSPACE_SID",
+        _sid(sids.WORKSPACE),
+        None,
+        "TaskRouter workspace `WS…`",
+        unset="(worker: required)",
+    )
+    flex_api_base_url: str = setting(
+        "FLEX_API_BASE_URL", _http_url, TWILIO_FLEX_API, "a proxy or the local simulator"
+    )
+    conversations_api_base_url: str = setting(
+        "CONVERSATIONS_API_BASE_URL", _http_url, TWILIO_CONVERSATIONS_API, "likewise"
+    )
+    taskrouter_api_base_url: str = setting(
+        "TASKROUTER_API_BASE_URL", _http_url, TWILIO_TASKROUTER_API, "likewise"
+    )
+    targets: Mapping[str, Target] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata={
+            _VARIABLES: (FLEX_WORKFLOW_SID, FLEX_TASK_CHANNEL, HANDOVER_TARGETS),
+            _READ: _read_targets,
+        },
+    )
+    handover_message: str = setting(
+        "HANDOVER_MESSAGE", _message, DEFAULT_MESSAGE, "what the model is told"
+    )
+    dedup_seconds: float = setting(
+        "HANDOVER_DEDUP_SECONDS",
+        _seconds(0),
+        600.0,
+        "a succeeded handover still answers repeat calls this long",
+    )
+    max_age_seconds: float = setting(
+        "HANDOVER_MAX_AGE_SECONDS",
+        _seconds(1),
+        900.0,
+        "give up this long after the call (or the last replay)",
+    )
+    status_ttl_seconds: int = setting(
+        "HANDOVER_STATUS_TTL_SECONDS",
+        _integer(60),
+        7 * 24 * 3600,
+        "status records, and so dead letters, kept 7 days",
+    )
+    attempt_timeout_seconds: float = setting(
+        "HANDOVER_ATTEMPT_TIMEOUT_SECONDS", _seconds(0.01), 10.0, "per Twilio request"
+    )
+    retry_budget_seconds: float = setting(
+        "HANDOVER_RETRY_BUDGET_SECONDS", _seconds(0), 15.0, "in-job retrying"
+    )
+    backoff_initial_seconds: float = setting(
+        "HANDOVER_BACKOFF_INITIAL_SECONDS",
+        _seconds(0),
+        0.5,
+        "backoff base, and the shortest wait before Twilio is asked again for one handover, "
+        "whatever `Retry-After` says (at least 0.01 s)",
+    )
+    backoff_max_seconds: float = setting(
+        "HANDOVER_BACKOFF_MAX_SECONDS", _seconds(0), 8.0, "backoff cap"
+    )
+    requeue_delay_seconds: float = setting(
+        "HANDOVER_REQUEUE_DELAY_SECONDS",
+        _seconds(0.01),
+        30.0,
+        "wait after the in-job budget (or `Retry-After`), never past the handover's max age",
+    )
+    max_body_bytes: int = setting(
+        "HANDOVER_MAX_BODY_BYTES", _integer(256), 64 * 1024, "larger bodies get 413"
+    )
+    tool_tokens: tuple[str, ...] = setting(
+        "HANDOVER_TOOL_TOKENS",
+        _tokens,
+        (),
+        "comma-separated tool tokens, as `Authorization: Bearer …` or `?token=…`",
+        unset="(api: required, or `HANDOVER_VERIFY_TWILIO_SIGNATURE`)",
+        hidden=True,
+    )
+    admin_tokens: tuple[str, ...] = setting(
+        "HANDOVER_ADMIN_TOKENS",
+        _tokens,
+        (),
+        "comma-separated admin tokens for `/handovers…` (status, list, replay), bearer only; "
+        "unset: 403",
+        hidden=True,
+    )
+    verify_twilio_signature: bool = setting(
+        "HANDOVER_VERIFY_TWILIO_SIGNATURE",
+        _boolean,
+        False,
+        "accept calls carrying a valid `X-Twilio-Signature` (needs `TWILIO_AUTH_TOKEN`)",
+    )
+    trust_proxy_headers: bool = setting(
+        "HANDOVER_TRUST_PROXY_HEADERS",
+        _boolean,
+        False,
+        "rebuild the signed URL from `X-Forwarded-Proto`/`X-Forwarded-Host`; only behind a "
+        "proxy you run",
+    )
+    allow_unauthenticated: bool = setting(
+        "HANDOVER_ALLOW_UNAUTHENTICATED",
+        _boolean,
+        False,
+        "laptop only: opens the tool endpoint if it has no token or signature check, the "
+        "operator endpoints if no admin token (warns at start-up; `dev` sets it when no tool "
+        "check is set)",
+    )
+    rate_limit_per_conversation: int = setting(
+        "HANDOVER_RATE_LIMIT_PER_CONVERSATION",
+        _integer(0),
+        5,
+        "new handovers per conversation per window (0: off)",
+    )
+    rate_limit_per_identity: int = setting(
+        "HANDOVER_RATE_LIMIT_PER_IDENTITY",
+        _integer(0),
+        20,
+        "new handovers per identity per window (0: off)",
+    )
+    rate_limit_window_seconds: int = setting(
+        "HANDOVER_RATE_LIMIT_WINDOW_SECONDS", _integer(1), 60, "the rate-limit window"
+    )
+    max_pending: int = setting(
+        "HANDOVER_MAX_PENDING",
+        _integer(0),
+        10_000,
+        "live handovers (queued, running, retrying) past which a new one gets 503 "
+        "`backlog_full` and nothing is stored "
+        "([backlog cap](#backlog-cap-and-redis-memory)); 0: no cap",
+    )
+    lookup_grace_seconds: float = setting(
+        "HANDOVER_LOOKUP_GRACE_SECONDS",
+        _seconds(0),
+        5.0,
+        "after an attempt whose answer was lost, how long TaskRouter is searched for its task "
+        "before sending again",
+    )
+    lookup_interval_seconds: float = setting(
+        "HANDOVER_LOOKUP_INTERVAL_SECONDS", _seconds(0.01), 1.0, "how often within that window"
+    )
+    flex_api_max_rps: float = setting(
+        "FLEX_API_MAX_RPS",
+        _rate,
+        0.0,
+        "`POST /v1/Interactions` per second for all workers together (a token bucket in "
+        "Redis), to stay under Twilio's limits; 0: no limit",
+    )
+    worker_concurrency: int = setting(
+        "WORKER_CONCURRENCY", _integer(1), 50, "handovers per worker process at once"
+    )
+    worker_poll_delay_seconds: float = setting(
+        "WORKER_POLL_DELAY_SECONDS",
+        _seconds(0.001),
+        0.05,
+        "idle queue polling, i.e. pick-up latency",
+    )
+    worker_shutdown_grace_seconds: int = setting(
+        "WORKER_SHUTDOWN_GRACE_SECONDS",
+        _integer(0),
+        10,
+        "on SIGTERM, how long running handovers get to finish before they are re-queued; "
+        "keep the container's stop grace period above it",
+    )
+    worker_reconnect_max_seconds: float = setting(
+        "WORKER_RECONNECT_MAX_SECONDS",
+        _seconds(0.5),
+        30.0,
+        "while Redis cannot be reached or refuses writes, the worker tries again after 0.5 s, "
+        "doubling up to this",
+    )
+    log_level: str = setting(
+        "LOG_LEVEL",
+        _log_level,
+        "INFO",
+        "logs never hold a token, signature, auth token, full phone number or e-mail address "
+        "([what never appears in logs](#what-never-appears-in-logs))",
+    )
+
+    @property
+    def run_budget_seconds(self) -> float:
+        """How long one run of the handover job may take, everything included:
+        the in-job retry budget, an attempt that starts at its end, the
+        friendly-name lookup, and one TaskRouter lookup window plus its last
+        query."""
+        return (
+            self.retry_budget_seconds
+            + 3 * self.attempt_timeout_seconds
+            + self.lookup_grace_seconds
+            + 2.0
+        )
+
+    @property
+    def job_timeout_seconds(self) -> float:
+        """arq's per-job timeout: above the run budget.
+
+        A job that hits arq's timeout is failed for good without our status
+        being written, so the handover job must always finish first.
+        """
+        return self.run_budget_seconds + 5.0
+
+    @property
+    def recovery_seconds(self) -> float:
+        """The longest a handover waits after its worker is killed (SIGKILL):
+        arq re-runs a job only when its in-progress key, set for the job
+        timeout plus 10 s, expires."""
+        return self.job_timeout_seconds + 10.0
+
+    @property
+    def claim_ttl_seconds(self) -> int:
+        """A delivery claim outlives any run, and expires before arq re-runs a
+        killed worker's job."""
+        return int(self.job_timeout_seconds) + 1
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured value that must never reach a log line
+        (`shared.logging.register_secrets`)."""
+        redis_password = urlsplit(self.redis_url or "").password
+        values = (
+            *self.tool_tokens,
+            *self.admin_tokens,
+            self.twilio_auth_token,
+            self.twilio_api_secret,
+            redis_password,
+            unquote(redis_password) if redis_password else None,
+        )
+        return tuple(value for value in values if value)
+
+    @property
+    def authenticates_tool_calls(self) -> bool:
+        return bool(self.tool_tokens) or self.verify_twilio_signature
+
+    @property
+    def dedup_key_ttl_seconds(self) -> int:
+        """How long the conversation → handover pointer lives.
+
+        Long enough to cover a handover that is still retrying at its max age
+        and then the de-duplication window after its success.
+        """
+        return int(self.max_age_seconds + self.job_timeout_seconds + self.dedup_seconds) + 1
+
+    @property
+    def twilio_username(self) -> str | None:
+        return self.twilio_api_key or self.twilio_account_sid
+
+    @property
+    def twilio_password(self) -> str | None:
+        return self.twilio_api_secret if self.twilio_api_key else self.twilio_auth_token
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, role: Role = "api") -> Settings:
+        """Read and validate settings; raise SettingsError naming each bad variable."""
+        reader = _EnvReader(os.environ if env is None else env)
+        values = {}
+        for setting_field in fields(cls):
+            read = setting_field.metadata.get(_READ)
+            if read is not None:
+                values[setting_field.name] = read(reader)
+            else:
+                (variable,) = setting_field.metadata[_VARIABLES]
+                values[setting_field.name] = reader.get(variable)
+        settings = cls(**values)
+        reported = {problem.split(":", 1)[0] for problem in reader.problems}
+        reader.problems.extend(
+            problem
+            for problem in settings.missing_for(role)
+            if problem.split(":", 1)[0] not in reported
+        )
+        if reader.problems:
+            raise SettingsError(reader.problems)
+        return settings
+
+    def missing_for(self, role: Role) -> list[str]:
+        """What `role` needs that is not set (formats were checked already)."""
+        problems = []
+        outlived = self.max_age_seconds + self.job_timeout_seconds
+        if self.status_ttl_seconds <= outlived:
+            problems.append(
+                f"HANDOVER_STATUS_TTL_SECONDS: must exceed HANDOVER_MAX_AGE_SECONDS plus the "
+                f"job timeout ({outlived:g}s), or a retrying handover's record would expire"
+            )
+        if not self.redis_url:
+            problems.append("REDIS_URL: required (e.g. redis://localhost:6379/0)")
+        if role != "operator" and not self.targets:
+            problems.append(
+                "FLEX_WORKFLOW_SID: required (or define targets in HANDOVER_TARGETS)"
+            )
+        if role == "api":
+            if not (self.authenticates_tool_calls or self.allow_unauthenticated):
+                problems.append(
+                    "HANDOVER_TOOL_TOKENS: required, or HANDOVER_VERIFY_TWILIO_SIGNATURE=true "
+                    "(on a laptop only: HANDOVER_ALLOW_UNAUTHENTICATED=true)"
+                )
+            if self.verify_twilio_signature and not self.twilio_auth_token:
+                problems.append(
+                    "TWILIO_AUTH_TOKEN: required with HANDOVER_VERIFY_TWILIO_SIGNATURE=true "
+                    "(Twilio signs with the account's auth token, not an API key secret)"
+                )
+        if role == "worker":
+            if not self.twilio_account_sid:
+                problems.append("TWILIO_ACCOUNT_SID: required")
+            if self.twilio_api_key and not self.twilio_api_secret:
+                problems.append("TWILIO_API_SECRET: required with TWILIO_API_KEY")
+            elif not self.twilio_api_key and not self.twilio_auth_token:
+                problems.append(
+                    "TWILIO_AUTH_TOKEN: required (or TWILIO_API_KEY and TWILIO_API_SECRET)"
+                )
+            if not self.flex_workspace_sid:
+                problems.append("FLEX_WORKSPACE_SID: required")
+        return problems
 
 
 def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Target]:
@@ -475,3 +667,12 @@ def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Tar
             name, workflow_sid, task_channel, priority, MappingProxyType(dict(attributes))
         )
     return targets
+
+
+def variables() -> tuple[Variable, ...]:
+    """Every variable the settings read, in the order `from_env` reads them."""
+    return tuple(
+        variable
+        for setting_field in fields(Settings)
+        for variable in setting_field.metadata[_VARIABLES]
+    )
