@@ -28,7 +28,7 @@ from shared.logging import caller_text, register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
 from shared.store import HandoverStore
 
-logger = logging.getLogger("flex_handover.api")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 RETRY_AFTER_SECONDS = 2
 UNAVAILABLE_MESSAGE = (

@@ -37,7 +37,7 @@ from api.parsing import ToolCallError, body_kind
 from shared.logging import caller_text
 from shared.settings import Settings
 
-logger = logging.getLogger("flex_handover.auth")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 TOOL_PREFIX = "/tools"
 ADMIN_PREFIX = "/handovers"
