@@ -8,9 +8,7 @@ the hot path, and access logs would carry query strings (`?token=`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -20,9 +18,9 @@ from redis.exceptions import RedisError
 from api import admin, openapi
 from api.auth import auth_middleware, read_body, startup_warnings
 from api.http_errors import server_logger
-from api.app_keys import ENQUEUER, REDIS, SETTINGS, STORE
+from api.app_keys import ENQUEUER, READY_PROBE, REDIS, SETTINGS, STORE
 from api.parsing import ToolCallError, parse_tool_call
-from shared import redis_keys
+from api.ready_probe import ReadyProbe
 from shared.connections import Enqueuer, create_redis, write_refusal
 from shared.logging import caller_text, register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
@@ -34,11 +32,6 @@ RETRY_AFTER_SECONDS = 2
 UNAVAILABLE_MESSAGE = (
     "The handover service cannot store requests right now. Please try again in a few seconds."
 )
-# /readyz writes a few bytes (PX) to learn whether Redis takes writes, at most
-# once per READY_PROBE_REUSE_SECONDS per process: it needs no credentials, so
-# a flood of probes costs Redis one small write a second, not one each.
-READY_PROBE_TTL_MS = 10_000
-READY_PROBE_REUSE_SECONDS = 1.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -135,36 +128,6 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-class ReadyProbe:
-    """Whether Redis takes writes: a PING also answers while Redis refuses every
-    write (out of memory, a read-only replica, a failed disk write). Concurrent
-    and repeated callers share one probe's answer for READY_PROBE_REUSE_SECONDS."""
-
-    def __init__(self, redis: aioredis.Redis):
-        self._redis = redis
-        self._lock = asyncio.Lock()
-        self._checked_at = -float("inf")
-        self._problem: str | None = None
-
-    async def problem(self) -> str | None:
-        """None when ready, else why not (for the operator)."""
-        async with self._lock:
-            if time.monotonic() - self._checked_at >= READY_PROBE_REUSE_SECONDS:
-                self._problem = await self._probe()
-                self._checked_at = time.monotonic()
-            return self._problem
-
-    async def _probe(self) -> str | None:
-        try:
-            await self._redis.set(redis_keys.READY_PROBE_KEY, "1", px=READY_PROBE_TTL_MS)
-        except (RedisError, OSError) as exc:
-            refusal = write_refusal(exc)
-            if refusal:
-                return f"Redis refuses writes ({refusal}): handovers cannot be stored."
-            return "Redis cannot be reached: handovers cannot be stored."
-        return None
-
-
 async def readyz(request: web.Request) -> web.Response:
     problem = await request.app[READY_PROBE].problem()
     if problem is not None:
@@ -201,9 +164,6 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
 async def _log_startup_warnings(app: web.Application) -> None:
     for warning in startup_warnings(app[SETTINGS]):
         logger.warning("%s", warning)
-
-
-READY_PROBE = web.AppKey("ready_probe", ReadyProbe)
 
 
 def _redis_context(settings: Settings, redis: aioredis.Redis | None):
