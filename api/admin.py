@@ -9,7 +9,7 @@ import re
 from aiohttp import web
 
 from api.app_keys import REDIS, SETTINGS, STORE
-from api.parsing import ToolCallError
+from api.errors import BadRequest, Conflict, UnknownHandover
 from shared import deadletters
 from shared.deadletters import DEFAULT_LIMIT, MAX_LIMIT, Refusal
 
@@ -24,7 +24,7 @@ async def handover_status(request: web.Request) -> web.Response:
     if _HANDOVER_ID.fullmatch(handover_id):
         record = await request.app[STORE].get(handover_id)
     if record is None:
-        raise _unknown(handover_id)
+        raise UnknownHandover(handover_id)
     return web.json_response(record.to_public())
 
 
@@ -36,14 +36,12 @@ async def list_handovers(request: web.Request) -> web.Response:
     if state not in LISTABLE_STATES:
         accepted = ", ".join(f"state={name}" for name in LISTABLE_STATES)
         given = "is required" if state is None else f"'{state[:40]}' is not supported"
-        raise ToolCallError(
-            400, "invalid_state", f"The state parameter {given}; accepted: {accepted}."
-        )
+        raise BadRequest("invalid_state", f"The state parameter {given}; accepted: {accepted}.")
     limit = _parse_limit(query.get("limit"))
     try:
         page = await deadletters.list_failed(request.app[REDIS], limit, query.get("before"))
     except ValueError as exc:
-        raise ToolCallError(400, "invalid_cursor", str(exc)) from None
+        raise BadRequest("invalid_cursor", str(exc)) from None
     return web.json_response(
         {"handovers": [record.to_public() for record in page.handovers], "next": page.next}
     )
@@ -57,12 +55,12 @@ async def replay_handover(request: web.Request) -> web.Response:
     """
     handover_id = request.match_info["handover_id"]
     if not _HANDOVER_ID.fullmatch(handover_id):
-        raise _unknown(handover_id)
+        raise UnknownHandover(handover_id)
     result = await deadletters.replay(request.app[REDIS], request.app[SETTINGS], handover_id)
     if result.refusal is Refusal.MISSING:
-        raise _unknown(handover_id)
+        raise UnknownHandover(handover_id)
     if result.refusal is not None:
-        raise ToolCallError(409, result.refusal.value, result.message)
+        raise Conflict(result.refusal.value, result.message)
     assert result.record is not None
     return web.json_response(result.record.to_public(), status=202)
 
@@ -76,17 +74,12 @@ def _parse_limit(raw: str | None) -> int:
     except ValueError:
         limit = 0
     if limit < 1:
-        raise ToolCallError(
-            400,
+        raise BadRequest(
             "invalid_limit",
             "The limit parameter must be a whole number of at least 1 "
             f"(a page holds at most {MAX_LIMIT}).",
         )
     return limit
-
-
-def _unknown(handover_id: str) -> ToolCallError:
-    return ToolCallError(404, "unknown_handover", f"No handover with id '{handover_id}'.")
 
 
 def routes() -> list[web.RouteDef]:

@@ -1,16 +1,15 @@
 """The HTTP receiver: acknowledge a tool call as soon as it is stored in Redis.
 
 Kept thin: parsing lives in `api.parsing`, who may call in `api.auth`, the
-enqueue path (de-duplication and rate limits included) in `shared.connections`.
+refusals in `api.errors`, the enqueue path (de-duplication and rate limits
+included) in `shared.connections`.
 No per-request log line on the tool endpoint: at contact centre volume that is
 the hot path, and access logs would carry query strings (`?token=`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -18,68 +17,54 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from api import admin, openapi
+from api.app_keys import ENQUEUER, READY_PROBE, REDIS, SETTINGS, STORE
 from api.auth import auth_middleware, read_body, startup_warnings
+from api.errors import (
+    ApiError,
+    BacklogFull,
+    BodyTooLarge,
+    HttpError,
+    RateLimited,
+    Unavailable,
+    UnknownTarget,
+)
 from api.http_errors import server_logger
-from api.app_keys import ENQUEUER, REDIS, SETTINGS, STORE
-from api.parsing import ToolCallError, parse_tool_call
-from shared import redis_keys
+from api.parsing import parse_tool_call
+from api.ready_probe import ReadyProbe
 from shared.connections import Enqueuer, create_redis, write_refusal
 from shared.logging import caller_text, register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
 from shared.store import HandoverStore
 
-logger = logging.getLogger("flex_handover.api")
-
-RETRY_AFTER_SECONDS = 2
-UNAVAILABLE_MESSAGE = (
-    "The handover service cannot store requests right now. Please try again in a few seconds."
-)
-# /readyz writes a few bytes (PX) to learn whether Redis takes writes, at most
-# once per READY_PROBE_REUSE_SECONDS per process: it needs no credentials, so
-# a flood of probes costs Redis one small write a second, not one each.
-READY_PROBE_TTL_MS = 10_000
-READY_PROBE_REUSE_SECONDS = 1.0
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(status: int, error: str, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": error, "message": message}, status=status, headers=headers)
-
-
-def unavailable(message: str = UNAVAILABLE_MESSAGE) -> web.Response:
-    return error_response(
-        503, "unavailable", message, **{"Retry-After": str(RETRY_AFTER_SECONDS)}
-    )
-
-
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every refusal is JSON `{"error", "message"}`, aiohttp's own 404/405/413 too."""
+    """The one place a refusal becomes its answer, JSON `{"error", "message"}`:
+    ours (`api.errors`), aiohttp's own 404/405/413, and Redis trouble (503)."""
     try:
         return await handler(request)
-    except ToolCallError as exc:
-        return error_response(exc.status, exc.error, exc.message, **exc.headers)
+    except ApiError as exc:
+        refusal = exc
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].max_body_bytes
-        return error_response(
-            413, "body_too_large", f"The request body is larger than {limit} bytes."
-        )
+        refusal = BodyTooLarge(request.app[SETTINGS].max_body_bytes)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(
-            exc.status, exc.reason.lower().replace(" ", "_"), f"{exc.reason}: {request.path}"
-        )
+        refusal = HttpError(exc.status, exc.reason, request.path)
     except (RedisError, OSError) as exc:
-        refusal = write_refusal(exc)
-        if refusal:
+        problem = write_refusal(exc)
+        if problem:
             logger.warning(
-                "redis refuses writes (%s) while serving %s", refusal, caller_text(request.path)
+                "redis refuses writes (%s) while serving %s", problem, caller_text(request.path)
             )
         else:
             logger.warning("redis unavailable while serving %s", caller_text(request.path))
-        return unavailable()
+        refusal = Unavailable()
+    return web.json_response(refusal.body(), status=refusal.status, headers=refusal.headers)
 
 
 async def tool_call(request: web.Request) -> web.Response:
@@ -87,16 +72,16 @@ async def tool_call(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     target = request.match_info.get("target", DEFAULT_TARGET)
     if target not in settings.targets:
-        raise ToolCallError(
-            404, "unknown_target", f"There is no handover target named '{target}'."
-        )
+        raise UnknownTarget(target)
     body = await read_body(request, settings.max_body_bytes)  # cached if auth read it
     handover = parse_tool_call(request.headers, request.content_type, body, target)
     result = await request.app[ENQUEUER].enqueue(handover)
     if result.rate_limited:
-        raise rate_limited(result.limited_by, result.retry_after_seconds, settings)
+        raise RateLimited(
+            result.limited_by, settings.rate_limit_window_seconds, result.retry_after_seconds
+        )
     if result.backlog_full:
-        raise backlog_full(result.retry_after_seconds)
+        raise BacklogFull(result.retry_after_seconds)
     return web.json_response(
         {
             "handover_id": result.handover_id,
@@ -108,67 +93,14 @@ async def tool_call(request: web.Request) -> web.Response:
     )
 
 
-def rate_limited(limited_by: str, retry_after: int, settings: Settings) -> ToolCallError:
-    """429: too many NEW handovers for this conversation or customer; nothing stored."""
-    who = "this customer" if limited_by == "identity" else "this conversation"
-    return ToolCallError(
-        429,
-        "rate_limited",
-        f"Too many handovers were requested for {who} within "
-        f"{settings.rate_limit_window_seconds} seconds. Try again in {retry_after} seconds.",
-        {"Retry-After": str(retry_after)},
-    )
-
-
-def backlog_full(retry_after: int) -> ToolCallError:
-    """503: HANDOVER_MAX_PENDING handovers wait for a worker; nothing stored."""
-    return ToolCallError(
-        503,
-        "backlog_full",
-        "Too many customers are waiting to be transferred right now, so this transfer "
-        f"could not be started. Please try again in {retry_after} seconds.",
-        {"Retry-After": str(retry_after)},
-    )
-
-
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
-
-
-class ReadyProbe:
-    """Whether Redis takes writes: a PING also answers while Redis refuses every
-    write (out of memory, a read-only replica, a failed disk write). Concurrent
-    and repeated callers share one probe's answer for READY_PROBE_REUSE_SECONDS."""
-
-    def __init__(self, redis: aioredis.Redis):
-        self._redis = redis
-        self._lock = asyncio.Lock()
-        self._checked_at = -float("inf")
-        self._problem: str | None = None
-
-    async def problem(self) -> str | None:
-        """None when ready, else why not (for the operator)."""
-        async with self._lock:
-            if time.monotonic() - self._checked_at >= READY_PROBE_REUSE_SECONDS:
-                self._problem = await self._probe()
-                self._checked_at = time.monotonic()
-            return self._problem
-
-    async def _probe(self) -> str | None:
-        try:
-            await self._redis.set(redis_keys.READY_PROBE_KEY, "1", px=READY_PROBE_TTL_MS)
-        except (RedisError, OSError) as exc:
-            refusal = write_refusal(exc)
-            if refusal:
-                return f"Redis refuses writes ({refusal}): handovers cannot be stored."
-            return "Redis cannot be reached: handovers cannot be stored."
-        return None
 
 
 async def readyz(request: web.Request) -> web.Response:
     problem = await request.app[READY_PROBE].problem()
     if problem is not None:
-        return unavailable(problem)
+        raise Unavailable(problem)
     return web.json_response({"status": "ready"})
 
 
@@ -201,9 +133,6 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
 async def _log_startup_warnings(app: web.Application) -> None:
     for warning in startup_warnings(app[SETTINGS]):
         logger.warning("%s", warning)
-
-
-READY_PROBE = web.AppKey("ready_probe", ReadyProbe)
 
 
 def _redis_context(settings: Settings, redis: aioredis.Redis | None):

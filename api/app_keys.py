@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from api.ready_probe import ReadyProbe
 from shared.connections import Enqueuer
 from shared.settings import Settings
 from shared.store import HandoverStore
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 ENQUEUER = web.AppKey("enqueuer", Enqueuer)
 STORE = web.AppKey("store", HandoverStore)
+READY_PROBE = web.AppKey("ready_probe", ReadyProbe)

@@ -32,19 +32,19 @@ from aiohttp import web
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
+from api.errors import ApiError, BodyTooLarge, Forbidden, InvalidBody, Unauthorized
 from api.http_errors import report_malformed_body
-from api.parsing import ToolCallError, body_kind
+from api.parsing import body_kind
 from shared.logging import caller_text
 from shared.settings import Settings
 
-logger = logging.getLogger("flex_handover.auth")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 TOOL_PREFIX = "/tools"
 ADMIN_PREFIX = "/handovers"
 SIGNATURE_HEADER = "X-Twilio-Signature"
 TOKEN_QUERY_PARAMETER = "token"
 BODY_HASH_PARAMETER = "bodySHA256"
-CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -254,7 +254,7 @@ class Authenticator:
         if self.tools_open:
             return
         if not (self.tool_tokens or self.validator):
-            raise _refusal(request, 403, "forbidden", "Tool authentication is not configured.")
+            raise _refused(request, Forbidden("Tool authentication is not configured."))
         bearer = bearer_token(request.headers.get("Authorization"))
         query_token = request.rel_url.query.get(TOKEN_QUERY_PARAMETER)
         if self.tool_tokens and (
@@ -276,41 +276,38 @@ class Authenticator:
             ):
                 return
         if bearer is None and query_token is None and not signature:
-            raise _refusal(
+            raise _refused(
                 request,
-                401,
-                "unauthorized",
-                "This tool endpoint needs credentials: "
-                f"{describe_tool_modes(self.settings)}.",
-                CHALLENGE,
+                Unauthorized(
+                    f"This tool endpoint needs credentials: {describe_tool_modes(self.settings)}."
+                ),
             )
-        raise _refusal(
-            request, 403, "forbidden", "The credentials sent with this tool call are not valid."
+        raise _refused(
+            request, Forbidden("The credentials sent with this tool call are not valid.")
         )
 
     def check_admin(self, request: web.Request) -> None:
         if self.admin_open:
             return
         if not self.admin_tokens:
-            raise _refusal(
+            raise _refused(
                 request,
-                403,
-                "forbidden",
-                "Operator endpoints are disabled: admin tokens are not configured "
-                "(set HANDOVER_ADMIN_TOKENS).",
+                Forbidden(
+                    "Operator endpoints are disabled: admin tokens are not configured "
+                    "(set HANDOVER_ADMIN_TOKENS)."
+                ),
             )
         bearer = bearer_token(request.headers.get("Authorization"))
         if bearer is None:
-            raise _refusal(
+            raise _refused(
                 request,
-                401,
-                "unauthorized",
-                "Operator endpoints need an admin token: send "
-                "'Authorization: Bearer <admin token>' (not accepted in the URL).",
-                CHALLENGE,
+                Unauthorized(
+                    "Operator endpoints need an admin token: send "
+                    "'Authorization: Bearer <admin token>' (not accepted in the URL)."
+                ),
             )
         if not self.admin_tokens.matches(bearer):
-            raise _refusal(request, 403, "forbidden", "The admin token is not valid.")
+            raise _refused(request, Forbidden("The admin token is not valid."))
 
 
 def auth_middleware(settings: Settings):
@@ -339,17 +336,13 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     unavailable" 503).
     """
     if request.content_length is not None and request.content_length > max_bytes:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=max_bytes, actual_size=request.content_length
-        )
+        raise BodyTooLarge(max_bytes)
     try:
         return await request.read()
     except (web.RequestPayloadError, ConnectionResetError) as exc:
         report_malformed_body(request, exc)
-        raise ToolCallError(
-            400,
-            "invalid_body",
-            "The request body could not be read: "
+        raise InvalidBody(
+            "could not be read: "
             + (
                 "the connection closed before all of it arrived."
                 if isinstance(exc, ConnectionResetError)
@@ -358,16 +351,10 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
         ) from None
 
 
-def _refusal(
-    request: web.Request,
-    status: int,
-    error: str,
-    message: str,
-    headers: Mapping[str, str] | None = None,
-) -> ToolCallError:
+def _refused(request: web.Request, refusal: ApiError) -> ApiError:
     # The path only: the query string may hold ?token=. Method and path are the
     # caller's to choose (up to 8 KB each): cut, so a refusal costs the same whatever
     # the caller sends.
     method, path = caller_text(request.method), caller_text(request.path)
-    logger.info("refused %s %s: %d %s", method, path, status, error)
-    return ToolCallError(status, error, message, headers)
+    logger.info("refused %s %s: %d %s", method, path, refusal.status, refusal.code)
+    return refusal

@@ -35,7 +35,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from shared.logging import MAX_CALLER_TEXT, caller_text
 
-server_logger = logging.getLogger("flex_handover.http")
+server_logger = logging.getLogger(f"flex_handover.{__name__}")
 
 _REPORTED = "_flex_handover_reported"
 # `… when reading: b'aaaa…'`, `Bad status line 'GET …'` (C and Python parsers)

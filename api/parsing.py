@@ -1,4 +1,4 @@
-"""Turns a tool call (headers + body) into a HandoverRequest, or a clear error.
+"""Turns a tool call (headers + body) into a HandoverRequest, or a refusal (`api.errors`).
 
 Pure functions, no I/O: every rule about what Twilio sends lives here and is
 tested without a server. Error messages are written for two readers: the model,
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from api.errors import BadRequest, InvalidBody, InvalidIdentity, UnsupportedMediaType
 from shared import sids
 from shared.model import HandoverRequest, Identity
 
@@ -37,20 +38,6 @@ _FORM_TYPES = ("application/x-www-form-urlencoded",)
 _SNIFFED_TYPES = ("", "text/plain", "application/octet-stream")
 
 
-class ToolCallError(Exception):
-    """A request we refuse, with the HTTP status and a machine-readable code."""
-
-    def __init__(
-        self, status: int, error: str, message: str, headers: Mapping[str, str] | None = None
-    ):
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
-        self.headers = dict(headers or {})
-        """Sent with the refusal: `WWW-Authenticate` on a 401, `Retry-After` on a 429."""
-
-
 def parse_session_id(raw: str) -> str:
     """`webhook:conversations__IS…/CH…` (each prefix optional) → the CH… SID."""
     session = raw.strip().removeprefix("webhook:")
@@ -58,8 +45,7 @@ def parse_session_id(raw: str) -> str:
         session = session.removeprefix("conversations__")
     elif "__" in session:
         kind = session.split("__", 1)[0]
-        raise ToolCallError(
-            400,
+        raise BadRequest(
             "not_a_conversation",
             f"This session is a '{kind}' session, not a Twilio Conversation, so it cannot "
             "be handed to a Flex agent. Connect the AI Assistant to Conversations to use "
@@ -78,28 +64,30 @@ def parse_identity(raw: str) -> Identity:
     raw = raw.strip()
     if ":" not in raw and raw.startswith("+"):
         if not _E164.fullmatch(raw):
-            raise _identity_error("a number needs E.164 form, e.g. +14155550123")
+            raise InvalidIdentity("a number needs E.164 form, e.g. +14155550123")
         return Identity("phone", raw)
     identity = Identity.parse(raw)
     trait = identity.trait.lower()
     value = identity.value
     if not trait or not value:
-        raise _identity_error(
+        raise InvalidIdentity(
             "it must look like 'whatsapp:+14155550123' (trait:value), or be a number "
             "such as +14155550123"
         )
     if not _TRAIT.fullmatch(trait):
-        raise _identity_error("the part before the first ':' is not a known kind of identity")
+        raise InvalidIdentity("the part before the first ':' is not a known kind of identity")
     if len(value) > _MAX_IDENTITY_VALUE or not value.isprintable() or value != value.strip():
-        raise _identity_error("the value is too long, starts or ends with a space, or holds control characters")
+        raise InvalidIdentity(
+            "the value is too long, starts or ends with a space, or holds control characters"
+        )
     if trait in ("whatsapp", "phone") and not _E164.fullmatch(value):
-        raise _identity_error(f"a {trait} identity needs a number in E.164 form, e.g. +14155550123")
+        raise InvalidIdentity(f"a {trait} identity needs a number in E.164 form, e.g. +14155550123")
     if trait == "email" and "@" not in value:
-        raise _identity_error("an email identity needs an e-mail address")
+        raise InvalidIdentity("an email identity needs an e-mail address")
     if trait == "flex_participant" or (trait == "user_id" and value.startswith(sids.FLEX_USER)):
         flex_user = sids.canonical(value, sids.FLEX_USER)
         if flex_user is None:
-            raise _identity_error(
+            raise InvalidIdentity(
                 f"a Flex webchat user ({trait}:FX…) needs {sids.describe(sids.FLEX_USER)}"
             )
         value = flex_user
@@ -136,12 +124,7 @@ def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
         return _parse_json(body)
     if kind == "form":
         return _parse_form(body)
-    raise ToolCallError(
-        415,
-        "unsupported_media_type",
-        f"The request body is {content_type.lower()}; send JSON, a form-encoded body or "
-        "no body.",
-    )
+    raise UnsupportedMediaType(content_type)
 
 
 def split_tool_input(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -157,9 +140,7 @@ def split_tool_input(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
         if value is None or value == "":
             continue
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ToolCallError(
-                400, "invalid_tool_input", f"The tool input field '{name}' must be text."
-            )
+            raise BadRequest("invalid_tool_input", f"The tool input field '{name}' must be text.")
         if name == "priority" and isinstance(value, (int, float)):
             known[name] = value
             continue
@@ -167,8 +148,7 @@ def split_tool_input(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
         if not text:
             continue
         if len(text) > KNOWN_FIELDS[name]:
-            raise ToolCallError(
-                400,
+            raise BadRequest(
                 "invalid_tool_input",
                 f"The tool input field '{name}' is longer than {KNOWN_FIELDS[name]} characters.",
             )
@@ -187,8 +167,7 @@ def parse_tool_call(
     else:
         conversation_sid = _routing_field(fields, "conversation_sid")
         if conversation_sid is None:
-            raise ToolCallError(
-                400,
+            raise BadRequest(
                 "missing_conversation",
                 f"No conversation to hand over: the {SESSION_HEADER} header is missing "
                 "(AI Assistants send it) and the body has no conversation_sid.",
@@ -197,8 +176,7 @@ def parse_tool_call(
     identity_header = headers.get(IDENTITY_HEADER, "").strip()
     raw_identity = identity_header or _routing_field(fields, "identity")
     if raw_identity is None:
-        raise ToolCallError(
-            400,
+        raise BadRequest(
             "missing_identity",
             f"No customer identity: the {IDENTITY_HEADER} header is missing (AI Assistants "
             "send it) and the body has no identity such as 'whatsapp:+14155550123'.",
@@ -212,7 +190,7 @@ def _routing_field(fields: Mapping[str, Any], name: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ToolCallError(400, f"invalid_{name}", f"The body's {name} must be a string.")
+        raise BadRequest(f"invalid_{name}", f"The body's {name} must be a string.")
     return value.strip()
 
 
@@ -221,17 +199,12 @@ def _conversation_sid(value: str, where: str) -> str:
     so one handover (de-duplication, claims and rate limits are keyed on it)."""
     conversation_sid = sids.canonical(value, sids.CONVERSATION)
     if conversation_sid is None:
-        raise ToolCallError(
-            400,
+        raise BadRequest(
             "invalid_conversation_sid",
             f"{where} does not name a Conversation: expected "
             f"{sids.describe(sids.CONVERSATION)}.",
         )
     return conversation_sid
-
-
-def _identity_error(why: str) -> ToolCallError:
-    return ToolCallError(400, "invalid_identity", f"The customer identity is unusable: {why}.")
 
 
 def _parse_json(body: bytes) -> dict[str, Any]:
@@ -242,21 +215,15 @@ def _parse_json(body: bytes) -> dict[str, Any]:
         document = _TOO_DEEP  # nested deeper than the parser goes: refused just below
     except (ValueError, UnicodeDecodeError) as exc:
         where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise ToolCallError(
-            400, "invalid_body", f"The request body is not valid JSON{where}."
-        ) from None
+        raise InvalidBody(f"is not valid JSON{where}.") from None
     if document is _TOO_DEEP or (
         # Only a body with enough brackets can be too deep: most are never walked.
         body.count(b"{") + body.count(b"[") > MAX_NESTING
         and _nesting_depth(document) > MAX_NESTING
     ):
-        raise ToolCallError(
-            400, "invalid_body", f"The request body is nested deeper than {MAX_NESTING} levels."
-        )
+        raise InvalidBody(f"is nested deeper than {MAX_NESTING} levels.")
     if not isinstance(document, dict):
-        raise ToolCallError(
-            400, "invalid_body", "The request body must be a JSON object, e.g. {\"reason\": \"…\"}."
-        )
+        raise InvalidBody('must be a JSON object, e.g. {"reason": "…"}.')
     return document
 
 
@@ -287,7 +254,5 @@ def _parse_form(body: bytes) -> dict[str, Any]:
             body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, errors="strict"
         )
     except (UnicodeDecodeError, ValueError):
-        raise ToolCallError(
-            400, "invalid_body", "The request body is not valid form-encoded UTF-8 text."
-        ) from None
+        raise InvalidBody("is not valid form-encoded UTF-8 text.") from None
     return dict(pairs)

@@ -28,7 +28,7 @@ from shared.listening import CannotListen, cannot_listen
 from shared.logging import configure_logging
 from shared.settings import Settings
 
-logger = logging.getLogger("flex_handover")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 STOP_TIMEOUT_SECONDS = 15.0
 LISTENING = "listening"  # what a child sends its parent once its port is bound
 CANNOT_LISTEN_EXIT_CODE = 2

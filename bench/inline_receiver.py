@@ -11,7 +11,8 @@ import argparse
 
 from aiohttp import web
 
-from api.parsing import ToolCallError, parse_tool_call
+from api.errors import ApiError
+from api.parsing import parse_tool_call
 from shared.settings import DEFAULT_TARGET, Settings
 from worker.errors import FlexError
 from worker.flex_client import FlexClient
@@ -27,8 +28,8 @@ async def tool_call(request: web.Request) -> web.Response:
         handover = parse_tool_call(
             request.headers, request.content_type, await request.read(), DEFAULT_TARGET
         )
-    except ToolCallError as exc:
-        return web.json_response({"error": exc.error, "message": exc.message}, status=exc.status)
+    except ApiError as exc:
+        return web.json_response(exc.body(), status=exc.status)
     payload = build_interaction(
         "inline", handover, settings.targets[DEFAULT_TARGET], settings.flex_workspace_sid or ""
     )

@@ -14,6 +14,11 @@ it cannot backtrack over a long run (possessive quantifiers, e-mails found from
 their `@`), caller-supplied text is cut to `MAX_CALLER_TEXT` characters at the
 log call (`caller_text`), and the filter cuts any message or traceback to
 `MAX_LOG_TEXT`.
+
+Each module logs through its own logger, named after it under `flex_handover`:
+`logging.getLogger(f"flex_handover.{__name__}")` (`flex_handover.worker.delivery`).
+`configure_logging` sets the level and the one redacting handler on the root
+logger, so every one of them inherits both.
 """
 
 from __future__ import annotations

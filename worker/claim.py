@@ -35,7 +35,7 @@ from shared.store import CLAIM_HELD, ClaimRelease, RunStart
 if TYPE_CHECKING:
     from shared.store import HandoverStore
 
-logger = logging.getLogger("flex_handover.worker")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 # KEYS: the claim. ARGV: the value the run set. Deletes only the run's own claim.
 _RELEASE_SCRIPT = """

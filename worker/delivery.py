@@ -24,7 +24,7 @@ from worker.task_lookup import find_interaction, lookup_window_end, next_create_
 if TYPE_CHECKING:
     from worker.handover import HandoverContext
 
-logger = logging.getLogger("flex_handover.worker")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 
 class Delivery:

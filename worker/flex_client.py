@@ -38,7 +38,7 @@ from worker.errors import AnswerTooLarge, FlexError, classify, parse_failure, un
 from worker.interaction import InteractionPayload
 from worker.retry import parse_retry_after
 
-logger = logging.getLogger("flex_handover.worker")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 # A handover makes one task; more than a few means duplicates, which we only log.
 LOOKUP_LIMIT = 20

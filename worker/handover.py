@@ -37,7 +37,7 @@ from worker.rate_limit import FlexRateLimit, set_run_deadline
 from worker.retry import requeue_delay
 from worker.task_lookup import next_create_at
 
-logger = logging.getLogger("flex_handover.worker")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 REDIS_RETRY_DEFER_SECONDS = 5.0
 # Another run holds the conversation: it finishes or hands back within one run budget.

@@ -60,7 +60,7 @@ from worker.handover import HandoverContext, deliver_handover
 from worker.health import WORKER_HEALTH_INTERVAL_SECONDS
 from worker.reconnect import Leftovers
 
-logger = logging.getLogger("flex_handover.worker")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 # Retries end by the handover's max age, not by a count.
 MAX_TRIES = 1_000_000

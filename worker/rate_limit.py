@@ -57,7 +57,7 @@ from arq.worker import Retry
 from shared import redis_keys
 from worker.retry import bounded_wait
 
-logger = logging.getLogger("flex_handover.worker")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 BURST_SECONDS = 0.1
 # The longest any caller waits in the bucket's queue; the rest are handed back to arq.

@@ -26,7 +26,7 @@ from shared.connections import redis_error_text
 from shared.store import ClaimRelease
 from worker.claim import release_claims
 
-logger = logging.getLogger("flex_handover.worker")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 
 @dataclass

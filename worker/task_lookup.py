@@ -21,7 +21,7 @@ from worker.flex_client import CreatedInteraction, FlexClient
 from worker.interaction import HANDOVER_ID_ATTRIBUTE
 from worker.retry import bounded_wait
 
-logger = logging.getLogger("flex_handover.worker")
+logger = logging.getLogger(f"flex_handover.{__name__}")
 
 ASSIGNMENT_STATUSES = ("pending", "reserved", "assigned", "wrapping", "completed", "canceled")
 """All of them: a completed or canceled task carrying our handover id still proves the

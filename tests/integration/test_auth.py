@@ -345,7 +345,7 @@ async def test_unauthenticated_mode_with_an_admin_token_keeps_admin_closed(start
 
 
 async def test_start_up_warns_when_the_tool_endpoint_is_open(start_service, caplog):
-    caplog.set_level("WARNING", logger="flex_handover.api")
+    caplog.set_level("WARNING", logger="flex_handover.api.app")
     await start_service(
         worker=False, HANDOVER_ALLOW_UNAUTHENTICATED="true", HANDOVER_TOOL_TOKENS=""
     )

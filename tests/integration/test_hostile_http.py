@@ -178,7 +178,7 @@ async def test_malformed_http_gets_a_400_and_one_warning_line(api):
     log = process.log()
     warnings = [line for line in log.splitlines() if "malformed HTTP request" in line]
     assert len(warnings) == len(MALFORMED_REQUESTS) + len(UNREADABLE_BODIES), log
-    assert all(" WARNING flex_handover.http: " in line for line in warnings), warnings
+    assert all(" WARNING flex_handover.api.http_errors: " in line for line in warnings), warnings
     assert "Traceback" not in log and " ERROR " not in log, log
     # aiohttp quotes the bytes it choked on; the log does not repeat them.
     assert "token=abc" not in log and "aaaaaaaa" not in log

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from redis.exceptions import OutOfMemoryError
 
-from api.app import READY_PROBE_REUSE_SECONDS
+from api.ready_probe import READY_PROBE_REUSE_SECONDS
 from shared.connections import create_redis
 from shared.settings import Settings
 from shared.store import HandoverStore

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 
 import pytest
 
@@ -173,6 +175,61 @@ def test_configure_logging_installs_one_redacting_handler():
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
         logging.getLogger("twilio").setLevel(saved_twilio)
+
+
+def service_modules():
+    """Every module of api/, worker/ and shared/, imported."""
+    for package in ("api", "worker", "shared"):
+        for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+            yield importlib.import_module(f"{package}.{info.name}")
+
+
+def module_loggers() -> dict[str, logging.Logger]:
+    """module name → the logger it defines (`logger`, or aiohttp's `server_logger`)."""
+    found = {}
+    for module in service_modules():
+        for attribute in ("logger", "server_logger"):
+            value = getattr(module, attribute, None)
+            if isinstance(value, logging.Logger) and attribute in module.__dict__:
+                found.setdefault(module.__name__, value)
+    return found
+
+
+def test_every_module_logs_under_its_own_name():
+    loggers = module_loggers()
+    assert {"api.app", "api.auth", "api.http_errors", "api.server"} <= loggers.keys()
+    assert {"worker.main", "worker.delivery", "worker.claim", "worker.handover"} <= loggers.keys()
+    for module, logger in loggers.items():
+        assert logger.name == f"flex_handover.{module}", module
+    imported = [
+        (module.__name__, name)
+        for module in service_modules()
+        for name, value in vars(module).items()
+        if isinstance(value, logging.Logger)
+        and value.name.startswith("flex_handover")
+        and value.name.removeprefix("flex_handover.") not in loggers
+    ]
+    assert imported == [], "a logger not named after the module that defines it"
+
+
+def test_configuration_reaches_every_module_logger(capsys):
+    """The level and the redacting handler are set once, on the root: every
+    `flex_handover.<module>` logger inherits them."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging("WARNING")
+        for module, logger in module_loggers().items():
+            assert logger.getEffectiveLevel() == logging.WARNING, module
+            logger.info("quiet %s", module)
+            logger.warning("from %s for %s", module, PHONE)
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    written = capsys.readouterr().err
+    assert "quiet" not in written and PHONE not in written
+    for module in module_loggers():
+        assert f" WARNING flex_handover.{module}: from {module} for {MASKED_PHONE}" in written
 
 
 def test_twilio_signature_headers_are_redacted():

@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 import pytest
 from multidict import CIMultiDict
 
+from api.errors import ApiError
 from api.parsing import (
     KNOWN_FIELDS,
-    ToolCallError,
     parse_body,
     parse_identity,
     parse_session_id,
@@ -32,11 +32,11 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def refused(call, *args, status: int = 400, error: str, mentions: str | None = None):
-    """Run `call(*args)`, expect a ToolCallError and check what it says."""
-    with pytest.raises(ToolCallError) as caught:
+    """Run `call(*args)`, expect an ApiError and check what it says."""
+    with pytest.raises(ApiError) as caught:
         call(*args)
     exc = caught.value
-    assert (exc.status, exc.error) == (status, error)
+    assert (exc.status, exc.code) == (status, error)
     assert exc.message and exc.message == str(exc)
     assert exc.message.endswith(".")
     if mentions is not None:

@@ -1,5 +1,5 @@
 """api.parsing under arbitrary input: a tool call is either a HandoverRequest or
-a ToolCallError with a 4xx, never another exception (that would be a 500), and
+an ApiError with a 4xx, never another exception (that would be a 500), and
 the documented shapes always parse back to what they wrap.
 
 Fixed seed (`derandomize`) so a failure here is the same failure on every run.
@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
+from api.errors import ApiError
 from api.parsing import (
     IDENTITY_HEADER,
     KNOWN_FIELDS,
     SESSION_HEADER,
-    ToolCallError,
     parse_body,
     parse_identity,
     parse_session_id,
@@ -82,12 +82,12 @@ VALUES = (
 
 
 def refusal_is_a_4xx(call, *args):
-    """Run `call`; a refusal must be a ToolCallError with a 4xx and a message."""
+    """Run `call`; a refusal must be an ApiError with a 4xx and a message."""
     try:
         return call(*args)
-    except ToolCallError as exc:
+    except ApiError as exc:
         assert 400 <= exc.status < 500
-        assert exc.error and exc.message
+        assert exc.code and exc.message
         return None
 
 
@@ -129,9 +129,9 @@ def test_a_conversation_sid_in_either_prefix_form_parses_back(
 )
 def test_a_session_of_another_kind_is_not_a_conversation(kind, rest, webhook):
     raw = ("webhook:" if webhook else "") + f"{kind}__{rest}"
-    with pytest.raises(ToolCallError) as caught:
+    with pytest.raises(ApiError) as caught:
         parse_session_id(raw)
-    assert (caught.value.status, caught.value.error) == (400, "not_a_conversation")
+    assert (caught.value.status, caught.value.code) == (400, "not_a_conversation")
 
 
 # --- X-Identity -------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_known_fields_are_checked_and_everything_else_is_kept(known, extra):
 @pytest.mark.parametrize("depth", [33, 990, 5_000, 30_000])
 def test_deeply_nested_json_is_a_400_not_a_crash(depth):
     body = b'{"x":' + b"[" * depth + b"]" * depth + b"}"  # well under the 64 KiB limit
-    with pytest.raises(ToolCallError) as caught:
+    with pytest.raises(ApiError) as caught:
         parse_tool_call(
             {SESSION_HEADER: "CH" + "0" * 32, IDENTITY_HEADER: "phone:+14155550123"},
             "application/json",
