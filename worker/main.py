@@ -55,8 +55,9 @@ from shared.model import deserialize_job, serialize_job
 from shared.logging import register_secrets
 from shared.settings import Settings
 from shared.store import HandoverStore
+from worker.context import HandoverContext
 from worker.flex_client import FlexClient
-from worker.handover import HandoverContext, deliver_handover
+from worker.handover import deliver_handover
 from worker.health import WORKER_HEALTH_INTERVAL_SECONDS
 from worker.reconnect import Leftovers
 
