@@ -60,6 +60,7 @@ from worker.flex_client import FlexClient
 from worker.handover import deliver_handover
 from worker.health import WORKER_HEALTH_INTERVAL_SECONDS
 from worker.reconnect import Leftovers
+from worker.retry import reconnect_delays
 
 logger = logging.getLogger("flex_handover.worker")
 
@@ -75,7 +76,6 @@ REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
-RECONNECT_INITIAL_SECONDS = 0.5
 
 # Takes up to ARGV[2] ready jobs (score <= now) from the head of the queue,
 # each only if its in-progress key could be set (SET NX PX): what arq's
@@ -375,14 +375,6 @@ async def run_worker(settings: Settings) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.graceful.wait(), delay)
     logger.info("worker stopped")
-
-
-def reconnect_delays(cap: float) -> Iterator[float]:
-    """0.5 s, doubling up to `cap` (WORKER_RECONNECT_MAX_SECONDS), then `cap` for good."""
-    delay = min(RECONNECT_INITIAL_SECONDS, cap)
-    while True:
-        yield delay
-        delay = min(delay * 2, cap)
 
 
 def redis_trouble(error: BaseException) -> bool:
