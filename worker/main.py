@@ -123,6 +123,42 @@ PICK_BATCH_FRACTION = 0.05
 # bookkeeping (finished tasks, health check) runs again.
 BUSY_ITERATION_SECONDS = 1.0
 
+# arq's Worker internals that HandoverWorker and `stop_worker` rely on, none of
+# them documented API: the methods overridden or called ("async" if awaited, and
+# their parameters) and the attributes read or set. They hold for the arq minor
+# pinned in pyproject.toml, ARQ_PINNED_MINOR; tests/unit/test_arq_internals.py
+# checks them against the installed arq. Before moving the pin, re-read arq's
+# Worker.main, _poll_iteration, start_jobs and close against this module.
+ARQ_PINNED_MINOR = "0.28"
+ARQ_WORKER_METHODS: dict[str, str] = {
+    "main": "async (self)",  # overridden: the first ping, then arq's own
+    "_poll_iteration": "async (self)",  # overridden; arq's own still serves burst mode
+    "start_jobs": "async (self, job_ids)",  # not called: _start_ready_jobs does its work
+    "_cancel_aborted_jobs": "async (self)",
+    "_release_sem_dec_counter_on_complete": "(self)",
+    "run_job": "async (self, job_id, score)",
+    "heart_beat": "async (self)",
+    "async_run": "async (self)",
+}
+ARQ_WORKER_ATTRIBUTES = (
+    "allow_abort_jobs",
+    "allow_pick_jobs",
+    "burst",
+    "ctx",
+    "health_check_key",
+    "in_progress_timeout_s",
+    "job_counter",
+    "loop",
+    "main_task",
+    "max_jobs",
+    "on_shutdown",
+    "poll_delay_s",
+    "pool",
+    "queue_name",
+    "sem",
+    "tasks",
+)
+
 
 class HandoverWorker(Worker):
     """arq's Worker with `_poll_iteration` replaced; jobs, their records and the
