@@ -12,9 +12,9 @@ How the process meets faults (`run_worker`):
 - Redis lost (restart, network), never reached, or refusing writes (out of
   memory, a read-only replica, a failed disk write: `write_refusal`): arq's
   worker exits (arq #435, #498; a refused write ends it too), so a new one is
-  built after a capped backoff (`WORKER_RECONNECT_MAX_SECONDS`); the process
-  itself keeps running, and frees the handovers it had to cut off once Redis is
-  back (`worker.reconnect`).
+  built after a capped backoff (`worker.retry.reconnect_delays`, up to
+  `WORKER_RECONNECT_MAX_SECONDS`); the process itself keeps running, and frees
+  the handovers it had to cut off once Redis is back (`worker.reconnect`).
 - SIGKILL/OOM: nothing runs here; arq re-runs the jobs when their in-progress
   key expires, `Settings.recovery_seconds` after they started.
 
