@@ -40,10 +40,6 @@ class Status(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
-    @property
-    def is_final(self) -> bool:
-        return self in (Status.SUCCEEDED, Status.FAILED)
-
 
 @dataclass(frozen=True)
 class Identity:

@@ -12,17 +12,14 @@ exists, and only "no task within the grace window" allows sending again.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from shared.model import now
+from worker.context import HandoverContext
 from worker.errors import FlexError
 from worker.flex_client import CreatedInteraction
 from worker.interaction import InteractionPayload
 from worker.retry import in_job_retrying
 from worker.task_lookup import find_interaction, lookup_window_end, next_create_at
-
-if TYPE_CHECKING:
-    from worker.handover import HandoverContext
 
 logger = logging.getLogger(f"flex_handover.{__name__}")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 from arq.worker import Retry
@@ -27,41 +26,17 @@ from redis.exceptions import RedisError
 from shared.connections import redis_error_text
 from shared.model import HandoverError, HandoverRecord, now
 from shared.settings import Settings, Target
-from shared.store import FINAL, MISSING, ClaimRelease, HandoverStore
-from worker.claim import DeliveryClaims
+from shared.store import FINAL, MISSING, ClaimRelease
+from worker.context import HandoverContext
 from worker.delivery import Delivery
 from worker.errors import FlexError
-from worker.flex_client import CreatedInteraction, FlexClient
+from worker.flex_client import CreatedInteraction
 from worker.interaction import InteractionPayload, build_interaction, needs_friendly_name
-from worker.rate_limit import FlexRateLimit, set_run_deadline
-from worker.retry import requeue_delay
+from worker.rate_limit import set_run_deadline
+from worker.retry import CLAIM_BUSY_DEFER_SECONDS, REDIS_ERROR_DEFER_SECONDS, next_run_delay
 from worker.task_lookup import next_create_at
 
 logger = logging.getLogger(f"flex_handover.{__name__}")
-
-REDIS_RETRY_DEFER_SECONDS = 5.0
-# Another run holds the conversation: it finishes or hands back within one run budget.
-CLAIM_BUSY_DEFER_SECONDS = 2.0
-MIN_DEFER_SECONDS = 0.01
-
-
-@dataclass
-class HandoverContext:
-    """What every job needs, built once at worker start-up."""
-
-    settings: Settings
-    store: HandoverStore
-    flex: FlexClient
-    claims: DeliveryClaims = field(init=False)
-    rate_limit: FlexRateLimit = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.claims = DeliveryClaims(self.store.redis, self.settings.claim_ttl_seconds)
-        self.rate_limit = FlexRateLimit(
-            self.store.redis,
-            self.settings.flex_api_max_rps,
-            attempt_timeout=self.settings.attempt_timeout_seconds,
-        )
 
 
 async def deliver_handover(ctx: dict[str, Any], handover_id: str) -> str:
@@ -87,7 +62,7 @@ async def deliver_handover(ctx: dict[str, Any], handover_id: str) -> str:
         logger.warning(
             "handover %s: redis error, retrying later: %s", handover_id, redis_error_text(exc)
         )
-        raise Retry(defer=REDIS_RETRY_DEFER_SECONDS) from exc
+        raise Retry(defer=REDIS_ERROR_DEFER_SECONDS) from exc
 
 
 def _log_claim_holder(handover_id: str, holder_value: str | None) -> None:
@@ -186,12 +161,10 @@ async def _requeue_or_fail(
         return "missing"
     record = await _account_for_lost_attempt(context, record, error.message)
     settings = context.settings
-    deadline = _deadline(record, settings)
-    delay = requeue_delay(error, settings, time_left=deadline - now())
-    if now() + delay >= deadline:
-        if record.in_flight_since is None:
-            return await _fail(context, handover_id, _gave_up(record.attempts, error), claim)
-        delay = max(deadline - now(), MIN_DEFER_SECONDS)
+    time_left = _deadline(record, settings) - now()
+    delay = next_run_delay(error, settings, time_left, record.in_flight_since is not None)
+    if delay is None:
+        return await _fail(context, handover_id, _gave_up(record.attempts, error), claim)
     next_attempt_at = next_create_at(
         now() + delay,
         record.in_flight_since,

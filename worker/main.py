@@ -12,9 +12,9 @@ How the process meets faults (`run_worker`):
 - Redis lost (restart, network), never reached, or refusing writes (out of
   memory, a read-only replica, a failed disk write: `write_refusal`): arq's
   worker exits (arq #435, #498; a refused write ends it too), so a new one is
-  built after a capped backoff (`WORKER_RECONNECT_MAX_SECONDS`); the process
-  itself keeps running, and frees the handovers it had to cut off once Redis is
-  back (`worker.reconnect`).
+  built after a capped backoff (`worker.retry.reconnect_delays`, up to
+  `WORKER_RECONNECT_MAX_SECONDS`); the process itself keeps running, and frees
+  the handovers it had to cut off once Redis is back (`worker.reconnect`).
 - SIGKILL/OOM: nothing runs here; arq re-runs the jobs when their in-progress
   key expires, `Settings.recovery_seconds` after they started.
 
@@ -55,10 +55,12 @@ from shared.model import deserialize_job, serialize_job
 from shared.logging import register_secrets
 from shared.settings import Settings
 from shared.store import HandoverStore
+from worker.context import HandoverContext
 from worker.flex_client import FlexClient
-from worker.handover import HandoverContext, deliver_handover
+from worker.handover import deliver_handover
 from worker.health import WORKER_HEALTH_INTERVAL_SECONDS
 from worker.reconnect import Leftovers
+from worker.retry import reconnect_delays
 
 logger = logging.getLogger(f"flex_handover.{__name__}")
 
@@ -74,7 +76,6 @@ REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
-RECONNECT_INITIAL_SECONDS = 0.5
 
 # Takes up to ARGV[2] ready jobs (score <= now) from the head of the queue,
 # each only if its in-progress key could be set (SET NX PX): what arq's
@@ -121,6 +122,42 @@ PICK_BATCH_FRACTION = 0.05
 # How long one poll iteration keeps taking jobs as slots free before arq's
 # bookkeeping (finished tasks, health check) runs again.
 BUSY_ITERATION_SECONDS = 1.0
+
+# arq's Worker internals that HandoverWorker and `stop_worker` rely on, none of
+# them documented API: the methods overridden or called ("async" if awaited, and
+# their parameters) and the attributes read or set. They hold for the arq minor
+# pinned in pyproject.toml, ARQ_PINNED_MINOR; tests/unit/test_arq_internals.py
+# checks them against the installed arq. Before moving the pin, re-read arq's
+# Worker.main, _poll_iteration, start_jobs and close against this module.
+ARQ_PINNED_MINOR = "0.28"
+ARQ_WORKER_METHODS: dict[str, str] = {
+    "main": "async (self)",  # overridden: the first ping, then arq's own
+    "_poll_iteration": "async (self)",  # overridden; arq's own still serves burst mode
+    "start_jobs": "async (self, job_ids)",  # not called: _start_ready_jobs does its work
+    "_cancel_aborted_jobs": "async (self)",
+    "_release_sem_dec_counter_on_complete": "(self)",
+    "run_job": "async (self, job_id, score)",
+    "heart_beat": "async (self)",
+    "async_run": "async (self)",
+}
+ARQ_WORKER_ATTRIBUTES = (
+    "allow_abort_jobs",
+    "allow_pick_jobs",
+    "burst",
+    "ctx",
+    "health_check_key",
+    "in_progress_timeout_s",
+    "job_counter",
+    "loop",
+    "main_task",
+    "max_jobs",
+    "on_shutdown",
+    "poll_delay_s",
+    "pool",
+    "queue_name",
+    "sem",
+    "tasks",
+)
 
 
 class HandoverWorker(Worker):
@@ -374,14 +411,6 @@ async def run_worker(settings: Settings) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.graceful.wait(), delay)
     logger.info("worker stopped")
-
-
-def reconnect_delays(cap: float) -> Iterator[float]:
-    """0.5 s, doubling up to `cap` (WORKER_RECONNECT_MAX_SECONDS), then `cap` for good."""
-    delay = min(RECONNECT_INITIAL_SECONDS, cap)
-    while True:
-        yield delay
-        delay = min(delay * 2, cap)
 
 
 def redis_trouble(error: BaseException) -> bool:

@@ -37,7 +37,9 @@ deadline (`set_run_deadline`, from `worker.handover`); the script is told the
 longest wait the run can still afford, leaving room for the create itself
 (`attempt_timeout_seconds`) and for recording its outcome. A longer wait is
 not reserved: the job is handed back to arq with `Retry(defer=wait)`, takes no
-attempt, records no error, and asks again when it runs next. A slot reserved
+attempt, records no error, and asks again when it runs next. How long each of
+these waits may be is `worker.retry`'s to say (`affordable_wait`, `slot_wait`,
+`defer_delay`). A slot reserved
 by a run that is then cancelled (shutdown) is simply not used: the rate
 only ever errs low.
 
@@ -55,16 +57,11 @@ import redis.asyncio as aioredis
 from arq.worker import Retry
 
 from shared import redis_keys
-from worker.retry import bounded_wait
+from worker.retry import MAX_WAIT_SECONDS, affordable_wait, defer_delay, slot_wait
 
 logger = logging.getLogger(f"flex_handover.{__name__}")
 
 BURST_SECONDS = 0.1
-# The longest any caller waits in the bucket's queue; the rest are handed back to arq.
-MAX_WAIT_SECONDS = 60.0
-# Left in the run budget after the wait: the create, then writing its outcome.
-OUTCOME_MARGIN_SECONDS = 1.0
-MIN_DEFER_SECONDS = 0.01
 
 # KEYS[1]: the bucket (a string: the TAT in µs since the epoch, by Redis' clock).
 # ARGV[1]: slot interval µs (1e6 / rps). ARGV[2]: burst (slots).
@@ -126,17 +123,13 @@ class FlexRateLimit:
         self.burst = burst_for(max_rps) if max_rps else 0
         self._redis = redis
         self._key = key
-        self._reserve_after = attempt_timeout + OUTCOME_MARGIN_SECONDS
+        self._attempt_timeout = attempt_timeout
         self._interval_us = 1_000_000 / max_rps if max_rps else 0.0
         # No reservation is ever further ahead than the longest wait plus a burst.
         self._horizon_us = math.ceil(
             MAX_WAIT_SECONDS * 1_000_000 + (self.burst + 1) * self._interval_us
         )
         self._script = redis.register_script(TOKEN_BUCKET_SCRIPT) if max_rps else None
-
-    @property
-    def enabled(self) -> bool:
-        return self._script is not None
 
     async def take(self, max_wait: float, now_us: int | None = None) -> tuple[bool, float]:
         """One script call: (whether a slot was reserved, seconds to wait for it).
@@ -171,7 +164,7 @@ class FlexRateLimit:
         reserved, wait = await self.take(affordable)
         if not reserved:
             cap = MAX_WAIT_SECONDS + BURST_SECONDS if max_defer is None else max_defer
-            defer = max(bounded_wait(wait, MIN_DEFER_SECONDS, cap), MIN_DEFER_SECONDS)
+            defer = defer_delay(wait, cap)
             logger.info(
                 "flex api rate limit (%g/s): next slot in %.2fs, past this run's budget; "
                 "handing the job back to arq for %.2fs",
@@ -180,14 +173,11 @@ class FlexRateLimit:
                 defer,
             )
             raise Retry(defer=defer)
-        # Our own bucket's answer, not an upstream's: no floor, and never past
-        # what this run said it could afford.
-        wait = bounded_wait(wait, 0.0, min(max(affordable, 0.0), MAX_WAIT_SECONDS))
+        wait = slot_wait(wait, affordable)
         if wait > 0:
             await asyncio.sleep(wait)
 
     def _affordable_wait(self) -> float:
         deadline = _run_deadline.get()
-        if deadline is None:
-            return MAX_WAIT_SECONDS
-        return deadline - asyncio.get_running_loop().time() - self._reserve_after
+        run_time_left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        return affordable_wait(run_time_left, self._attempt_timeout)

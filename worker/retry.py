@@ -1,18 +1,27 @@
-"""The retry policy for one handover job, and the one rule every wait obeys.
+"""The worker's retry and defer policy: every "how long before trying again" rule.
 
 Inside a job: tenacity retries what Twilio says is temporary (connection
 errors, timeouts, 429, 5xx) with exponential backoff and full jitter above the
 floor, or the `Retry-After` Twilio asked for, until the in-job budget or the
 handover's deadline would be overrun. Past that the job is handed back to arq
-with a delay (see `worker.handover`), so a long wait never holds a worker slot.
+with a delay (`next_run_delay`), so a long wait never holds a worker slot.
 What a retry does after an answer that never came (look for the task first) is
 `worker.delivery`'s business, not the policy's.
+
+The other waits, decided here and applied where they happen: a run that finds
+the delivery claim taken or meets a Redis error comes back after a fixed
+defer; a create waits in the shared rate limit only as long as its run can
+afford, else the job is handed back (`worker.rate_limit`); TaskRouter is
+polled every lookup interval (`worker.task_lookup`); a worker that lost Redis
+is rebuilt after a capped, doubling backoff (`worker.main`). The numbers a
+deployment may change are parsed by `shared.settings`; the rest are here.
 
 Whatever Twilio (or a proxy in front of it) sends, no wait is shorter than the
 floor (`HANDOVER_BACKOFF_INITIAL_SECONDS`, at least `MIN_WAIT_SECONDS`) or
 longer than the time left before the handover's deadline: `Retry-After: 0`, a
 negative or NaN value, a date in the past or far future all go through
 `bounded_wait`, so they can make neither a hot loop nor an endless wait.
+Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from email.utils import parsedate_to_datetime
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
@@ -30,8 +39,21 @@ from shared.settings import Settings
 from worker.errors import FlexError
 
 MAX_RETRY_AFTER_SECONDS = 3600.0
-# The shortest wait between two requests for one handover, whatever the settings.
+# The shortest wait between two requests for one handover, whatever the settings,
+# and the shortest hand-back to arq (a defer of 0 would run the job again at once).
 MIN_WAIT_SECONDS = 0.01
+# Another run holds the conversation: it finishes or hands back within one run budget.
+CLAIM_BUSY_DEFER_SECONDS = 2.0
+# Redis failed a run's command: the job comes back when Redis may be back.
+REDIS_ERROR_DEFER_SECONDS = 5.0
+# The longest a create waits in the shared rate limit's queue; longer waits are
+# handed back to arq.
+MAX_WAIT_SECONDS = 60.0
+# Left in the run budget after a rate-limit wait: the create, then writing its outcome.
+OUTCOME_MARGIN_SECONDS = 1.0
+# The first wait before a worker that lost Redis is rebuilt; it doubles up to
+# WORKER_RECONNECT_MAX_SECONDS.
+RECONNECT_INITIAL_SECONDS = 0.5
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -156,3 +178,47 @@ def requeue_delay(error: FlexError, settings: Settings, time_left: float | None 
     proposed = settings.requeue_delay_seconds if error.retry_after is None else error.retry_after
     cap = MAX_RETRY_AFTER_SECONDS if time_left is None else time_left
     return bounded_wait(proposed, retry_floor(settings), cap)
+
+
+def next_run_delay(
+    error: FlexError, settings: Settings, time_left: float, attempt_in_flight: bool
+) -> float | None:
+    """How long arq waits before the job runs again after `error` ended a run's
+    retries, or None: no run is worth it (its wait reaches the handover's
+    deadline, `time_left` from now). An attempt still in flight gets one last
+    run at the deadline instead, whose lookup decides the outcome."""
+    delay = requeue_delay(error, settings, time_left=time_left)
+    if delay < time_left:
+        return delay
+    if not attempt_in_flight:
+        return None
+    return max(time_left, MIN_WAIT_SECONDS)
+
+
+def defer_delay(proposed: float, cap: float) -> float:
+    """A hand-back to arq: `proposed` held to `MIN_WAIT_SECONDS <= defer <= cap`,
+    and never below the floor even when the cap is (past the deadline: back at once)."""
+    return max(bounded_wait(proposed, MIN_WAIT_SECONDS, cap), MIN_WAIT_SECONDS)
+
+
+def affordable_wait(run_time_left: float | None, attempt_timeout: float) -> float:
+    """The longest a create may wait in the shared rate limit when its run must end
+    `run_time_left` from now (None: no run deadline), leaving room for the create
+    itself and for writing its outcome. Negative when the run is already out of time."""
+    if run_time_left is None:
+        return MAX_WAIT_SECONDS
+    return run_time_left - (attempt_timeout + OUTCOME_MARGIN_SECONDS)
+
+
+def slot_wait(wait: float, affordable: float) -> float:
+    """How long to sleep for a reserved rate-limit slot: the bucket's own answer,
+    not an upstream's, so no floor; never past what the run said it could afford."""
+    return bounded_wait(wait, 0.0, min(max(affordable, 0.0), MAX_WAIT_SECONDS))
+
+
+def reconnect_delays(cap: float) -> Iterator[float]:
+    """0.5 s, doubling up to `cap` (WORKER_RECONNECT_MAX_SECONDS), then `cap` for good."""
+    delay = min(RECONNECT_INITIAL_SECONDS, cap)
+    while True:
+        yield delay
+        delay = min(delay * 2, cap)

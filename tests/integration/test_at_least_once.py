@@ -21,8 +21,9 @@ from shared import redis_keys
 from shared.model import arq_job
 from shared.store import HandoverStore
 from tests.support.values import CONVERSATION_SID, session_header
+from worker.context import HandoverContext
 from worker.flex_client import CreatedInteraction, FlexClient
-from worker.handover import HandoverContext, deliver_handover
+from worker.handover import deliver_handover
 from worker.interaction import build_interaction
 
 FAST_LOOKUP = {"HANDOVER_LOOKUP_GRACE_SECONDS": "0.5", "HANDOVER_LOOKUP_INTERVAL_SECONDS": "0.05"}

@@ -16,8 +16,9 @@ from arq.worker import Retry
 from shared import redis_keys
 from shared.store import HandoverStore
 from tests.support.values import new_conversation_sid, session_header
+from worker.context import HandoverContext
 from worker.flex_client import FlexClient
-from worker.handover import HandoverContext, deliver_handover
+from worker.handover import deliver_handover
 
 RATE = 20  # creates per second, the simulator's limit and the workers'
 NO_API_LIMITS = {"HANDOVER_RATE_LIMIT_PER_IDENTITY": 0, "HANDOVER_RATE_LIMIT_PER_CONVERSATION": 0}

@@ -54,19 +54,20 @@ def test_identity_parse_splits_on_the_first_colon(raw, trait, value):
         assert str(identity) == raw
 
 
-@pytest.mark.parametrize(
-    "status, final",
-    [
-        (Status.QUEUED, False),
-        (Status.RUNNING, False),
-        (Status.RETRYING, False),
-        (Status.SUCCEEDED, True),
-        (Status.FAILED, True),
-    ],
-)
-def test_status_is_final(status, final):
-    assert status.is_final is final
-    assert Status(status.value) is status
+def test_status_names_are_the_states_a_record_stores():
+    """The record's `state` field and the public view carry these names."""
+    assert [status.value for status in Status] == [
+        "queued",
+        "running",
+        "retrying",
+        "succeeded",
+        "failed",
+    ]
+    fields = new_handover_record(HANDOVER_ID, make_request(), CREATED_AT)
+    for status in Status:
+        assert Status(status.value) is status
+        record = HandoverRecord.from_hash({**fields, "state": status.value})
+        assert record.state is status and record.to_public()["state"] == status.value
 
 
 def test_new_handover_record_is_all_strings_and_queued():

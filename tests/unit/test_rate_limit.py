@@ -15,13 +15,8 @@ from arq.worker import Retry
 from shared import redis_keys
 from shared.connections import create_redis
 from worker import rate_limit
-from worker.rate_limit import (
-    MAX_WAIT_SECONDS,
-    OUTCOME_MARGIN_SECONDS,
-    FlexRateLimit,
-    burst_for,
-    set_run_deadline,
-)
+from worker.rate_limit import FlexRateLimit, burst_for, set_run_deadline
+from worker.retry import MAX_WAIT_SECONDS, MIN_WAIT_SECONDS, OUTCOME_MARGIN_SECONDS
 
 SECOND = 1_000_000  # µs
 T0 = 1_700_000_000 * SECOND  # a realistic epoch: doubles must keep µs exact
@@ -73,7 +68,7 @@ def test_burst_is_a_tenth_of_a_second_at_least_one():
 
 async def test_off_makes_no_redis_call(sleeps):
     limiter = FlexRateLimit(NoRedis(), 0)
-    assert not limiter.enabled
+    assert limiter.burst == 0
     for _ in range(100):
         await limiter.acquire()
     assert await limiter.take(0.0) == (True, 0.0)
@@ -227,7 +222,7 @@ async def test_a_defer_never_reaches_past_the_handovers_deadline(redis, sleeps):
     assert caught.value.defer_score / 1000 == pytest.approx(0.3, abs=0.002)
     with pytest.raises(Retry) as caught:
         await limiter.acquire(max_defer=-5.0)  # already past it: back at once
-    assert caught.value.defer_score / 1000 == pytest.approx(rate_limit.MIN_DEFER_SECONDS, abs=0.002)
+    assert caught.value.defer_score / 1000 == pytest.approx(MIN_WAIT_SECONDS, abs=0.002)
     with pytest.raises(Retry) as caught:
         await limiter.acquire(max_defer=100.0)
     assert 9.0 < caught.value.defer_score / 1000 <= 10.0

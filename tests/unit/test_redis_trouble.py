@@ -1,5 +1,6 @@
-"""What counts as Redis refusing writes, how the worker backs off, and what it
-says: the pure pieces behind `tests/integration/test_redis_trouble.py`."""
+"""What counts as Redis refusing writes, that the worker backs off for it, and what
+it says: the pure pieces behind `tests/integration/test_redis_trouble.py` (how long
+it backs off: `tests/unit/test_retry.py`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from types import SimpleNamespace
 
 import pytest
 from arq.connections import create_pool
-from hypothesis import given
-from hypothesis import strategies as st
 from redis.asyncio.client import Pipeline
 from redis.exceptions import (
     AuthenticationError,
@@ -24,13 +23,7 @@ from redis.exceptions import (
 
 from shared.connections import arq_redis_settings, redis_error_text, write_refusal
 from shared.settings import Settings
-from worker.main import (
-    RECONNECT_INITIAL_SECONDS,
-    create_worker,
-    describe_trouble,
-    reconnect_delays,
-    redis_trouble,
-)
+from worker.main import create_worker, describe_trouble, redis_trouble
 
 OOM_TEXT = "command not allowed when used memory > 'maxmemory'."
 MISCONF_TEXT = "MISCONF Valkey is configured to save RDB snapshots, but it's currently unable"
@@ -93,16 +86,6 @@ def test_error_text_is_one_bounded_line_without_the_pipelines_command():
     assert text.startswith("ResponseError: MISCONF Valkey")
     assert "EVALSHA" not in text and '{"x": 1}' not in text
     assert len(text) <= 250 and "\n" not in text
-
-
-@given(cap=st.floats(0.5, 3600))
-def test_the_backoff_doubles_from_half_a_second_to_the_cap_and_stays(cap):
-    delays = reconnect_delays(cap)
-    seen = [next(delays) for _ in range(40)]
-    assert seen[0] == RECONNECT_INITIAL_SECONDS
-    assert all(later >= earlier for earlier, later in zip(seen, seen[1:], strict=False))
-    assert max(seen) == cap == seen[-1]
-    assert all(b == min(2 * a, cap) for a, b in zip(seen, seen[1:], strict=False))
 
 
 def test_what_the_worker_says_names_the_trouble_without_the_password():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import sys
 import time
@@ -14,6 +15,8 @@ import aiohttp
 import pytest
 import tenacity
 from aiohttp.client_reqrep import ConnectionKey
+from hypothesis import given
+from hypothesis import strategies as st
 from tenacity import RetryCallState
 from twilio.base.exceptions import (
     TwilioException,
@@ -27,11 +30,19 @@ from shared.settings import Settings
 from worker.errors import FlexError, classify
 from worker.retry import (
     MAX_RETRY_AFTER_SECONDS,
+    MAX_WAIT_SECONDS,
     MIN_WAIT_SECONDS,
+    OUTCOME_MARGIN_SECONDS,
+    RECONNECT_INITIAL_SECONDS,
+    affordable_wait,
+    defer_delay,
     in_job_retrying,
     is_retryable,
+    next_run_delay,
     parse_retry_after,
+    reconnect_delays,
     requeue_delay,
+    slot_wait,
     wait_retry_after_or_jitter,
 )
 
@@ -493,3 +504,89 @@ def test_requeue_delay_is_capped_by_the_time_left(retry_after, time_left, expect
     error = FlexError("429", status=429, retryable=True, retry_after=retry_after)
     settings = retry_settings(requeue_delay_seconds=12.0)
     assert requeue_delay(error, settings, time_left=time_left) == expected
+
+
+# --------------------------------------------------------------------------
+# next_run_delay: requeue, one last run at the deadline, or give up
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "retry_after, time_left, in_flight, expected",
+    [
+        (None, 100.0, False, 12.0),  # the requeue delay, well before the deadline
+        (None, 100.0, True, 12.0),
+        (45.0, 100.0, False, 45.0),  # Twilio's Retry-After
+        (0.0, 100.0, False, 0.5),  # never under the floor
+        (None, 12.0, False, None),  # the wait would reach the deadline: give up now
+        (3600.0, 100.0, False, None),
+        (3600.0, 100.0, True, 100.0),  # an attempt in flight: one last run at the deadline
+        (None, 0.2, True, 0.2),
+        (None, 0.001, True, MIN_WAIT_SECONDS),  # at the deadline: back at once, not now
+        (None, -5.0, True, MIN_WAIT_SECONDS),
+        (None, -5.0, False, None),
+    ],
+)
+def test_next_run_delay(retry_after, time_left, in_flight, expected):
+    error = FlexError("429", status=429, retryable=True, retry_after=retry_after)
+    settings = retry_settings(requeue_delay_seconds=12.0)
+    assert next_run_delay(error, settings, time_left, in_flight) == expected
+
+
+@given(
+    st.none() | st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1e6, max_value=1e6),
+    st.booleans(),
+)
+def test_a_next_run_never_starts_past_the_deadline_nor_at_once(retry_after, time_left, in_flight):
+    error = FlexError("503", status=503, retryable=True, retry_after=retry_after)
+    delay = next_run_delay(error, retry_settings(), time_left, in_flight)
+    if delay is None:
+        assert not in_flight
+    else:
+        assert MIN_WAIT_SECONDS <= delay <= max(time_left, MIN_WAIT_SECONDS)
+
+
+# --------------------------------------------------------------------------
+# defer_delay, affordable_wait, slot_wait: the rate limit's waits
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "proposed, cap, expected",
+    [(1.0, 60.0, 1.0), (0.0, 60.0, MIN_WAIT_SECONDS), (90.0, 60.0, 60.0), (1.0, 0.3, 0.3),
+     (1.0, 0.0, MIN_WAIT_SECONDS), (1.0, -5.0, MIN_WAIT_SECONDS),
+     (float("nan"), 60.0, MIN_WAIT_SECONDS)],
+)  # fmt: skip
+def test_defer_delay_is_never_zero_nor_past_the_cap(proposed, cap, expected):
+    assert defer_delay(proposed, cap) == expected
+
+
+def test_affordable_wait_leaves_room_for_the_create_and_its_outcome():
+    assert affordable_wait(None, 10.0) == MAX_WAIT_SECONDS
+    assert affordable_wait(20.0, 10.0) == 20.0 - (10.0 + OUTCOME_MARGIN_SECONDS)
+    assert affordable_wait(5.0, 10.0) < 0  # out of time: only a free slot will do
+
+
+@pytest.mark.parametrize(
+    "wait, affordable, expected",
+    [(0.0, 5.0, 0.0), (0.004, 5.0, 0.004), (2.0, 5.0, 2.0), (8.0, 5.0, 5.0), (1.0, -3.0, 0.0),
+     (100.0, 1e9, MAX_WAIT_SECONDS)],
+)  # fmt: skip
+def test_a_slot_wait_has_no_floor_and_stays_within_what_the_run_affords(wait, affordable, expected):
+    assert slot_wait(wait, affordable) == expected
+
+
+# --------------------------------------------------------------------------
+# reconnect_delays
+# --------------------------------------------------------------------------
+
+
+@given(cap=st.floats(0.5, 3600))
+def test_the_backoff_doubles_from_half_a_second_to_the_cap_and_stays(cap):
+    delays = reconnect_delays(cap)
+    seen = [next(delays) for _ in range(40)]
+    assert seen[0] == RECONNECT_INITIAL_SECONDS
+    assert all(later >= earlier for earlier, later in itertools.pairwise(seen))
+    assert max(seen) == cap == seen[-1]
+    assert all(b == min(2 * a, cap) for a, b in itertools.pairwise(seen))

@@ -15,11 +15,14 @@ from shared.settings import Settings
 from worker.errors import FlexError
 from worker.retry import (
     MAX_RETRY_AFTER_SECONDS,
+    MAX_WAIT_SECONDS,
     MIN_WAIT_SECONDS,
     bounded_wait,
+    defer_delay,
     parse_retry_after,
     requeue_delay,
     retry_floor,
+    slot_wait,
     wait_retry_after_or_jitter,
 )
 
@@ -107,6 +110,18 @@ def test_requeue_delay_is_bounded_for_any_retry_after(retry_after, initial, time
     error = FlexError("429", status=429, retryable=True, retry_after=retry_after)
     delay = requeue_delay(error, settings, time_left=time_left)
     assert_bounded(delay, retry_floor(settings), time_left)
+
+
+@given(numbers, caps)
+def test_a_hand_back_to_arq_is_bounded_and_never_zero(proposed, cap):
+    defer = defer_delay(proposed, cap)
+    assert math.isfinite(defer) and MIN_WAIT_SECONDS <= defer <= max(cap, MIN_WAIT_SECONDS)
+
+
+@given(numbers, caps)
+def test_a_rate_limit_sleep_stays_within_what_the_run_affords(wait, affordable):
+    sleep = slot_wait(wait, affordable)
+    assert math.isfinite(sleep) and 0.0 <= sleep <= min(max(affordable, 0.0), MAX_WAIT_SECONDS)
 
 
 def test_an_http_date_in_the_far_future_is_capped_and_in_the_past_is_the_floor():

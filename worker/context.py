@@ -1,0 +1,35 @@
+"""What every handover job needs, built once at worker start-up.
+
+A module of its own so that the job (`worker.handover`) and its delivery step
+(`worker.delivery`) both take it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.settings import Settings
+from shared.store import HandoverStore
+from worker.claim import DeliveryClaims
+from worker.flex_client import FlexClient
+from worker.rate_limit import FlexRateLimit
+
+
+@dataclass
+class HandoverContext:
+    """The settings, the status store, the Flex client, and what is built from them:
+    the delivery claims and the rate limit shared by every worker."""
+
+    settings: Settings
+    store: HandoverStore
+    flex: FlexClient
+    claims: DeliveryClaims = field(init=False)
+    rate_limit: FlexRateLimit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.claims = DeliveryClaims(self.store.redis, self.settings.claim_ttl_seconds)
+        self.rate_limit = FlexRateLimit(
+            self.store.redis,
+            self.settings.flex_api_max_rps,
+            attempt_timeout=self.settings.attempt_timeout_seconds,
+        )
