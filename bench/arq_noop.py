@@ -24,12 +24,14 @@ from arq.worker import Worker, func
 from harness import ROOT  # noqa: F401 - puts the project on sys.path
 
 from shared import redis_keys
-from shared.model import arq_job, deserialize_job, serialize_job
+from shared.arq_jobs import handover_job, job_deserializer, job_serializer
 from standins.redis_server import LocalRedisServer
 from worker.main import HandoverWorker
 
+CONVERSATION_SID = "CH" + "0" * 32
 
-async def noop(ctx: dict[str, Any], handover_id: str) -> None:
+
+async def noop(ctx: dict[str, Any], handover_id: str, conversation_sid: str) -> None:
     return None
 
 
@@ -42,7 +44,7 @@ async def drain(url: str, worker_class: type[Worker], jobs: int, concurrency: in
             for n in range(start, min(jobs, start + 1000)):
                 job_id = f"ho_{n:032x}"
                 pipe.psetex(redis_keys.arq_job_key(job_id), expires_extra_ms,
-                            arq_job(redis_keys.HANDOVER_FUNCTION, job_id, now_ms))  # fmt: skip
+                            handover_job(job_id, CONVERSATION_SID, now_ms))  # fmt: skip
                 pipe.zadd(redis_keys.QUEUE_NAME, {job_id: now_ms + n})
             await pipe.execute()
     worker = worker_class(
@@ -53,8 +55,8 @@ async def drain(url: str, worker_class: type[Worker], jobs: int, concurrency: in
         keep_result=0,
         poll_delay=0.05,
         queue_read_limit=max(concurrency, 100),
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
         handle_signals=False,
     )
     run = asyncio.create_task(worker.async_run())

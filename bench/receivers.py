@@ -16,8 +16,8 @@ from aiohttp import web
 from arq.connections import ArqRedis, create_pool
 
 from shared import redis_keys
+from shared.arq_jobs import job_deserializer, job_serializer
 from shared.connections import arq_redis_settings
-from shared.model import deserialize_job, serialize_job
 
 POOL = web.AppKey("pool", ArqRedis)
 
@@ -47,8 +47,8 @@ def build_app(kind: str) -> web.Application:
     async def pool_context(app: web.Application):
         app[POOL] = await create_pool(
             arq_redis_settings(os.environ["REDIS_URL"]),
-            job_serializer=serialize_job,
-            job_deserializer=deserialize_job,
+            job_serializer=job_serializer,
+            job_deserializer=job_deserializer,
         )
         yield
         await app[POOL].aclose()

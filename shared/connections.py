@@ -5,10 +5,13 @@ de-duplicated against the conversation's latest handover (a repeat call gets
 that handover back and is not counted), checked and counted the fixed-window
 rate limits on new handovers per conversation and per customer identity,
 checked the backlog (`HANDOVER_MAX_PENDING`), written the status record
-(`queued`), written an arq-compatible job record and added it to the queue.
-One round trip, and no half-stored handover if Redis goes away; a call refused
-by a rate limit or a full backlog stores nothing at all. Concurrent calls share
-a pipeline (`shared.script_batcher`), each still its own script run.
+(`queued`), written an arq-compatible job record and added it to the queue
+(shared/lua/enqueue.lua). No half-stored handover if Redis goes away; a call
+refused by a rate limit or a full backlog stores nothing at all. One round trip
+for a conversation's first handover; with an earlier one, whose record the script
+may read only through KEYS, it first answers that handover's id and the call is
+made again with its record. Concurrent calls share a pipeline
+(`shared.script_batcher`), each still its own script run.
 
 The backlog is the arq queue's ZCARD: arq keeps a job in the queue from enqueue
 until it finishes (queued, running, deferred for a retry), and removes it when
@@ -29,15 +32,9 @@ from arq.connections import RedisSettings
 from arq.constants import expires_extra_ms
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
-from shared import redis_keys
-from shared.model import (
-    HandoverRequest,
-    Status,
-    arq_job,
-    new_handover_id,
-    new_handover_record,
-    now,
-)
+from shared import lua_scripts, redis_keys
+from shared.arq_jobs import handover_job
+from shared.model import HandoverRequest, Status, new_handover_id, new_handover_record, now
 from shared.script_batcher import ScriptBatcher
 from shared.settings import Settings
 
@@ -48,85 +45,29 @@ STORED, FOUND, RATE_LIMITED, BACKLOG_FULL = 1, 0, 2, 3
 # the workers' pace, so a few seconds would mostly be refused again.
 BACKLOG_RETRY_AFTER_SECONDS = 30
 
-# KEYS: 1 conversation pointer, 2 new status record, 3 arq job record, 4 arq queue,
-#       5 per-conversation rate counter, 6 per-identity rate counter.
-# ARGV: 1 handover id, 2 job bytes, 3 queue score (ms), 4 now (s),
-#       5 the status record's fields as a JSON object of strings.
-# The settings (TTLs, windows, limits) are constants at the top of the script,
-# set once per Enqueuer: fewer arguments to encode on every call.
-# Returns {1, id, 'queued'} (stored), {0, id, state} (the live or recent handover),
-# {2, 'conversation'|'identity', ms left in the window} (rate limited, nothing stored)
-# or {3, 'backlog', live handovers} (MAX_PENDING reached, nothing stored).
-ENQUEUE_SCRIPT_BODY = """
-local existing = redis.call('GET', KEYS[1])
-if existing then
-  local current = redis.call('HMGET', STATUS_PREFIX .. existing, 'state', 'finished_at')
-  local state = current[1]
-  if state == 'queued' or state == 'running' or state == 'retrying' then
-    return {0, existing, state}
-  end
-  if state == 'succeeded'
-     and tonumber(ARGV[4]) - tonumber(current[2] or '0') < DEDUP_WINDOW then
-    return {0, existing, state}
-  end
-end
-local limits = {LIMIT_CONVERSATION, LIMIT_IDENTITY}
-local limited, wait = nil, 0
-for i = 1, 2 do
-  if limits[i] > 0 and tonumber(redis.call('GET', KEYS[4 + i]) or '0') >= limits[i] then
-    local left = redis.call('PTTL', KEYS[4 + i])
-    if left < 0 then
-      redis.call('EXPIRE', KEYS[4 + i], RATE_WINDOW)
-      left = RATE_WINDOW * 1000
-    end
-    if left > wait then
-      limited, wait = (i == 1) and 'conversation' or 'identity', left
-    end
-  end
-end
-if limited then
-  return {2, limited, wait}
-end
-if MAX_PENDING > 0 then
-  local pending = redis.call('ZCARD', KEYS[4])
-  if pending >= MAX_PENDING then
-    return {3, 'backlog', pending}
-  end
-end
-for i = 1, 2 do
-  if limits[i] > 0 and redis.call('INCR', KEYS[4 + i]) == 1 then
-    redis.call('EXPIRE', KEYS[4 + i], RATE_WINDOW)
-  end
-end
-local fields = {}
-for name, value in pairs(cjson.decode(ARGV[5])) do
-  fields[#fields + 1] = name
-  fields[#fields + 1] = value
-end
-redis.call('HSET', KEYS[2], unpack(fields))
-redis.call('EXPIRE', KEYS[2], RECORD_TTL)
-redis.call('SET', KEYS[1], ARGV[1], 'EX', POINTER_TTL)
-redis.call('PSETEX', KEYS[3], JOB_TTL_MS, ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-return {1, ARGV[1], 'queued'}
-"""
+# The pointer the script was given no longer names the handover it was told of: it
+# answers what it names now and stores nothing. The pointer changes only when a new
+# handover is stored, so a second call settles it; more are a race beyond reason.
+READ_AGAIN = 4
+MAX_ENQUEUE_CALLS = 4
 
 
 def enqueue_script(settings: Settings) -> str:
-    """The enqueue script with this deployment's settings as its constants."""
-    constants = {
-        "STATUS_PREFIX": json.dumps(redis_keys.HANDOVER_KEY_PREFIX),
-        "DEDUP_WINDOW": repr(float(settings.dedup_seconds)),
-        "LIMIT_CONVERSATION": str(int(settings.rate_limit_per_conversation)),
-        "LIMIT_IDENTITY": str(int(settings.rate_limit_per_identity)),
-        "RATE_WINDOW": str(int(settings.rate_limit_window_seconds)),
-        "MAX_PENDING": str(int(settings.max_pending)),
-        "RECORD_TTL": str(int(settings.status_ttl_seconds)),
-        "POINTER_TTL": str(int(settings.dedup_key_ttl_seconds)),
-        "JOB_TTL_MS": str(int(expires_extra_ms)),
-    }
-    header = "".join(f"local {name} = {value}\n" for name, value in constants.items())
-    return header + ENQUEUE_SCRIPT_BODY
+    """shared/lua/enqueue.lua with this deployment's settings as its constants."""
+    return lua_scripts.script(
+        "shared",
+        "enqueue.lua",
+        {
+            "DEDUP_WINDOW": float(settings.dedup_seconds),
+            "LIMIT_CONVERSATION": int(settings.rate_limit_per_conversation),
+            "LIMIT_IDENTITY": int(settings.rate_limit_per_identity),
+            "RATE_WINDOW": int(settings.rate_limit_window_seconds),
+            "MAX_PENDING": int(settings.max_pending),
+            "RECORD_TTL": int(settings.status_ttl_seconds),
+            "POINTER_TTL": int(settings.dedup_key_ttl_seconds),
+            "JOB_TTL_MS": int(expires_extra_ms),
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -228,24 +169,38 @@ class Enqueuer:
 
     async def enqueue(self, request: HandoverRequest) -> EnqueueResult:
         """Store a new handover, return the conversation's live one, or refuse
-        a new one over a rate limit or past HANDOVER_MAX_PENDING."""
+        a new one over a rate limit or past HANDOVER_MAX_PENDING.
+
+        The script is first told the conversation has no handover (the common
+        case: one round trip). When it has one, the script answers its id, and the
+        second call passes that handover's record in KEYS to de-duplicate against."""
         handover_id = new_handover_id()
         timestamp = now()
         enqueue_ms = int(timestamp * 1000)
-        job = arq_job(redis_keys.HANDOVER_FUNCTION, handover_id, enqueue_ms)
+        job = handover_job(handover_id, request.conversation_sid, enqueue_ms)
         record = new_handover_record(handover_id, request, timestamp)
+        keys = [
+            redis_keys.conversation_key(request.conversation_sid),
+            redis_keys.handover_key(handover_id),
+            redis_keys.arq_job_key(handover_id),
+            redis_keys.QUEUE_NAME,
+            redis_keys.rate_conversation_key(request.conversation_sid),
+            redis_keys.rate_identity_key(str(request.identity)),
+        ]
         args = [handover_id, job, enqueue_ms, repr(timestamp), json.dumps(record)]
-        outcome, found, detail = await self._script(
-            keys=[
-                redis_keys.conversation_key(request.conversation_sid),
-                redis_keys.handover_key(handover_id),
-                redis_keys.arq_job_key(handover_id),
-                redis_keys.QUEUE_NAME,
-                redis_keys.rate_conversation_key(request.conversation_sid),
-                redis_keys.rate_identity_key(str(request.identity)),
-            ],
-            args=args,
-        )
+        latest = ""
+        for _ in range(MAX_ENQUEUE_CALLS):
+            latest_record = [redis_keys.handover_key(latest)] if latest else []
+            outcome, found, detail = await self._script(
+                keys=[*keys, *latest_record], args=[*args, latest]
+            )
+            if outcome != READ_AGAIN:
+                break
+            latest = found
+        else:
+            raise RuntimeError(
+                f"the conversation's latest handover changed on each of {MAX_ENQUEUE_CALLS} calls"
+            )
         if outcome == RATE_LIMITED:
             return EnqueueResult(
                 "", False, None, limited_by=found, retry_after_seconds=_whole_seconds(detail)

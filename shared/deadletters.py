@@ -1,10 +1,11 @@
 """Dead letters: list failed handovers and replay them onto the queue.
 
 Used by the operator endpoints (`api.admin`) and the CLI (`commands.cli`), so
-both refuse the same things for the same reasons. A replay is one Lua script:
-the checks that make it safe (not succeeded, not live, not superseded by a
-newer handover for the conversation, no arq run still finishing) and the
-writes that re-queue it cannot be split by a worker or a second operator.
+both refuse the same things for the same reasons. A replay is one Lua script
+(shared/lua/replay.lua): the checks that make it safe (not succeeded, not live,
+not superseded by a newer handover for the conversation, no arq run still
+finishing) and the writes that re-queue it cannot be split by a worker or a
+second operator.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from enum import Enum
 import redis.asyncio as aioredis
 from arq.constants import expires_extra_ms
 
-from shared import redis_keys
-from shared.model import HandoverRecord, Status, arq_job, now
+from shared import lua_scripts, redis_keys
+from shared.arq_jobs import handover_job
+from shared.model import HandoverRecord, Status, now
 from shared.settings import Settings
 
 DEFAULT_LIMIT = 50
@@ -25,46 +27,12 @@ MAX_LIMIT = 500
 # Fewer index entries than this per round trip would make pruning a long run
 # of expired ids slow for a small page.
 _MIN_BATCH = 50
+_READ_AGAIN = "read_again"
 
-# KEYS: the status record, the failed index, the arq job record, the arq queue,
-#       arq's in-progress key for this job.
-# ARGV: handover id, job bytes, queue score (ms), job TTL (ms), record TTL (s),
-#       pointer TTL (s), now (s), conversation key prefix, status key prefix.
-# Returns {'replayed', field, value, …} (the record after the replay) or
-# {refusal, detail, detail}.
-# `in_flight_since` is kept: an attempt whose outcome was never learnt may have
-# created the Interaction, and the replayed run must look for it before sending
-# (see shared/store.py).
-REPLAY_SCRIPT = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return {'unknown_handover'} end
-if state == 'succeeded' then
-  return {'already_succeeded', redis.call('HGET', KEYS[1], 'interaction_sid') or ''}
-end
-if state ~= 'failed' then return {'in_progress', state} end
-local finishing = redis.call('PTTL', KEYS[5])
-if finishing ~= -2 then return {'in_progress', 'finishing', tostring(finishing)} end
-local pointer = ARGV[8] .. redis.call('HGET', KEYS[1], 'conversation_sid')
-local latest = redis.call('GET', pointer)
-if latest and latest ~= ARGV[1] then
-  local other = redis.call('HGET', ARGV[9] .. latest, 'state')
-  if other == 'queued' or other == 'running' or other == 'retrying'
-     or other == 'succeeded' then
-    return {'superseded', latest, other}
-  end
-end
-redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'next_attempt_at')
-redis.call('HINCRBY', KEYS[1], 'replays', 1)
-redis.call('HSET', KEYS[1], 'state', 'queued', 'replayed_at', ARGV[7], 'updated_at', ARGV[7])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('SET', pointer, ARGV[1], 'EX', ARGV[6])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('PSETEX', KEYS[3], ARGV[4], ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-local record = redis.call('HGETALL', KEYS[1])
-table.insert(record, 1, 'replayed')
-return record
-"""
+REPLAY_SCRIPT = lua_scripts.script("shared", "replay.lua")
+# The conversation's pointer can only move to a newly stored handover, which is then
+# live: a second read finds it and the replay is refused as superseded.
+MAX_REPLAY_READS = 4
 
 
 class Refusal(str, Enum):
@@ -97,31 +65,56 @@ class FailedPage:
 
 
 async def replay(redis: aioredis.Redis, settings: Settings, handover_id: str) -> ReplayResult:
-    """Put a failed handover back on the queue, or say why not."""
-    timestamp = now()
-    enqueue_ms = int(timestamp * 1000)
+    """Put a failed handover back on the queue, or say why not.
+
+    The script may touch only keys it is given, and whether the handover was
+    superseded depends on two it finds through others: the conversation's pointer
+    (named by the record) and the record of the handover that points to. So they
+    are read first, and the script checks they still are what was read; when not,
+    it writes nothing and answers `read_again`."""
     script = redis.register_script(REPLAY_SCRIPT)
-    reply = await script(
-        keys=[
-            redis_keys.handover_key(handover_id),
+    record_key = redis_keys.handover_key(handover_id)
+    for _ in range(MAX_REPLAY_READS):
+        conversation_sid = await redis.hget(record_key, "conversation_sid")
+        keys = [
+            record_key,
             redis_keys.FAILED_INDEX,
             redis_keys.arq_job_key(handover_id),
             redis_keys.QUEUE_NAME,
             redis_keys.arq_in_progress_key(handover_id),
-        ],
-        args=[
-            handover_id,
-            arq_job(redis_keys.HANDOVER_FUNCTION, handover_id, enqueue_ms),
-            enqueue_ms,
-            expires_extra_ms,
-            settings.status_ttl_seconds,
-            settings.dedup_key_ttl_seconds,
-            repr(timestamp),
-            redis_keys.CONVERSATION_KEY_PREFIX,
-            redis_keys.HANDOVER_KEY_PREFIX,
-        ],
-    )
-    outcome, *rest = [_text(item) for item in reply]
+        ]
+        conversation, latest = "", ""
+        if conversation_sid is not None:
+            conversation = _text(conversation_sid)
+            pointer = redis_keys.conversation_key(conversation)
+            latest = _text(await redis.get(pointer) or "")
+            keys.append(pointer)
+            if latest and latest != handover_id:
+                keys.append(redis_keys.handover_key(latest))
+        timestamp = now()
+        enqueue_ms = int(timestamp * 1000)
+        reply = await script(
+            keys=keys,
+            args=[
+                handover_id,
+                handover_job(handover_id, conversation, enqueue_ms),
+                enqueue_ms,
+                expires_extra_ms,
+                settings.status_ttl_seconds,
+                settings.dedup_key_ttl_seconds,
+                repr(timestamp),
+                conversation,
+                latest,
+            ],
+        )
+        outcome, *rest = [_text(item) for item in reply]
+        if outcome != _READ_AGAIN:
+            break
+    else:
+        raise RuntimeError(
+            f"handover {handover_id}: its conversation's latest handover changed "
+            f"on each of {MAX_REPLAY_READS} reads"
+        )
     if outcome == "replayed":
         record = HandoverRecord.from_hash(dict(zip(rest[::2], rest[1::2], strict=True)))
         return ReplayResult(handover_id, record=record, message="queued again")

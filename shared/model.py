@@ -1,8 +1,7 @@
-"""The handover job and its status record, shared by the API and the worker.
+"""The handover and its status record, shared by the API and the worker.
 
-The arq job carries only the handover id: the request itself lives in the
-status record, so arq's job log lines never hold a phone number, and there is
-one place to read a handover from.
+The request lives in the status record, and nowhere else: the arq job that
+delivers it carries ids only (`shared.arq_jobs`).
 """
 
 from __future__ import annotations
@@ -211,21 +210,6 @@ def new_handover_id() -> str:
 
 def now() -> float:
     return time.time()
-
-
-def serialize_job(data: dict[str, Any]) -> bytes:
-    """arq job serializer: JSON, never pickle (a Redis writer must not run code)."""
-    return json.dumps(data, separators=(",", ":")).encode()
-
-
-def arq_job(function: str, handover_id: str, enqueue_ms: int) -> bytes:
-    """The job record arq's worker reads: one try counter, the function, the
-    handover id as its only argument (no PII in arq's logs), the enqueue time."""
-    return serialize_job({"t": 1, "f": function, "a": [handover_id], "k": {}, "et": enqueue_ms})
-
-
-def deserialize_job(raw: bytes) -> dict[str, Any]:
-    return json.loads(raw)
 
 
 def _optional_int(value: object) -> int | None:

@@ -18,88 +18,34 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from shared import redis_keys
+from shared import lua_scripts, redis_keys
 from shared.model import HandoverError, HandoverRecord, Status, now, truncate_message
 
-# Update an existing hash only: HDEL, HINCRBY, HSET in one step, then, for a
-# final state, refresh the TTL. With a third key, also release the run's
-# delivery claim (compare-and-delete, as `worker.claim`), whether or not the
-# record still exists: the outcome and the claim's end in one round trip.
-# A failure also drops from the failed index every entry that failed more than
-# a TTL ago: that record has expired (the failure set its TTL, and only a
-# replay, which takes it out of the index, sets another), so the index holds
-# no more than one TTL's failures without anyone listing it.
-# KEYS: the record, the failed index, optionally the claim.
-# ARGV: TTL seconds (0 keeps it), failed-index score ('' for none: the handover
-#       is removed from the index), the claim's value (unused without the key),
-#       fields to delete count, those field names, fields to increment by one
-#       count, those field names, then field/value pairs.
-# Returns {record updated 0/1, claim released 0/1}.
-_UPDATE_SCRIPT = """
-local released = 0
-if #KEYS > 2 and redis.call('GET', KEYS[3]) == ARGV[3] then
-  released = redis.call('DEL', KEYS[3])
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, released} end
-local n = tonumber(ARGV[4])
-for i = 1, n do redis.call('HDEL', KEYS[1], ARGV[4 + i]) end
-local m = tonumber(ARGV[5 + n])
-for i = 1, m do redis.call('HINCRBY', KEYS[1], ARGV[5 + n + i], 1) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6 + n + m))
-if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-local id = redis.call('HGET', KEYS[1], 'handover_id')
-if ARGV[2] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[2], id)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[1])))
-elseif tonumber(ARGV[1]) > 0 then
-  redis.call('ZREM', KEYS[2], id)
-end
-return {1, released}
-"""
-
-# The start of a run, in one step (see `worker.claim`): read the record; unless
-# it is missing or final, take the conversation's delivery claim (SET NX PX);
-# holding it, mark the record `running` and read it back. The claim key is
-# built here from the record's conversation, so this needs a standalone Redis
-# (as arq itself does), not a cluster.
-# KEYS: the record. ARGV: claim key prefix, the claim's value, claim TTL (ms), now.
-# Returns {0} missing, {1, state} final, {2, holder's value or ''} claim busy,
-# {3, field, value, ...} held: the record after it was marked running.
-_BEGIN_SCRIPT = """
-local found = redis.call('HMGET', KEYS[1], 'conversation_sid', 'state')
-if not found[1] then return {0} end
-if found[2] == 'succeeded' or found[2] == 'failed' then return {1, found[2]} end
-local claim = ARGV[1] .. found[1]
-if not redis.call('SET', claim, ARGV[2], 'NX', 'PX', ARGV[3]) then
-  return {2, redis.call('GET', claim) or ''}
-end
-redis.call('HDEL', KEYS[1], 'next_attempt_at')
-redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', ARGV[4])
-local record = redis.call('HGETALL', KEYS[1])
-table.insert(record, 1, 3)
-return record
-"""
-MISSING, FINAL, CLAIM_BUSY, CLAIM_HELD = 0, 1, 2, 3
+UPDATE_SCRIPT = lua_scripts.script("shared", "update.lua")
+BEGIN_SCRIPT = lua_scripts.script("shared", "begin_run.lua")
+MISSING, FINAL, CLAIM_BUSY, CLAIM_HELD, OTHER_CONVERSATION = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
 class RunStart:
     """What `HandoverStore.begin_run` found: `outcome` is MISSING, FINAL,
-    CLAIM_BUSY or CLAIM_HELD; `record` is set when held, `state` when final,
-    `holder` (the claim's value) when busy."""
+    CLAIM_BUSY, CLAIM_HELD or OTHER_CONVERSATION; `record` is set when held,
+    `state` when final, `holder` (the claim's value) when busy,
+    `conversation_sid` (the record's) for another conversation."""
 
     outcome: int
     record: HandoverRecord | None = None
     state: Status | None = None
     holder: str | None = None
+    conversation_sid: str | None = None
 
 
 class HandoverStore:
     def __init__(self, redis: aioredis.Redis, status_ttl_seconds: int):
         self._redis = redis
         self._ttl = status_ttl_seconds
-        self._update = redis.register_script(_UPDATE_SCRIPT)
-        self._begin = redis.register_script(_BEGIN_SCRIPT)
+        self._update = redis.register_script(UPDATE_SCRIPT)
+        self._begin = redis.register_script(BEGIN_SCRIPT)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -111,14 +57,25 @@ class HandoverStore:
             return None
         return HandoverRecord.from_hash(_decoded(data))
 
+    async def conversation_of(self, handover_id: str) -> str | None:
+        """The record's conversation SID; None when there is no record."""
+        value = await self._redis.hget(redis_keys.handover_key(handover_id), "conversation_sid")
+        return None if value is None else _text(value)
+
     async def begin_run(
-        self, handover_id: str, claim_prefix: str, claim_value: str, claim_ttl_ms: int
+        self,
+        handover_id: str,
+        conversation_sid: str,
+        claim_key: str,
+        claim_value: str,
+        claim_ttl_ms: int,
     ) -> RunStart:
-        """Take the delivery claim and mark the record running, in one round trip;
-        a missing or final record takes nothing. `worker.claim` owns the claim."""
+        """Take the delivery claim `claim_key` (of `conversation_sid`) and mark the
+        record running, in one round trip; a missing or final record, or one of
+        another conversation, takes nothing. `worker.claim` owns the claim."""
         reply = await self._begin(
-            keys=[redis_keys.handover_key(handover_id)],
-            args=[claim_prefix, claim_value, claim_ttl_ms, repr(now())],
+            keys=[redis_keys.handover_key(handover_id), claim_key],
+            args=[conversation_sid, claim_value, claim_ttl_ms, repr(now())],
         )
         outcome = int(reply[0])
         if outcome == CLAIM_HELD:
@@ -128,12 +85,9 @@ class HandoverStore:
             return RunStart(FINAL, state=Status(_text(reply[1])))
         if outcome == CLAIM_BUSY:
             return RunStart(CLAIM_BUSY, holder=_text(reply[1]) or None)
+        if outcome == OTHER_CONVERSATION:
+            return RunStart(OTHER_CONVERSATION, conversation_sid=_text(reply[1]))
         return RunStart(MISSING)
-
-    async def mark_running(self, handover_id: str) -> bool:
-        return await self._set(
-            handover_id, {"state": Status.RUNNING.value}, clear=["next_attempt_at"]
-        )
 
     async def start_attempt(self, handover_id: str) -> float:
         """Counts the attempt and marks it in flight; returns its `in_flight_since`."""

@@ -12,7 +12,8 @@ the conversation for good.
 
 On the job's path the claim costs no round trip of its own: `begin` takes it
 in the script that reads the record and marks it running
-(`HandoverStore.begin_run`), and the final write (`mark_succeeded`,
+(`HandoverStore.begin_run`; the job names the conversation, so the claim's key
+is known before the record is read), and the final write (`mark_succeeded`,
 `mark_failed`) releases it in the same script; `releasing` releases it only
 when no final write did (a retry, an error, a cancellation).
 """
@@ -29,21 +30,15 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from shared import redis_keys
-from shared.store import CLAIM_HELD, ClaimRelease, RunStart
+from shared import lua_scripts, redis_keys
+from shared.store import CLAIM_HELD, MISSING, OTHER_CONVERSATION, ClaimRelease, RunStart
 
 if TYPE_CHECKING:
     from shared.store import HandoverStore
 
 logger = logging.getLogger(f"flex_handover.{__name__}")
 
-# KEYS: the claim. ARGV: the value the run set. Deletes only the run's own claim.
-_RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+RELEASE_SCRIPT = lua_scripts.script("worker", "release_claim.lua")
 
 
 def claim_value(handover_id: str, run_token: str) -> str:
@@ -52,55 +47,42 @@ def claim_value(handover_id: str, run_token: str) -> str:
 
 class DeliveryClaims:
     def __init__(self, redis: aioredis.Redis, ttl_seconds: float):
-        self._redis = redis
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._release = redis.register_script(_RELEASE_SCRIPT)
+        self._releaser = ClaimReleaser(redis)
         self.unreleased: list[ClaimRelease] = []
         """Claims a run could not release because Redis was gone: the worker
         process releases them once it reaches Redis again (worker.main)."""
 
-    async def take(self, conversation_sid: str, handover_id: str) -> str | None:
-        """The claim's value if this run now holds it; None while another run does."""
-        value = claim_value(handover_id, secrets.token_hex(8))
-        taken = await self._redis.set(
-            redis_keys.claim_key(conversation_sid), value, nx=True, px=self._ttl_ms
-        )
-        return value if taken else None
-
-    async def release(self, conversation_sid: str, value: str) -> bool:
-        """Compare-and-delete: False when the claim had expired (and maybe been retaken)."""
-        return bool(await self._release(keys=[redis_keys.claim_key(conversation_sid)], args=[value]))
-
-    async def holder(self, conversation_sid: str) -> str | None:
-        """The handover id holding the claim, for a log line."""
-        value = await self._redis.get(redis_keys.claim_key(conversation_sid))
-        if value is None:
-            return None
-        text = value.decode() if isinstance(value, bytes) else value
-        return text.rpartition(":")[0] or None
-
     async def begin(
-        self, store: HandoverStore, handover_id: str
+        self, store: HandoverStore, handover_id: str, conversation_sid: str | None = None
     ) -> tuple[RunStart, ClaimRelease | None]:
-        """Read the record and, unless it is missing or final, take the claim and
-        mark the record running: one round trip. The claim is returned when held;
-        release it with a final write or `releasing`."""
+        """Read the record and, unless it is missing or final, take the claim of
+        `conversation_sid` (the job's) and mark the record running: one round trip.
+        A job from before jobs carried the conversation first reads it from the
+        record. The claim is returned when held; release it with a final write or
+        `releasing`."""
+        if conversation_sid is None:
+            conversation_sid = await store.conversation_of(handover_id)
+            if conversation_sid is None:
+                return RunStart(MISSING), None
         value = claim_value(handover_id, secrets.token_hex(8))
-        start = await store.begin_run(handover_id, redis_keys.CLAIM_KEY_PREFIX, value, self._ttl_ms)
+        key = redis_keys.claim_key(conversation_sid)
+        start = await store.begin_run(handover_id, conversation_sid, key, value, self._ttl_ms)
+        if start.outcome == OTHER_CONVERSATION and start.conversation_sid is not None:
+            # The record is the truth (nothing changes its conversation): claim that one.
+            logger.warning(
+                "handover %s: its job names conversation %s, its record %s; using the record's",
+                handover_id,
+                conversation_sid,
+                start.conversation_sid,
+            )
+            key = redis_keys.claim_key(start.conversation_sid)
+            start = await store.begin_run(
+                handover_id, start.conversation_sid, key, value, self._ttl_ms
+            )
         if start.outcome != CLAIM_HELD or start.record is None:
             return start, None
-        return start, ClaimRelease(redis_keys.claim_key(start.record.request.conversation_sid), value)
-
-    @asynccontextmanager
-    async def hold(self, conversation_sid: str, handover_id: str) -> AsyncIterator[bool]:
-        """Yields whether this run holds the claim; releases it on the way out,
-        cancelled or not."""
-        value = await self.take(conversation_sid, handover_id)
-        if value is None:
-            yield False
-            return
-        async with self.releasing(ClaimRelease(redis_keys.claim_key(conversation_sid), value), handover_id):
-            yield True
+        return start, ClaimRelease(key, value)
 
     @asynccontextmanager
     async def releasing(self, claim: ClaimRelease, handover_id: str) -> AsyncIterator[None]:
@@ -118,8 +100,7 @@ class DeliveryClaims:
     async def _release_quietly(self, claim: ClaimRelease, handover_id: str) -> None:
         """A failed release must not replace the run's own outcome: the TTL ends the claim."""
         try:
-            claim.released = bool(await self._release(keys=[claim.key], args=[claim.value]))
-            if not claim.released:
+            if not await self._releaser.release(claim):
                 logger.warning("handover %s: its delivery claim had expired", handover_id)
         except RedisError as exc:
             self.unreleased.append(claim)
@@ -131,9 +112,22 @@ class DeliveryClaims:
             )
 
 
+class ClaimReleaser:
+    """Compare-and-delete of delivery claims (worker/lua/release_claim.lua), through
+    one client: a run's own on its way out, or what runs of this process took
+    through an earlier connection (see `worker.reconnect`)."""
+
+    def __init__(self, redis: aioredis.Redis):
+        self._script = redis.register_script(RELEASE_SCRIPT)
+
+    async def release(self, claim: ClaimRelease) -> bool:
+        """Release `claim` if it still is its run's; sets and returns `claim.released`."""
+        claim.released = bool(await self._script(keys=[claim.key], args=[claim.value]))
+        return claim.released
+
+
 async def release_claims(redis: aioredis.Redis, claims: list[ClaimRelease]) -> None:
-    """Compare-and-delete claims that runs of this process took through an
-    earlier connection (see `worker.reconnect`)."""
-    release = redis.register_script(_RELEASE_SCRIPT)
+    """Release claims that runs of this process took through an earlier connection."""
+    releaser = ClaimReleaser(redis)
     for claim in claims:
-        claim.released = bool(await release(keys=[claim.key], args=[claim.value]))
+        await releaser.release(claim)

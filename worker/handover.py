@@ -39,11 +39,14 @@ from worker.task_lookup import next_create_at
 logger = logging.getLogger(f"flex_handover.{__name__}")
 
 
-async def deliver_handover(ctx: dict[str, Any], handover_id: str) -> str:
-    """arq entry point; returns the final or current state for arq's log."""
+async def deliver_handover(
+    ctx: dict[str, Any], handover_id: str, conversation_sid: str | None = None
+) -> str:
+    """arq entry point; returns the final or current state for arq's log. A job
+    enqueued before jobs carried the conversation (`shared.arq_jobs`) has none."""
     context: HandoverContext = ctx["handover"]
     try:
-        start, claim = await context.claims.begin(context.store, handover_id)
+        start, claim = await context.claims.begin(context.store, handover_id, conversation_sid)
         if start.outcome == MISSING:
             logger.warning(
                 "handover %s: no status record (expired), nothing to deliver", handover_id

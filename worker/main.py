@@ -44,14 +44,14 @@ from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
-from shared import redis_keys
+from shared import lua_scripts, redis_keys
+from shared.arq_jobs import job_deserializer, job_serializer
 from shared.connections import (
     arq_redis_settings,
     redis_error_text,
     redis_location,
     write_refusal,
 )
-from shared.model import deserialize_job, serialize_job
 from shared.logging import register_secrets
 from shared.settings import Settings
 from shared.store import HandoverStore
@@ -77,36 +77,8 @@ REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
-# Takes up to ARGV[2] ready jobs (score <= now) from the head of the queue,
-# each only if its in-progress key could be set (SET NX PX): what arq's
-# start_jobs does per job with WATCH/EXISTS/ZSCORE/MULTI, for a batch at once.
-# Jobs running elsewhere or left by a dead run are skipped here, in Redis, so
-# they neither cost a round trip each nor hide the jobs behind them. At most
-# ARGV[5] queue entries are looked at (bounds the script's run time). Builds
-# in-progress keys from ARGV[4], so a standalone Redis only, as arq needs.
-# KEYS: the queue. ARGV: now (ms), how many, in-progress TTL (ms), in-progress
-# key prefix, scan limit. Returns {job id, score, job id, score, ...}.
-PICK_SCRIPT = """
-local wanted = tonumber(ARGV[2])
-local limit = tonumber(ARGV[5])
-local batch = 256
-local picked = {}
-local offset = 0
-while offset < limit do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES',
-                         'LIMIT', offset, math.min(batch, limit - offset))
-  for i = 1, #ids, 2 do
-    if redis.call('SET', ARGV[4] .. ids[i], '1', 'PX', ARGV[3], 'NX') then
-      picked[#picked + 1] = ids[i]
-      picked[#picked + 1] = ids[i + 1]
-      if #picked >= 2 * wanted then return picked end
-    end
-  end
-  if #ids < 2 * batch then return picked end
-  offset = offset + batch
-end
-return picked
-"""
+# Picks ready jobs for every free slot: worker/lua/pick.lua.
+PICK_SCRIPT = lua_scripts.script("worker", "pick.lua")
 # Queue entries one pick may look at, per job slot (at least PICK_SCAN_MIN):
 # room for every worker's running jobs and a dead run's leftovers ahead of
 # the ready ones. About a microsecond of Redis time each.
@@ -245,7 +217,6 @@ class HandoverWorker(Worker):
                 timestamp_ms(),
                 free,
                 int(self.in_progress_timeout_s * 1000),
-                redis_keys.ARQ_IN_PROGRESS_PREFIX,
                 self._pick_scan_limit,
             ],
         )
@@ -279,8 +250,8 @@ def arq_client(url: str) -> ArqRedis:
         socket_connect_timeout=arq_redis_settings(url).conn_timeout,
         encoding="utf8",
     )
-    client.job_serializer = serialize_job
-    client.job_deserializer = deserialize_job
+    client.job_serializer = job_serializer
+    client.job_deserializer = job_deserializer
     client.default_queue_name = redis_keys.QUEUE_NAME
     return client
 
@@ -338,8 +309,8 @@ def create_worker(
         "poll_delay": settings.worker_poll_delay_seconds,
         # Only arq's own burst mode reads it: HandoverWorker picks by script.
         "queue_read_limit": max(settings.worker_concurrency, 100),
-        "job_serializer": serialize_job,
-        "job_deserializer": deserialize_job,
+        "job_serializer": job_serializer,
+        "job_deserializer": job_deserializer,
         "handle_signals": handle_signals,
         "health_check_key": redis_keys.worker_health_key(socket.gethostname()),
         "health_check_interval": WORKER_HEALTH_INTERVAL_SECONDS,

@@ -18,9 +18,10 @@ from arq.constants import expires_extra_ms
 from arq.worker import Retry
 
 from shared import redis_keys
-from shared.model import arq_job
+from shared.arq_jobs import job_serializer
 from shared.store import HandoverStore
 from tests.support.values import CONVERSATION_SID, session_header
+from worker.claim import DeliveryClaims
 from worker.context import HandoverContext
 from worker.flex_client import CreatedInteraction, FlexClient
 from worker.handover import deliver_handover
@@ -83,8 +84,11 @@ async def killed_mid_attempt(
     (SIGKILL) before recording any answer; its claim has since expired."""
     handover_id = await hand_over(service)
     store = HandoverStore(redis, service.settings.status_ttl_seconds)
-    await store.mark_running(handover_id)
+    claims = DeliveryClaims(redis, service.settings.claim_ttl_seconds)
+    _, claim = await claims.begin(store, handover_id, CONVERSATION_SID)
+    assert claim is not None
     await store.start_attempt(handover_id)
+    await redis.delete(claim.key)  # expired by the time the job runs again
     created = None
     if reached_twilio:
         record = await store.get(handover_id)
@@ -225,20 +229,27 @@ async def test_many_concurrent_runs_of_one_job_make_one_interaction(
     assert len(simulator.requests) == 1
 
 
+def old_job(handover_id: str, enqueue_ms: int) -> bytes:
+    """A job record as versions before `shared.arq_jobs.handover_job` wrote it."""
+    return job_serializer(
+        {"t": 1, "f": redis_keys.HANDOVER_FUNCTION, "a": [handover_id], "k": {}, "et": enqueue_ms}
+    )
+
+
 async def test_two_workers_running_the_same_handover_make_one_interaction(
     start_service, simulator, redis
 ):
     """A duplicate delivery under another arq job id (a redelivery racing the
-    original), picked up by a second worker while the first is sending."""
+    original), picked up by a second worker while the first is sending. The
+    duplicate is an older version's job, without the conversation: its run
+    must claim the same conversation as the original's."""
     service = await start_service(worker=False)
     other = await start_service(worker=False)
     handover_id = await hand_over(service)
     enqueue_ms = int(time.time() * 1000)
     duplicate = "dup-" + handover_id
     await redis.psetex(
-        redis_keys.arq_job_key(duplicate),
-        expires_extra_ms,
-        arq_job(redis_keys.HANDOVER_FUNCTION, handover_id, enqueue_ms),
+        redis_keys.arq_job_key(duplicate), expires_extra_ms, old_job(handover_id, enqueue_ms)
     )
     await redis.zadd(redis_keys.QUEUE_NAME, {duplicate: enqueue_ms})
     simulator.latency = 0.3
@@ -250,6 +261,27 @@ async def test_two_workers_running_the_same_handover_make_one_interaction(
     assert len(simulator.interactions) == 1
     assert len(simulator.requests) == 1
     assert record["attempts"] == 1
+
+
+async def test_a_job_from_before_jobs_carried_the_conversation_is_delivered_once(
+    start_service, simulator, redis
+):
+    """An older version's job names the handover only: the run reads the
+    conversation from the record first."""
+    service = await start_service(worker=False)
+    handover_id = await hand_over(service)
+    await redis.psetex(
+        redis_keys.arq_job_key(handover_id),
+        expires_extra_ms,
+        old_job(handover_id, int(time.time() * 1000)),
+    )
+
+    await service.start_worker()
+    record = await service.wait_final(handover_id)
+
+    assert record["state"] == "succeeded", record
+    assert len(simulator.interactions) == 1
+    assert len(simulator.requests) == 1
 
 
 async def test_fifty_simultaneous_tool_calls_with_two_workers_make_one_interaction(

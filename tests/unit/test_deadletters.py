@@ -97,8 +97,12 @@ async def test_replay_requeues_a_failed_handover_as_a_stock_arq_job(redis):
     assert await redis.zscore(redis_keys.FAILED_INDEX, handover_id) is None
     job = json.loads(await redis.get(redis_keys.arq_job_key(handover_id)))
     assert job == {
-        "t": 1, "f": redis_keys.HANDOVER_FUNCTION, "a": [handover_id], "k": {}, "et": job["et"]
-    }  # fmt: skip
+        "t": 1,
+        "f": redis_keys.HANDOVER_FUNCTION,
+        "a": [handover_id, record.request.conversation_sid],
+        "k": {},
+        "et": job["et"],
+    }
     assert expires_extra_ms - 100_000 < await redis.pttl(redis_keys.arq_job_key(handover_id))
     assert await redis.zscore(redis_keys.QUEUE_NAME, handover_id) == job["et"]
 
@@ -191,6 +195,39 @@ async def test_newer_handover_whose_record_expired_does_not_block_a_replay(redis
     await redis.set(redis_keys.conversation_key(new_conversation_sid(7)), new_handover_id())
 
     assert (await replay(redis, SETTINGS, old)).replayed
+
+
+async def test_a_newer_handover_stored_after_the_pointer_was_read_is_seen(redis, monkeypatch):
+    """The script checks the pointer it was given is the one it finds: when a new
+    handover was stored between the read and the script, it writes nothing, and
+    the second read finds it (refused as superseded, as without the race)."""
+    old = await store_handover(redis, conversation=7)
+    pointer = redis_keys.conversation_key(new_conversation_sid(7))
+    newer: list[str] = []
+    read = redis.get
+
+    async def get_then_store_a_newer_one(name):
+        value = await read(name)
+        if name == pointer and not newer:
+            newer.append(await store_handover(redis, Status.QUEUED, conversation=7))
+        return value
+
+    monkeypatch.setattr(redis, "get", get_then_store_a_newer_one)
+    script_runs = []
+    run = redis.evalsha
+
+    async def counted(*args):
+        script_runs.append(args[0])
+        return await run(*args)
+
+    monkeypatch.setattr(redis, "evalsha", counted)
+
+    result = await replay(redis, SETTINGS, old)
+
+    assert result.refusal is Refusal.SUPERSEDED and newer[0] in result.message
+    assert len(script_runs) == 2
+    assert await nothing_queued(redis, old)
+    assert await redis.hget(redis_keys.handover_key(old), "state") == "failed"
 
 
 # --- list_failed ---

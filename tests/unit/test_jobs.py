@@ -1,4 +1,4 @@
-"""shared.model: the status record, its public view and the arq job serializer."""
+"""shared.model: the status record and its public view."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ from shared.model import (
     HandoverRequest,
     Identity,
     Status,
-    deserialize_job,
     new_handover_id,
     new_handover_record,
-    serialize_job,
 )
 from tests.support.values import CONVERSATION_SID
 
@@ -210,36 +208,3 @@ def test_new_handover_id_shape_and_uniqueness():
     ids = {new_handover_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(re.fullmatch(r"ho_[0-9a-f]{32}", handover_id) for handover_id in ids)
-
-
-@pytest.mark.parametrize(
-    "job",
-    [
-        {"t": 1, "f": "deliver_handover", "a": [HANDOVER_ID], "k": {}, "et": 1735732800123},
-        {"r": None, "s": True, "st": 1.5, "ft": 2.25, "q": "arq:queue"},
-        {"text": "ü €", "nested": {"list": [1, 2.5, None, True]}},
-    ],
-)
-def test_serialize_job_round_trip(job):
-    raw = serialize_job(job)
-    assert isinstance(raw, bytes)
-    assert json.loads(raw.decode("utf-8")) == job  # plain JSON, readable by anyone
-    assert not raw.startswith(b"\x80")  # not a pickle
-    assert deserialize_job(raw) == job
-
-
-def test_serialize_job_turns_tuples_into_lists():
-    """arq passes positional args as a tuple; after JSON they come back as a list."""
-    assert deserialize_job(serialize_job({"a": (HANDOVER_ID,)})) == {"a": [HANDOVER_ID]}
-
-
-def test_serialize_job_refuses_what_json_cannot_hold():
-    with pytest.raises(TypeError):
-        serialize_job({"a": [object()]})
-
-
-def test_deserialize_job_refuses_a_pickle():
-    import pickle
-
-    with pytest.raises(ValueError):
-        deserialize_job(pickle.dumps({"f": "deliver_handover"}))

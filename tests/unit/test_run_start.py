@@ -24,6 +24,7 @@ from shared.store import (
     CLAIM_HELD,
     FINAL,
     MISSING,
+    OTHER_CONVERSATION,
     ClaimRelease,
     HandoverStore,
 )
@@ -57,7 +58,7 @@ async def handover_id(redis) -> str:
 async def test_begin_takes_the_claim_and_marks_the_record_running(
     store, claims, redis, handover_id
 ):
-    start, claim = await claims.begin(store, handover_id)
+    start, claim = await claims.begin(store, handover_id, CONVERSATION_SID)
     assert start.outcome == CLAIM_HELD
     assert claim is not None and claim.key == CLAIM
     assert claim.value.startswith(handover_id + ":")
@@ -73,7 +74,7 @@ async def test_begin_while_another_run_holds_the_claim_writes_nothing(
     store, claims, redis, handover_id
 ):
     await redis.set(CLAIM, claim_value("ho_other", "run"), px=30_000)
-    start, claim = await claims.begin(store, handover_id)
+    start, claim = await claims.begin(store, handover_id, CONVERSATION_SID)
     assert (start.outcome, claim) == (CLAIM_BUSY, None)
     assert start.holder == claim_value("ho_other", "run")
     assert await redis.hget(redis_keys.handover_key(handover_id), "state") == "queued"
@@ -84,11 +85,22 @@ async def test_begin_on_a_final_or_missing_record_takes_no_claim(
     store, claims, redis, handover_id
 ):
     await redis.hset(redis_keys.handover_key(handover_id), "state", "succeeded")
-    start, claim = await claims.begin(store, handover_id)
+    start, claim = await claims.begin(store, handover_id, CONVERSATION_SID)
     assert (start.outcome, start.state, claim) == (FINAL, Status.SUCCEEDED, None)
-    start, claim = await claims.begin(store, new_handover_id())
+    start, claim = await claims.begin(store, new_handover_id(), CONVERSATION_SID)
     assert (start.outcome, claim) == (MISSING, None)
     assert await redis.exists(CLAIM) == 0
+
+
+async def test_begin_run_for_another_conversations_claim_takes_nothing(
+    store, redis, handover_id
+):
+    """The job's conversation names the claim; the script checks it is the record's."""
+    other = redis_keys.claim_key("CH" + "0" * 32)
+    start = await store.begin_run(handover_id, "CH" + "0" * 32, other, "run", 30_000)
+    assert (start.outcome, start.conversation_sid) == (OTHER_CONVERSATION, CONVERSATION_SID)
+    assert await redis.exists(other, CLAIM) == 0
+    assert await redis.hget(redis_keys.handover_key(handover_id), "state") == "queued"
 
 
 async def test_begin_reads_a_bytes_client(redis_server, handover_id):
@@ -106,7 +118,7 @@ async def test_begin_reads_a_bytes_client(redis_server, handover_id):
 
 
 async def test_a_final_write_releases_the_runs_own_claim(store, claims, redis, handover_id):
-    _, claim = await claims.begin(store, handover_id)
+    _, claim = await claims.begin(store, handover_id, CONVERSATION_SID)
     assert await store.mark_succeeded(handover_id, "KD" + "1" * 32, None, release=claim)
     assert claim.released is True
     assert await redis.exists(CLAIM) == 0
@@ -133,13 +145,13 @@ async def test_a_final_write_on_an_expired_record_still_releases_the_claim(store
 
 
 async def test_releasing_releases_unless_a_final_write_did(store, claims, redis, handover_id):
-    _, claim = await claims.begin(store, handover_id)
+    _, claim = await claims.begin(store, handover_id, CONVERSATION_SID)
     with pytest.raises(RuntimeError):
         async with claims.releasing(claim, handover_id):
             raise RuntimeError("a retry, an error")
     assert claim.released is True and await redis.exists(CLAIM) == 0
 
-    _, claim = await claims.begin(store, handover_id)
+    _, claim = await claims.begin(store, handover_id, CONVERSATION_SID)
     async with claims.releasing(claim, handover_id):
         await store.mark_succeeded(handover_id, "KD1", None, release=claim)
         await redis.set(CLAIM, "ho_next:run")  # the next holder, after our release

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -12,10 +13,7 @@ from shared.connections import create_redis
 from shared.script_batcher import ScriptBatcher
 
 # Appends ARGV[1] to the list KEYS[1]; returns the list's new length and ARGV[1].
-APPEND = """
-local length = redis.call('RPUSH', KEYS[1], ARGV[1])
-return {length, ARGV[1]}
-"""
+APPEND = (Path(__file__).parent / "lua" / "append.lua").read_text()
 
 
 async def test_each_caller_gets_its_own_answer_from_one_shared_pipeline(redis):

@@ -16,8 +16,9 @@ from arq.constants import expires_extra_ms, in_progress_key_prefix
 from arq.worker import func
 
 from shared import redis_keys
+from shared.arq_jobs import handover_job, job_deserializer, job_serializer
 from shared.connections import arq_redis_settings
-from shared.model import arq_job, deserialize_job, serialize_job
+from tests.support.values import CONVERSATION_SID
 from worker.main import HandoverWorker
 
 
@@ -25,12 +26,12 @@ async def store_jobs(pool, ids: list[str]) -> None:
     now_ms = int(time.time() * 1000) - 1000
     for n, job_id in enumerate(ids):
         await pool.psetex(redis_keys.arq_job_key(job_id), expires_extra_ms,
-                          arq_job(redis_keys.HANDOVER_FUNCTION, job_id, now_ms))  # fmt: skip
+                          handover_job(job_id, CONVERSATION_SID, now_ms))  # fmt: skip
         await pool.zadd(redis_keys.QUEUE_NAME, {job_id: now_ms + n})
 
 
 def make_worker(pool, ran: list[str], max_jobs: int, hold: asyncio.Event | None = None):
-    async def job(ctx: dict[str, Any], handover_id: str) -> None:
+    async def job(ctx: dict[str, Any], handover_id: str, conversation_sid: str) -> None:
         ran.append(handover_id)
         if hold is not None:
             await hold.wait()
@@ -43,8 +44,8 @@ def make_worker(pool, ran: list[str], max_jobs: int, hold: asyncio.Event | None 
         keep_result=0,
         poll_delay=0.01,
         queue_read_limit=10,
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
         handle_signals=False,
     )
 

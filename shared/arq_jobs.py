@@ -1,0 +1,45 @@
+"""The handover's arq job, and the JSON arq is configured with to read and write it.
+
+arq pickles jobs by default: a pickle runs code when it is read, so anyone able to
+write to Redis could run code in the worker. Every arq client and worker here reads
+and writes JSON instead (`job_serializer`, `job_deserializer`).
+
+The job carries the handover id and its conversation SID: the request itself lives
+in the status record, so arq's job log lines never hold a phone number, and there is
+one place to read a handover from; the conversation names the delivery claim the
+run takes before it reads the record (`worker.claim`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from arq.jobs import serialize_job
+
+from shared import redis_keys
+
+# arq counts a job's tries from the one its record carries.
+FIRST_TRY = 1
+
+
+def job_serializer(data: dict[str, Any]) -> bytes:
+    """arq's job serializer: JSON, never pickle (a Redis writer must not run code)."""
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def job_deserializer(raw: bytes) -> dict[str, Any]:
+    return json.loads(raw)
+
+
+def handover_job(handover_id: str, conversation_sid: str, enqueue_ms: int) -> bytes:
+    """The job record arq's worker reads: `deliver_handover(handover_id,
+    conversation_sid)`, its first try, enqueued at `enqueue_ms`."""
+    return serialize_job(
+        redis_keys.HANDOVER_FUNCTION,
+        (handover_id, conversation_sid),
+        {},
+        FIRST_TRY,
+        enqueue_ms,
+        serializer=job_serializer,
+    )

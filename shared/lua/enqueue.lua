@@ -1,0 +1,71 @@
+-- Store a new handover, or answer the conversation's live one (shared/connections.py,
+-- Enqueuer.enqueue): de-duplicate, check and count the rate limits, check the backlog,
+-- write the status record, the arq job record and the queue entry, in one step.
+-- KEYS: 1 the conversation pointer, 2 the new status record, 3 the arq job record,
+--       4 the arq queue, 5 the per-conversation rate counter, 6 the per-identity rate
+--       counter, 7 the status record of the handover ARGV[6] names (absent when '').
+-- ARGV: 1 handover id, 2 job bytes, 3 queue score (ms), 4 now (s), 5 the status
+--       record's fields as a JSON object of strings, 6 the pointer's value as the
+--       caller read it ('' for none: the first call reads nothing and passes '').
+-- Constants (shared/lua_scripts.py, from the settings): DEDUP_WINDOW (s),
+-- LIMIT_CONVERSATION, LIMIT_IDENTITY, RATE_WINDOW (s), MAX_PENDING, RECORD_TTL (s),
+-- POINTER_TTL (s), JOB_TTL_MS.
+-- Returns {1, id, STATE.QUEUED} (stored), {0, id, state} (the live or recent
+-- handover), {2, 'conversation'|'identity', ms left in the window} (rate limited,
+-- nothing stored), {3, 'backlog', live handovers} (MAX_PENDING reached, nothing
+-- stored) or {4, the pointer's value, ''}: it is not ARGV[6], so KEYS[7] is not its
+-- record; nothing stored, call again with that value and its record.
+local existing = redis.call('GET', KEYS[1])
+if (existing or '') ~= ARGV[6] then
+  return {4, existing or '', ''}
+end
+if existing then
+  local current = redis.call('HMGET', KEYS[7], 'state', 'finished_at')
+  local state = current[1]
+  if LIVE[state] then
+    return {0, existing, state}
+  end
+  if state == STATE.SUCCEEDED
+     and tonumber(ARGV[4]) - tonumber(current[2] or '0') < DEDUP_WINDOW then
+    return {0, existing, state}
+  end
+end
+local limits = {LIMIT_CONVERSATION, LIMIT_IDENTITY}
+local limited, wait = nil, 0
+for i = 1, 2 do
+  if limits[i] > 0 and tonumber(redis.call('GET', KEYS[4 + i]) or '0') >= limits[i] then
+    local left = redis.call('PTTL', KEYS[4 + i])
+    if left < 0 then
+      redis.call('EXPIRE', KEYS[4 + i], RATE_WINDOW)
+      left = RATE_WINDOW * 1000
+    end
+    if left > wait then
+      limited, wait = (i == 1) and 'conversation' or 'identity', left
+    end
+  end
+end
+if limited then
+  return {2, limited, wait}
+end
+if MAX_PENDING > 0 then
+  local pending = redis.call('ZCARD', KEYS[4])
+  if pending >= MAX_PENDING then
+    return {3, 'backlog', pending}
+  end
+end
+for i = 1, 2 do
+  if limits[i] > 0 and redis.call('INCR', KEYS[4 + i]) == 1 then
+    redis.call('EXPIRE', KEYS[4 + i], RATE_WINDOW)
+  end
+end
+local fields = {}
+for name, value in pairs(cjson.decode(ARGV[5])) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('EXPIRE', KEYS[2], RECORD_TTL)
+redis.call('SET', KEYS[1], ARGV[1], 'EX', POINTER_TTL)
+redis.call('PSETEX', KEYS[3], JOB_TTL_MS, ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+return {1, ARGV[1], STATE.QUEUED}

@@ -1,0 +1,32 @@
+-- Update an existing status record (shared/store.py, HandoverStore._set): HDEL,
+-- HINCRBY, HSET in one step, then, for a final state, refresh the TTL. With a third
+-- key, also release the run's delivery claim (compare_and_delete, as
+-- worker/lua/release_claim.lua), whether or not the record still exists: the outcome
+-- and the claim's end in one round trip.
+-- A failure also drops from the failed index every entry that failed more than a TTL
+-- ago: that record has expired (the failure set its TTL, and only a replay, which
+-- takes it out of the index, sets another), so the index holds no more than one
+-- TTL's failures without anyone listing it.
+-- KEYS: 1 the record, 2 the failed index, 3 (optional) the claim.
+-- ARGV: 1 TTL seconds (0 keeps it), 2 failed-index score ('' for none: the handover
+--       is removed from the index), 3 the claim's value (unused without the key),
+--       4 fields to delete count, those field names, fields to increment by one
+--       count, those field names, then field/value pairs.
+-- Returns {record updated 0/1, claim released 0/1}.
+local released = 0
+if #KEYS > 2 then released = compare_and_delete(KEYS[3], ARGV[3]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, released} end
+local n = tonumber(ARGV[4])
+for i = 1, n do redis.call('HDEL', KEYS[1], ARGV[4 + i]) end
+local m = tonumber(ARGV[5 + n])
+for i = 1, m do redis.call('HINCRBY', KEYS[1], ARGV[5 + n + i], 1) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6 + n + m))
+if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local id = redis.call('HGET', KEYS[1], 'handover_id')
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[2], id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[1])))
+elseif tonumber(ARGV[1]) > 0 then
+  redis.call('ZREM', KEYS[2], id)
+end
+return {1, released}
