@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from importlib.resources import files
 
 from shared import redis_keys
-from shared.model import Status
+from shared.model import FINAL_STATES, Status
 
 LuaValue = bool | int | float | str | Mapping[str, "LuaValue"]
 
@@ -28,8 +28,8 @@ SHARED_CONSTANTS: dict[str, LuaValue] = {
     # STATE.QUEUED == 'queued', ...
     "STATE": {status.name: status.value for status in Status},
     # LIVE[state] / FINAL[state]: true for the states of a handover still / no longer going.
-    "LIVE": {status.value: True for status in Status if not status.is_final},
-    "FINAL": {status.value: True for status in Status if status.is_final},
+    "LIVE": {status.value: True for status in Status if status not in FINAL_STATES},
+    "FINAL": {status.value: True for status in Status if status in FINAL_STATES},
     # The one key prefix a script needs: the pick script's (worker/lua/pick.lua says why).
     "ARQ_IN_PROGRESS_PREFIX": redis_keys.ARQ_IN_PROGRESS_PREFIX,
 }

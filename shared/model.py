@@ -40,6 +40,10 @@ class Status(str, Enum):
     FAILED = "failed"
 
 
+FINAL_STATES = frozenset({Status.SUCCEEDED, Status.FAILED})
+"""A handover in one of these has ended; the Lua scripts get them as FINAL (shared.lua_scripts)."""
+
+
 @dataclass(frozen=True)
 class Identity:
     """`X-Identity` split on its first colon: `whatsapp:+1…` → trait, value."""
