@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -1144,3 +1145,16 @@ def test_pure_parts_import_no_server_and_no_io(part):
             imported.add(node.module)
     assert not {name for name in imported if name.split(".")[0] in IMPURE or name in IMPURE}
 
+
+async def test_each_part_logs_under_the_service_name(client, simulator, caplog):
+    """One logger per module, named `flex_handover.<module path>`."""
+    caplog.set_level(logging.INFO)
+    simulator.set_rate_limit(1)
+    await create(client)
+    assert (await create_error(client)).status == 429
+    ours = [record for record in caplog.records if "flex simulator:" in record.getMessage()]
+    prefix = "flex_handover.standins.flex_simulator"
+    assert [(record.name, record.getMessage().split(" ")[2]) for record in ours] == [
+        (f"{prefix}.app", "created"),
+        (f"{prefix}.state", "create"),
+    ]
