@@ -62,11 +62,12 @@ async def replay(handover_ids: Sequence[str]) -> int:
     async with _operator_redis(settings) as redis:
         for handover_id in handover_ids:
             result = await deadletters.replay(redis, settings, handover_id)
-            if result.replayed:
-                print(f"{handover_id}: replayed, queued (replay {result.record.replays})")
-            else:
+            if result.refusal is not None:
                 refused += 1
                 print(f"{handover_id}: refused ({result.refusal.value}): {result.message}")
+            else:
+                assert result.record is not None  # a replay that was not refused returns it
+                print(f"{handover_id}: replayed, queued (replay {result.record.replays})")
     return 1 if refused else 0
 
 
