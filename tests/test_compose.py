@@ -543,7 +543,8 @@ def test_copies_what_pip_install_needs(stages, pyproject):
                 copied.update(s.rstrip("/").removeprefix("./") for s in sources)
     if "." in copied:  # COPY . . copies everything
         return
-    needed = {"pyproject.toml", *pyproject["tool"]["setuptools"]["packages"]}
+    packages = pyproject["tool"]["setuptools"]["packages"]  # a subpackage is in its top folder
+    needed = {"pyproject.toml", *(name.split(".")[0] for name in packages)}
     readme = pyproject["project"].get("readme")
     if isinstance(readme, str):
         needed.add(readme)  # setuptools fails the build if the readme is missing

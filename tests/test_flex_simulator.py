@@ -7,8 +7,10 @@ error code, exception type, connection errors and hung requests.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -1121,3 +1123,38 @@ async def _post_fault(base_url: str) -> None:
         session.post(url, json={"status": 500}) as response,
     ):
         assert response.status == 200
+
+
+# --- the package's parts --------------------------------------------------------------
+
+PURE_PARTS = ("auth", "errors", "faults", "rate_limit", "resources", "spec_checks")
+# What a pure part may not import: the server, its I/O, or the parts that do I/O.
+IMPURE = ("aiohttp", "asyncio", "socket", "standins.flex_simulator.app")
+IMPURE += ("standins.flex_simulator.serve", "standins.flex_simulator.state")
+
+
+@pytest.mark.parametrize("part", PURE_PARTS)
+def test_pure_parts_import_no_server_and_no_io(part):
+    """Spec checks, fault and rate-limit parsing stay testable without a server."""
+    source = (ROOT / "standins" / "flex_simulator" / f"{part}.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+    assert not {name for name in imported if name.split(".")[0] in IMPURE or name in IMPURE}
+
+
+async def test_each_part_logs_under_the_service_name(client, simulator, caplog):
+    """One logger per module, named `flex_handover.<module path>`."""
+    caplog.set_level(logging.INFO)
+    simulator.set_rate_limit(1)
+    await create(client)
+    assert (await create_error(client)).status == 429
+    ours = [record for record in caplog.records if "flex simulator:" in record.getMessage()]
+    prefix = "flex_handover.standins.flex_simulator"
+    assert [(record.name, record.getMessage().split(" ")[2]) for record in ours] == [
+        (f"{prefix}.app", "created"),
+        (f"{prefix}.state", "create"),
+    ]

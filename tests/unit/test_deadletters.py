@@ -13,7 +13,7 @@ import time
 import pytest
 from arq.constants import expires_extra_ms, in_progress_key_prefix
 
-from commands.cli import _table
+from commands.operator_commands import failed_table as _table
 from shared import redis_keys
 from shared.deadletters import (
     Refusal,

@@ -1,0 +1,115 @@
+"""The operator's commands on dead letters, `flex-handover failed` and
+`flex-handover replay`: the same records and refusals as the API's
+/handovers/failed and /handovers/{id}/replay (shared/deadletters.py), for a
+shell with only REDIS_URL, printed as a table, as JSON or one line per id."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+from shared import deadletters
+from shared.logging import redact
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+ERROR_COLUMN_WIDTH = 120  # the full error is in --json
+
+
+def run_operator(command: Coroutine[Any, Any, int]) -> int:
+    """Run `failed` or `replay`; an unreachable Redis is one line, not a traceback."""
+    from redis.exceptions import RedisError
+
+    try:
+        return asyncio.run(command)
+    except (RedisError, OSError) as exc:
+        print(f"flex-handover: cannot use Redis (REDIS_URL): {redact(str(exc))}", file=sys.stderr)
+        return 2
+
+
+async def list_failed(limit: int, before: str | None, *, as_json: bool) -> int:
+    """`flex-handover failed`: the API's list, as a table or the same JSON."""
+    settings = Settings.from_env(role="operator")
+    async with _operator_redis(settings) as redis:
+        try:
+            page = await deadletters.list_failed(redis, limit, before)
+        except ValueError as exc:
+            print(f"flex-handover failed: {exc}", file=sys.stderr)
+            return 2
+    records = [record.to_public() for record in page.handovers]
+    if as_json:
+        print(json.dumps({"handovers": records, "next": page.next}, indent=2))
+        return 0
+    if not records:
+        print("No failed handovers.")
+        return 0
+    print(failed_table(records))
+    if page.next:
+        print(f"\nMore: flex-handover failed --before {page.next}")
+    return 0
+
+
+async def replay(handover_ids: Sequence[str]) -> int:
+    """`flex-handover replay ID…`: one line per id; 1 if any was refused."""
+    settings = Settings.from_env(role="operator")
+    refused = 0
+    async with _operator_redis(settings) as redis:
+        for handover_id in handover_ids:
+            result = await deadletters.replay(redis, settings, handover_id)
+            if result.refusal is not None:
+                refused += 1
+                print(f"{handover_id}: refused ({result.refusal.value}): {result.message}")
+            else:
+                assert result.record is not None  # a replay that was not refused returns it
+                print(f"{handover_id}: replayed, queued (replay {result.record.replays})")
+    return 1 if refused else 0
+
+
+@contextlib.asynccontextmanager
+async def _operator_redis(settings: Settings) -> AsyncIterator[Redis]:
+    """A Redis client for one operator command, closed when it is done."""
+    from shared.connections import create_redis
+
+    redis = create_redis(settings.redis_url or "")
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+_COLUMNS = (
+    ("HANDOVER", lambda r: r["handover_id"]),
+    ("FAILED AT (UTC)", lambda r: (r["finished_at"] or "")[:19].replace("T", " ")),
+    ("CONVERSATION", lambda r: r["conversation_sid"]),
+    ("IDENTITY", lambda r: r["identity"]),
+    ("TARGET", lambda r: r["target"]),
+    ("ATTEMPTS", lambda r: str(r["attempts"])),
+    ("LAST ERROR", lambda r: _error_text(r["error"])),
+)
+
+
+def failed_table(records: list[dict[str, Any]]) -> str:
+    """Left-aligned columns from the public (masked) records."""
+    rows = [[name for name, _ in _COLUMNS]]
+    rows += [[cell(record) for _, cell in _COLUMNS] for record in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
+    return "\n".join(
+        "  ".join([*(value.ljust(width) for value, width in zip(row, widths)), row[-1]]).rstrip()
+        for row in rows
+    )
+
+
+def _error_text(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    origin = " ".join(str(part) for part in (error["status"], error["code"]) if part is not None)
+    text = f"[{origin}] {error['message']}" if origin else error["message"]
+    if len(text) > ERROR_COLUMN_WIDTH:
+        text = text[: ERROR_COLUMN_WIDTH - 1] + "…"
+    return text

@@ -1,0 +1,65 @@
+"""A stand-in for the few Twilio APIs flex-handover calls, served on loopback.
+
+Why it exists: `flex-handover dev` must run on a laptop with no Twilio account, and
+the test suite needs a Flex that fails on demand (5xx, 429 + Retry-After, hung
+requests, dropped connections, "created but the answer was lost") to prove the
+worker's retries and de-duplication, and one that is hostile on demand, as a
+proxy in front of Twilio could be: 2xx answers that are not the resource (HTML,
+`null`, a sid that is no SID), bodies of any size streamed without a length,
+odd headers and any `Retry-After` text (see `FlexSimulator.fail_next`). The real
+twilio-python client talks to it unchanged: point `client.flex_api.base_url`,
+`client.conversations.base_url` and `client.taskrouter.base_url` at the URL
+`FlexSimulator.start()` returns.
+
+Routes (shapes and checks follow Twilio's OpenAPI specs and `twilio-facts.md`):
+- `POST /v1/Interactions`, `GET /v1/Interactions/{KD}`, `GET /v1/Interactions/{KD}/Channels`
+- `GET /v1/Users/{US… or identity}` (Conversations)
+- `GET /v1/Workspaces/{WS}/Tasks` (TaskRouter; every created Interaction makes a task)
+- `/__sim/...`: fault injection, a rate limit and records for other processes (no auth).
+
+Every error answers with Twilio's JSON error body, so twilio-python raises
+`TwilioRestException` with the right status and code.
+
+The parts, pure unless said otherwise: `spec_checks` (what a valid request is),
+`auth` (Basic credentials), `errors` (Twilio's error bodies), `resources` (the
+JSON shapes answered), `faults` and `rate_limit` (the failure modes and their
+help), `state` (the records, behind a lock), `app` (the aiohttp routes: all the
+HTTP I/O), `help_text` (`flex-handover simulator --help`), `serve` (a blocking
+run). Outside code imports from this package only the names below.
+"""
+
+from standins.flex_simulator.app import FlexSimulator
+from standins.flex_simulator.errors import TwilioError
+from standins.flex_simulator.faults import FAULT_HELP, FAULT_OPTIONS, Fault
+from standins.flex_simulator.help_text import control_help, fault_options, rate_limit_options
+from standins.flex_simulator.rate_limit import (
+    RATE_LIMIT_HELP,
+    RATE_LIMIT_OPTIONS,
+    SlidingWindowLimit,
+)
+from standins.flex_simulator.serve import run_simulator
+from standins.flex_simulator.spec_checks import (
+    ASSIGNMENT_STATUSES,
+    CHANNEL_TYPES,
+    CREATE_INTERACTION_PARAMS,
+    validate_create_interaction,
+)
+
+__all__ = [
+    "ASSIGNMENT_STATUSES",
+    "CHANNEL_TYPES",
+    "CREATE_INTERACTION_PARAMS",
+    "FAULT_HELP",
+    "FAULT_OPTIONS",
+    "RATE_LIMIT_HELP",
+    "RATE_LIMIT_OPTIONS",
+    "Fault",
+    "FlexSimulator",
+    "SlidingWindowLimit",
+    "TwilioError",
+    "control_help",
+    "fault_options",
+    "rate_limit_options",
+    "run_simulator",
+    "validate_create_interaction",
+]

@@ -1,0 +1,158 @@
+"""The JSON shapes Twilio answers with (an Interaction, its channel, a task, a
+user, a page of a list), built from the simulator's records: the real
+twilio-python client parses them, so they follow the specs' schemas field for field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from standins.flex_simulator.spec_checks import page_params
+
+
+def iso_time(epoch: float) -> str:
+    """Twilio's date-time format: `2014-05-14T14:26:54Z`."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def interaction_attributes(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The task attributes Flex makes: the caller's routing attributes plus Flex's keys."""
+    attributes = dict(record["routing"].get("properties", {}).get("attributes", {}))
+    attributes.update(
+        conversationSid=record["conversation_sid"],
+        flexInteractionSid=record["sid"],
+        flexInteractionChannelSid=record["channel_sid"],
+    )
+    return attributes
+
+
+def interaction_resource(
+    record: Mapping[str, Any], task: Mapping[str, Any], origin: str
+) -> dict[str, Any]:
+    """The spec's `flex.v1.interaction` for a created Interaction."""
+    url = f"{origin}/v1/Interactions/{record['sid']}"
+    routing_properties = dict(record["routing"].get("properties", {}))
+    routing_properties.update(
+        sid=task["sid"],
+        account_sid=task["account_sid"],
+        assignment_status=task["assignment_status"],
+        attributes=json.dumps(task["attributes"]),
+        date_created=int(task["created_at"]),
+        date_updated=int(task["created_at"]),
+        priority=0,
+        age=0,
+        timeout=86400,
+        reason="",
+        addons="{}",
+    )
+    return {
+        "sid": record["sid"],
+        "channel": {"type": record["channel"]["type"], "sid": record["channel_sid"]},
+        "routing": {"reservation": None, "properties": routing_properties},
+        "interaction_context_sid": record["interaction_context_sid"],
+        "webhook_ttid": record["webhook_ttid"],
+        "url": url,
+        "links": {"channels": f"{url}/Channels"},
+    }
+
+
+def channel_resource(record: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """The spec's `flex.v1.interaction.interaction_channel`, always "active" here."""
+    url = f"{origin}/v1/Interactions/{record['sid']}/Channels/{record['channel_sid']}"
+    return {
+        "sid": record["channel_sid"],
+        "type": record["channel"]["type"],
+        "interaction_sid": record["sid"],
+        "status": "active",
+        "error_code": None,
+        "error_message": None,
+        "url": url,
+        "links": {
+            name: f"{url}/{name.capitalize()}" for name in ("participants", "invites", "transfers")
+        },
+    }
+
+
+def task_resource(task: Mapping[str, Any], origin: str, now: float) -> dict[str, Any]:
+    """The spec's `taskrouter.v1.workspace.task`."""
+    workspace_url = f"{origin}/v1/Workspaces/{task['workspace_sid']}"
+    url = f"{workspace_url}/Tasks/{task['sid']}"
+    created = iso_time(task["created_at"])
+    return {
+        "sid": task["sid"],
+        "account_sid": task["account_sid"],
+        "workspace_sid": task["workspace_sid"],
+        "workflow_sid": task["workflow_sid"],
+        "assignment_status": task["assignment_status"],
+        "attributes": json.dumps(task["attributes"]),
+        "task_channel_unique_name": task["task_channel_unique_name"],
+        "task_channel_sid": None,
+        "task_queue_sid": None,
+        "task_queue_friendly_name": None,
+        "workflow_friendly_name": None,
+        "age": int(now - task["created_at"]),
+        "priority": 0,
+        "timeout": 86400,
+        "reason": None,
+        "addons": "{}",
+        "date_created": created,
+        "date_updated": created,
+        "task_queue_entered_date": created,
+        "virtual_start_time": created,
+        "ignore_capacity": None,
+        "routing_target": None,
+        "url": url,
+        "links": {"workspace": workspace_url, "reservations": f"{url}/Reservations"},
+    }
+
+
+def user_resource(
+    identity: str, user: Mapping[str, Any], account_sid: str, origin: str
+) -> dict[str, Any]:
+    """The spec's `conversations.v1.user`."""
+    url = f"{origin}/v1/Users/{user['sid']}"
+    created = iso_time(user["created_at"])
+    return {
+        "sid": user["sid"],
+        "account_sid": account_sid,
+        "chat_service_sid": user["chat_service_sid"],
+        "role_sid": user["role_sid"],
+        "identity": identity,
+        "friendly_name": user["friendly_name"],
+        "attributes": "{}",
+        "is_online": None,
+        "is_notifiable": None,
+        "date_created": created,
+        "date_updated": created,
+        "url": url,
+        "links": {"user_conversations": f"{url}/Conversations"},
+    }
+
+
+def list_envelope(
+    url: Any, key: str, items: list[dict[str, Any]], query: Mapping[str, str]
+) -> dict[str, Any]:
+    """One page of `items` in Twilio's `{key: [...], meta: {...}}` list shape.
+
+    `url` is the request's yarl URL; page links keep its other query parameters.
+    """
+    page, size = page_params(query)
+
+    def page_url(number: int) -> str:
+        return str(url.update_query(Page=str(number), PageSize=str(size)))
+
+    has_next = (page + 1) * size < len(items)
+    return {
+        key: items[page * size : (page + 1) * size],
+        "meta": {
+            "page": page,
+            "page_size": size,
+            "first_page_url": page_url(0),
+            "previous_page_url": page_url(page - 1) if page > 0 else None,
+            "url": page_url(page),
+            "next_page_url": page_url(page + 1) if has_next else None,
+            "key": key,
+        },
+    }

@@ -1,0 +1,162 @@
+"""The checks Twilio's OpenAPI specs (tests/spec/) and documented semantics put
+on a request, written as pure functions: a request the simulator accepts is one
+Twilio would accept, so a test that passes here does not fail against Twilio for
+a malformed call. tests/test_flex_simulator.py holds these tables to the specs."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.sids import is_sid
+from shared.sids import pattern as sid_pattern
+from standins.flex_simulator.errors import bad_request
+
+CHANNEL_TYPES = ("voice", "sms", "email", "web", "whatsapp", "chat", "messenger", "gbm")
+ASSIGNMENT_STATUSES = ("pending", "reserved", "assigned", "canceled", "wrapping", "completed")
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+# --- CreateInteraction ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FormParam:
+    """One form parameter of a create request as the spec declares it."""
+
+    required: bool = False
+    pattern: str | None = None
+
+
+# Mirrors CreateInteractionRequest in twilio_flex_v1.json (a test holds it to the spec).
+CREATE_INTERACTION_PARAMS: dict[str, FormParam] = {
+    "Channel": FormParam(required=True),
+    "Routing": FormParam(),
+    "InteractionContextSid": FormParam(pattern=sid_pattern("HQ")),
+    "WebhookTtid": FormParam(),
+}
+
+
+def check_form_params(form: Mapping[str, str], params: Mapping[str, FormParam]) -> None:
+    """Required parameters present, patterns matched; unknown parameters ignored."""
+    for name, param in params.items():
+        value = form.get(name)
+        if value is None:
+            if param.required:
+                raise bad_request(f"Missing required parameter {name} in the post body")
+        elif param.pattern and re.fullmatch(param.pattern, value) is None:
+            raise bad_request(f"Invalid {name}: must match {param.pattern}")
+
+
+def parse_json_object(text: str, name: str) -> dict[str, Any]:
+    """A form parameter that must hold a JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise bad_request(f"{name} is not valid JSON") from None
+    return require_object(value, name)
+
+
+def require_object(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise bad_request(f"{name} must be a JSON object")
+    return value
+
+
+def optional_object(parent: Mapping[str, Any], key: str, name: str) -> dict[str, Any]:
+    """`parent[key]` when it is an object, {} when absent; anything else is a 400."""
+    if key not in parent:
+        return {}
+    return require_object(parent[key], name)
+
+
+def check_optional_sid(properties: Mapping[str, Any], key: str, prefix: str, name: str) -> None:
+    if key in properties and not is_sid(properties[key], prefix):
+        raise bad_request(f"{name}.{key} must match {sid_pattern(prefix)}")
+
+
+def validate_channel(channel: Mapping[str, Any]) -> None:
+    """Twilio's semantic checks on the Channel object."""
+    if channel.get("type") not in CHANNEL_TYPES:
+        raise bad_request(f"Channel.type must be one of {', '.join(CHANNEL_TYPES)}")
+    initiated_by = channel.get("initiated_by")
+    if not isinstance(initiated_by, str) or not initiated_by:
+        raise bad_request("Channel.initiated_by is required")
+    properties = optional_object(channel, "properties", "Channel.properties")
+    if initiated_by == "customer" and "media_channel_sid" not in properties:
+        raise bad_request("Channel.properties.media_channel_sid is required for an inbound channel")
+    check_optional_sid(properties, "media_channel_sid", "CH", "Channel.properties")
+
+
+def validate_routing(routing: Mapping[str, Any]) -> None:
+    """Twilio's semantic checks on the Routing object."""
+    properties = optional_object(routing, "properties", "Routing.properties")
+    check_optional_sid(properties, "workspace_sid", "WS", "Routing.properties")
+    check_optional_sid(properties, "workflow_sid", "WW", "Routing.properties")
+    optional_object(properties, "attributes", "Routing.properties.attributes")
+
+
+def validate_create_interaction(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parsed (channel, routing) of a valid create request; TwilioError(400) otherwise."""
+    check_form_params(form, CREATE_INTERACTION_PARAMS)
+    channel = parse_json_object(form["Channel"], "Channel")
+    routing = parse_json_object(form.get("Routing", "{}"), "Routing")
+    validate_channel(channel)
+    validate_routing(routing)
+    return channel, routing
+
+
+# --- TaskRouter task filters -----------------------------------------------------
+
+_EQUALS_EXPRESSION = re.compile(r"""\s*([A-Za-z_][\w.]*)\s*==\s*(?:"([^"]*)"|'([^']*)')\s*""")
+
+
+def parse_task_expression(expression: str) -> tuple[list[str], str]:
+    """`key == "value"` (or single quotes, dotted keys) as (key path, value)."""
+    match = _EQUALS_EXPRESSION.fullmatch(expression)
+    if match is None:
+        raise bad_request(
+            f"Invalid EvaluateTaskAttributes {expression!r}: "
+            'the simulator understands only key == "value"'
+        )
+    key, double_quoted, single_quoted = match.groups()
+    value = double_quoted if double_quoted is not None else single_quoted
+    return key.split("."), value
+
+
+def attribute_equals(attributes: Mapping[str, Any], path: list[str], value: str) -> bool:
+    current: Any = attributes
+    for key in path:
+        if not isinstance(current, dict) or key not in current:
+            return False
+        current = current[key]
+    return current == value
+
+
+def assignment_status_filter(values: list[str]) -> set[str]:
+    """Repeated `AssignmentStatus` parameters, each possibly comma-separated."""
+    statuses = {status.strip() for value in values for status in value.split(",") if status.strip()}
+    unknown = statuses - set(ASSIGNMENT_STATUSES)
+    if unknown:
+        raise bad_request(f"Invalid AssignmentStatus {', '.join(sorted(unknown))}")
+    return statuses
+
+
+# --- Paging ------------------------------------------------------------------------
+
+
+def page_params(query: Mapping[str, str]) -> tuple[int, int]:
+    """(page, page_size) from the query, as Twilio bounds them."""
+    try:
+        page = int(query.get("Page", "0"))
+        size = int(query.get("PageSize", str(DEFAULT_PAGE_SIZE)))
+    except ValueError:
+        raise bad_request("Page and PageSize must be integers") from None
+    if page < 0 or not 1 <= size <= MAX_PAGE_SIZE:
+        raise bad_request(f"Page must be >= 0 and PageSize between 1 and {MAX_PAGE_SIZE}")
+    return page, size

@@ -1,0 +1,300 @@
+"""What the simulator remembers: created Interactions and their tasks, users,
+every request, queued faults and the rate limit, behind one lock so that a test
+or benchmark in another thread reads the records while the server writes them.
+No HTTP here: the server (`app.py`) answers from this state, and the Python
+control API (`fail_next`, `set_rate_limit`, `add_user`, `reset`) works on it
+directly."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from standins.flex_simulator.auth import credential_pairs
+from standins.flex_simulator.faults import FAULT_OPTIONS, FAULT_ROUTES, Fault
+from standins.flex_simulator.rate_limit import RateLimit, SlidingWindowLimit
+from standins.flex_simulator.resources import interaction_attributes
+from standins.flex_simulator.spec_checks import attribute_equals
+
+log = logging.getLogger(f"flex_handover.{__name__}")
+
+Record = dict[str, Any]
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+class SimulatorState:
+    """The records and settings of one simulator (see `FlexSimulator`).
+
+    Records (plain lists, appended under a lock so other threads can read them):
+    `interactions` (accepted creates), `requests` (every POST /v1/Interactions
+    attempt: method, path, status answered or None when dropped, outcome:
+    created, error, throttled (by the rate limit) or dropped), `tasks`, and
+    `paths` (method and raw path, query string included, of every request to a
+    Twilio API, whatever its route: what a client really asked for).
+
+    `rate_limit_rps` > 0 answers creates above that rate with 429 (see
+    `set_rate_limit`); `rate_limit_retry_after` and `rate_limit_code` go with it.
+    """
+
+    def __init__(
+        self,
+        *,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        latency: float = 0.0,
+        task_visible_after: float = 0.0,
+        rate_limit_rps: float = 0.0,
+        rate_limit_retry_after: str | float | None = None,
+        rate_limit_code: int = 20429,
+    ):
+        self._credentials = credential_pairs((account_sid, auth_token), (api_key, api_secret))
+        self.account_sid = account_sid or "AC" + "0" * 32
+        self.latency = latency
+        self.task_visible_after = task_visible_after
+        self.interactions: list[Record] = []
+        self.requests: list[Record] = []
+        self.tasks: list[Record] = []
+        self.paths: list[tuple[str, str]] = []
+        self.users: dict[str, Record] = {}
+        self._chat_service_sid = new_sid("IS")
+        self._faults: dict[str, deque[Fault]] = {route: deque() for route in FAULT_ROUTES}
+        self._lock = threading.Lock()
+        self.rate_limit: RateLimit | None = None
+        self._window: SlidingWindowLimit | None = None
+        self.set_rate_limit(
+            rate_limit_rps, retry_after=rate_limit_retry_after, code=rate_limit_code
+        )
+
+    # --- control (Python API) ---
+
+    def fail_next(
+        self,
+        status: int = 500,
+        *,
+        count: int = 1,
+        code: int | None = None,
+        message: str | None = None,
+        retry_after: str | float | None = None,
+        hang: float | None = None,
+        reset: bool = False,
+        after_create: bool = False,
+        route: str = "interactions",
+        body: str | None = None,
+        pad: int = 0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Queue a fault for each of the next `count` requests to `route` (FIFO):
+        `interactions` (POST /v1/Interactions), `users` (GET /v1/Users/…) or
+        `tasks` (GET /v1/Workspaces/{WS}/Tasks).
+
+        `hang`: wait that many seconds first. `reset`: close the connection without
+        answering. `retry_after`: `Retry-After` header on the answer, any text
+        (`"0"`, `"-5"`, `"nan"`, an HTTP date). `after_create`: the Interaction is
+        created before the fault is served. `code` defaults from `status`
+        (429 -> 20429, 5xx -> 20500, 400 -> 20001, 401 -> 20003, 404 -> 20404).
+
+        Hostile answers, as from a proxy in front of Twilio: `status` may be a
+        2xx (with `after_create`: the created Interaction's resource, else a
+        `body` is required), `body` answers that text instead of the JSON body
+        (HTML, `null`, `[]`, `{}`, a sid that is no SID), `pad` adds that many
+        bytes (a `padding` field in a JSON body, trailing spaces after a raw
+        `body`), streamed without a Content-Length, and `headers` adds or
+        replaces response headers. A 2xx to a create is only answered to a
+        valid request (checked as always against the spec's parameters).
+        """
+        if not isinstance(count, int) or count < 1:
+            raise ValueError("count must be an integer >= 1")
+        fault = Fault(
+            status,
+            code,
+            message,
+            retry_after,
+            hang,
+            reset,
+            after_create,
+            route,
+            body,
+            pad,
+            dict(headers) if isinstance(headers, Mapping) else headers,
+        )
+        with self._lock:
+            self._faults[route].extend([fault] * count)
+
+    def add_fault(self, options: Mapping[str, Any]) -> int:
+        """`fail_next` from the options of `POST /__sim/faults` (or `flex-handover
+        simulator --fault`); ValueError saying what is wrong. How many were queued."""
+        unknown = set(options) - FAULT_OPTIONS
+        if unknown:
+            raise ValueError(f"Unknown fault options: {', '.join(sorted(unknown))}")
+        try:
+            self.fail_next(**options)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+        return options.get("count", 1)
+
+    def set_rate_limit(
+        self,
+        rps: float,
+        *,
+        retry_after: str | float | None = None,
+        code: int = 20429,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Answer creates above `rps` per second (a sliding 1 s window over accepted
+        creates) with 429 and Twilio error `code` (20429, or 45010, the Flex API
+        rate limit), plus `Retry-After: retry_after` when given. 0 turns it off.
+        Checked after authentication and before queued faults, which a refused
+        create leaves queued."""
+        if rps == 0:
+            limit, window = None, None
+        else:
+            window = SlidingWindowLimit(rps, clock)
+            limit = RateLimit(window.rps, retry_after, code)
+        with self._lock:
+            self.rate_limit, self._window = limit, window
+
+    def throttled(self) -> int:
+        """Creates refused by the rate limit so far."""
+        with self._lock:
+            return sum(1 for attempt in self.requests if attempt.get("outcome") == "throttled")
+
+    def pending_faults(self, route: str = "interactions") -> int:
+        with self._lock:
+            return len(self._faults[route])
+
+    def add_user(self, identity: str, friendly_name: str | None = None) -> Record:
+        """Make a Conversations user fetchable by identity or by its new US SID."""
+        user = {
+            "sid": new_sid("US"),
+            "friendly_name": friendly_name,
+            "chat_service_sid": self._chat_service_sid,
+            "role_sid": new_sid("RL"),
+            "created_at": time.time(),
+        }
+        with self._lock:
+            self.users[identity] = user
+        return user
+
+    def reset(self) -> None:
+        """Forget records, users, queued faults and the rate limit's window (lists
+        are cleared in place); the rate limit and latency settings stay."""
+        with self._lock:
+            for records in (self.interactions, self.requests, self.tasks, self.paths):
+                records.clear()
+            self.users.clear()
+            for queue in self._faults.values():
+                queue.clear()
+            if self._window is not None:
+                self._window.clear()
+
+    # --- what the server asks of the state ---
+
+    def _take_fault(self, route: str) -> Fault | None:
+        """The next queued fault for `route` (a benchmark overrides this to draw its own)."""
+        with self._lock:
+            queue = self._faults[route]
+            return queue.popleft() if queue else None
+
+    def _check_rate_limit(self) -> None:
+        """Count one create against the rate limit; RateLimited (a 429) when over it."""
+        with self._lock:
+            limit, window = self.rate_limit, self._window
+            if limit is None or window is None or window.admit():
+                return
+        log.info("flex simulator: create over the %g/s rate limit, answering 429", limit.rps)
+        raise limit.error()
+
+    def _record_attempt(self, method: str, path: str) -> Record:
+        """A create attempt's record; the server fills in its status and outcome."""
+        attempt: Record = {
+            "method": method,
+            "path": path,
+            "status": None,
+            "received_at": time.time(),
+        }
+        with self._lock:
+            self.requests.append(attempt)
+        return attempt
+
+    def _record_path(self, method: str, raw_path: str) -> None:
+        with self._lock:
+            self.paths.append((method, raw_path))
+
+    def _record_interaction(
+        self, form: Mapping[str, str], channel: Record, routing: Record
+    ) -> tuple[Record, Record]:
+        now = time.time()
+        media_channel_sid = channel.get("properties", {}).get("media_channel_sid")
+        record = {
+            "sid": new_sid("KD"),
+            "channel_sid": new_sid("UO"),
+            "channel": channel,
+            "routing": routing,
+            "conversation_sid": media_channel_sid or new_sid("CH"),
+            "interaction_context_sid": form.get("InteractionContextSid"),
+            "webhook_ttid": form.get("WebhookTtid"),
+            "received_at": now,
+        }
+        routing_properties = routing.get("properties", {})
+        task = {
+            "sid": new_sid("WT"),
+            "interaction_sid": record["sid"],
+            "account_sid": self.account_sid,
+            "workspace_sid": routing_properties.get("workspace_sid"),
+            "workflow_sid": routing_properties.get("workflow_sid"),
+            "task_channel_unique_name": routing_properties.get("task_channel_unique_name"),
+            "assignment_status": "pending",
+            "attributes": interaction_attributes(record),
+            "created_at": now,
+            "visible_at": now + self.task_visible_after,
+        }
+        record["task_sid"] = task["sid"]
+        with self._lock:
+            self.interactions.append(record)
+            self.tasks.append(task)
+        return record, task
+
+    def _interaction(self, sid: str) -> tuple[Record, Record] | None:
+        """An Interaction's record and its task; None when there is no such Interaction."""
+        with self._lock:
+            record = next((r for r in self.interactions if r["sid"] == sid), None)
+            if record is None:
+                return None
+            task = next(t for t in self.tasks if t["sid"] == record["task_sid"])
+        return record, task
+
+    def _user(self, key: str) -> tuple[str, Record] | None:
+        """(identity, user) for an identity or a US SID; None when unknown."""
+        with self._lock:
+            found = [
+                (name, user) for name, user in self.users.items() if key in (name, user["sid"])
+            ]
+        return found[0] if found else None
+
+    def _visible_tasks(
+        self,
+        workspace_sid: str,
+        statuses: set[str],
+        condition: tuple[list[str], str] | None,
+        now: float,
+    ) -> list[Record]:
+        """The workspace's tasks TaskRouter shows at `now` that pass the list's filters."""
+        with self._lock:
+            return [
+                task
+                for task in self.tasks
+                if task["workspace_sid"] == workspace_sid
+                and task["visible_at"] <= now
+                and (not statuses or task["assignment_status"] in statuses)
+                and (condition is None or attribute_equals(task["attributes"], *condition))
+            ]
