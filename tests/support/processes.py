@@ -153,7 +153,10 @@ async def wait_healthy(url: str, process: ServiceProcess, timeout: float = 20.0)
         await wait_until(healthy, timeout, f"{url}/healthz answers 200")
 
 
-async def wait_healthy(url: str, process: asyncio.subprocess.Process, timeout: float = 20) -> None:
+async def wait_subprocess_healthy(
+    url: str, process: asyncio.subprocess.Process, timeout: float = 20
+) -> None:
+    """`wait_healthy` for a bare asyncio subprocess (the CLI tests start their own)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
