@@ -43,7 +43,7 @@ logger = logging.getLogger(f"flex_handover.{__name__}")
 TOOL_PREFIX = "/tools"
 ADMIN_PREFIX = "/handovers"
 SIGNATURE_HEADER = "X-Twilio-Signature"
-TOKEN_QUERY_PARAMETER = "token"
+TOKEN_QUERY_PARAMETER = "token"  # noqa: S105 - the parameter's name, not a token
 BODY_HASH_PARAMETER = "bodySHA256"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -35,7 +35,7 @@ REPLAY_SCRIPT = lua_scripts.script("shared", "replay.lua")
 MAX_REPLAY_READS = 4
 
 
-class Refusal(str, Enum):
+class Refusal(str, Enum):  # noqa: UP042 - StrEnum would change str() of a member
     """Why a handover was not replayed; the value is the API's error code."""
 
     MISSING = "unknown_handover"

@@ -32,7 +32,7 @@ def truncate_message(text: object, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
     return text[: limit - len(_CUT_OFF)] + _CUT_OFF
 
 
-class Status(str, Enum):
+class Status(str, Enum):  # noqa: UP042 - StrEnum would change str() of a member
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"

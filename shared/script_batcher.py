@@ -30,7 +30,7 @@ class ScriptBatcher:
     def __init__(self, redis: aioredis.Redis, script: str, max_batch: int = MAX_BATCH):
         self._redis = redis
         self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
         self._max_batch = max_batch
         self._pending: list[_Call] = []
         self._in_flight: list[_Call] = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import contextlib
 import logging
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -93,7 +94,7 @@ class BoundedHttpClient(AsyncTwilioHttpClient):
             # Sent as a header: aiohttp deprecates the `auth=` form twilio uses.
             credentials = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             headers = {**(headers or {}), "Authorization": f"Basic {credentials}"}
-        assert self.session is not None
+        assert self.session is not None  # noqa: S101 - set in __init__; narrows twilio's Optional
         async with asyncio.timeout(timeout or self.timeout):
             async with self.session.request(
                 method.upper(),
@@ -151,7 +152,7 @@ class FlexClient:
             interaction = await self._client.flex_api.v1.interaction.create_async(
                 channel=payload.channel, routing=payload.routing
             )
-        except Exception as exc:  # noqa: BLE001 - every failure is classified
+        except Exception as exc:  # every failure is classified
             raise self._failure(exc, AN_INTERACTION) from exc
         answer = _last_answer.get()
         return interaction_answer(
@@ -189,7 +190,7 @@ class FlexClient:
                 limit=LOOKUP_LIMIT,
                 page_size=LOOKUP_LIMIT,
             )
-        except Exception as exc:  # noqa: BLE001 - every failure is classified
+        except Exception as exc:  # every failure is classified
             error = self._failure(exc, "a task list")
             raise FlexError(
                 f"TaskRouter lookup failed: {error.message}",
@@ -213,7 +214,7 @@ class FlexClient:
             return None
         try:
             user = await self._client.conversations.v1.users(path_segment).fetch_async()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - no failed name lookup may stop the handover
             error = classify(exc, self._attempt_timeout)
             logger.warning("customer name lookup failed, going on without it: %s", error.message)
             return None
@@ -262,8 +263,6 @@ def _shown(value: Any) -> str:
 def _decoded(body: bytes, charset: str | None) -> str:
     encoding = "utf-8"
     if charset:
-        try:
+        with contextlib.suppress(LookupError):
             encoding = codecs.lookup(charset).name
-        except LookupError:
-            pass
     return body.decode(encoding, errors="replace")

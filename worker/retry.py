@@ -128,7 +128,7 @@ class wait_retry_after_or_jitter:
     def _jitter(self, attempt_number: int) -> float:
         exponent = min(max(attempt_number - 1, 0), 64)
         high = min(self._initial * 2.0**exponent, self._maximum)
-        return random.uniform(self._floor, max(self._floor, high))
+        return random.uniform(self._floor, max(self._floor, high))  # noqa: S311 - jitter, not a secret
 
 
 class stop_at_deadline:
