@@ -96,7 +96,7 @@ class HandoverError:
         return {**self.to_dict(), "message": redact(self.message)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HandoverError:
+    def from_dict(cls, data: object) -> HandoverError:
         """From a stored record; anything but an int status or code is dropped."""
         if not isinstance(data, dict):
             return cls(truncate_message(data))

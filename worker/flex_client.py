@@ -74,7 +74,7 @@ class CreatedInteraction:
     found_by_lookup: bool = False
 
 
-class BoundedHttpClient(AsyncTwilioHttpClient):
+class BoundedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio has no types: Any
     """AsyncTwilioHttpClient whose requests time out, read at most `max_body`
     bytes of an answer, and expose the answer's status and Retry-After."""
 
@@ -86,8 +86,17 @@ class BoundedHttpClient(AsyncTwilioHttpClient):
         self.session = ClientSession(connector=TCPConnector(limit=connections))
         self.max_body = max_body
 
-    async def request(self, method, url, params=None, data=None, headers=None, auth=None,
-                      timeout=None, allow_redirects=False) -> Response:  # fmt: skip
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
         """One request, its body read in chunks up to `max_body` (raises
         AnswerTooLarge past it, leaving the rest unread on a closed connection)."""
         if auth is not None:

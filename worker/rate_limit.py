@@ -111,7 +111,7 @@ class FlexRateLimit:
         if self._script is None:
             return True, 0.0
         max_wait = min(max(max_wait, 0.0), MAX_WAIT_SECONDS)
-        args = [
+        args: list[str | int] = [
             repr(self._interval_us),
             self.burst,
             int(max_wait * 1_000_000),
