@@ -153,8 +153,7 @@ def in_job_retrying(
 
     async def record_wait(retry_state: RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
-        # Only a FlexError is retried (is_retryable), so `error` is one.
-        await before_sleep(error, retry_state.upcoming_sleep)  # type: ignore[arg-type]
+        await before_sleep(error, retry_state.upcoming_sleep)  # type: ignore[arg-type]  # is_retryable: a FlexError
 
     def time_left() -> float:
         return MAX_RETRY_AFTER_SECONDS if deadline is None else deadline - now()
