@@ -10,7 +10,7 @@ the hot path, and access logs would carry query strings (`?token=`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -82,6 +82,7 @@ async def tool_call(request: web.Request) -> web.Response:
         )
     if result.backlog_full:
         raise BacklogFull(result.retry_after_seconds)
+    assert result.state is not None  # noqa: S101 - only a refused call has no state
     return web.json_response(
         {
             "handover_id": result.handover_id,
@@ -135,8 +136,10 @@ async def _log_startup_warnings(app: web.Application) -> None:
         logger.warning("%s", warning)
 
 
-def _redis_context(settings: Settings, redis: aioredis.Redis | None):
-    async def context(app: web.Application):
+def _redis_context(
+    settings: Settings, redis: aioredis.Redis | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
         client = redis or create_redis(settings.redis_url or "")
         app[REDIS] = client
         app[ENQUEUER] = Enqueuer(client, settings)

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
@@ -43,7 +44,7 @@ logger = logging.getLogger(f"flex_handover.{__name__}")
 TOOL_PREFIX = "/tools"
 ADMIN_PREFIX = "/handovers"
 SIGNATURE_HEADER = "X-Twilio-Signature"
-TOKEN_QUERY_PARAMETER = "token"
+TOKEN_QUERY_PARAMETER = "token"  # noqa: S105 - the parameter's name, not a token
 BODY_HASH_PARAMETER = "bodySHA256"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -310,7 +311,7 @@ class Authenticator:
             raise _refused(request, Forbidden("The admin token is not valid."))
 
 
-def auth_middleware(settings: Settings):
+def auth_middleware(settings: Settings) -> Middleware:
     """The aiohttp middleware; put it inside `json_errors` so refusals are JSON."""
     authenticator = Authenticator(settings)
 

@@ -27,6 +27,7 @@ traceback per request, which anyone who can reach the port can provoke.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 
@@ -78,10 +79,8 @@ def report_malformed_body(request: web.BaseRequest, exc: BaseException) -> None:
         request.remote or "?",
         reason_of(exc),
     )
-    try:
+    with contextlib.suppress(AttributeError):  # no __dict__: logged twice, no harm
         setattr(exc, _REPORTED, True)
-    except AttributeError:  # an exception without a __dict__: logged twice, no harm
-        pass
 
 
 class MalformedRequestFilter(logging.Filter):

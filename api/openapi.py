@@ -32,8 +32,12 @@ IDENTITY_PATTERN = (
     r"|flex_participant:FX[0-9a-fA-F]{32}|[a-z][a-z0-9_]{0,31}:[!-~]{1,256})$"
 )
 
-TOOL_SECURITY = [{"toolBearer": []}, {"toolQueryToken": []}, {"twilioSignature": []}]
-ADMIN_SECURITY = [{"adminBearer": []}]
+TOOL_SECURITY: list[dict[str, list[str]]] = [
+    {"toolBearer": []},
+    {"toolQueryToken": []},
+    {"twilioSignature": []},
+]
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminBearer": []}]
 OPEN: list[dict[str, list[str]]] = []  # no credentials
 
 
@@ -343,7 +347,9 @@ def tool_operation(operation_id: str, summary: str, *, with_target: bool) -> dic
     }
 
 
-def admin_operation(operation_id: str, summary: str, responses: dict[str, Any], **extra: Any):
+def admin_operation(
+    operation_id: str, summary: str, responses: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     return {
         "operationId": operation_id,
         "summary": summary,
@@ -354,7 +360,7 @@ def admin_operation(operation_id: str, summary: str, responses: dict[str, Any], 
     }
 
 
-def open_operation(operation_id: str, summary: str, responses: dict[str, Any]):
+def open_operation(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     return {
         "operationId": operation_id,
         "summary": summary,

@@ -165,14 +165,14 @@ def parse_tool_call(
     if session_header:
         conversation_sid = parse_session_id(session_header)
     else:
-        conversation_sid = _routing_field(fields, "conversation_sid")
-        if conversation_sid is None:
+        body_sid = _routing_field(fields, "conversation_sid")
+        if body_sid is None:
             raise BadRequest(
                 "missing_conversation",
                 f"No conversation to hand over: the {SESSION_HEADER} header is missing "
                 "(AI Assistants send it) and the body has no conversation_sid.",
             )
-        conversation_sid = _conversation_sid(conversation_sid, "conversation_sid")
+        conversation_sid = _conversation_sid(body_sid, "conversation_sid")
     identity_header = headers.get(IDENTITY_HEADER, "").strip()
     raw_identity = identity_header or _routing_field(fields, "identity")
     if raw_identity is None:

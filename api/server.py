@@ -17,9 +17,11 @@ import logging
 import multiprocessing
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import cast
 
 from aiohttp import web
 
@@ -118,12 +120,14 @@ def serve_processes(host: str, port: int, processes: int) -> int:
 
 
 def _wait_until_listening(
-    children: list[multiprocessing.Process], readers: list[Connection]
+    children: Sequence[BaseProcess], readers: list[Connection]
 ) -> CannotListen | str | None:
     """None once every child has bound the port; else what went wrong first."""
     waiting = dict(zip(readers, children, strict=True))
     while waiting:
-        for reader in wait(list(waiting)):
+        for ready in wait(list(waiting)):
+            # wait() hands back the objects it was given; typeshed widens them.
+            reader = cast(Connection, ready)
             child = waiting.pop(reader)
             try:
                 message = reader.recv()
@@ -135,13 +139,13 @@ def _wait_until_listening(
     return None
 
 
-def _terminate(children: list[multiprocessing.Process]) -> None:
+def _terminate(children: Sequence[BaseProcess]) -> None:
     for child in children:
         if child.is_alive():
             child.terminate()  # SIGTERM: aiohttp finishes its requests and exits
 
 
-def _join(children: list[multiprocessing.Process]) -> None:
+def _join(children: Sequence[BaseProcess]) -> None:
     for child in children:
         if child.pid is None:
             continue  # never started

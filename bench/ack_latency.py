@@ -90,23 +90,20 @@ async def main(args: argparse.Namespace) -> int:
     ports = {name: free_port() for name in ("simulator", "api", "inline")}
     simulator_url = f"http://127.0.0.1:{ports['simulator']}"
     env = service_env(redis.url, simulator_url)
+    inline = ROOT / "bench" / "inline_receiver.py"
     processes = [
         await start_process(command, "simulator", "--port", str(ports["simulator"]), env=env),
         await start_process(command, "api", "--port", str(ports["api"]), env=env),
         await start_process(command, "worker", env=env),
-        await start_process(
-            sys.executable, str(ROOT / "bench" / "inline_receiver.py"),
-            "--port", str(ports["inline"]), env=env,
-        ),  # fmt: skip
+        await start_process(sys.executable, str(inline), "--port", str(ports["inline"]), env=env),
     ]
     try:
         for port in ports.values():
             await wait_listening(port)
-        async with aiohttp.ClientSession() as http:
-            async with http.put(
-                f"{simulator_url}/__sim/latency", json={"seconds": args.flex_latency}
-            ) as response:
-                response.raise_for_status()
+        async with aiohttp.ClientSession() as http, http.put(
+            f"{simulator_url}/__sim/latency", json={"seconds": args.flex_latency}
+        ) as response:
+            response.raise_for_status()
         receivers = {
             "inline (Twilio sample)": f"http://127.0.0.1:{ports['inline']}/tools/flex-handover",
             "flex-handover": f"http://127.0.0.1:{ports['api']}/tools/flex-handover",

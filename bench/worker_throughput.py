@@ -27,6 +27,7 @@ import re
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from harness import (
@@ -51,7 +52,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (Linux /proc)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 

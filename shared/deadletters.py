@@ -11,8 +11,10 @@ second operator.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import Enum
+from typing import cast
 
 import redis.asyncio as aioredis
 from arq.constants import expires_extra_ms
@@ -35,7 +37,7 @@ REPLAY_SCRIPT = lua_scripts.script("shared", "replay.lua")
 MAX_REPLAY_READS = 4
 
 
-class Refusal(str, Enum):
+class Refusal(str, Enum):  # noqa: UP042 - StrEnum would change str() of a member
     """Why a handover was not replayed; the value is the API's error code."""
 
     MISSING = "unknown_handover"
@@ -75,7 +77,9 @@ async def replay(redis: aioredis.Redis, settings: Settings, handover_id: str) ->
     script = redis.register_script(REPLAY_SCRIPT)
     record_key = redis_keys.handover_key(handover_id)
     for _ in range(MAX_REPLAY_READS):
-        conversation_sid = await redis.hget(record_key, "conversation_sid")
+        conversation_sid = await cast(  # redis-py types asyncio commands as sync-or-async
+            Awaitable[str | None], redis.hget(record_key, "conversation_sid")
+        )
         keys = [
             record_key,
             redis_keys.FAILED_INDEX,

@@ -59,7 +59,7 @@ _secrets: tuple[str, ...] = ()
 def register_secrets(*values: str | None) -> None:
     """Values never to print, whatever the context (longest first, so a secret
     that contains another is masked whole). Called with the settings' tokens."""
-    global _secrets
+    global _secrets  # noqa: PLW0603 - one registry per process, replaced whole, never half-built
     known = set(_secrets)
     known.update(v for v in values if v and len(v) >= _MIN_SECRET_LENGTH)
     _secrets = tuple(sorted(known, key=len, reverse=True))

@@ -32,7 +32,7 @@ def truncate_message(text: object, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
     return text[: limit - len(_CUT_OFF)] + _CUT_OFF
 
 
-class Status(str, Enum):
+class Status(str, Enum):  # noqa: UP042 - StrEnum would change str() of a member
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -96,7 +96,7 @@ class HandoverError:
         return {**self.to_dict(), "message": redact(self.message)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HandoverError:
+    def from_dict(cls, data: object) -> HandoverError:
         """From a stored record; anything but an int status or code is dropped."""
         if not isinstance(data, dict):
             return cls(truncate_message(data))

@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError
 
 MAX_BATCH = 256
 
-_Call = tuple[Sequence[Any], Sequence[Any], asyncio.Future]
+_Call = tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]
 
 
 class ScriptBatcher:
@@ -30,11 +30,11 @@ class ScriptBatcher:
     def __init__(self, redis: aioredis.Redis, script: str, max_batch: int = MAX_BATCH):
         self._redis = redis
         self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
         self._max_batch = max_batch
         self._pending: list[_Call] = []
         self._in_flight: list[_Call] = []
-        self._sender: asyncio.Task | None = None
+        self._sender: asyncio.Task[None] | None = None
 
     async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         future = asyncio.get_running_loop().create_future()
@@ -61,7 +61,7 @@ class ScriptBatcher:
                     future.set_result(result)
             self._in_flight = []
 
-    def _sender_done(self, sender: asyncio.Task) -> None:
+    def _sender_done(self, sender: asyncio.Task[None]) -> None:
         """A sender cancelled (the loop closing) must not leave callers waiting."""
         if sender.cancelled():
             for _, _, future in self._in_flight + self._pending:

@@ -14,7 +14,9 @@ before it sends again (see `worker.delivery`). An in-flight attempt with no
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -52,14 +54,21 @@ class HandoverStore:
         return self._redis
 
     async def get(self, handover_id: str) -> HandoverRecord | None:
-        data = await self._redis.hgetall(redis_keys.handover_key(handover_id))
+        # redis-py types the asyncio client's commands as sync-or-async.
+        data = await cast(
+            Awaitable[dict[str | bytes, str | bytes]],
+            self._redis.hgetall(redis_keys.handover_key(handover_id)),
+        )
         if not data:
             return None
         return HandoverRecord.from_hash(_decoded(data))
 
     async def conversation_of(self, handover_id: str) -> str | None:
         """The record's conversation SID; None when there is no record."""
-        value = await self._redis.hget(redis_keys.handover_key(handover_id), "conversation_sid")
+        value = await cast(  # redis-py types the asyncio client's commands as sync-or-async
+            Awaitable[str | bytes | None],
+            self._redis.hget(redis_keys.handover_key(handover_id), "conversation_sid"),
+        )
         return None if value is None else _text(value)
 
     async def begin_run(
@@ -183,8 +192,8 @@ class HandoverStore:
         handover_id: str,
         fields: dict[str, str],
         *,
-        clear: list[str] = (),  # type: ignore[assignment]
-        increment: list[str] = (),  # type: ignore[assignment]
+        clear: Sequence[str] = (),
+        increment: Sequence[str] = (),
         final: bool = False,
         timestamp: float | None = None,
         failed: bool = False,
@@ -235,7 +244,7 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _decoded(data: dict) -> dict[str, str]:
+def _decoded(data: dict[str | bytes, str | bytes]) -> dict[str, str]:
     return {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in data.items()

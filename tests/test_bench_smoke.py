@@ -13,7 +13,7 @@ def test_ack_latency_bench_runs_and_reports_both_receivers():
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "ack_latency.py"),
          "--requests", "10", "--rounds", "1", "--concurrency", "2", "--flex-latency", "0.01"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -27,7 +27,7 @@ def test_ack_latency_bench_runs_and_reports_both_receivers():
 def run_bench(script: str, *args: str, timeout: float = 180) -> list[str]:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.splitlines()

@@ -225,4 +225,4 @@ def test_a_constant_must_be_a_lua_name_with_a_lua_value():
     with pytest.raises(ValueError):
         lua_literal(float("inf"))
     with pytest.raises(TypeError):
-        lua_literal(None)  # type: ignore[arg-type]
+        lua_literal(None)  # type: ignore[arg-type]  # the point: a type it refuses

@@ -159,7 +159,7 @@ def _schemas(node: Any, where: str = "#") -> Iterator[tuple[str, Any]]:
     """Every top-level Schema Object: components' schemas and each `schema` field."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if key == "schema" and isinstance(value, dict) or where == "#/components/schemas":
+            if (key == "schema" and isinstance(value, dict)) or where == "#/components/schemas":
                 yield f"{where}/{key}", value
             elif key != "examples":
                 yield from _schemas(value, f"{where}/{key}")
@@ -312,8 +312,8 @@ def test_the_acknowledgement_links_to_the_status_record(live_api: LiveServer):
         },
         "timeout": 5,
     }
-    first = requests.post(live_api.url + "/tools/flex-handover/billing", **call)
-    repeat = requests.post(live_api.url + "/tools/flex-handover/billing", **call)
+    first = requests.post(live_api.url + "/tools/flex-handover/billing", **call)  # noqa: S113 - timeout in `call`
+    repeat = requests.post(live_api.url + "/tools/flex-handover/billing", **call)  # noqa: S113 - timeout in `call`
     tool = schema["/tools/flex-handover/{target}"]["POST"]
     assert (first.status_code, repeat.status_code) == (202, 200)
     tool.validate_response(first)

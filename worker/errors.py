@@ -76,7 +76,7 @@ def classify(
         detail = (
             getattr(exc, "msg", None) or getattr(exc, "detail", None) or getattr(exc, "title", None)
         )
-        status: int = exc.status  # type: ignore[attr-defined]
+        status: int = exc.status
         if answered_status is not None:
             status = answered_status
         return _http_error(status, getattr(exc, "code", None), detail)

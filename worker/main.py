@@ -229,7 +229,7 @@ class HandoverWorker(Worker):
             self.tasks[job_id] = task
         return len(picked) // 2
 
-    def _job_done(self, _task: asyncio.Task) -> None:
+    def _job_done(self, _task: asyncio.Task[None]) -> None:
         self._release_sem_dec_counter_on_complete()
         self._slot_freed.set()
 
@@ -245,7 +245,8 @@ def arq_client(url: str) -> ArqRedis:
     whichever test happened to collect it. A client made here belongs to the
     worker from the start, and `stop_worker` always closes it.
     """
-    client = ArqRedis.from_url(
+    # redis-py types from_url as returning Any; this says what it makes.
+    client: ArqRedis = ArqRedis.from_url(
         url,
         socket_connect_timeout=arq_redis_settings(url).conn_timeout,
         encoding="utf8",
@@ -263,7 +264,7 @@ def create_worker(
     handle_signals: bool = True,
     leftovers: Leftovers | None = None,
     **overrides: Any,
-) -> Worker:
+) -> HandoverWorker:
     """An arq Worker for the handover queue. Build it inside a running event loop.
     `leftovers` (from a worker that lost Redis) are cleared once it connects."""
     register_secrets(*settings.secrets)
@@ -409,7 +410,7 @@ def _reached_redis(worker: Worker) -> bool:
 
 
 async def _run_until_stopped_or_lost(
-    worker: Worker, settings: Settings, stop: StopRequest, leftovers: Leftovers
+    worker: HandoverWorker, settings: Settings, stop: StopRequest, leftovers: Leftovers
 ) -> BaseException | None:
     """Run one arq worker to its end; the Redis error that ended it, or None
     when a stop was asked for. Any other error propagates (a bug: crash loudly).
@@ -451,8 +452,9 @@ async def _let_running_jobs_finish(worker: Worker, grace: float, stop: StopReque
     logger.info("waiting up to %gs for %d running handover(s)", grace, len(running))
     finished = asyncio.gather(*running, return_exceptions=True)
     hurry = asyncio.create_task(stop.immediate.wait())
+    either: set[asyncio.Future[Any]] = {finished, hurry}
     try:
-        await asyncio.wait({finished, hurry}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(either, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
     finally:
         hurry.cancel()
     still_running = sum(not task.done() for task in running)
@@ -460,7 +462,7 @@ async def _let_running_jobs_finish(worker: Worker, grace: float, stop: StopReque
         logger.info("%d handover(s) still running: cancelling, arq re-queues them", still_running)
 
 
-async def stop_worker(worker: Worker, task: asyncio.Task | None = None) -> None:
+async def stop_worker(worker: Worker, task: asyncio.Task[None] | None = None) -> None:
     """Stop a worker completely, whether or not Redis is reachable: polling
     stopped, jobs cancelled (arq re-queues them), on_shutdown run, pool closed.
 

@@ -20,7 +20,7 @@ backwards (NTP, a fail-over to a replica with another clock), a TAT further
 ahead than any caller may wait is taken as that and reset, instead of stalling
 every create until the clock catches up. (Tests pass the time in instead.)
 
-Burst: `max(1, rps × 0.1 s)` slots may go at once after an idle spell, then
+Burst: `max(1, rps * 0.1 s)` slots may go at once after an idle spell, then
 one slot every `1 / rps` seconds. Kept small because Twilio's own limiter is
 not documented: a burst above it is answered 429 and retried (which costs a
 slot again), so a small burst gives away almost nothing.
@@ -111,7 +111,7 @@ class FlexRateLimit:
         if self._script is None:
             return True, 0.0
         max_wait = min(max(max_wait, 0.0), MAX_WAIT_SECONDS)
-        args = [
+        args: list[str | int] = [
             repr(self._interval_us),
             self.burst,
             int(max_wait * 1_000_000),

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from email.utils import parsedate_to_datetime
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
+from tenacity.stop import stop_base
 
 from shared.model import now
 from shared.settings import Settings
@@ -128,10 +129,10 @@ class wait_retry_after_or_jitter:
     def _jitter(self, attempt_number: int) -> float:
         exponent = min(max(attempt_number - 1, 0), 64)
         high = min(self._initial * 2.0**exponent, self._maximum)
-        return random.uniform(self._floor, max(self._floor, high))
+        return random.uniform(self._floor, max(self._floor, high))  # noqa: S311 - jitter, not a secret
 
 
-class stop_at_deadline:
+class stop_at_deadline(stop_base):
     """Stop before a wait that would end at or past the handover's deadline."""
 
     def __init__(self, deadline: float, clock: Callable[[], float] = now):
@@ -152,12 +153,12 @@ def in_job_retrying(
 
     async def record_wait(retry_state: RetryCallState) -> None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
-        await before_sleep(error, retry_state.upcoming_sleep)  # type: ignore[arg-type]
+        await before_sleep(error, retry_state.upcoming_sleep)  # type: ignore[arg-type]  # is_retryable: a FlexError
 
     def time_left() -> float:
         return MAX_RETRY_AFTER_SECONDS if deadline is None else deadline - now()
 
-    stop = stop_before_delay(settings.retry_budget_seconds)
+    stop: stop_base = stop_before_delay(settings.retry_budget_seconds)
     if deadline is not None:
         stop = stop | stop_at_deadline(deadline)
     return AsyncRetrying(

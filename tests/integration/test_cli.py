@@ -27,7 +27,7 @@ from standins.flex_simulator import (
     rate_limit_options,
 )
 from standins.redis_server import free_port
-from tests.support.processes import COMMAND, PREFIX, clean_env, wait_subprocess_healthy
+from tests.support.processes import COMMAND, PREFIX, clean_env, wait_healthy
 from tests.support.service import service_env
 from tests.support.values import (
     ADMIN_TOKEN,
@@ -78,7 +78,7 @@ async def test_dev_runs_with_nothing_but_the_package_and_its_curl_line_works():
     port = free_port()
     process = await start("dev", "--port", str(port), env=clean_env())
     try:
-        await wait_subprocess_healthy(f"http://127.0.0.1:{port}", process)
+        await wait_healthy(f"http://127.0.0.1:{port}", process)
         banner = (await asyncio.wait_for(process.stdout.read(2048), 5)).decode()
         assert "LOCAL FLEX SIMULATOR" in banner
         curl = banner[banner.index("curl -s -X POST"):]
@@ -103,7 +103,7 @@ async def test_api_and_worker_processes_deliver_a_handover(redis, redis_server, 
     api = await start("api", "--port", str(port), env=env)
     worker = await start("worker", env=env)
     try:
-        await wait_subprocess_healthy(f"http://127.0.0.1:{port}", api)
+        await wait_healthy(f"http://127.0.0.1:{port}", api)
         async with aiohttp.ClientSession() as http:
             async with http.post(
                 f"http://127.0.0.1:{port}/tools/flex-handover",
@@ -163,7 +163,7 @@ async def test_api_processes_share_the_port_and_stop_together(redis, redis_serve
     port = free_port()
     api = await start("api", "--port", str(port), "--processes", "2", env=env)
     try:
-        await wait_subprocess_healthy(f"http://127.0.0.1:{port}", api)
+        await wait_healthy(f"http://127.0.0.1:{port}", api)
         servers = api_children(api.pid)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
             for n in range(20):
@@ -187,7 +187,7 @@ async def test_api_processes_all_stop_when_one_dies(redis_server):
     port = free_port()
     api = await start("api", "--port", str(port), "--processes", "2", env=env)
     try:
-        await wait_subprocess_healthy(f"http://127.0.0.1:{port}", api)
+        await wait_healthy(f"http://127.0.0.1:{port}", api)
         os.kill(api_children(api.pid)[-1], signal.SIGKILL)
         await asyncio.wait_for(api.wait(), 20)
     finally:
@@ -300,7 +300,7 @@ async def test_api_logs_listening_once_the_port_is_bound(redis_server):
         port = free_port()
         api = await start("api", "--port", str(port), "--processes", processes, env=env)
         try:
-            await wait_subprocess_healthy(f"http://127.0.0.1:{port}", api)
+            await wait_healthy(f"http://127.0.0.1:{port}", api)
             line = await asyncio.wait_for(api.stderr.readline(), 10)
             while b"listening" not in line:
                 line = await asyncio.wait_for(api.stderr.readline(), 10)

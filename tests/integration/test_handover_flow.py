@@ -33,7 +33,7 @@ IDENTITY_CASES = [
 async def test_tool_call_becomes_one_interaction(service, simulator, identity, channel_type, address):
     if channel_type == "web":
         simulator.add_user(address, "Jane Web")
-    status, body, response = await service.call_tool(
+    status, body, _ = await service.call_tool(
         session_id=session_header(), identity=identity, json={"reason": "refund"}
     )
     assert status == 202, body
@@ -130,7 +130,7 @@ async def test_headers_win_over_body(service, simulator):
 
 async def test_webchat_name_lookup_failure_does_not_stop_the_handover(service, simulator):
     flex_user = "FX" + "7b" * 16
-    status, body, _ = await service.call_tool(
+    _status, body, _ = await service.call_tool(
         session_id=session_header(), identity=f"user_id:{flex_user}"
     )
     record = await service.wait_final(body["handover_id"])
@@ -140,7 +140,7 @@ async def test_webchat_name_lookup_failure_does_not_stop_the_handover(service, s
 
 
 async def test_status_record_is_complete_masked_and_expires(service, redis):
-    status, body, _ = await service.call_tool(
+    _status, body, _ = await service.call_tool(
         session_id=session_header(), identity="whatsapp:+14155550123"
     )
     record = await service.wait_final(body["handover_id"])

@@ -11,6 +11,7 @@ loop, no endless wait, no unbounded text), and the handover still ends
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -63,7 +64,7 @@ def http_date(offset_seconds: float) -> str:
 
 def gaps(simulator) -> list[float]:
     times = [request["received_at"] for request in simulator.requests]
-    return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
 
 
 # --- Retry-After --------------------------------------------------------------

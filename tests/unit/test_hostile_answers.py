@@ -242,7 +242,7 @@ async def upstream():
 
 
 async def test_an_endless_body_is_cut_off_at_the_limit(upstream):
-    url, sent = upstream
+    url, _ = upstream
     client = BoundedHttpClient(timeout=10, max_body=100_000)
     try:
         async with asyncio.timeout(5):  # an endless body: only stopping reading ends this

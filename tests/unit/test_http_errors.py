@@ -63,7 +63,7 @@ def test_a_body_already_reported_is_not_reported_twice():
         remote = "10.0.0.8"
 
     exc = web.RequestPayloadError("400, message:\n  Can not decode content-encoding: gzip")
-    report_malformed_body(Request(), exc)  # type: ignore[arg-type]
+    report_malformed_body(Request(), exc)  # type: ignore[arg-type]  # a stand-in with .remote only
     assert not MalformedRequestFilter().filter(record_of(exc, "Unhandled exception", ()))
     fresh = web.RequestPayloadError("400, message:\n  Can not decode content-encoding: gzip")
     record = record_of(fresh, "Unhandled exception", ())

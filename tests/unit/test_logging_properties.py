@@ -115,7 +115,10 @@ def test_emails_are_masked_exactly_as_before(text):
 def header_like() -> st.SearchStrategy[str]:
     """`authorization`, a quote or not, spaces, `:` or `=`, spaces, a quote or not,
     a scheme or not, spaces, a value or not: each slot filled or left out."""
-    slot = lambda *options: st.sampled_from(["", *options])  # noqa: E731
+
+    def slot(*options: str) -> st.SearchStrategy[str]:
+        return st.sampled_from(["", *options])
+
     spaces = slot(" ", "  ", "\t", " \n ")
     return st.tuples(
         st.sampled_from(

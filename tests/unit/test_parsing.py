@@ -190,7 +190,7 @@ def test_parse_identity_refuses(raw, mentions):
         ("Application/JSON", b'{"a": null}', {"a": None}),
         (FORM, b"reason=angry+one&summary=a%26b", {"reason": "angry one", "summary": "a&b"}),
         (FORM, b"reason=&x=1", {"reason": "", "x": "1"}),
-        (FORM, "reason=caf%C3%A9".encode(), {"reason": "café"}),
+        (FORM, b"reason=caf%C3%A9", {"reason": "café"}),
         (JSON, b"", {}),
         (FORM, b"", {}),
         ("application/xml", b"", {}),

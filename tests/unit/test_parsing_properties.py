@@ -303,7 +303,7 @@ def case_variants(sid: str) -> st.SearchStrategy[str]:
     """`sid` with each hex digit in either case (the two-letter prefix as it is)."""
     return st.lists(st.booleans(), min_size=32, max_size=32).map(
         lambda upper: sid[:2] + "".join(
-            char.upper() if flip else char.lower() for char, flip in zip(sid[2:], upper)
+            char.upper() if flip else char.lower() for char, flip in zip(sid[2:], upper, strict=True)
         )
     )  # fmt: skip
 

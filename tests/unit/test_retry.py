@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import itertools
 import json
@@ -125,7 +124,7 @@ def service_exception(status: int, code: int, detail: str | None = "Too many req
         (service_exception(429, 45010), True, False, 429, 45010),
         (service_exception(502, 20500), True, True, 502, 20500),
         (TimeoutError(), True, True, None, None),
-        (asyncio.TimeoutError(), True, True, None, None),
+        (TimeoutError(), True, True, None, None),
         (aiohttp.ServerTimeoutError("read timeout"), True, True, None, None),
         (aiohttp.ServerDisconnectedError(), True, True, None, None),
         (aiohttp.ClientOSError(104, "Connection reset by peer"), True, True, None, None),

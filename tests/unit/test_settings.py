@@ -500,9 +500,9 @@ def test_targets_are_read_only():
         role="api",
     )
     with pytest.raises(TypeError):
-        settings.targets["other"] = settings.targets["billing"]  # type: ignore[index]
+        settings.targets["other"] = settings.targets["billing"]  # type: ignore[index]  # the point: read-only
     with pytest.raises(TypeError):
-        settings.targets["billing"].attributes["a"] = 2  # type: ignore[index]
+        settings.targets["billing"].attributes["a"] = 2  # type: ignore[index]  # the point: read-only
 
 
 def test_handover_targets_can_redefine_the_default_target():

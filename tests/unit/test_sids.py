@@ -24,7 +24,7 @@ PROPERTIES = settings(max_examples=200, derandomize=True, database=None, deadlin
         (SID[:-1], None),
         (SID + "\n", None),
         ("CH" + "g" * 32, None),
-        ("CH" + "٠" * 32, None),  # Arabic-Indic digits are not hex digits
+        ("CH" + "٠" * 32, None),  # noqa: RUF001 - Arabic-Indic digits are not hex digits
     ],
 )
 def test_canonical(value, expected):
