@@ -77,7 +77,7 @@ def version() -> str:
 # --- api ---------------------------------------------------------------------------
 
 
-def _add_api(commands: argparse._SubParsersAction) -> None:
+def _add_api(commands: argparse._SubParsersAction[_Parser]) -> None:
     api = commands.add_parser(
         "api", help="serve the tool endpoint (needs REDIS_URL, FLEX_WORKFLOW_SID, a tool token)"
     )
@@ -105,7 +105,7 @@ def run_api(args: argparse.Namespace) -> int:
 # --- worker ------------------------------------------------------------------------
 
 
-def _add_worker(commands: argparse._SubParsersAction) -> None:
+def _add_worker(commands: argparse._SubParsersAction[_Parser]) -> None:
     worker = commands.add_parser("worker", help="deliver queued handovers to Flex (an arq worker)")
     worker.add_argument(
         "--check",
@@ -141,7 +141,7 @@ def check_worker() -> int:
 # --- dev ---------------------------------------------------------------------------
 
 
-def _add_dev(commands: argparse._SubParsersAction) -> None:
+def _add_dev(commands: argparse._SubParsersAction[_Parser]) -> None:
     dev = commands.add_parser(
         "dev",
         help="API and worker in one process; starts its own Redis and a local Flex "
@@ -160,7 +160,7 @@ def run_dev(args: argparse.Namespace) -> int:
 # --- simulator -----------------------------------------------------------------------
 
 
-def _add_simulator(commands: argparse._SubParsersAction) -> None:
+def _add_simulator(commands: argparse._SubParsersAction[_Parser]) -> None:
     """`simulator`: start-up options here; the fault controls in the epilog, made
     from the simulator's own routes and options (imported only to show them)."""
     simulator = commands.add_parser(
@@ -248,7 +248,7 @@ def run_simulator(args: argparse.Namespace) -> int:
 # --- failed and replay (commands/operator_commands.py) ----------------------------------
 
 
-def _add_failed(commands: argparse._SubParsersAction) -> None:
+def _add_failed(commands: argparse._SubParsersAction[_Parser]) -> None:
     failed = commands.add_parser(
         "failed",
         help="list failed handovers, newest first, with their last error (needs only REDIS_URL)",
@@ -270,7 +270,7 @@ def run_failed(args: argparse.Namespace) -> int:
     return run_operator(list_failed(args.limit, args.before, as_json=args.json))
 
 
-def _add_replay(commands: argparse._SubParsersAction) -> None:
+def _add_replay(commands: argparse._SubParsersAction[_Parser]) -> None:
     replay = commands.add_parser(
         "replay",
         help="queue failed handovers again (needs only REDIS_URL; exit 1 if any is refused)",

@@ -18,15 +18,15 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from api.app import create_app
-from standins.flex_simulator import FlexSimulator
 from shared.listening import bind
 from shared.logging import configure_logging
-from standins.redis_server import LocalRedisServer, RedisServerError
 from shared.settings import Settings
+from standins.flex_simulator import FlexSimulator
+from standins.redis_server import LocalRedisServer, RedisServerError
 from worker.main import create_worker, stop_worker
 
 DEV_ACCOUNT_SID = "AC" + "0" * 32
-DEV_AUTH_TOKEN = "flex-handover-dev-token"
+DEV_AUTH_TOKEN = "flex-handover-dev-token"  # noqa: S105 - the simulator's own, never a Twilio one
 DEV_WORKSPACE_SID = "WS" + "0" * 32
 DEV_WORKFLOW_SID = "WW" + "0" * 32
 EXAMPLE_SESSION = "webhook:conversations__IS" + "0" * 32 + "/CH" + "0" * 32
@@ -64,7 +64,7 @@ def has_tool_authentication(env: Mapping[str, str]) -> bool:
 
 
 def _shown_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - compared, not bound
 
 
 def _configured(env: Mapping[str, str], variable: str) -> bool:
@@ -105,7 +105,7 @@ async def _run_dev(host: str, port: int) -> None:
     simulator: FlexSimulator | None = None
     runner: web.AppRunner | None = None
     worker = None
-    worker_task: asyncio.Task | None = None
+    worker_task: asyncio.Task[None] | None = None
     notes = []
     try:
         if not env.get("REDIS_URL"):

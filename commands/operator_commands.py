@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared import deadletters
@@ -62,12 +62,12 @@ async def replay(handover_ids: Sequence[str]) -> int:
     async with _operator_redis(settings) as redis:
         for handover_id in handover_ids:
             result = await deadletters.replay(redis, settings, handover_id)
-            if result.refusal is not None:
-                refused += 1
-                print(f"{handover_id}: refused ({result.refusal.value}): {result.message}")
-            else:
-                assert result.record is not None  # a replay that was not refused returns it
+            if result.record is not None:
                 print(f"{handover_id}: replayed, queued (replay {result.record.replays})")
+            else:
+                refused += 1
+                refusal = result.refusal.value if result.refusal else "unknown"
+                print(f"{handover_id}: refused ({refusal}): {result.message}")
     return 1 if refused else 0
 
 
@@ -83,7 +83,7 @@ async def _operator_redis(settings: Settings) -> AsyncIterator[Redis]:
         await redis.aclose()
 
 
-_COLUMNS = (
+_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("HANDOVER", lambda r: r["handover_id"]),
     ("FAILED AT (UTC)", lambda r: (r["finished_at"] or "")[:19].replace("T", " ")),
     ("CONVERSATION", lambda r: r["conversation_sid"]),
@@ -100,7 +100,7 @@ def failed_table(records: list[dict[str, Any]]) -> str:
     rows += [[cell(record) for _, cell in _COLUMNS] for record in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
     return "\n".join(
-        "  ".join([*(value.ljust(width) for value, width in zip(row, widths)), row[-1]]).rstrip()
+        "  ".join([*(value.ljust(width) for value, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
         for row in rows
     )
 

@@ -50,7 +50,8 @@ def find_server_binary() -> str:
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def ping(port: int, timeout: float = 0.5, password: str | None = None) -> bool:
@@ -129,9 +130,9 @@ class LocalRedisServer:
         ]  # fmt: skip
         if self.password is not None:
             args += ["--requirepass", self.password]
-        log = open(self.data_dir / "server.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with (self.data_dir / "server.log").open("ab") as log:
+            # S603: args are this launcher's own, the binary one it found or was given.
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 - see above
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

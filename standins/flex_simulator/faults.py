@@ -53,16 +53,18 @@ class Fault:
             raise ValueError("body must be a string")
         if isinstance(self.pad, bool) or not isinstance(self.pad, int) or self.pad < 0:
             raise ValueError("pad must be a number of bytes >= 0")
-        if self.headers is not None:
-            if not isinstance(self.headers, Mapping) or not all(
+        if self.headers is not None and (
+            not isinstance(self.headers, Mapping)
+            or not all(
                 isinstance(name, str)
                 and _HEADER_NAME.fullmatch(name)
                 and isinstance(value, str)
                 and "\r" not in value
                 and "\n" not in value
                 for name, value in self.headers.items()
-            ):
-                raise ValueError("headers must map header names to one-line strings")
+            )
+        ):
+            raise ValueError("headers must map header names to one-line strings")
 
     @property
     def kind(self) -> str:

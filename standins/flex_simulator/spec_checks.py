@@ -135,7 +135,7 @@ def attribute_equals(attributes: Mapping[str, Any], path: list[str], value: str)
         if not isinstance(current, dict) or key not in current:
             return False
         current = current[key]
-    return current == value
+    return bool(current == value)
 
 
 def assignment_status_filter(values: list[str]) -> set[str]:

@@ -140,7 +140,7 @@ class SimulatorState:
             self.fail_next(**options)
         except TypeError as error:
             raise ValueError(str(error)) from None
-        return options.get("count", 1)
+        return int(options.get("count", 1))
 
     def set_rate_limit(
         self,

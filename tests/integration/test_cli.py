@@ -169,9 +169,11 @@ async def test_api_processes_share_the_port_and_stop_together(redis, redis_serve
             for n in range(20):
                 async with http.post(
                     f"http://127.0.0.1:{port}/tools/flex-handover",
-                    headers={"X-Session-Id": session_header(new_conversation_sid(n)),
-                             "X-Identity": "phone:+14155550123",
-                             **tool_auth()},  # fmt: skip
+                    headers={
+                        "X-Session-Id": session_header(new_conversation_sid(n)),
+                        "X-Identity": "phone:+14155550123",
+                        **tool_auth(),
+                    },
                 ) as response:
                     assert response.status == 202
         assert await redis.zcard("flex_handover:queue") == 20
@@ -179,7 +181,7 @@ async def test_api_processes_share_the_port_and_stop_together(redis, redis_serve
     finally:
         code, log = await stop(api)
     assert code == 0, log
-    assert all(not Path(f"/proc/{pid}").exists() for pid in servers)
+    assert all(not Path(f"/proc/{pid}").exists() for pid in servers)  # noqa: ASYNC240 - a test's last check, no loop to block
 
 
 async def test_api_processes_all_stop_when_one_dies(redis_server):
