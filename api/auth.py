@@ -197,9 +197,7 @@ def twilio_signature_valid(
 def describe_tool_modes(settings: Settings) -> str:
     modes = []
     if settings.tool_tokens:
-        modes.append(
-            "send 'Authorization: Bearer <token>' or add '?token=<token>' to the tool URL"
-        )
+        modes.append("send 'Authorization: Bearer <token>' or add '?token=<token>' to the tool URL")
     if settings.verify_twilio_signature:
         modes.append("sign the request with X-Twilio-Signature")
     return " or ".join(modes) or "no authentication mode is configured"
@@ -225,9 +223,7 @@ def startup_warnings(settings: Settings) -> list[str]:
                 "credentials are configured and required"
             )
     elif not settings.admin_tokens:
-        warnings.append(
-            "no HANDOVER_ADMIN_TOKENS: operator endpoints (/handovers…) answer 403"
-        )
+        warnings.append("no HANDOVER_ADMIN_TOKENS: operator endpoints (/handovers…) answer 403")
     return warnings
 
 
@@ -272,9 +268,7 @@ class Authenticator:
                 request.headers,
                 self.settings.trust_proxy_headers,
             )
-            if twilio_signature_valid(
-                self.validator, url, request.content_type, body, signature
-            ):
+            if twilio_signature_valid(self.validator, url, request.content_type, body, signature):
                 return
         if bearer is None and query_token is None and not signature:
             raise _refused(

@@ -221,7 +221,7 @@ SCHEMAS: dict[str, Schema] = {
                 name: {
                     "type": ["string", "number", "null"],
                     "maxLength": limit,
-                    "description": "Text; a number is taken as its text (`42` → `\"42\"`).",
+                    "description": 'Text; a number is taken as its text (`42` → `"42"`).',
                 }
                 for name, limit in KNOWN_FIELDS.items()
             },

@@ -201,8 +201,7 @@ def _conversation_sid(value: str, where: str) -> str:
     if conversation_sid is None:
         raise BadRequest(
             "invalid_conversation_sid",
-            f"{where} does not name a Conversation: expected "
-            f"{sids.describe(sids.CONVERSATION)}.",
+            f"{where} does not name a Conversation: expected {sids.describe(sids.CONVERSATION)}.",
         )
     return conversation_sid
 
@@ -218,8 +217,7 @@ def _parse_json(body: bytes) -> dict[str, Any]:
         raise InvalidBody(f"is not valid JSON{where}.") from None
     if document is _TOO_DEEP or (
         # Only a body with enough brackets can be too deep: most are never walked.
-        body.count(b"{") + body.count(b"[") > MAX_NESTING
-        and _nesting_depth(document) > MAX_NESTING
+        body.count(b"{") + body.count(b"[") > MAX_NESTING and _nesting_depth(document) > MAX_NESTING
     ):
         raise InvalidBody(f"is nested deeper than {MAX_NESTING} levels.")
     if not isinstance(document, dict):

@@ -116,7 +116,9 @@ def serve_processes(host: str, port: int, processes: int) -> int:
         _terminate(children)  # an exception above must not leave children running
         for reader, _ in pipes:
             reader.close()
-    return 0 if stopping and all(child.exitcode in (0, -signal.SIGTERM) for child in children) else 1
+    return (
+        0 if stopping and all(child.exitcode in (0, -signal.SIGTERM) for child in children) else 1
+    )
 
 
 def _wait_until_listening(

@@ -100,9 +100,12 @@ async def main(args: argparse.Namespace) -> int:
     try:
         for port in ports.values():
             await wait_listening(port)
-        async with aiohttp.ClientSession() as http, http.put(
-            f"{simulator_url}/__sim/latency", json={"seconds": args.flex_latency}
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.put(
+                f"{simulator_url}/__sim/latency", json={"seconds": args.flex_latency}
+            ) as response,
+        ):
             response.raise_for_status()
         receivers = {
             "inline (Twilio sample)": f"http://127.0.0.1:{ports['inline']}/tools/flex-handover",
@@ -122,7 +125,9 @@ async def main(args: argparse.Namespace) -> int:
             f"{args.concurrency} connections, Flex API latency {args.flex_latency * 1000:.0f} ms, "
             f"{os.cpu_count()} CPUs"
         )
-        print(f"{'receiver':<22} {'calls':>6} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'errors':>6}")
+        print(
+            f"{'receiver':<22} {'calls':>6} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'errors':>6}"
+        )
         for name, sample in totals.items():
             print(report(name, sample))
         inline, ours = totals["inline (Twilio sample)"], totals["flex-handover"]

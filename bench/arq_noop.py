@@ -35,7 +35,9 @@ async def noop(ctx: dict[str, Any], handover_id: str, conversation_sid: str) -> 
     return None
 
 
-async def drain(url: str, worker_class: type[Worker], jobs: int, concurrency: int) -> tuple[float, float]:
+async def drain(
+    url: str, worker_class: type[Worker], jobs: int, concurrency: int
+) -> tuple[float, float]:
     pool = await create_pool(RedisSettings.from_dsn(url))
     await pool.flushall()
     now_ms = int(time.time() * 1000) - jobs  # all ready at once, in order

@@ -193,7 +193,9 @@ class Workers:
 
 async def chaos(workers: Workers, redis: LocalRedisServer, args: argparse.Namespace) -> list[str]:
     """Kill workers every --kill-every seconds; restart Redis at --redis-restart-at."""
-    events: list[tuple[float, str]] = [(args.kill_every * (n + 1), "kill") for n in range(args.kills)]
+    events: list[tuple[float, str]] = [
+        (args.kill_every * (n + 1), "kill") for n in range(args.kills)
+    ]
     if args.redis_restarts:
         events.append((args.redis_restart_at, "redis"))
     log, started = [], time.monotonic()
@@ -341,9 +343,7 @@ async def main(args: argparse.Namespace) -> int:
             chaos(workers, redis, args),
             send_calls(url, args.handovers, args.rate, args.concurrency, calls),
         )
-        records = await wait_until_final(
-            client, list(calls.acknowledged), args.drain_timeout
-        )
+        records = await wait_until_final(client, list(calls.acknowledged), args.drain_timeout)
         elapsed = time.monotonic() - started
         return 0 if report(args, calls, records, flex, events, elapsed) else 1
     finally:

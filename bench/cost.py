@@ -103,7 +103,10 @@ def machine() -> dict[str, object]:
         pass
     try:
         server = subprocess.run(
-            [find_server_binary(), "--version"], capture_output=True, text=True, timeout=10,
+            [find_server_binary(), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
             check=False,
         ).stdout.strip()
     except Exception as exc:  # noqa: BLE001 - a description, not a check
@@ -415,7 +418,9 @@ async def redis_bytes(args: argparse.Namespace) -> tuple[dict, bool]:
         left = {kind: await scan_count(client, prefix) for kind, prefix in KEY_KINDS.items()}
         left["queue"] = await client.zcard(redis_keys.QUEUE_NAME)
         left["all keys"] = await client.dbsize()
-        record_after = await average_usage(client, [redis_keys.handover_key(h) for h in handover_ids[:100]])
+        record_after = await average_usage(
+            client, [redis_keys.handover_key(h) for h in handover_ids[:100]]
+        )
         for prefix in (redis_keys.CONVERSATION_KEY_PREFIX, redis_keys.RATE_KEY_PREFIX):
             await unlink_prefix(client, prefix)
         records_only = await settled_memory(client)
@@ -446,12 +451,16 @@ async def redis_bytes(args: argparse.Namespace) -> tuple[dict, bool]:
         print(f"Redis bytes: {n} handovers, tool input {figures['tool_input_json_bytes']} bytes "
               f"of JSON (summary {args.summary_chars} chars), a new conversation and customer "
               "each, default rate limits on, AOF off")  # fmt: skip
-        row("bytes per queued handover (used_memory)", f"{figures['bytes_per_queued_handover']:.0f}")
+        row(
+            "bytes per queued handover (used_memory)", f"{figures['bytes_per_queued_handover']:.0f}"
+        )
         row("keys per queued handover", f"{figures['keys_per_queued_handover']:.2f}")
         for kind, size in sizes_queued.items():
             row(f"  MEMORY USAGE {kind}", "-" if size is None else f"{size:.0f}")
         row("handovers succeeded", succeeded)
-        row("bytes per handover after success", f"{figures['bytes_per_handover_after_success']:.0f}")
+        row(
+            "bytes per handover after success", f"{figures['bytes_per_handover_after_success']:.0f}"
+        )
         row("  arq jobs / queue entries left", f"{left['arq job']} / {left['queue']}")
         row("bytes per status record (used_memory)", f"{figures['bytes_per_status_record']:.0f}")
         row("  MEMORY USAGE status record, succeeded",

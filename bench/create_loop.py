@@ -34,9 +34,7 @@ async def main(args: argparse.Namespace) -> None:
     async def loop() -> None:
         nonlocal created
         for _ in remaining:
-            await client.flex_api.v1.interaction.create_async(
-                channel=channel, routing=routing
-            )
+            await client.flex_api.v1.interaction.create_async(channel=channel, routing=routing)
             created += 1
 
     cpu_started, started = time.process_time(), time.perf_counter()

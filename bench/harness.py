@@ -47,7 +47,9 @@ def service_env(redis_url: str, simulator_url: str, **overrides: str) -> dict[st
     bench's flood (load.py stores ~40,000 handovers a run with no worker
     draining them): still checked on every call, as in production, never hit."""
     inherited = {
-        k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TWILIO_", "FLEX_", "HANDOVER_", "WORKER_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REDIS_", "TWILIO_", "FLEX_", "HANDOVER_", "WORKER_"))
     }
     env = {
         **inherited,

@@ -186,13 +186,17 @@ async def main(args: argparse.Namespace) -> int:
         redis.close()
 
 
-def print_report(results: dict[int, dict[str, Runs]], args: argparse.Namespace, generator: str) -> None:
+def print_report(
+    results: dict[int, dict[str, Runs]], args: argparse.Namespace, generator: str
+) -> None:
     print(
         f"tool endpoint under load: {args.rounds} alternating rounds x {args.seconds:g} s, "
         f"generator {generator}, {os.cpu_count()} CPUs, Redis on this machine (medians of rounds); "
         f"flex-handover in {args.api_processes} process(es), the baselines in one"
     )
-    print(f"{'conns':>5} {'receiver':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>6}")
+    print(
+        f"{'conns':>5} {'receiver':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>6}"
+    )
     for connections, by_name in results.items():
         for name, runs in by_name.items():
             print(

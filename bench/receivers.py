@@ -1,9 +1,9 @@
 """Baselines for bench/load.py: what a user would otherwise put behind the tool URL.
 
-    python bench/receivers.py bare --port P   # reads the request, answers 202:
-                                              # aiohttp's own limit on this machine
-    python bench/receivers.py arq --port P    # awaits arq's enqueue_job per call
-                                              # (needs REDIS_URL)
+python bench/receivers.py bare --port P   # reads the request, answers 202:
+                                          # aiohttp's own limit on this machine
+python bench/receivers.py arq --port P    # awaits arq's enqueue_job per call
+                                          # (needs REDIS_URL)
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ async def naive_arq(request: web.Request) -> web.Response:
     await request.read()
     handover_id = "ho_" + uuid.uuid4().hex
     job = await request.app[POOL].enqueue_job(
-        redis_keys.HANDOVER_FUNCTION, handover_id, _job_id=handover_id, _queue_name=redis_keys.QUEUE_NAME
+        redis_keys.HANDOVER_FUNCTION,
+        handover_id,
+        _job_id=handover_id,
+        _queue_name=redis_keys.QUEUE_NAME,
     )
     if job is None:
         return web.json_response({"error": "duplicate"}, status=409)

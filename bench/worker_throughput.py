@@ -174,8 +174,12 @@ async def main(args: argparse.Namespace) -> int:
                           LOG_LEVEL=args.log_level)  # fmt: skip
         paced_rate = min(args.paced_rate, concurrency / args.flex_latency / 2)
         latencies = await time_to_interaction(
-            env, flex, Enqueuer(client, Settings.from_env(env, role="worker")),
-            paced_rate, args.seconds, offset,
+            env,
+            flex,
+            Enqueuer(client, Settings.from_env(env, role="worker")),
+            paced_rate,
+            args.seconds,
+            offset,
         )
     finally:
         await client.aclose()

@@ -51,7 +51,10 @@ def simulator_env(base_url: str, env: Mapping[str, str]) -> dict[str, str]:
 def has_twilio_credentials(env: Mapping[str, str]) -> bool:
     return bool(
         env.get("TWILIO_ACCOUNT_SID")
-        and (env.get("TWILIO_AUTH_TOKEN") or (env.get("TWILIO_API_KEY") and env.get("TWILIO_API_SECRET")))
+        and (
+            env.get("TWILIO_AUTH_TOKEN")
+            or (env.get("TWILIO_API_KEY") and env.get("TWILIO_API_SECRET"))
+        )
     )
 
 
@@ -90,7 +93,7 @@ def curl_example(host: str, port: int, env: Mapping[str, str] | None = None) -> 
         f"  -H 'X-Session-Id: {EXAMPLE_SESSION}' \\\n"
         f"  -H 'X-Identity: {EXAMPLE_IDENTITY}' \\\n"
         "  -H 'Content-Type: application/json' \\\n"
-        "  -d '{\"reason\": \"customer asked for a person\"}'"
+        '  -d \'{"reason": "customer asked for a person"}\''
     )
 
 

@@ -100,7 +100,9 @@ def failed_table(records: list[dict[str, Any]]) -> str:
     rows += [[cell(record) for _, cell in _COLUMNS] for record in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
     return "\n".join(
-        "  ".join([*(value.ljust(width) for value, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        "  ".join(
+            [*(value.ljust(width) for value, width in zip(row, widths, strict=False)), row[-1]]
+        ).rstrip()
         for row in rows
     )
 

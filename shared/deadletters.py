@@ -146,9 +146,7 @@ def _refusal_message(refusal: Refusal, detail: list[str]) -> str:
     )
 
 
-async def list_failed(
-    redis: aioredis.Redis, limit: int, before: str | None = None
-) -> FailedPage:
+async def list_failed(redis: aioredis.Redis, limit: int, before: str | None = None) -> FailedPage:
     """Failed handovers, newest failure first, at most `limit` (capped at
     MAX_LIMIT) of them.
 

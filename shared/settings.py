@@ -175,9 +175,7 @@ def _redis_url(value: str) -> str:
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(
-            f"must be an http(s) URL such as {TWILIO_FLEX_API}, got {_preview(value)}"
-        )
+        raise ValueError(f"must be an http(s) URL such as {TWILIO_FLEX_API}, got {_preview(value)}")
     return value.rstrip("/")
 
 
@@ -599,9 +597,7 @@ class Settings:
         if not self.redis_url:
             problems.append("REDIS_URL: required (e.g. redis://localhost:6379/0)")
         if role != "operator" and not self.targets:
-            problems.append(
-                "FLEX_WORKFLOW_SID: required (or define targets in HANDOVER_TARGETS)"
-            )
+            problems.append("FLEX_WORKFLOW_SID: required (or define targets in HANDOVER_TARGETS)")
         if role == "api":
             if not (self.authenticates_tool_calls or self.allow_unauthenticated):
                 problems.append(
@@ -639,9 +635,7 @@ def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Tar
     targets = {}
     for name, spec in document.items():
         if not _TARGET_NAME.fullmatch(name):
-            raise ValueError(
-                f"target name {name!r} must be lower-case letters, digits, '-' or '_'"
-            )
+            raise ValueError(f"target name {name!r} must be lower-case letters, digits, '-' or '_'")
         if not isinstance(spec, dict):
             raise ValueError(f"target {name!r} must be a JSON object")
         unknown = set(spec) - {"workflow_sid", "task_channel", "priority", "attributes"}
@@ -649,9 +643,7 @@ def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Tar
             raise ValueError(f"target {name!r} has unknown keys: {', '.join(sorted(unknown))}")
         workflow_sid = spec.get("workflow_sid")
         if not isinstance(workflow_sid, str) or not sids.is_sid(workflow_sid, sids.WORKFLOW):
-            raise ValueError(
-                f"target {name!r} needs workflow_sid, {sids.describe(sids.WORKFLOW)}"
-            )
+            raise ValueError(f"target {name!r} needs workflow_sid, {sids.describe(sids.WORKFLOW)}")
         task_channel = spec.get("task_channel", default_task_channel)
         if not isinstance(task_channel, str) or not _TASK_CHANNEL.fullmatch(task_channel):
             raise ValueError(f"target {name!r} has an invalid task_channel")

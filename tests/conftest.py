@@ -82,12 +82,6 @@ async def own_redis() -> AsyncIterator[LocalRedisServer]:
     server.close()
 
 
-
-
-
-
-
-
 @pytest.fixture
 async def start_service(redis, redis_server, simulator) -> AsyncIterator[StartService]:
     """`await start_service(**env_overrides)` → a running Service, stopped at teardown."""

@@ -17,7 +17,11 @@ def test_ack_latency_bench_runs_and_reports_both_receivers():
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    rows = {line.split("  ")[0].strip(): line.split() for line in lines if line.startswith(("inline", "flex-handover "))}
+    rows = {
+        line.split("  ")[0].strip(): line.split()
+        for line in lines
+        if line.startswith(("inline", "flex-handover "))
+    }
     assert set(rows) == {"inline (Twilio sample)", "flex-handover"}
     assert rows["flex-handover"][1] == "10"  # calls
     assert rows["flex-handover"][-1] == "0"  # errors
@@ -80,6 +84,7 @@ def test_worker_throughput_bench_reports_its_bound_and_baseline():
 
 def test_cost_bench_reports_memory_bytes_and_a_drained_backlog(tmp_path):
     import json
+
     results = tmp_path / "cost.json"
     lines = run_bench(
         "cost.py", "--requests", "2000", "--chunks", "4", "--generator", "python",
@@ -108,6 +113,7 @@ def test_cost_bench_reports_memory_bytes_and_a_drained_backlog(tmp_path):
 
 def test_load_bench_writes_its_medians_as_json(tmp_path):
     import json
+
     results = tmp_path / "load.json"
     run_bench(
         "load.py", "--generator", "python", "--rounds", "1", "--seconds", "0.2",
@@ -185,5 +191,9 @@ def test_wrk_output_is_read_by_its_rows_not_by_a_stray_percentage():
         sys.path.remove(str(ROOT / "bench"))
     run = parse_wrk(WRK_OUTPUT)  # "92.50%" in the Stdev column is not the p50 row
     assert (run.requests_per_second, run.p50_ms, run.p99_ms, run.max_ms, run.errors) == (
-        3272.26, 78.18, 185.57, 96.11, 3
+        3272.26,
+        78.18,
+        185.57,
+        96.11,
+        3,
     )

@@ -483,7 +483,9 @@ def test_default_cmd_serves_the_exposed_port(final_stage):
     argv = exec_form(last(final_stage[2], "CMD"), "CMD")
     assert argv[0] == "api"
     assert option_value(argv, "--host") == "0.0.0.0"
-    exposed = {p.split("/")[0] for kw, args in final_stage[2] if kw == "EXPOSE" for p in args.split()}
+    exposed = {
+        p.split("/")[0] for kw, args in final_stage[2] if kw == "EXPOSE" for p in args.split()
+    }
     assert option_value(argv, "--port") in exposed
 
 
@@ -513,7 +515,8 @@ def test_installs_the_project_with_pip(stages):
         return any(t in (".", "./") for t in tokens[i + 1 :])
 
     installing = [
-        name for name, _, stage in stages
+        name
+        for name, _, stage in stages
         if any(kw == "RUN" and installs_project(args) for kw, args in stage)
     ]
     assert installing, "no `RUN pip install .` found"
@@ -555,7 +558,9 @@ def test_image_healthcheck_uses_stdlib_against_healthz(final_stage):
     healthcheck = last(final_stage[2], "HEALTHCHECK")
     assert healthcheck and healthcheck.upper() != "NONE", "no HEALTHCHECK in the final stage"
     assert "urllib" in healthcheck, "python:slim has no curl/wget: probe with urllib"
-    exposed = {p.split("/")[0] for kw, args in final_stage[2] if kw == "EXPOSE" for p in args.split()}
+    exposed = {
+        p.split("/")[0] for kw, args in final_stage[2] if kw == "EXPOSE" for p in args.split()
+    }
     match = re.search(r"http://(?:127\.0\.0\.1|localhost):(\d+)/healthz\b", healthcheck)
     assert match and match.group(1) in exposed, healthcheck
 

@@ -334,9 +334,10 @@ CREATE_FORM = {"Channel": json.dumps(channel()), "Routing": json.dumps(routing()
 
 
 async def post_create(http, form=None):
-    async with asyncio.timeout(10), http.post(
-        "/v1/Interactions", data=form or CREATE_FORM, headers=AUTH
-    ) as response:
+    async with (
+        asyncio.timeout(10),
+        http.post("/v1/Interactions", data=form or CREATE_FORM, headers=AUTH) as response,
+    ):
         return response.status, response.headers, await response.read()
 
 
@@ -802,7 +803,9 @@ def test_sliding_window_admits_rps_in_any_second():
         if window.admit():
             admitted.append(clock.now)
     assert len(admitted) == 500
-    assert all(later - earlier >= 1.0 for earlier, later in zip(admitted, admitted[50:], strict=False))
+    assert all(
+        later - earlier >= 1.0 for earlier, later in zip(admitted, admitted[50:], strict=False)
+    )
 
 
 def test_sliding_window_slides_and_stretches_for_rates_below_one():
@@ -1091,9 +1094,7 @@ async def test_task_and_user_responses_match_their_specs(client, simulator, http
 
 
 def test_run_simulator_serves_until_sigterm():
-    code = (
-        "from standins.flex_simulator import run_simulator; run_simulator('127.0.0.1', 0, latency=0)"
-    )
+    code = "from standins.flex_simulator import run_simulator; run_simulator('127.0.0.1', 0, latency=0)"
     process = subprocess.Popen(
         [sys.executable, "-c", code],
         cwd=ROOT,

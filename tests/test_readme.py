@@ -26,7 +26,9 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 
 def test_every_setting_in_env_example_is_in_the_readme_table():
-    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    documented = set(
+        re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M)
+    )
     in_readme = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", README, re.M))
     in_readme |= set(re.findall(r"`(TWILIO_API_(?:KEY|SECRET))`", README))
     assert documented - in_readme == set()

@@ -78,9 +78,7 @@ class BoundedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio 
     """AsyncTwilioHttpClient whose requests time out, read at most `max_body`
     bytes of an answer, and expose the answer's status and Retry-After."""
 
-    def __init__(
-        self, timeout: float, connections: int = 100, max_body: int = MAX_ANSWER_BYTES
-    ):
+    def __init__(self, timeout: float, connections: int = 100, max_body: int = MAX_ANSWER_BYTES):
         # max_retries stays None: the client would retry POSTs on 5xx by itself.
         super().__init__(timeout=timeout, pool_connections=False)
         self.session = ClientSession(connector=TCPConnector(limit=connections))

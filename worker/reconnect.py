@@ -50,7 +50,9 @@ class Leftovers:
         worker's connection; False if Redis went away again (kept for later)."""
         try:
             if self.job_ids:
-                await redis.delete(*(redis_keys.arq_in_progress_key(job_id) for job_id in self.job_ids))
+                await redis.delete(
+                    *(redis_keys.arq_in_progress_key(job_id) for job_id in self.job_ids)
+                )
             await release_claims(redis, self.claims)
         except (RedisError, OSError) as exc:
             logger.warning(

@@ -110,9 +110,7 @@ class wait_retry_after_or_jitter:
     MAX_RETRY_AFTER_SECONDS).
     """
 
-    def __init__(
-        self, initial: float, maximum: float, cap: Callable[[], float] | None = None
-    ):
+    def __init__(self, initial: float, maximum: float, cap: Callable[[], float] | None = None):
         self._floor = max(initial, MIN_WAIT_SECONDS)
         self._initial = initial
         self._maximum = maximum

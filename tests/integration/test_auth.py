@@ -34,7 +34,11 @@ FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "handover.example
 
 
 def twilio_headers(n: int = 1, **extra: str) -> dict[str, str]:
-    return {"X-Session-Id": session_header(new_conversation_sid(n)), "X-Identity": IDENTITY, **extra}
+    return {
+        "X-Session-Id": session_header(new_conversation_sid(n)),
+        "X-Identity": IDENTITY,
+        **extra,
+    }
 
 
 def sign(url: str, params: dict[str, str] | None = None) -> str:
@@ -67,7 +71,9 @@ def assert_refused(status: int, body: dict[str, Any], expected: int) -> None:
 # --- tokens ------------------------------------------------------------------------
 
 
-async def test_no_credentials_is_401_with_a_bearer_challenge_and_nothing_stored(start_service, redis):
+async def test_no_credentials_is_401_with_a_bearer_challenge_and_nothing_stored(
+    start_service, redis
+):
     service = await start_service(worker=False)
     for path in (PATH, PATH + "/billing", PATH + "/nowhere"):
         status, body, response = await post(service, path, headers=twilio_headers())
@@ -227,14 +233,18 @@ async def test_either_mode_passes_when_both_are_configured(start_service):
     signed = twilio_headers(2, **{"X-Twilio-Signature": signature})
     assert (await post(service, headers=signed))[0] == 202
     # A wrong token does not spoil a good signature, nor the reverse.
-    signed_wrong_token = twilio_headers(3, **{"X-Twilio-Signature": signature}, **tool_auth(OTHER_TOKEN))
+    signed_wrong_token = twilio_headers(
+        3, **{"X-Twilio-Signature": signature}, **tool_auth(OTHER_TOKEN)
+    )
     assert (await post(service, headers=signed_wrong_token))[0] == 202
     bad_signature_good_token = twilio_headers(4, **{"X-Twilio-Signature": "x"}, **tool_auth())
     assert (await post(service, headers=bad_signature_good_token))[0] == 202
 
 
 async def test_behind_a_trusted_proxy_the_public_url_is_what_is_signed(start_service):
-    service = await start_service(worker=False, HANDOVER_TRUST_PROXY_HEADERS="true", **SIGNATURE_ONLY)
+    service = await start_service(
+        worker=False, HANDOVER_TRUST_PROXY_HEADERS="true", **SIGNATURE_ONLY
+    )
     signature = sign(PUBLIC + PATH)
     headers = twilio_headers(**FORWARDED, **{"X-Twilio-Signature": signature})
     assert (await post(service, headers=headers))[0] == 202
@@ -291,7 +301,9 @@ async def test_every_path_under_handovers_is_protected(start_service):
 
 
 async def test_admin_rotation(start_service):
-    service = await start_service(worker=False, HANDOVER_ADMIN_TOKENS=f"{ADMIN_TOKEN},{OTHER_TOKEN}")
+    service = await start_service(
+        worker=False, HANDOVER_ADMIN_TOKENS=f"{ADMIN_TOKEN},{OTHER_TOKEN}"
+    )
     for token in (ADMIN_TOKEN, OTHER_TOKEN):
         status, _, _ = await get(service, "/handovers/ho_" + "0" * 32, admin_auth(token))
         assert status == 404  # past authentication

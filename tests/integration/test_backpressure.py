@@ -42,7 +42,9 @@ async def test_a_full_backlog_is_503_and_stores_nothing_until_the_worker_drains_
     service = await start_service(worker=False, HANDOVER_MAX_PENDING=25, **UNLIMITED)
     accepted = []
     for n in range(25):
-        status, body, _ = await service.call_tool(session_id=session_header(new_conversation_sid(n)))
+        status, body, _ = await service.call_tool(
+            session_id=session_header(new_conversation_sid(n))
+        )
         assert status == 202, body
         accepted.append(body["handover_id"])
     before = await snapshot(redis)
@@ -72,15 +74,18 @@ async def _queue_empty(redis) -> bool:
 
 
 async def call_tool(api_url: str, conversation: int) -> tuple[int, dict, dict]:
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{api_url}/tools/flex-handover",
-        json={"reason": "backpressure test"},
-        headers={
-            "X-Session-Id": session_header(new_conversation_sid(conversation)),
-            "X-Identity": "phone:+14155550123",
-            **tool_auth(),
-        },
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{api_url}/tools/flex-handover",
+            json={"reason": "backpressure test"},
+            headers={
+                "X-Session-Id": session_header(new_conversation_sid(conversation)),
+                "X-Identity": "phone:+14155550123",
+                **tool_auth(),
+            },
+        ) as response,
+    ):
         return response.status, await response.json(), response
 
 

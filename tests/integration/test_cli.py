@@ -47,8 +47,6 @@ async def start(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
-
-
 async def stop(process: asyncio.subprocess.Process, timeout: float = 15) -> tuple[int, str]:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
@@ -81,7 +79,7 @@ async def test_dev_runs_with_nothing_but_the_package_and_its_curl_line_works():
         await wait_healthy(f"http://127.0.0.1:{port}", process)
         banner = (await asyncio.wait_for(process.stdout.read(2048), 5)).decode()
         assert "LOCAL FLEX SIMULATOR" in banner
-        curl = banner[banner.index("curl -s -X POST"):]
+        curl = banner[banner.index("curl -s -X POST") :]
         url = re.search(r"(http://\S+/tools/flex-handover)", curl).group(1)
         headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", curl))
         body = re.search(r"-d '([^']+)'", curl).group(1)
@@ -134,8 +132,16 @@ async def test_api_and_worker_processes_deliver_a_handover(redis, redis_server, 
 @pytest.mark.parametrize(
     ("command", "env", "named"),
     [
-        ("worker", {"REDIS_URL": "redis://localhost/0"}, ["TWILIO_ACCOUNT_SID", "FLEX_WORKSPACE_SID"]),
-        ("api", {"REDIS_URL": "http://nope", "FLEX_WORKFLOW_SID": "WW1"}, ["REDIS_URL", "FLEX_WORKFLOW_SID"]),
+        (
+            "worker",
+            {"REDIS_URL": "redis://localhost/0"},
+            ["TWILIO_ACCOUNT_SID", "FLEX_WORKSPACE_SID"],
+        ),
+        (
+            "api",
+            {"REDIS_URL": "http://nope", "FLEX_WORKFLOW_SID": "WW1"},
+            ["REDIS_URL", "FLEX_WORKFLOW_SID"],
+        ),
         ("worker", {"TWILIO_AUTH_TOKEN": "s3cr3t"}, ["TWILIO_AUTH_TOKEN"]),
     ],
 )
@@ -152,9 +158,7 @@ def api_children(parent: int) -> list[int]:
     """The serving children of `flex-handover api --processes N` (multiprocessing spawns)."""
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     return [
-        int(pid)
-        for pid in children
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
 
 
@@ -252,9 +256,7 @@ def assert_one_clear_line(output: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("host", "processes"), [("127.0.0.1", "1"), ("0.0.0.0", "1"), ("0.0.0.0", "3")]
 )
-async def test_api_on_a_port_in_use_says_so_in_one_line_and_exits(
-    redis_server, host, processes
-):
+async def test_api_on_a_port_in_use_says_so_in_one_line_and_exits(redis_server, host, processes):
     marker = f"FLEX_HANDOVER_TEST_RUN={uuid.uuid4().hex}"
     name, value = marker.split("=")
     env = clean_env(**service_env(redis_server.url, "http://127.0.0.1:9"), **{name: value})
@@ -296,7 +298,7 @@ async def test_simulator_on_a_port_in_use_says_so_in_one_line():
 
 
 async def test_api_logs_listening_once_the_port_is_bound(redis_server):
-    """"listening" only after the bind, from the parent once every child has bound."""
+    """ "listening" only after the bind, from the parent once every child has bound."""
     env = clean_env(**service_env(redis_server.url, "http://127.0.0.1:9"))
     for processes, expected in (("1", "api listening on"), ("2", "api: 2 processes listening")):
         port = free_port()
@@ -358,7 +360,7 @@ async def test_simulator_help_lists_every_fault_control_it_serves():
     assert len(served) >= 6
     for path in served:
         assert path in output, path
-    controls = output[output.index("fault controls"):]
+    controls = output[output.index("fault controls") :]
     for option in (*FAULT_OPTIONS, *RATE_LIMIT_OPTIONS):
         assert re.search(rf"^\s+{option}\b", controls, re.MULTILINE), option
     for flag in ("--fault", "--latency", "--rate-limit-rps", "--rate-limit-retry-after"):

@@ -51,10 +51,9 @@ async def post(service, path: str) -> tuple[int, dict]:
 
 
 async def nothing_queued(redis, handover_id: str) -> bool:
-    return (
-        await redis.zscore(redis_keys.QUEUE_NAME, handover_id) is None
-        and not await redis.exists(redis_keys.arq_job_key(handover_id))
-    )
+    return await redis.zscore(
+        redis_keys.QUEUE_NAME, handover_id
+    ) is None and not await redis.exists(redis_keys.arq_job_key(handover_id))
 
 
 async def cli(redis_server, simulator, *args: str, **env: str) -> tuple[int, str, str]:
@@ -189,9 +188,7 @@ async def test_bad_list_queries_are_refused_naming_what_is_accepted(service):
     assert (status, page) == (200, {"handovers": [], "next": None})
 
 
-async def test_cli_lists_and_replays_failed_handovers(
-    service, simulator, redis, redis_server
-):
+async def test_cli_lists_and_replays_failed_handovers(service, simulator, redis, redis_server):
     handover_id = await fail_handover(service, simulator, redis)
 
     code, table, _ = await cli(redis_server, simulator, "failed")

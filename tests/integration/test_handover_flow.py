@@ -30,7 +30,9 @@ IDENTITY_CASES = [
 
 
 @pytest.mark.parametrize(("identity", "channel_type", "address"), IDENTITY_CASES)
-async def test_tool_call_becomes_one_interaction(service, simulator, identity, channel_type, address):
+async def test_tool_call_becomes_one_interaction(
+    service, simulator, identity, channel_type, address
+):
     if channel_type == "web":
         simulator.add_user(address, "Jane Web")
     status, body, _ = await service.call_tool(
@@ -144,8 +146,17 @@ async def test_status_record_is_complete_masked_and_expires(service, redis):
         session_id=session_header(), identity="whatsapp:+14155550123"
     )
     record = await service.wait_final(body["handover_id"])
-    for field in ("handover_id", "conversation_sid", "target", "state", "attempts",
-                  "interaction_sid", "channel_sid", "created_at", "updated_at"):
+    for field in (
+        "handover_id",
+        "conversation_sid",
+        "target",
+        "state",
+        "attempts",
+        "interaction_sid",
+        "channel_sid",
+        "created_at",
+        "updated_at",
+    ):
         assert record[field] is not None, field
     assert record["conversation_sid"] == CONVERSATION_SID
     assert "+14155550123" not in str(record)

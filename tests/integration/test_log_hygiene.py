@@ -61,7 +61,11 @@ WaitFinal = Callable[[str], Awaitable[dict]]
 
 
 def headers(n: int, identity: str, **extra: str) -> dict[str, str]:
-    return {"X-Session-Id": session_header(new_conversation_sid(n)), "X-Identity": identity, **extra}
+    return {
+        "X-Session-Id": session_header(new_conversation_sid(n)),
+        "X-Identity": identity,
+        **extra,
+    }
 
 
 async def exercise(
@@ -83,7 +87,9 @@ async def exercise(
         assert (await wait_final(ack["handover_id"]))["state"] == "succeeded"
 
         # 2. Twilio 400 whose message holds the phone number (token in the URL).
-        simulator.fail_next(400, code=21211, message=f"Invalid 'To' Phone Number: {PHONE} ({EMAIL})")
+        simulator.fail_next(
+            400, code=21211, message=f"Invalid 'To' Phone Number: {PHONE} ({EMAIL})"
+        )
         status, ack = await post(f"{PATH}?token={TOOL_TOKEN}", headers=headers(2, f"phone:{PHONE}"))
         assert status == 202, ack
         record = await wait_final(ack["handover_id"])
@@ -140,9 +146,12 @@ async def exercise(
 
 
 async def redis_down_call(url: str) -> None:
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{url}{PATH}?token={TOOL_TOKEN}", headers=headers(20, f"whatsapp:{PHONE}")
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{url}{PATH}?token={TOOL_TOKEN}", headers=headers(20, f"whatsapp:{PHONE}")
+        ) as response,
+    ):
         assert response.status == 503
 
 
@@ -169,7 +178,10 @@ async def test_no_secret_or_pii_in_any_log_record_in_process(start_service, simu
     root = logging.getLogger()
     raw, written = Records(), io.StringIO()
     output = redacting_handler(written)
-    quiet = {name: logging.getLogger(name).level for name in ("twilio", "aiohttp.access", "aiohttp_retry")}
+    quiet = {
+        name: logging.getLogger(name).level
+        for name in ("twilio", "aiohttp.access", "aiohttp_retry")
+    }
     saved_level = root.level
     root.handlers.insert(0, raw)
     root.addHandler(output)
@@ -200,7 +212,9 @@ async def test_no_secret_or_pii_in_any_log_record_in_process(start_service, simu
     assert_clean(written.getvalue(), signatures, "the redacted log output")
 
 
-async def start_logged(args: list[str], env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+async def start_logged(
+    args: list[str], env: dict[str, str], log: Path
+) -> asyncio.subprocess.Process:
     with open(log, "wb") as file:  # noqa: ASYNC230 - a file, not a pipe nobody reads
         return await asyncio.create_subprocess_exec(
             COMMAND, *PREFIX, *args, env=env, stdout=file, stderr=file
@@ -248,7 +262,9 @@ async def test_no_secret_or_pii_in_the_api_and_worker_process_logs(simulator, tm
                 process.kill()
                 await process.wait()
         redis_server.close()
-    logs = {name: (tmp_path / f"{name}.log").read_text(errors="replace") for name in ("api", "worker")}
+    logs = {
+        name: (tmp_path / f"{name}.log").read_text(errors="replace") for name in ("api", "worker")
+    }
     assert "redis unavailable" in logs["api"]
     assert "refused POST /tools/flex-handover" in logs["api"]
     assert "handover" in logs["worker"]

@@ -41,20 +41,19 @@ async def submit(api_url: str, conversation_sid: str) -> str:
 
 
 async def call_tool(api_url: str, conversation_sid: str) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{api_url}/tools/flex-handover",
-        json={"reason": "process fault test"},
-        headers={
-            "X-Session-Id": session_header(conversation_sid),
-            "X-Identity": "phone:+14155550123",
-            **tool_auth(),
-        },
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{api_url}/tools/flex-handover",
+            json={"reason": "process fault test"},
+            headers={
+                "X-Session-Id": session_header(conversation_sid),
+                "X-Identity": "phone:+14155550123",
+                **tool_auth(),
+            },
+        ) as response,
+    ):
         return response.status, await response.json()
-
-
-
-
 
 
 # --- SIGKILL ------------------------------------------------------------------

@@ -22,9 +22,9 @@ IDENTITY = f"whatsapp:{PHONE}"
 
 
 async def call(service: Service, n: int, identity: str = IDENTITY):
-    return await service.call_tool(session_id=session_header(new_conversation_sid(n)), identity=identity)
-
-
+    return await service.call_tool(
+        session_id=session_header(new_conversation_sid(n)), identity=identity
+    )
 
 
 def assert_rate_limited(status, body, response, window: int) -> int:

@@ -90,15 +90,18 @@ async def _last_bgsave(client, status: str) -> bool:
 
 
 async def call_tool(api_url: str, conversation: int):
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{api_url}/tools/flex-handover",
-        json={"reason": "redis trouble test"},
-        headers={
-            "X-Session-Id": session_header(new_conversation_sid(conversation)),
-            "X-Identity": "phone:+14155550123",
-            **tool_auth(),
-        },
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{api_url}/tools/flex-handover",
+            json={"reason": "redis trouble test"},
+            headers={
+                "X-Session-Id": session_header(new_conversation_sid(conversation)),
+                "X-Identity": "phone:+14155550123",
+                **tool_auth(),
+            },
+        ) as response,
+    ):
         return response.status, await response.json(), response.headers
 
 

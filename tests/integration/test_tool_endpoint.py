@@ -25,7 +25,10 @@ BAD_REQUESTS = [
     ),
     (
         "malformed conversation SID",
-        {"X-Session-Id": "webhook:conversations__IS" + "1" * 32 + "/CH123", "X-Identity": "phone:+14155550123"},
+        {
+            "X-Session-Id": "webhook:conversations__IS" + "1" * 32 + "/CH123",
+            "X-Identity": "phone:+14155550123",
+        },
         {},
         400,
         "invalid_conversation_sid",
@@ -69,7 +72,11 @@ BAD_REQUESTS = [
     ),
     (
         "invalid JSON",
-        {"X-Session-Id": session_header(), "X-Identity": "phone:+14155550123", "Content-Type": "application/json"},
+        {
+            "X-Session-Id": session_header(),
+            "X-Identity": "phone:+14155550123",
+            "Content-Type": "application/json",
+        },
         {"data": b'{"reason": '},
         400,
         "invalid_body",
@@ -101,7 +108,11 @@ BAD_REQUESTS = [
     ),
     (
         "an unsupported media type",
-        {"X-Session-Id": session_header(), "X-Identity": "phone:+14155550123", "Content-Type": "application/xml"},
+        {
+            "X-Session-Id": session_header(),
+            "X-Identity": "phone:+14155550123",
+            "Content-Type": "application/xml",
+        },
         {"data": b"<reason/>"},
         415,
         "unsupported_media_type",

@@ -142,8 +142,14 @@ def test_scope_of(paths, scope):
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("https", "https"), ("https, http", "https"), (" a.example , b", "a.example"), ("", None),
-     (None, None), (",x", None)],
+    [
+        ("https", "https"),
+        ("https, http", "https"),
+        (" a.example , b", "a.example"),
+        ("", None),
+        (None, None),
+        (",x", None),
+    ],
 )
 def test_first_value(header, expected):
     assert first_value(header) == expected
@@ -203,10 +209,14 @@ def test_json_body_tampered_after_signing_fails():
     body = b'{"reason": "refund"}'
     url = json_url(body)
     signature = reference_signature(url)
-    assert not twilio_signature_valid(VALIDATOR, url, "application/json", b'{"reason": "refunds"}', signature)
+    assert not twilio_signature_valid(
+        VALIDATOR, url, "application/json", b'{"reason": "refunds"}', signature
+    )
     # Rewriting the hash in the URL breaks the signature instead.
     forged = b'{"reason": "free money"}'
-    assert not twilio_signature_valid(VALIDATOR, json_url(forged), "application/json", forged, signature)
+    assert not twilio_signature_valid(
+        VALIDATOR, json_url(forged), "application/json", forged, signature
+    )
 
 
 def test_json_body_without_a_body_hash_is_not_covered_so_it_fails():
@@ -254,13 +264,19 @@ def test_non_ascii_signature_header_does_not_raise():
 # --- property tests -----------------------------------------------------------------------
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
-paths = st.lists(st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12),
-                 min_size=1, max_size=3)
+paths = st.lists(
+    st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12),
+    min_size=1,
+    max_size=3,
+)
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
-@given(params=st.lists(st.tuples(text.filter(bool), text), max_size=6), segments=paths,
-       query=st.dictionaries(st.sampled_from(["token", "x", "lang"]), text, max_size=2))
+@given(
+    params=st.lists(st.tuples(text.filter(bool), text), max_size=6),
+    segments=paths,
+    query=st.dictionaries(st.sampled_from(["token", "x", "lang"]), text, max_size=2),
+)
 def test_property_form_signatures_validate_and_any_change_fails(params, segments, query):
     url = "https://h.example/" + "/".join(segments)
     if query:
@@ -281,7 +297,7 @@ def test_property_json_signatures_validate_and_any_body_byte_change_fails(body, 
     assert twilio_signature_valid(VALIDATOR, url, "application/json", body, signature)
     position = data.draw(st.integers(0, len(body) - 1))
     flip = data.draw(st.integers(1, 255))
-    tampered = body[:position] + bytes([body[position] ^ flip]) + body[position + 1:]
+    tampered = body[:position] + bytes([body[position] ^ flip]) + body[position + 1 :]
     assert not twilio_signature_valid(VALIDATOR, url, "application/json", tampered, signature)
 
 
@@ -308,8 +324,6 @@ def test_unauthenticated_mode_with_an_admin_token_warns_about_the_tool_endpoint_
 
 
 def test_configured_tokens_warn_about_nothing_but_missing_admin_tokens():
-    assert startup_warnings(
-        Settings(tool_tokens=("t" * 16,), admin_tokens=("a" * 16,))
-    ) == []
+    assert startup_warnings(Settings(tool_tokens=("t" * 16,), admin_tokens=("a" * 16,))) == []
     [warning] = startup_warnings(Settings(tool_tokens=("t" * 16,)))
     assert "HANDOVER_ADMIN_TOKENS" in warning and "403" in warning

@@ -64,10 +64,9 @@ async def store_handover(
 
 
 async def nothing_queued(redis, handover_id: str) -> bool:
-    return (
-        await redis.zscore(redis_keys.QUEUE_NAME, handover_id) is None
-        and not await redis.exists(redis_keys.arq_job_key(handover_id))
-    )
+    return await redis.zscore(
+        redis_keys.QUEUE_NAME, handover_id
+    ) is None and not await redis.exists(redis_keys.arq_job_key(handover_id))
 
 
 # --- replay: what it writes ---
@@ -167,9 +166,7 @@ async def test_failed_handover_whose_arq_run_is_still_finishing_is_refused(redis
 @pytest.mark.parametrize(
     "newer_state", [Status.QUEUED, Status.RUNNING, Status.RETRYING, Status.SUCCEEDED]
 )
-async def test_handover_superseded_by_a_newer_live_or_succeeded_one_is_refused(
-    redis, newer_state
-):
+async def test_handover_superseded_by_a_newer_live_or_succeeded_one_is_refused(redis, newer_state):
     old = await store_handover(redis, conversation=7)
     newer = await store_handover(redis, newer_state, conversation=7)
 

@@ -14,7 +14,9 @@ def test_without_tokens_the_curl_line_has_no_authorization():
 
 
 def test_with_tokens_the_shell_fills_in_the_first_one():
-    line = curl_example("127.0.0.1", 8080, {"HANDOVER_TOOL_TOKENS": f"{TOKEN},other-token-0123456789"})
+    line = curl_example(
+        "127.0.0.1", 8080, {"HANDOVER_TOOL_TOKENS": f"{TOKEN},other-token-0123456789"}
+    )
     assert TOKEN not in line
     assert '-H "Authorization: Bearer ${HANDOVER_TOOL_TOKENS%%,*}"' in line
 

@@ -276,9 +276,7 @@ async def test_a_body_at_the_limit_is_read_whole(upstream):
 
 
 @given(
-    st.one_of(
-        st.none(), st.integers(), st.lists(st.text()), st.dictionaries(st.text(), st.text())
-    )
+    st.one_of(st.none(), st.integers(), st.lists(st.text()), st.dictionaries(st.text(), st.text()))
 )
 def test_a_friendly_name_that_is_not_text_is_no_name(value):
     assert usable_name(value) is None

@@ -21,7 +21,13 @@ from shared.logging import MAX_CALLER_TEXT
 
 def record_of(exc: BaseException, msg: str = "Error handling request from %s", args=("10.0.0.7",)):
     return logging.LogRecord(
-        "flex_handover.api.http_errors", logging.ERROR, __file__, 1, msg, args, (type(exc), exc, None)
+        "flex_handover.api.http_errors",
+        logging.ERROR,
+        __file__,
+        1,
+        msg,
+        args,
+        (type(exc), exc, None),
     )
 
 

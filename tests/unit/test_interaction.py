@@ -34,9 +34,7 @@ WHATSAPP_CORE_ATTRIBUTES = {
 
 def make_request(identity: str = "whatsapp:+14155550123", **tool_input) -> HandoverRequest:
     extra = tool_input.pop("extra", {})
-    return HandoverRequest(
-        CONVERSATION_SID, Identity.parse(identity), "billing", tool_input, extra
-    )
+    return HandoverRequest(CONVERSATION_SID, Identity.parse(identity), "billing", tool_input, extra)
 
 
 def make_target(**overrides) -> Target:

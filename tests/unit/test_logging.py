@@ -233,10 +233,11 @@ def test_configuration_reaches_every_module_logger(capsys):
 
 
 def test_twilio_signature_headers_are_redacted():
-    assert redact("X-Twilio-Signature: 0OsjNgUy+9bJ7mAx1fRQ0d3I1x8=") == "X-Twilio-Signature: [redacted]"
     assert (
-        redact("{'X-Twilio-Signature': 'abc/def+='}") == "{'X-Twilio-Signature': '[redacted]'}"
+        redact("X-Twilio-Signature: 0OsjNgUy+9bJ7mAx1fRQ0d3I1x8=")
+        == "X-Twilio-Signature: [redacted]"
     )
+    assert redact("{'X-Twilio-Signature': 'abc/def+='}") == "{'X-Twilio-Signature': '[redacted]'}"
 
 
 def test_registered_secrets_are_masked_wherever_they_appear():

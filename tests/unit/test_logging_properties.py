@@ -97,7 +97,26 @@ CREDENTIAL_PIECES = [
     "token=", "TOKEN=", "password=", "secret=", ":", "=", " ", "  ", "\t", "\n", "'", '"',
     "basic", "Bearer", "bearer", "abc", "&", ",", "a", "?",
 ]  # fmt: skip
-URL_PIECES = ["x", "redis", "1", "+", ".", "-", "é", "_", "://", ":", ":", "@", "/", " ", "pw", "u", "?", "#"]
+URL_PIECES = [
+    "x",
+    "redis",
+    "1",
+    "+",
+    ".",
+    "-",
+    "é",
+    "_",
+    "://",
+    ":",
+    ":",
+    "@",
+    "/",
+    " ",
+    "pw",
+    "u",
+    "?",
+    "#",
+]
 ANY_PIECES = sorted(
     {*EMAIL_PIECES, *CREDENTIAL_PIECES, *URL_PIECES, "+14155550123", "+1", "0", "12345678"}
 )

@@ -93,9 +93,7 @@ def test_parse_session_id_refuses_sessions_without_a_conversation(raw, kind):
     ],
 )
 def test_parse_session_id_refuses_a_malformed_conversation_sid(raw):
-    exc = refused(
-        parse_session_id, raw, error="invalid_conversation_sid", mentions="X-Session-Id"
-    )
+    exc = refused(parse_session_id, raw, error="invalid_conversation_sid", mentions="X-Session-Id")
     assert "CH followed by 32 hexadecimal characters" in exc.message
 
 

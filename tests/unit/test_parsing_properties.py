@@ -325,11 +325,13 @@ def test_any_case_variant_of_a_conversation_sid_is_one_handover_key(data, sid, s
     by_body = parse_tool_call({}, "", body.encode(), "default")
     for handover in (by_header, by_body):
         assert handover.conversation_sid == canonical == "CH" + sid[2:].lower()
-        assert redis_keys.conversation_key(handover.conversation_sid) == redis_keys.conversation_key(canonical)
+        assert redis_keys.conversation_key(
+            handover.conversation_sid
+        ) == redis_keys.conversation_key(canonical)
         assert redis_keys.claim_key(handover.conversation_sid) == redis_keys.claim_key(canonical)
-        assert redis_keys.rate_conversation_key(handover.conversation_sid) == redis_keys.rate_conversation_key(
-            canonical
-        )
+        assert redis_keys.rate_conversation_key(
+            handover.conversation_sid
+        ) == redis_keys.rate_conversation_key(canonical)
 
 
 @PROPERTIES

@@ -108,6 +108,7 @@ async def test_a_run_that_failed_to_tell_arq_is_kept_as_unfinished(redis, redis_
     worker = create_worker(Settings(redis_url=redis_server.url), redis_pool=pool,
                            handle_signals=False)  # fmt: skip
     try:
+
         async def refused() -> None:
             raise ReadOnlyError("You can't write against a read only replica.")
 

@@ -81,9 +81,7 @@ async def test_begin_while_another_run_holds_the_claim_writes_nothing(
     assert await redis.get(CLAIM) == claim_value("ho_other", "run")
 
 
-async def test_begin_on_a_final_or_missing_record_takes_no_claim(
-    store, claims, redis, handover_id
-):
+async def test_begin_on_a_final_or_missing_record_takes_no_claim(store, claims, redis, handover_id):
     await redis.hset(redis_keys.handover_key(handover_id), "state", "succeeded")
     start, claim = await claims.begin(store, handover_id, CONVERSATION_SID)
     assert (start.outcome, start.state, claim) == (FINAL, Status.SUCCEEDED, None)
@@ -92,9 +90,7 @@ async def test_begin_on_a_final_or_missing_record_takes_no_claim(
     assert await redis.exists(CLAIM) == 0
 
 
-async def test_begin_run_for_another_conversations_claim_takes_nothing(
-    store, redis, handover_id
-):
+async def test_begin_run_for_another_conversations_claim_takes_nothing(store, redis, handover_id):
     """The job's conversation names the claim; the script checks it is the record's."""
     other = redis_keys.claim_key("CH" + "0" * 32)
     start = await store.begin_run(handover_id, "CH" + "0" * 32, other, "run", 30_000)
@@ -111,7 +107,9 @@ async def test_begin_reads_a_bytes_client(redis_server, handover_id):
     try:
         start, claim = await DeliveryClaims(raw, 5).begin(HandoverStore(raw, 3600), handover_id)
         assert start.outcome == CLAIM_HELD and start.record.handover_id == handover_id
-        assert await HandoverStore(raw, 3600).mark_succeeded(handover_id, "KD1", None, release=claim)
+        assert await HandoverStore(raw, 3600).mark_succeeded(
+            handover_id, "KD1", None, release=claim
+        )
         assert claim.released is True
     finally:
         await raw.aclose()
@@ -125,9 +123,7 @@ async def test_a_final_write_releases_the_runs_own_claim(store, claims, redis, h
     assert await redis.hget(redis_keys.handover_key(handover_id), "state") == "succeeded"
 
 
-async def test_a_final_write_leaves_a_claim_another_run_took_since(
-    store, redis, handover_id
-):
+async def test_a_final_write_leaves_a_claim_another_run_took_since(store, redis, handover_id):
     await redis.set(CLAIM, claim_value(handover_id, "newer-run"))
     mine = ClaimRelease(CLAIM, claim_value(handover_id, "expired-run"))
     assert await store.mark_failed(handover_id, HandoverError("no"), release=mine)

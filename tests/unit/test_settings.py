@@ -333,21 +333,33 @@ def test_several_problems_are_reported_at_once():
     "role, env, missing",
     [
         ("api", {}, ["REDIS_URL", "FLEX_WORKFLOW_SID", "HANDOVER_TOOL_TOKENS"]),
-        ("worker", {}, [
-            "REDIS_URL",
-            "FLEX_WORKFLOW_SID",
-            "TWILIO_ACCOUNT_SID",
-            "TWILIO_AUTH_TOKEN",
-            "FLEX_WORKSPACE_SID",
-        ]),
+        (
+            "worker",
+            {},
+            [
+                "REDIS_URL",
+                "FLEX_WORKFLOW_SID",
+                "TWILIO_ACCOUNT_SID",
+                "TWILIO_AUTH_TOKEN",
+                "FLEX_WORKSPACE_SID",
+            ],
+        ),
         ("api", {"FLEX_WORKFLOW_SID": WORKFLOW_SID}, ["REDIS_URL", "HANDOVER_TOOL_TOKENS"]),
-        ("worker", {**API_ENV, "TWILIO_ACCOUNT_SID": ACCOUNT_SID}, [
-            "TWILIO_AUTH_TOKEN",
-            "FLEX_WORKSPACE_SID",
-        ]),
-        ("worker", {**WORKER_ENV, "TWILIO_AUTH_TOKEN": "", "TWILIO_API_KEY": API_KEY}, [
-            "TWILIO_API_SECRET",
-        ]),
+        (
+            "worker",
+            {**API_ENV, "TWILIO_ACCOUNT_SID": ACCOUNT_SID},
+            [
+                "TWILIO_AUTH_TOKEN",
+                "FLEX_WORKSPACE_SID",
+            ],
+        ),
+        (
+            "worker",
+            {**WORKER_ENV, "TWILIO_AUTH_TOKEN": "", "TWILIO_API_KEY": API_KEY},
+            [
+                "TWILIO_API_SECRET",
+            ],
+        ),
         ("worker", {**WORKER_ENV, "TWILIO_ACCOUNT_SID": ""}, ["TWILIO_ACCOUNT_SID"]),
         ("operator", {}, ["REDIS_URL"]),
     ],
@@ -363,9 +375,14 @@ def test_role_requirements(role, env, missing):
     [
         ("api", API_ENV),
         ("worker", WORKER_ENV),
-        ("api", {"REDIS_URL": "unix:///tmp/redis.sock", "HANDOVER_TARGETS": json.dumps(
-            {"billing": {"workflow_sid": BILLING_WORKFLOW_SID}}),
-            "HANDOVER_ALLOW_UNAUTHENTICATED": "true"}),
+        (
+            "api",
+            {
+                "REDIS_URL": "unix:///tmp/redis.sock",
+                "HANDOVER_TARGETS": json.dumps({"billing": {"workflow_sid": BILLING_WORKFLOW_SID}}),
+                "HANDOVER_ALLOW_UNAUTHENTICATED": "true",
+            },
+        ),
     ],
 )
 def test_role_is_satisfied(role, env):
@@ -451,9 +468,7 @@ def test_secrets_never_appear_in_errors(env):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "budget, attempt", [(30.0, 10.0), (0.0, 0.01), (5.0, 2.0), (600.0, 60.0)]
-)
+@pytest.mark.parametrize("budget, attempt", [(30.0, 10.0), (0.0, 0.01), (5.0, 2.0), (600.0, 60.0)])
 def test_job_timeout_outlasts_the_retry_budget_and_an_attempt(budget, attempt):
     settings = Settings(retry_budget_seconds=budget, attempt_timeout_seconds=attempt)
     # A run that starts its last attempt at the end of the budget, after a name lookup.
@@ -495,8 +510,12 @@ def test_targets_from_handover_targets_and_the_default():
 
 def test_targets_are_read_only():
     settings = Settings.from_env(
-        {**API_ENV, "HANDOVER_TARGETS": json.dumps(
-            {"billing": {"workflow_sid": BILLING_WORKFLOW_SID, "attributes": {"a": 1}}})},
+        {
+            **API_ENV,
+            "HANDOVER_TARGETS": json.dumps(
+                {"billing": {"workflow_sid": BILLING_WORKFLOW_SID, "attributes": {"a": 1}}}
+            ),
+        },
         role="api",
     )
     with pytest.raises(TypeError):
@@ -506,15 +525,22 @@ def test_targets_are_read_only():
 
 
 def test_handover_targets_can_redefine_the_default_target():
-    env = {**API_ENV, "HANDOVER_TARGETS": json.dumps(
-        {"default": {"workflow_sid": BILLING_WORKFLOW_SID, "priority": 3}})}
+    env = {
+        **API_ENV,
+        "HANDOVER_TARGETS": json.dumps(
+            {"default": {"workflow_sid": BILLING_WORKFLOW_SID, "priority": 3}}
+        ),
+    }
     default = Settings.from_env(env, role="api").targets[DEFAULT_TARGET]
     assert (default.workflow_sid, default.priority) == (BILLING_WORKFLOW_SID, 3)
 
 
 def test_handover_targets_alone_satisfy_the_target_requirement():
-    env = {**API_ENV, "FLEX_WORKFLOW_SID": "", "HANDOVER_TARGETS": json.dumps(
-        {"billing": {"workflow_sid": BILLING_WORKFLOW_SID}})}
+    env = {
+        **API_ENV,
+        "FLEX_WORKFLOW_SID": "",
+        "HANDOVER_TARGETS": json.dumps({"billing": {"workflow_sid": BILLING_WORKFLOW_SID}}),
+    }
     assert set(Settings.from_env(env, role="api").targets) == {"billing"}
 
 
@@ -609,5 +635,9 @@ def test_secrets_are_every_credential_the_logs_must_not_show():
     }
     settings = Settings.from_env(env, role="worker")
     assert set(settings.secrets) == {
-        TOOL_TOKEN, AUTH_TOKEN, API_SECRET, REDIS_PASSWORD, "admin-token-do-not-print-42"
+        TOOL_TOKEN,
+        AUTH_TOKEN,
+        API_SECRET,
+        REDIS_PASSWORD,
+        "admin-token-do-not-print-42",
     }
