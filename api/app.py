@@ -17,7 +17,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from api import admin, openapi
-from api.app_keys import ENQUEUER, READY_PROBE, REDIS, SETTINGS, STORE
+from api.app_keys import ENQUEUER, READY_PROBE, REDIS, REPLAYER, SETTINGS, STORE
 from api.auth import auth_middleware, read_body, startup_warnings
 from api.errors import (
     ApiError,
@@ -32,6 +32,7 @@ from api.http_errors import server_logger
 from api.parsing import parse_tool_call
 from api.ready_probe import ReadyProbe
 from shared.connections import Enqueuer, create_redis, write_refusal
+from shared.deadletters import Replayer
 from shared.logging import caller_text, register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
 from shared.store import HandoverStore
@@ -144,6 +145,7 @@ def _redis_context(
         app[REDIS] = client
         app[ENQUEUER] = Enqueuer(client, settings)
         app[STORE] = HandoverStore(client, settings.status_ttl_seconds)
+        app[REPLAYER] = Replayer(client, settings)
         app[READY_PROBE] = ReadyProbe(client)
         yield
         if redis is None:

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from api.ready_probe import ReadyProbe
 from shared.connections import Enqueuer
+from shared.deadletters import Replayer
 from shared.settings import Settings
 from shared.store import HandoverStore
 
@@ -14,4 +15,5 @@ SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 ENQUEUER = web.AppKey("enqueuer", Enqueuer)
 STORE = web.AppKey("store", HandoverStore)
+REPLAYER = web.AppKey("replayer", Replayer)
 READY_PROBE = web.AppKey("ready_probe", ReadyProbe)

@@ -60,8 +60,9 @@ async def replay(handover_ids: Sequence[str]) -> int:
     settings = Settings.from_env(role="operator")
     refused = 0
     async with _operator_redis(settings) as redis:
+        replayer = deadletters.Replayer(redis, settings)
         for handover_id in handover_ids:
-            result = await deadletters.replay(redis, settings, handover_id)
+            result = await replayer.replay(handover_id)
             if result.record is not None:
                 print(f"{handover_id}: replayed, queued (replay {result.record.replays})")
             else:

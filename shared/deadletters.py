@@ -66,64 +66,72 @@ class FailedPage:
     """Pass as `before` for the next (older) page; None on the last page."""
 
 
-async def replay(redis: aioredis.Redis, settings: Settings, handover_id: str) -> ReplayResult:
-    """Put a failed handover back on the queue, or say why not.
+class Replayer:
+    """Puts failed handovers back on the queue: what `POST /handovers/{id}/replay`
+    and `flex-handover replay` call. The script is registered once, here."""
 
-    The script may touch only keys it is given, and whether the handover was
-    superseded depends on two it finds through others: the conversation's pointer
-    (named by the record) and the record of the handover that points to. So they
-    are read first, and the script checks they still are what was read; when not,
-    it writes nothing and answers `read_again`."""
-    script = redis.register_script(REPLAY_SCRIPT)
-    record_key = redis_keys.handover_key(handover_id)
-    for _ in range(MAX_REPLAY_READS):
-        conversation_sid = await cast(  # redis-py types asyncio commands as sync-or-async
-            Awaitable[str | None], redis.hget(record_key, "conversation_sid")
-        )
-        keys = [
-            record_key,
-            redis_keys.FAILED_INDEX,
-            redis_keys.arq_job_key(handover_id),
-            redis_keys.QUEUE_NAME,
-            redis_keys.arq_in_progress_key(handover_id),
-        ]
-        conversation, latest = "", ""
-        if conversation_sid is not None:
-            conversation = _text(conversation_sid)
-            pointer = redis_keys.conversation_key(conversation)
-            latest = _text(await redis.get(pointer) or "")
-            keys.append(pointer)
-            if latest and latest != handover_id:
-                keys.append(redis_keys.handover_key(latest))
-        timestamp = now()
-        enqueue_ms = int(timestamp * 1000)
-        reply = await script(
-            keys=keys,
-            args=[
-                handover_id,
-                handover_job(handover_id, conversation, enqueue_ms),
-                enqueue_ms,
-                expires_extra_ms,
-                settings.status_ttl_seconds,
-                settings.dedup_key_ttl_seconds,
-                repr(timestamp),
-                conversation,
-                latest,
-            ],
-        )
-        outcome, *rest = [_text(item) for item in reply]
-        if outcome != _READ_AGAIN:
-            break
-    else:
-        raise RuntimeError(
-            f"handover {handover_id}: its conversation's latest handover changed "
-            f"on each of {MAX_REPLAY_READS} reads"
-        )
-    if outcome == "replayed":
-        record = HandoverRecord.from_hash(dict(zip(rest[::2], rest[1::2], strict=True)))
-        return ReplayResult(handover_id, record=record, message="queued again")
-    refusal = Refusal(outcome)
-    return ReplayResult(handover_id, refusal=refusal, message=_refusal_message(refusal, rest))
+    def __init__(self, redis: aioredis.Redis, settings: Settings):
+        self._redis = redis
+        self._settings = settings
+        self._script = redis.register_script(REPLAY_SCRIPT)
+
+    async def replay(self, handover_id: str) -> ReplayResult:
+        """Put a failed handover back on the queue, or say why not.
+
+        The script may touch only keys it is given, and whether the handover was
+        superseded depends on two it finds through others: the conversation's pointer
+        (named by the record) and the record of the handover that points to. So they
+        are read first, and the script checks they still are what was read; when not,
+        it writes nothing and answers `read_again`."""
+        record_key = redis_keys.handover_key(handover_id)
+        for _ in range(MAX_REPLAY_READS):
+            conversation_sid = await cast(  # redis-py types asyncio commands as sync-or-async
+                Awaitable[str | None], self._redis.hget(record_key, "conversation_sid")
+            )
+            keys = [
+                record_key,
+                redis_keys.FAILED_INDEX,
+                redis_keys.arq_job_key(handover_id),
+                redis_keys.QUEUE_NAME,
+                redis_keys.arq_in_progress_key(handover_id),
+            ]
+            conversation, latest = "", ""
+            if conversation_sid is not None:
+                conversation = _text(conversation_sid)
+                pointer = redis_keys.conversation_key(conversation)
+                latest = _text(await self._redis.get(pointer) or "")
+                keys.append(pointer)
+                if latest and latest != handover_id:
+                    keys.append(redis_keys.handover_key(latest))
+            timestamp = now()
+            enqueue_ms = int(timestamp * 1000)
+            reply = await self._script(
+                keys=keys,
+                args=[
+                    handover_id,
+                    handover_job(handover_id, conversation, enqueue_ms),
+                    enqueue_ms,
+                    expires_extra_ms,
+                    self._settings.status_ttl_seconds,
+                    self._settings.dedup_key_ttl_seconds,
+                    repr(timestamp),
+                    conversation,
+                    latest,
+                ],
+            )
+            outcome, *rest = [_text(item) for item in reply]
+            if outcome != _READ_AGAIN:
+                break
+        else:
+            raise RuntimeError(
+                f"handover {handover_id}: its conversation's latest handover changed "
+                f"on each of {MAX_REPLAY_READS} reads"
+            )
+        if outcome == "replayed":
+            record = HandoverRecord.from_hash(dict(zip(rest[::2], rest[1::2], strict=True)))
+            return ReplayResult(handover_id, record=record, message="queued again")
+        refusal = Refusal(outcome)
+        return ReplayResult(handover_id, refusal=refusal, message=_refusal_message(refusal, rest))
 
 
 def _refusal_message(refusal: Refusal, detail: list[str]) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from shared import redis_keys
 from shared.connections import Enqueuer, enqueue_script
-from shared.deadletters import REPLAY_SCRIPT, Refusal, replay
+from shared.deadletters import REPLAY_SCRIPT, Refusal, Replayer
 from shared.lua_scripts import SHARED_CONSTANTS, lua_literal, script
 from shared.model import HandoverRequest, Identity, Status, new_handover_id, new_handover_record
 from shared.settings import Settings
@@ -125,8 +125,8 @@ async def runs_begin_run(redis) -> None:
 
 async def runs_replay(redis) -> None:
     handover_id = await stored_handover(redis, Status.FAILED)
-    assert (await replay(redis, SETTINGS, new_handover_id())).refusal is Refusal.MISSING
-    assert (await replay(redis, SETTINGS, handover_id)).replayed
+    assert (await Replayer(redis, SETTINGS).replay(new_handover_id())).refusal is Refusal.MISSING
+    assert (await Replayer(redis, SETTINGS).replay(handover_id)).replayed
 
 
 async def runs_pick(redis) -> None:

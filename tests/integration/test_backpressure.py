@@ -122,7 +122,7 @@ async def test_the_count_does_not_drift_after_failures_replays_and_a_killed_work
     assert {record["state"] for record in records.values()} == {"failed"}
     await wait_until(lambda: _queue_empty(redis), 10, "the failed runs left the queue")
     for handover_id in failed:
-        result = await deadletters.replay(redis, settings, handover_id)
+        result = await deadletters.Replayer(redis, settings).replay(handover_id)
         assert result.replayed, result.message
     records = await wait_all_final(store, failed, timeout=15)
     assert {record["state"] for record in records.values()} == {"succeeded"}

@@ -17,10 +17,10 @@ from commands.operator_commands import failed_table as _table
 from shared import redis_keys
 from shared.deadletters import (
     Refusal,
+    Replayer,
     format_cursor,
     list_failed,
     parse_cursor,
-    replay,
 )
 from shared.model import (
     HandoverError,
@@ -76,7 +76,7 @@ async def test_replay_requeues_a_failed_handover_as_a_stock_arq_job(redis):
     handover_id = await store_handover(redis)
     before = time.time()
 
-    result = await replay(redis, SETTINGS, handover_id)
+    result = await Replayer(redis, SETTINGS).replay(handover_id)
 
     assert result.replayed and result.refusal is None
     record = result.record
@@ -108,9 +108,9 @@ async def test_replay_requeues_a_failed_handover_as_a_stock_arq_job(redis):
 
 async def test_a_second_replay_is_refused_while_the_first_is_queued(redis):
     handover_id = await store_handover(redis)
-    assert (await replay(redis, SETTINGS, handover_id)).replayed
+    assert (await Replayer(redis, SETTINGS).replay(handover_id)).replayed
 
-    again = await replay(redis, SETTINGS, handover_id)
+    again = await Replayer(redis, SETTINGS).replay(handover_id)
 
     assert again.refusal is Refusal.IN_PROGRESS
     assert "still queued" in again.message
@@ -122,7 +122,7 @@ async def test_a_second_replay_is_refused_while_the_first_is_queued(redis):
 
 
 async def test_unknown_handover_is_refused(redis):
-    result = await replay(redis, SETTINGS, new_handover_id())
+    result = await Replayer(redis, SETTINGS).replay(new_handover_id())
     assert result.refusal is Refusal.MISSING and result.record is None
     assert await redis.zcard(redis_keys.QUEUE_NAME) == 0
 
@@ -130,7 +130,7 @@ async def test_unknown_handover_is_refused(redis):
 async def test_succeeded_handover_is_refused_naming_its_interaction(redis):
     handover_id = await store_handover(redis, Status.SUCCEEDED)
 
-    result = await replay(redis, SETTINGS, handover_id)
+    result = await Replayer(redis, SETTINGS).replay(handover_id)
 
     assert result.refusal is Refusal.ALREADY_SUCCEEDED
     assert result.message.startswith("already succeeded: Interaction KD")
@@ -142,7 +142,7 @@ async def test_succeeded_handover_is_refused_naming_its_interaction(redis):
 async def test_live_handover_is_refused(redis, state):
     handover_id = await store_handover(redis, state)
 
-    result = await replay(redis, SETTINGS, handover_id)
+    result = await Replayer(redis, SETTINGS).replay(handover_id)
 
     assert result.refusal is Refusal.IN_PROGRESS
     assert f"still {state.value}" in result.message
@@ -155,7 +155,7 @@ async def test_failed_handover_whose_arq_run_is_still_finishing_is_refused(redis
     handover_id = await store_handover(redis)
     await redis.psetex(in_progress_key_prefix + handover_id, 4_000, b"1")
 
-    result = await replay(redis, SETTINGS, handover_id)
+    result = await Replayer(redis, SETTINGS).replay(handover_id)
 
     assert result.refusal is Refusal.IN_PROGRESS
     assert "try again in 4 seconds" in result.message
@@ -170,7 +170,7 @@ async def test_handover_superseded_by_a_newer_live_or_succeeded_one_is_refused(r
     old = await store_handover(redis, conversation=7)
     newer = await store_handover(redis, newer_state, conversation=7)
 
-    result = await replay(redis, SETTINGS, old)
+    result = await Replayer(redis, SETTINGS).replay(old)
 
     assert result.refusal is Refusal.SUPERSEDED
     assert newer in result.message and newer_state.value in result.message
@@ -183,7 +183,7 @@ async def test_newer_failed_handover_does_not_block_a_replay(redis):
     old = await store_handover(redis, conversation=7)
     await store_handover(redis, conversation=7)
 
-    assert (await replay(redis, SETTINGS, old)).replayed
+    assert (await Replayer(redis, SETTINGS).replay(old)).replayed
     assert await redis.get(redis_keys.conversation_key(new_conversation_sid(7))) == old
 
 
@@ -191,7 +191,7 @@ async def test_newer_handover_whose_record_expired_does_not_block_a_replay(redis
     old = await store_handover(redis, conversation=7)
     await redis.set(redis_keys.conversation_key(new_conversation_sid(7)), new_handover_id())
 
-    assert (await replay(redis, SETTINGS, old)).replayed
+    assert (await Replayer(redis, SETTINGS).replay(old)).replayed
 
 
 async def test_a_newer_handover_stored_after_the_pointer_was_read_is_seen(redis, monkeypatch):
@@ -219,7 +219,7 @@ async def test_a_newer_handover_stored_after_the_pointer_was_read_is_seen(redis,
 
     monkeypatch.setattr(redis, "evalsha", counted)
 
-    result = await replay(redis, SETTINGS, old)
+    result = await Replayer(redis, SETTINGS).replay(old)
 
     assert result.refusal is Refusal.SUPERSEDED and newer[0] in result.message
     assert len(script_runs) == 2
