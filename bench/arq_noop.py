@@ -2,7 +2,7 @@
 
 What the queue layer costs before the handover does anything: picking the job
 up, arq's start and finish pipelines, its task and timeout wrappers. Run for
-arq's stock `Worker` and for the service's `HandoverWorker` (worker.main), both
+arq's stock `Worker` and for the service's `HandoverWorker` (worker.arq_worker), both
 against a real Redis, jobs stored as the API stores them (JSON, one argument).
 Prints jobs/s and worker-process CPU milliseconds per job (Redis server excluded).
 
@@ -26,7 +26,7 @@ from harness import ROOT  # noqa: F401 - puts the project on sys.path
 from shared import redis_keys
 from shared.arq_jobs import handover_job, job_deserializer, job_serializer
 from standins.redis_server import LocalRedisServer
-from worker.main import HandoverWorker
+from worker.arq_worker import HandoverWorker
 
 CONVERSATION_SID = "CH" + "0" * 32
 

@@ -27,8 +27,8 @@ from shared.model import HandoverRequest, Identity, Status, new_handover_id, new
 from shared.settings import Settings
 from shared.store import BEGIN_SCRIPT, CLAIM_HELD, UPDATE_SCRIPT, ClaimRelease, HandoverStore
 from tests.support.values import CONVERSATION_SID
+from worker.arq_worker import PICK_SCRIPT
 from worker.claim import RELEASE_SCRIPT, ClaimReleaser
-from worker.main import PICK_SCRIPT
 from worker.rate_limit import TOKEN_BUCKET_SCRIPT, FlexRateLimit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The arq internals worker/main.py relies on are still there, as it expects them.
+"""The arq internals worker/arq_worker.py and worker/main.py rely on are still there, as it expects them.
 
 `HandoverWorker` replaces arq's private poll loop and `stop_worker` reads arq's
 Worker state, so a new arq minor may break them without a word: these checks
@@ -16,17 +16,17 @@ import arq
 from arq.worker import Worker
 
 from shared.settings import Settings
-from worker.main import (
+from worker.arq_worker import (
     ARQ_PINNED_MINOR,
     ARQ_WORKER_ATTRIBUTES,
     ARQ_WORKER_METHODS,
     HandoverWorker,
-    create_worker,
 )
+from worker.main import create_worker
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 RECHECK = (
-    f"HandoverWorker and stop_worker (worker/main.py) rely on arq {ARQ_PINNED_MINOR}'s "
+    f"HandoverWorker (worker/arq_worker.py) and stop_worker (worker/main.py) rely on arq {ARQ_PINNED_MINOR}'s "
     "Worker internals: re-read arq's Worker.main, _poll_iteration, start_jobs and close "
     "against them, then update ARQ_WORKER_METHODS / ARQ_WORKER_ATTRIBUTES, "
     "ARQ_PINNED_MINOR and the arq pin in pyproject.toml."

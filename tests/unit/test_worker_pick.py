@@ -1,4 +1,4 @@
-"""worker.main.HandoverWorker: one script picks jobs for every free slot and
+"""worker.arq_worker.HandoverWorker: one script picks jobs for every free slot and
 skips jobs in progress, so a dead run's leftovers at the head of the queue
 (in progress until their key expires) do not hide the jobs behind them.
 
@@ -19,7 +19,7 @@ from shared import redis_keys
 from shared.arq_jobs import handover_job, job_deserializer, job_serializer
 from shared.connections import arq_redis_settings
 from tests.support.values import CONVERSATION_SID
-from worker.main import HandoverWorker
+from worker.arq_worker import HandoverWorker
 
 
 async def store_jobs(pool, ids: list[str]) -> None:

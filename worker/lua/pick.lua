@@ -1,5 +1,5 @@
 -- Take up to ARGV[2] ready jobs (score <= now) from the head of the queue, each only
--- if its in-progress key could be set (SET NX PX) (worker/main.py,
+-- if its in-progress key could be set (SET NX PX) (worker/arq_worker.py,
 -- HandoverWorker._start_ready_jobs): what arq's start_jobs does per job with
 -- WATCH/EXISTS/ZSCORE/MULTI, for a batch at once. Jobs running elsewhere or left by a
 -- dead run are skipped here, in Redis, so they neither cost a round trip each nor hide
