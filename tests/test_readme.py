@@ -1,4 +1,4 @@
-"""README.md stays true: its two set-up commands, CI's command, every setting."""
+"""README.md stays true: its two set-up commands, CI's command, every setting, every module."""
 
 from __future__ import annotations
 
@@ -25,14 +25,35 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert test_command in ci_lines
 
 
-def test_every_setting_in_env_example_is_in_the_readme_table():
-    documented = set(
-        re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M)
-    )
-    in_readme = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", README, re.M))
-    in_readme |= set(re.findall(r"`(TWILIO_API_(?:KEY|SECRET))`", README))
-    assert documented - in_readme == set()
-
-
 def test_compose_is_the_production_path():
     assert "docker compose up" in README
+
+
+PACKAGES = ("commands", "api", "worker", "shared", "standins")
+
+
+def _layout_section() -> str:
+    return README.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_layout_table_names_every_module_and_nothing_that_is_gone():
+    layout = _layout_section()
+    named = set(re.findall(r"`((?:%s)/[\w/]*(?:\.py|/))`" % "|".join(PACKAGES), layout))
+    modules = {
+        path.relative_to(ROOT).as_posix()
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    # A sub-package is named once, as `its/folder/`, with its modules listed by file name.
+    folders = {name for name in named if name.endswith("/")}
+    listed = {
+        module
+        for module in modules
+        if any(
+            module.startswith(folder) and f"`{Path(module).name}`" in layout for folder in folders
+        )
+    }
+    assert modules - named - listed == set(), "modules missing from README's Layout table"
+    gone = {name for name in named if not (ROOT / name).exists()}
+    assert gone == set(), "README's Layout table names files that do not exist"
