@@ -163,6 +163,14 @@ def arq_redis_settings(url: str) -> RedisSettings:
     return settings
 
 
+class ConversationContended(Exception):
+    """The conversation's latest handover changed between every read and its
+    check: nothing was stored, and the caller should try again shortly."""
+
+    def __init__(self, calls: int):
+        super().__init__(f"the conversation's latest handover changed on each of {calls} calls")
+
+
 class Enqueuer:
     """Stores handover requests as arq jobs; what `POST /tools/flex-handover` calls."""
 
@@ -200,9 +208,7 @@ class Enqueuer:
                 break
             latest = found
         else:
-            raise RuntimeError(
-                f"the conversation's latest handover changed on each of {MAX_ENQUEUE_CALLS} calls"
-            )
+            raise ConversationContended(MAX_ENQUEUE_CALLS)
         if outcome == RATE_LIMITED:
             return EnqueueResult(
                 "", False, None, limited_by=found, retry_after_seconds=_whole_seconds(detail)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from shared import redis_keys
-from shared.connections import READ_AGAIN, Enqueuer
+from shared.connections import MAX_ENQUEUE_CALLS, READ_AGAIN, ConversationContended, Enqueuer
 from shared.model import HandoverError, HandoverRequest, Identity, Status, new_handover_record
 from shared.settings import Settings
 from shared.store import HandoverStore
@@ -109,3 +109,20 @@ async def test_simultaneous_calls_for_one_conversation_store_one_handover(enqueu
     assert len({result.handover_id for result in results}) == 1
     assert await redis.zcard(redis_keys.QUEUE_NAME) == 1
     assert await redis.get(RATE_KEY) == "1"
+
+
+async def test_a_pointer_that_moves_on_every_call_ends_in_a_clear_error(enqueuer, redis):
+    """Bounded: a conversation whose latest handover changes between each read and
+    its check gets ConversationContended (the API answers 503), not a loop."""
+    calls = 0
+
+    async def always_moved(keys, args):
+        nonlocal calls
+        calls += 1
+        return [READ_AGAIN, f"ho_{calls:032x}", ""]
+
+    enqueuer._script = always_moved
+    with pytest.raises(ConversationContended):
+        await enqueuer.enqueue(REQUEST)
+    assert calls == MAX_ENQUEUE_CALLS
+    assert await redis.keys("*") == []
