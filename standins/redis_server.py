@@ -103,10 +103,17 @@ class LocalRedisServer:
     """
 
     def __init__(
-        self, port: int | None = None, data_dir: str | None = None, password: str | None = None
+        self,
+        port: int | None = None,
+        data_dir: str | None = None,
+        password: str | None = None,
+        appendfsync: str = "everysec",
     ):
         self.port = port or free_port()
         self.password = password
+        self.appendfsync = appendfsync
+        """`always` for a test that kills the server and counts on every acknowledged
+        write: under `everysec` a busy disk may keep writes in memory for up to 2 s."""
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="flex-handover-redis-"))
         self.binary = find_server_binary()
@@ -124,7 +131,7 @@ class LocalRedisServer:
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--daemonize", "no",
         ]  # fmt: skip

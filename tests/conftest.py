@@ -75,8 +75,10 @@ async def processes(tmp_path) -> AsyncIterator[ProcessGroup]:
 @pytest.fixture
 async def own_redis() -> AsyncIterator[LocalRedisServer]:
     """A Redis this test may kill or make refuse writes: not the session's. With a
-    password, so the logs can be checked for it."""
-    server = LocalRedisServer(password="not-in-any-log-7c1e")
+    password, so the logs can be checked for it, and `appendfsync always`: the
+    tests that SIGKILL it count every acknowledged handover, and under `everysec`
+    a busy disk may hold writes back for up to 2 s (README, "Running in production")."""
+    server = LocalRedisServer(password="not-in-any-log-7c1e", appendfsync="always")
     server.start()
     yield server
     server.close()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-import aiohttp
-
 from shared import deadletters, redis_keys
 from shared.connections import BACKLOG_RETRY_AFTER_SECONDS
 from shared.settings import Settings
@@ -21,9 +19,9 @@ from tests.support.outcomes import (
     snapshot,
     wait_all_final,
 )
-from tests.support.processes import clean_env, wait_until
+from tests.support.processes import call_tool, clean_env, wait_until
 from tests.support.service import service_env
-from tests.support.values import new_conversation_sid, session_header, tool_auth
+from tests.support.values import new_conversation_sid, session_header
 
 UNLIMITED = {"HANDOVER_RATE_LIMIT_PER_CONVERSATION": 0, "HANDOVER_RATE_LIMIT_PER_IDENTITY": 0}
 
@@ -73,24 +71,8 @@ async def _queue_empty(redis) -> bool:
     return await redis.zcard(redis_keys.QUEUE_NAME) == 0
 
 
-async def call_tool(api_url: str, conversation: int) -> tuple[int, dict, dict]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{api_url}/tools/flex-handover",
-            json={"reason": "backpressure test"},
-            headers={
-                "X-Session-Id": session_header(new_conversation_sid(conversation)),
-                "X-Identity": "phone:+14155550123",
-                **tool_auth(),
-            },
-        ) as response,
-    ):
-        return response.status, await response.json(), response
-
-
 async def submit(api_url: str, conversation: int) -> str:
-    status, body, _ = await call_tool(api_url, conversation)
+    status, body, _ = await call_tool(api_url, new_conversation_sid(conversation))
     assert status == 202, body
     return body["handover_id"]
 
@@ -149,5 +131,5 @@ async def test_the_count_does_not_drift_after_failures_replays_and_a_killed_work
     # No worker now: exactly `cap` new handovers fit.
     for n in range(10, 10 + cap):
         await submit(api_url, n)
-    assert_backlog_full(*await call_tool(api_url, 10 + cap))
+    assert_backlog_full(*await call_tool(api_url, new_conversation_sid(10 + cap)))
     assert await redis.zcard(redis_keys.QUEUE_NAME) == cap

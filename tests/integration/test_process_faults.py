@@ -28,32 +28,16 @@ from tests.support.outcomes import (
     assert_each_ended_once,
     wait_all_final,
 )
-from tests.support.processes import WORKER_READY, clean_env, wait_until
+from tests.support.processes import WORKER_READY, call_tool, clean_env, wait_until
 from tests.support.service import service_env
-from tests.support.values import new_conversation_sid, session_header, tool_auth
+from tests.support.values import new_conversation_sid
 
 
 async def submit(api_url: str, conversation_sid: str) -> str:
     """A tool call the API acknowledges (202); the handover id."""
-    status, body = await call_tool(api_url, conversation_sid)
+    status, body, _ = await call_tool(api_url, conversation_sid)
     assert status == 202, body
     return body["handover_id"]
-
-
-async def call_tool(api_url: str, conversation_sid: str) -> tuple[int, dict]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{api_url}/tools/flex-handover",
-            json={"reason": "process fault test"},
-            headers={
-                "X-Session-Id": session_header(conversation_sid),
-                "X-Identity": "phone:+14155550123",
-                **tool_auth(),
-            },
-        ) as response,
-    ):
-        return response.status, await response.json()
 
 
 # --- SIGKILL ------------------------------------------------------------------
@@ -213,7 +197,7 @@ async def test_redis_restart_the_worker_reconnects_and_every_acknowledged_handov
 
     own_redis.kill()
     killed_at = time.monotonic()
-    status, body = await call_tool(api_url, conversations[3])
+    status, body, _ = await call_tool(api_url, conversations[3])
     assert status == 503, body
     async with aiohttp.ClientSession() as http, http.get(api_url + "/readyz") as ready:
         assert ready.status == 503
@@ -262,5 +246,5 @@ async def test_worker_waiting_for_redis_still_stops_at_once_on_sigterm(
 
 
 async def _accepted(api_url: str, conversation_sid: str) -> tuple[int, dict] | None:
-    status, body = await call_tool(api_url, conversation_sid)
+    status, body, _ = await call_tool(api_url, conversation_sid)
     return (status, body) if status == 202 else None

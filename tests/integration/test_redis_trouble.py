@@ -31,9 +31,9 @@ from shared.store import HandoverStore
 from standins.flex_simulator import FlexSimulator
 from standins.redis_server import LocalRedisServer, free_port
 from tests.support.outcomes import assert_each_ended_once, wait_all_final
-from tests.support.processes import COMMAND, PREFIX, WORKER_READY, clean_env, wait_until
+from tests.support.processes import COMMAND, PREFIX, WORKER_READY, call_tool, clean_env, wait_until
 from tests.support.service import service_env
-from tests.support.values import new_conversation_sid, session_header, tool_auth
+from tests.support.values import new_conversation_sid
 
 FAST = {
     "WORKER_RECONNECT_MAX_SECONDS": "1",
@@ -89,22 +89,6 @@ async def _last_bgsave(client, status: str) -> bool:
 # --- talking to the processes -----------------------------------------------------
 
 
-async def call_tool(api_url: str, conversation: int):
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{api_url}/tools/flex-handover",
-            json={"reason": "redis trouble test"},
-            headers={
-                "X-Session-Id": session_header(new_conversation_sid(conversation)),
-                "X-Identity": "phone:+14155550123",
-                **tool_auth(),
-            },
-        ) as response,
-    ):
-        return response.status, await response.json(), response.headers
-
-
 async def readyz(api_url: str) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as http, http.get(api_url + "/readyz") as response:
         return response.status, await response.json()
@@ -146,17 +130,19 @@ async def test_redis_refusing_writes_is_survived_and_everything_is_delivered_onc
 
         # A POST in flight when the refusal starts: its outcome cannot be recorded.
         simulator.latency = HOLD_SECONDS
-        in_flight = (await call_tool(api_url, 1))[1]["handover_id"]
+        in_flight = (await call_tool(api_url, new_conversation_sid(1)))[1]["handover_id"]
         await wait_until(lambda: simulator.requests, 10, "the POST at the simulator")
         await refuse_writes(client, own_redis, kind)
         simulator.latency = 0.0
 
         status, body = await readyz(api_url)
         assert status == 503 and f"refuses writes ({kind})" in body["message"], body
-        status, body, headers = await call_tool(api_url, 2)
+        status, body, response = await call_tool(api_url, new_conversation_sid(2))
         assert (status, body["error"]) == (503, "unavailable"), body
-        assert int(headers["Retry-After"]) > 0
-        status, body, _ = await call_tool(api_url, 1)  # its handover is live: only read
+        assert int(response.headers["Retry-After"]) > 0
+        status, body, _ = await call_tool(
+            api_url, new_conversation_sid(1)
+        )  # its handover is live: only read
         assert (status, body["handover_id"]) == (200, in_flight), body
         await worker.wait_for_log(f"refuses writes ({kind}", timeout=20, count=2)
         assert worker.returncode is None
@@ -164,7 +150,7 @@ async def test_redis_refusing_writes_is_survived_and_everything_is_delivered_onc
 
         await accept_writes(client, own_redis, kind)
         await wait_until(lambda: _ready(api_url), 10, "/readyz says ready again")
-        status, body, _ = await call_tool(api_url, 2)
+        status, body, _ = await call_tool(api_url, new_conversation_sid(2))
         assert status == 202, body
         records = await wait_all_final(
             HandoverStore(client, settings.status_ttl_seconds),

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from standins.redis_server import free_port
+from tests.support.values import session_header, tool_auth
 
 COMMAND = shutil.which("flex-handover") or sys.executable
 PREFIX = [] if shutil.which("flex-handover") else ["-m", "commands.cli"]
@@ -163,3 +164,21 @@ async def _output(process: ServiceProcess | asyncio.subprocess.Process) -> str:
     if process.stderr is None:
         return "(stderr not captured)"
     return (await process.stderr.read()).decode(errors="replace")
+
+
+async def call_tool(api_url: str, conversation_sid: str) -> tuple[int, Any, aiohttp.ClientResponse]:
+    """One tool call to a real API process, with the tests' tool token: its
+    status, its JSON body, and the (read) response for its headers."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{api_url}/tools/flex-handover",
+            json={"reason": "a test's tool call"},
+            headers={
+                "X-Session-Id": session_header(conversation_sid),
+                "X-Identity": "phone:+14155550123",
+                **tool_auth(),
+            },
+        ) as response,
+    ):
+        return response.status, await response.json(), response
