@@ -9,7 +9,7 @@ import re
 from aiohttp import web
 
 from api.app_keys import REDIS, REPLAYER, STORE
-from api.errors import BadRequest, Conflict, UnknownHandover
+from api.errors import BadRequest, Conflict, Unavailable, UnknownHandover
 from shared import deadletters
 from shared.deadletters import DEFAULT_LIMIT, MAX_LIMIT, Refusal
 
@@ -56,7 +56,10 @@ async def replay_handover(request: web.Request) -> web.Response:
     handover_id = request.match_info["handover_id"]
     if not _HANDOVER_ID.fullmatch(handover_id):
         raise UnknownHandover(handover_id)
-    result = await request.app[REPLAYER].replay(handover_id)
+    try:
+        result = await request.app[REPLAYER].replay(handover_id)
+    except deadletters.ReplayContended as exc:
+        raise Unavailable(str(exc)) from None
     if result.refusal is Refusal.MISSING:
         raise UnknownHandover(handover_id)
     if result.refusal is not None:

@@ -31,7 +31,7 @@ from api.errors import (
 from api.http_errors import server_logger
 from api.parsing import parse_tool_call
 from api.ready_probe import ReadyProbe
-from shared.connections import ConversationContended, Enqueuer, create_redis, write_refusal
+from shared.connections import Enqueuer, create_redis, write_refusal
 from shared.deadletters import Replayer
 from shared.logging import caller_text, register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
@@ -76,11 +76,7 @@ async def tool_call(request: web.Request) -> web.Response:
         raise UnknownTarget(target)
     body = await read_body(request, settings.max_body_bytes)  # cached if auth read it
     handover = parse_tool_call(request.headers, request.content_type, body, target)
-    try:
-        result = await request.app[ENQUEUER].enqueue(handover)
-    except ConversationContended as exc:
-        logger.warning("nothing stored for a tool call: %s", exc)
-        raise Unavailable() from None
+    result = await request.app[ENQUEUER].enqueue(handover)
     if result.rate_limited:
         raise RateLimited(
             result.limited_by, settings.rate_limit_window_seconds, result.retry_after_seconds

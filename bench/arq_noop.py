@@ -3,7 +3,7 @@
 What the queue layer costs before the handover does anything: picking the job
 up, arq's start and finish pipelines, its task and timeout wrappers. Run for
 arq's stock `Worker` and for the service's `HandoverWorker` (worker.arq_worker), both
-against a real Redis, jobs stored as the API stores them (JSON, one argument).
+against a real Redis, jobs stored as the API stores them (JSON: the handover id and its conversation).
 Prints jobs/s and worker-process CPU milliseconds per job (Redis server excluded).
 
     python bench/arq_noop.py

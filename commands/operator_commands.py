@@ -62,7 +62,12 @@ async def replay(handover_ids: Sequence[str]) -> int:
     async with _operator_redis(settings) as redis:
         replayer = deadletters.Replayer(redis, settings)
         for handover_id in handover_ids:
-            result = await replayer.replay(handover_id)
+            try:
+                result = await replayer.replay(handover_id)
+            except deadletters.ReplayContended as exc:
+                refused += 1
+                print(f"{handover_id}: not replayed: {exc}")
+                continue
             if result.record is not None:
                 print(f"{handover_id}: replayed, queued (replay {result.record.replays})")
             else:

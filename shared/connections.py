@@ -40,16 +40,11 @@ from shared.settings import Settings
 
 REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
 REDIS_COMMAND_TIMEOUT_SECONDS = 5.0
-STORED, FOUND, RATE_LIMITED, BACKLOG_FULL = 1, 0, 2, 3
+# The enqueue script's outcomes; 0 (any other) is the live or recent handover found.
+STORED, RATE_LIMITED, BACKLOG_FULL = 1, 2, 3
 # What a call refused for a full backlog is told to wait: the queue drains at
 # the workers' pace, so a few seconds would mostly be refused again.
 BACKLOG_RETRY_AFTER_SECONDS = 30
-
-# The pointer the script was given no longer names the handover it was told of: it
-# answers what it names now and stores nothing. The pointer changes only when a new
-# handover is stored, so a second call settles it; more are a race beyond reason.
-READ_AGAIN = 4
-MAX_ENQUEUE_CALLS = 4
 
 
 def enqueue_script(settings: Settings) -> str:
@@ -163,14 +158,6 @@ def arq_redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-class ConversationContended(Exception):
-    """The conversation's latest handover changed between every read and its
-    check: nothing was stored, and the caller should try again shortly."""
-
-    def __init__(self, calls: int):
-        super().__init__(f"the conversation's latest handover changed on each of {calls} calls")
-
-
 class Enqueuer:
     """Stores handover requests as arq jobs; what `POST /tools/flex-handover` calls."""
 
@@ -179,36 +166,23 @@ class Enqueuer:
 
     async def enqueue(self, request: HandoverRequest) -> EnqueueResult:
         """Store a new handover, return the conversation's live one, or refuse
-        a new one over a rate limit or past HANDOVER_MAX_PENDING.
-
-        The script is first told the conversation has no handover (the common
-        case: one round trip). When it has one, the script answers its id, and the
-        second call passes that handover's record in KEYS to de-duplicate against."""
+        a new one over a rate limit or past HANDOVER_MAX_PENDING: one script run."""
         handover_id = new_handover_id()
         timestamp = now()
         enqueue_ms = int(timestamp * 1000)
         job = handover_job(handover_id, request.conversation_sid, enqueue_ms)
         record = new_handover_record(handover_id, request, timestamp)
-        keys = [
-            redis_keys.conversation_key(request.conversation_sid),
-            redis_keys.handover_key(handover_id),
-            redis_keys.arq_job_key(handover_id),
-            redis_keys.QUEUE_NAME,
-            redis_keys.rate_conversation_key(request.conversation_sid),
-            redis_keys.rate_identity_key(str(request.identity)),
-        ]
-        args = [handover_id, job, enqueue_ms, repr(timestamp), json.dumps(record)]
-        latest = ""
-        for _ in range(MAX_ENQUEUE_CALLS):
-            latest_record = [redis_keys.handover_key(latest)] if latest else []
-            outcome, found, detail = await self._script(
-                keys=[*keys, *latest_record], args=[*args, latest]
-            )
-            if outcome != READ_AGAIN:
-                break
-            latest = found
-        else:
-            raise ConversationContended(MAX_ENQUEUE_CALLS)
+        outcome, found, detail = await self._script(
+            keys=[
+                redis_keys.conversation_key(request.conversation_sid),
+                redis_keys.handover_key(handover_id),
+                redis_keys.arq_job_key(handover_id),
+                redis_keys.QUEUE_NAME,
+                redis_keys.rate_conversation_key(request.conversation_sid),
+                redis_keys.rate_identity_key(str(request.identity)),
+            ],
+            args=[handover_id, job, enqueue_ms, repr(timestamp), json.dumps(record)],
+        )
         if outcome == RATE_LIMITED:
             return EnqueueResult(
                 "", False, None, limited_by=found, retry_after_seconds=_whole_seconds(detail)

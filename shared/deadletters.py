@@ -66,6 +66,17 @@ class FailedPage:
     """Pass as `before` for the next (older) page; None on the last page."""
 
 
+class ReplayContended(Exception):
+    """What a replay read kept changing before its script could check it: nothing
+    was written, and trying again shortly is right (the API answers 503)."""
+
+    def __init__(self, handover_id: str):
+        super().__init__(
+            f"handover {handover_id}: its conversation's latest handover changed on each "
+            f"of {MAX_REPLAY_READS} reads; nothing was replayed, try again"
+        )
+
+
 class Replayer:
     """Puts failed handovers back on the queue: what `POST /handovers/{id}/replay`
     and `flex-handover replay` call. The script is registered once, here."""
@@ -123,10 +134,7 @@ class Replayer:
             if outcome != _READ_AGAIN:
                 break
         else:
-            raise RuntimeError(
-                f"handover {handover_id}: its conversation's latest handover changed "
-                f"on each of {MAX_REPLAY_READS} reads"
-            )
+            raise ReplayContended(handover_id)
         if outcome == "replayed":
             record = HandoverRecord.from_hash(dict(zip(rest[::2], rest[1::2], strict=True)))
             return ReplayResult(handover_id, record=record, message="queued again")

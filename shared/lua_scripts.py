@@ -30,8 +30,11 @@ SHARED_CONSTANTS: dict[str, LuaValue] = {
     # LIVE[state] / FINAL[state]: true for the states of a handover still / no longer going.
     "LIVE": {status.value: True for status in Status if status not in FINAL_STATES},
     "FINAL": {status.value: True for status in Status if status in FINAL_STATES},
-    # The one key prefix a script needs: the pick script's (worker/lua/pick.lua says why).
+    # The two key prefixes scripts build keys from, each script's header says why:
+    # arq's in-progress keys (worker/lua/pick.lua) and the status record the
+    # conversation's pointer names (shared/lua/enqueue.lua). Every other key is in KEYS.
     "ARQ_IN_PROGRESS_PREFIX": redis_keys.ARQ_IN_PROGRESS_PREFIX,
+    "HANDOVER_KEY_PREFIX": redis_keys.HANDOVER_KEY_PREFIX,
 }
 
 _LIBRARY_PACKAGE = "shared"

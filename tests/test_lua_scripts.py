@@ -83,6 +83,29 @@ def test_no_lua_file_quotes_a_state_name():
     )
 
 
+# The key a command acts on is its first argument. A product script takes it from
+# KEYS, except where its header says why it cannot, from a prefix in the header.
+FIRST_KEY = re.compile(r"redis\.call\('(?!TIME')[A-Z]+', ([^,)]+)")
+DERIVED_KEYS = {
+    "worker/lua/pick.lua": {"ARQ_IN_PROGRESS_PREFIX .. ids[i]"},
+    "shared/lua/enqueue.lua": {"HANDOVER_KEY_PREFIX .. existing"},
+}
+
+
+def test_every_key_comes_through_keys_but_the_documented_two():
+    derived = {}
+    for path in product_scripts():
+        name = path.relative_to(ROOT).as_posix()
+        found = {arg for arg in FIRST_KEY.findall(path.read_text()) if not arg.startswith("KEYS[")}
+        if found:
+            derived[name] = found
+    assert derived == DERIVED_KEYS
+    for name in DERIVED_KEYS:
+        lines = (ROOT / name).read_text().splitlines()
+        header = " ".join(line for line in lines if line.startswith("--"))
+        assert "built here, not passed" in header, f"{name}: its header must say why"
+
+
 def test_every_lua_file_of_a_package_is_package_data():
     globs = PYPROJECT["tool"]["setuptools"].get("package-data", {})
     for package in PACKAGES:

@@ -21,28 +21,18 @@ from shared import lua_scripts
 
 # Picks ready jobs for every free slot: worker/lua/pick.lua.
 PICK_SCRIPT = lua_scripts.script("worker", "pick.lua")
-
-
 # Queue entries one pick may look at, per job slot (at least PICK_SCAN_MIN):
 # room for every worker's running jobs and a dead run's leftovers ahead of
 # the ready ones. About a microsecond of Redis time each.
 PICK_SCAN_PER_SLOT = 20
-
-
 PICK_SCAN_MIN = 2_000
-
-
 # While every slot is busy: after one frees, wait this long for a few more to
 # free (up to PICK_BATCH_FRACTION of the slots) before picking, so a busy
 # worker picks in batches, not one job per round trip. Measured at concurrency
 # 100, 200 ms Flex: 1 ms gave 0.90 of the bound (median of 3), 5 ms 0.865 (of 4),
 # with the same CPU per handover.
 PICK_GATHER_SECONDS = 0.001
-
-
 PICK_BATCH_FRACTION = 0.05
-
-
 # How long one poll iteration keeps taking jobs as slots free before arq's
 # bookkeeping (finished tasks, health check) runs again.
 BUSY_ITERATION_SECONDS = 1.0
@@ -55,8 +45,6 @@ BUSY_ITERATION_SECONDS = 1.0
 # checks them against the installed arq. Before moving the pin, re-read arq's
 # Worker.main, _poll_iteration, start_jobs and close against this module.
 ARQ_PINNED_MINOR = "0.28"
-
-
 ARQ_WORKER_METHODS: dict[str, str] = {
     "main": "async (self)",  # overridden: the first ping, then arq's own
     "_poll_iteration": "async (self)",  # overridden; arq's own still serves burst mode
@@ -67,8 +55,6 @@ ARQ_WORKER_METHODS: dict[str, str] = {
     "heart_beat": "async (self)",
     "async_run": "async (self)",
 }
-
-
 ARQ_WORKER_ATTRIBUTES = (
     "allow_abort_jobs",
     "allow_pick_jobs",

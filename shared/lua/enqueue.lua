@@ -1,26 +1,26 @@
 -- Store a new handover, or answer the conversation's live one (shared/connections.py,
 -- Enqueuer.enqueue): de-duplicate, check and count the rate limits, check the backlog,
 -- write the status record, the arq job record and the queue entry, in one step.
+-- One key is built here, not passed: the status record of the handover the
+-- conversation's pointer names (HANDOVER_KEY_PREFIX .. the pointer's value, the
+-- prefix put in the header by shared/lua_scripts.py). Passing it in KEYS means
+-- reading the pointer first and checking it here: a second round trip on every
+-- repeat call, on the tool endpoint's path. A standalone Redis only, as arq needs.
 -- KEYS: 1 the conversation pointer, 2 the new status record, 3 the arq job record,
 --       4 the arq queue, 5 the per-conversation rate counter, 6 the per-identity rate
---       counter, 7 the status record of the handover ARGV[6] names (absent when '').
+--       counter.
 -- ARGV: 1 handover id, 2 job bytes, 3 queue score (ms), 4 now (s), 5 the status
---       record's fields as a JSON object of strings, 6 the pointer's value as the
---       caller read it ('' for none: the first call reads nothing and passes '').
+--       record's fields as a JSON object of strings.
 -- Constants (shared/lua_scripts.py, from the settings): DEDUP_WINDOW (s),
 -- LIMIT_CONVERSATION, LIMIT_IDENTITY, RATE_WINDOW (s), MAX_PENDING, RECORD_TTL (s),
 -- POINTER_TTL (s), JOB_TTL_MS.
 -- Returns {1, id, STATE.QUEUED} (stored), {0, id, state} (the live or recent
 -- handover), {2, 'conversation'|'identity', ms left in the window} (rate limited,
--- nothing stored), {3, 'backlog', live handovers} (MAX_PENDING reached, nothing
--- stored) or {4, the pointer's value, ''}: it is not ARGV[6], so KEYS[7] is not its
--- record; nothing stored, call again with that value and its record.
+-- nothing stored) or {3, 'backlog', live handovers} (MAX_PENDING reached, nothing
+-- stored).
 local existing = redis.call('GET', KEYS[1])
-if (existing or '') ~= ARGV[6] then
-  return {4, existing or '', ''}
-end
 if existing then
-  local current = redis.call('HMGET', KEYS[7], 'state', 'finished_at')
+  local current = redis.call('HMGET', HANDOVER_KEY_PREFIX .. existing, 'state', 'finished_at')
   local state = current[1]
   if LIVE[state] then
     return {0, existing, state}

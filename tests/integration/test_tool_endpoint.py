@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from api.app_keys import ENQUEUER
-from shared.connections import READ_AGAIN, create_redis
+from shared.connections import create_redis
 from shared.settings import Settings
 from standins.redis_server import free_port
 from tests.support.service import Service, service_env
@@ -212,23 +211,6 @@ async def test_redis_unreachable_is_503_with_retry_after(redis_server, simulator
             assert healthy.status == 200
     finally:
         await service.stop()
-
-
-async def test_a_contended_conversation_is_503_and_stores_nothing(service, redis, caplog):
-    """The enqueue's read-then-check gave up (ConversationContended): a 503 to try
-    again, one warning line, no handover."""
-    assert service._runner is not None
-    enqueuer = service._runner.app[ENQUEUER]
-
-    async def always_moved(keys, args):
-        return [READ_AGAIN, "ho_" + "7" * 32, ""]
-
-    enqueuer._script = always_moved
-    status, body, response = await service.call_tool(session_id=session_header())
-    assert (status, body["error"]) == (503, "unavailable")
-    assert int(response.headers["Retry-After"]) > 0
-    assert await redis.keys("*") == []
-    assert any("latest handover changed" in r.getMessage() for r in caplog.records)
 
 
 async def test_api_recovers_when_redis_comes_back(redis_server, simulator):

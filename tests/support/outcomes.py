@@ -15,13 +15,9 @@ FAST_RECOVERY = {
     "HANDOVER_ATTEMPT_TIMEOUT_SECONDS": "1",
     "HANDOVER_LOOKUP_GRACE_SECONDS": "0.2",
 }
-
-
 # How long the simulator holds a request: inside one attempt timeout, so the
 # worker does not give up on it before the test acts.
 HOLD_SECONDS = 0.8
-
-
 # Start-up of a new worker and polling, on a busy machine.
 SLACK_SECONDS = 20.0
 

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 ACCOUNT_SID = "AC" + "a1" * 16
-
-
 AUTH_TOKEN = "test-auth-token-0123456789"
-
-
 WORKSPACE_SID = "WS" + "b2" * 16
-
-
 WORKFLOW_SID = "WW" + "c3" * 16
-
-
 BILLING_WORKFLOW_SID = "WW" + "d4" * 16
-
-
 CONVERSATION_SID = "CH" + "e5" * 16
-
-
 CHAT_SERVICE_SID = "IS" + "f6" * 16
-
-
 TOOL_TOKEN = "test-tool-token-0123456789abcdef"
-
-
 ADMIN_TOKEN = "test-admin-token-fedcba9876543210"
 
 

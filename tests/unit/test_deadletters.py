@@ -16,7 +16,9 @@ from arq.constants import expires_extra_ms, in_progress_key_prefix
 from commands.operator_commands import failed_table as _table
 from shared import redis_keys
 from shared.deadletters import (
+    MAX_REPLAY_READS,
     Refusal,
+    ReplayContended,
     Replayer,
     format_cursor,
     list_failed,
@@ -360,3 +362,47 @@ async def test_table_shows_masked_public_fields(redis):
     assert "whatsapp:+14*******23" in lines[1]
     assert "+14155550123" not in lines[1]
     assert lines[1].endswith("[400 20001] Twilio answered 400")
+
+
+# --- replay: a pointer that moves between the read and the script ---
+
+
+async def test_a_pointer_moved_after_the_read_is_read_again_before_anything_is_written(redis):
+    handover_id = await store_handover(redis)
+    pointer = redis_keys.conversation_key(new_conversation_sid(1))
+    replayer = Replayer(redis, SETTINGS)
+    run, runs = replayer._script, []
+
+    async def moved_before_the_first_run(keys, args):
+        if not runs:  # another handover took the conversation after the read
+            await redis.set(pointer, new_handover_id())
+        runs.append(list(keys))
+        return await run(keys=keys, args=args)
+
+    replayer._script = moved_before_the_first_run
+    result = await replayer.replay(handover_id)
+
+    assert len(runs) == 2 and runs[0] != runs[1]  # the second names the new latest record
+    assert result.replayed
+    assert await redis.get(pointer) == handover_id
+
+
+async def test_a_pointer_that_never_settles_is_a_clear_error_and_writes_nothing(redis):
+    handover_id = await store_handover(redis)
+    before = {key: await redis.dump(key) for key in await redis.keys("*")}
+    replayer = Replayer(redis, SETTINGS)
+    run, runs = replayer._script, []
+
+    async def moved_every_time(keys, args):
+        runs.append(1)
+        await redis.set(redis_keys.conversation_key(new_conversation_sid(1)), new_handover_id())
+        return await run(keys=keys, args=args)
+
+    replayer._script = moved_every_time
+    with pytest.raises(ReplayContended, match="try again"):
+        await replayer.replay(handover_id)
+    assert len(runs) == MAX_REPLAY_READS
+    assert await nothing_queued(redis, handover_id)
+    record = await HandoverStore(redis, 3600).get(handover_id)
+    assert record is not None and record.state is Status.FAILED and record.replays == 0
+    assert set(await redis.keys("*")) == set(before)

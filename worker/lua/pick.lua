@@ -5,7 +5,7 @@
 -- dead run are skipped here, in Redis, so they neither cost a round trip each nor hide
 -- the jobs behind them. At most ARGV[4] queue entries are looked at (bounds the
 -- script's run time).
--- The one script that builds keys: the in-progress keys are arq's
+-- Keys built here, not passed: the in-progress keys are arq's
 -- (ARQ_IN_PROGRESS_PREFIX .. job id, the prefix put in the header by
 -- shared/lua_scripts.py) for job ids read from the queue here. Which jobs are ready
 -- and free is what the script finds out, so their keys cannot be known before it
