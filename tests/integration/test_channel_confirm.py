@@ -17,8 +17,13 @@ from typing import Any
 import pytest
 
 from shared import redis_keys
+from shared.model import HandoverRequest, Identity
+from shared.settings import Target
 from standins.flex_simulator import Fault
-from tests.support.values import session_header
+from tests.support.values import CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID, session_header
+from worker.errors import FlexError
+from worker.flex_client import ChannelState
+from worker.interaction import build_interaction
 
 FAST_LOOKUP = {"HANDOVER_LOOKUP_GRACE_SECONDS": "0.5", "HANDOVER_LOOKUP_INTERVAL_SECONDS": "0.05"}
 
@@ -184,3 +189,45 @@ async def test_a_found_task_is_confirmed_too(start_service, simulator):
     assert record["interaction_sid"] == delivered["sid"]
     assert record["channel_error"]["interaction_sid"] == failed["sid"]
     assert (record["attempts"], record["lookups"], record["channel_status"]) == (2, 1, "active")
+
+
+# --- the worker's FlexClient reading a channel (the real twilio client) ---------------
+
+
+async def created_interaction(flex, simulator) -> tuple[str, str]:
+    payload = build_interaction(
+        "ho_" + "c" * 32,
+        HandoverRequest(CONVERSATION_SID, Identity.parse("whatsapp:+14155550123"), "default"),
+        Target("default", WORKFLOW_SID),
+        WORKSPACE_SID,
+    )
+    created = await flex.create_interaction(payload)
+    return created.interaction_sid, created.channel_sid
+
+
+async def test_fetch_channel_reads_status_and_error(flex, simulator):
+    simulator.next_channels(["failed"], error_code=19025, error_message="no route")
+    kd, uo = await created_interaction(flex, simulator)
+    assert await flex.fetch_channel(kd, uo) == ChannelState("failed", 19025, "no route")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 503},
+        {"status": 200, "body": "<html>proxy</html>"},
+        {"status": 200, "body": "null"},
+        {"status": 200, "body": '{"status": 5}'},
+        {"status": 200, "body": "{}"},
+        {"reset": True},
+    ],
+    ids=["503", "html", "null", "status-not-text", "no-status", "reset"],
+)
+async def test_an_unreadable_channel_is_a_retryable_error_never_failed(flex, simulator, fault):
+    kd, uo = await created_interaction(flex, simulator)
+    # Two: aiohttp sends an idempotent GET again, once, on a dropped connection.
+    simulator.fail_next(route="channels", count=2, **fault)
+    with pytest.raises(FlexError) as caught:
+        await flex.fetch_channel(kd, uo)
+    assert caught.value.retryable and not caught.value.ambiguous
+    assert caught.value.message.startswith("reading the channel failed")
