@@ -93,6 +93,13 @@ async def test_dev_runs_with_nothing_but_the_package_and_its_curl_line_works():
             record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
         assert record["state"] == "succeeded"
         assert record["interaction_sid"].startswith("KD")
+        assert record["channel_status"] == "active"
+        tip = re.search(r"curl -s -X POST (http://\S+/__sim/channels) -d '([^']+)'", banner)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(tip.group(1), data=tip.group(2).encode()) as response,
+        ):
+            assert (response.status, await response.json()) == (200, {"queued": 1})
     finally:
         returncode, stderr = await stop(process)
     assert returncode == 0, stderr
