@@ -141,6 +141,23 @@ HANDOVER_PROPERTIES: dict[str, Schema] = {
     },
     "interaction_sid": nullable({"type": "string", "pattern": "^KD[0-9a-fA-F]{32}$"}),
     "channel_sid": nullable({"type": "string", "pattern": "^UO[0-9a-fA-F]{32}$"}),
+    "channel_status": nullable(
+        {
+            "type": "string",
+            "examples": ["active", "unconfirmed", "failed"],
+            "description": "What reading the Interaction's channel after the create showed: "
+            "Twilio's status (`active`, or `closed`/`inactive`/`pause`/`transfer` for a "
+            "channel someone else has moved on), `unconfirmed` when no read answered within "
+            "10 s (delivered, not sent again), `failed` while a new attempt waits or when "
+            "the handover failed with it; null before the first channel is read.",
+        }
+    ),
+    "channel_failures": {
+        **COUNT,
+        "description": "Interactions created for this handover whose channel then failed "
+        "(each followed by a new attempt).",
+    },
+    "channel_error": {"oneOf": [{"type": "null"}, ref("schemas", "ChannelError")]},
     "error": {"oneOf": [{"type": "null"}, ref("schemas", "HandoverError")]},
     "next_attempt_at": nullable(TIMESTAMP),
     "created_at": TIMESTAMP,
@@ -187,6 +204,18 @@ SCHEMAS: dict[str, Schema] = {
             "status": nullable({"type": "integer", "description": "Twilio's HTTP status."}),
             "code": nullable({"type": "integer", "description": "Twilio's error code."}),
             "message": {"type": "string", "description": "Phone numbers and e-mails masked."},
+        },
+    },
+    "ChannelError": {
+        "type": "object",
+        "description": "The last channel that failed: Twilio's `error_code` and "
+        "`error_message` for it, and its Interaction. Kept after a later attempt succeeded.",
+        "required": ["code", "message", "interaction_sid"],
+        "additionalProperties": False,
+        "properties": {
+            "code": nullable({"type": "integer", "description": "The channel's error_code."}),
+            "message": {"type": "string", "description": "Phone numbers and e-mails masked."},
+            "interaction_sid": nullable({"type": "string", "pattern": "^KD[0-9a-fA-F]{32}$"}),
         },
     },
     "Handover": {

@@ -195,6 +195,13 @@ def _add_simulator(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="a created Interaction's task shows in TaskRouter this late; default 0",
     )
     simulator.add_argument(
+        "--channel-status",
+        default="active",
+        metavar="STATUS",
+        help="what a created Interaction's channel shows unless POST /__sim/channels "
+        "planned otherwise (setup, active, failed, ...); default active",
+    )
+    simulator.add_argument(
         "--rate-limit-rps",
         type=arguments.non_negative,
         default=0.0,
@@ -232,6 +239,7 @@ def run_simulator(args: argparse.Namespace) -> int:
         "rate_limit_rps": args.rate_limit_rps,
         "rate_limit_retry_after": arguments.number_or_text(args.rate_limit_retry_after),
         "rate_limit_code": args.rate_limit_code,
+        "channel_status": args.channel_status,
     }
     try:  # the simulator's own checks, before anything starts
         simulator = FlexSimulator(**options)

@@ -13,7 +13,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
@@ -145,7 +145,8 @@ async def _run_dev(host: str, port: int) -> None:
         await bind(web.TCPSite(runner, host, port).start(), host, port)
         worker = create_worker(settings, handle_signals=False)
         worker_task = asyncio.create_task(worker.async_run())
-        _print_banner(host, port, notes, env)
+        tips = [] if simulator is None else [simulator_tip(simulator_url)]
+        _print_banner(host, port, notes, env, tips)
         await _wait_for_stop_signal()
     finally:
         if worker is not None:
@@ -158,7 +159,18 @@ async def _run_dev(host: str, port: int) -> None:
             redis_server.close()
 
 
-def _print_banner(host: str, port: int, notes: list[str], env: Mapping[str, str]) -> None:
+def simulator_tip(simulator_url: str) -> str:
+    """How to see a handover survive a channel that fails, in the simulator."""
+    body = '{"statuses": ["setup", "failed"]}'
+    return (
+        "Make the next Interaction's channel fail (a new attempt follows): "
+        f"curl -s -X POST {simulator_url}/__sim/channels -d '{body}'"
+    )
+
+
+def _print_banner(
+    host: str, port: int, notes: list[str], env: Mapping[str, str], tips: Sequence[str] = ()
+) -> None:
     lines = ["", "flex-handover dev is running", *notes, ""]
     lines += ["Hand over a conversation:", "", curl_example(host, port, env), ""]
     admin = (
@@ -168,6 +180,7 @@ def _print_banner(host: str, port: int, notes: list[str], env: Mapping[str, str]
     )
     status_url = f"http://{_shown_host(host)}:{port}/handovers/<handover_id>"
     lines += [f"Then read its status: curl -s {admin}{status_url}", ""]
+    lines += [line for tip in tips for line in (tip, "")]
     print("\n".join(lines), flush=True)
     for note in notes:
         if note.startswith("!!!"):

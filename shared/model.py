@@ -108,6 +108,42 @@ class HandoverError:
 
 
 @dataclass(frozen=True)
+class ChannelFailure:
+    """A created Interaction whose channel Twilio then reported failed: its
+    `error_code` and `error_message`, and which Interaction it was. No task
+    reached an agent through it, so the handover went on to a new attempt."""
+
+    code: int | None
+    message: str
+    interaction_sid: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.message, str) or len(self.message) > MAX_ERROR_MESSAGE_CHARS:
+            object.__setattr__(self, "message", truncate_message(self.message))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "interaction_sid": self.interaction_sid,
+        }
+
+    def to_public(self) -> dict[str, Any]:
+        return {**self.to_dict(), "message": redact(self.message)}
+
+    @classmethod
+    def from_dict(cls, data: object) -> ChannelFailure:
+        if not isinstance(data, dict):
+            return cls(None, truncate_message(data))
+        sid = data.get("interaction_sid")
+        return cls(
+            _optional_int(data.get("code")),
+            truncate_message(data.get("message", "")),
+            sid if isinstance(sid, str) and sid else None,
+        )
+
+
+@dataclass(frozen=True)
 class HandoverRecord:
     """The status record as read back from Redis."""
 
@@ -125,12 +161,22 @@ class HandoverRecord:
     # An attempt was sent and its outcome is not known yet: the next run must
     # look for its task before sending another (see worker.delivery).
     in_flight_since: float | None = None
+    in_flight_attempt: str | None = None
+    """The id the in-flight attempt put in its task's attributes (`handoverAttempt`):
+    a lookup counts that attempt's task only. None for an attempt made before
+    attempts carried one."""
     ambiguous_attempts: int = 0
     lookups: int = 0
     found_by_lookup: bool = False
     """Succeeded because a TaskRouter lookup found the task of an unanswered attempt."""
     replays: int = 0
     replayed_at: float | None = None
+    channel_status: str | None = None
+    """The channel's status read after the create (`active`, …; `unconfirmed` when
+    no read answered within the bound; `failed` while the next attempt waits)."""
+    channel_error: ChannelFailure | None = None
+    """The last channel that failed, kept after a later attempt succeeded."""
+    channel_failures: int = 0
 
     @property
     def deadline_from(self) -> float:
@@ -165,6 +211,10 @@ class HandoverRecord:
             found_by_lookup=data.get("found_by_lookup") == "1",
             replays=int(data.get("replays") or 0),
             replayed_at=_optional_float(data.get("replayed_at")),
+            in_flight_attempt=data.get("in_flight_attempt") or None,
+            channel_status=data.get("channel_status") or None,
+            channel_error=_channel_failure(data.get("channel_error")),
+            channel_failures=int(data.get("channel_failures") or 0),
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -182,6 +232,9 @@ class HandoverRecord:
             "found_by_lookup": self.found_by_lookup,
             "interaction_sid": self.interaction_sid,
             "channel_sid": self.channel_sid,
+            "channel_status": self.channel_status,
+            "channel_failures": self.channel_failures,
+            "channel_error": self.channel_error.to_public() if self.channel_error else None,
             "error": self.error.to_public() if self.error else None,
             "next_attempt_at": _iso(self.next_attempt_at),
             "created_at": _iso(self.created_at),
@@ -218,6 +271,10 @@ def now() -> float:
 
 def _optional_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _channel_failure(value: str | None) -> ChannelFailure | None:
+    return ChannelFailure.from_dict(json.loads(value)) if value else None
 
 
 def _optional_float(value: str | None) -> float | None:

@@ -31,6 +31,10 @@ DEFAULT_MESSAGE = "I'm transferring you to a human agent now."
 TWILIO_FLEX_API = "https://flex-api.twilio.com"
 TWILIO_CONVERSATIONS_API = "https://conversations.twilio.com"
 TWILIO_TASKROUTER_API = "https://taskrouter.twilio.com"
+CHANNEL_CONFIRM_SECONDS = 10.0
+"""The longest the worker reads a new Interaction's channel before it calls the
+handover succeeded but unconfirmed (worker.retry's `channel_poll_waits` spends it).
+Here, not in worker.retry, because the run budget below counts it."""
 
 # "operator": the CLI's failed/replay commands, which talk to Redis only: they
 # need REDIS_URL (and the TTLs a replay writes), no targets, neither the API's
@@ -495,12 +499,13 @@ class Settings:
     def run_budget_seconds(self) -> float:
         """How long one run of the handover job may take, everything included:
         the in-job retry budget, an attempt that starts at its end, the
-        friendly-name lookup, and one TaskRouter lookup window plus its last
-        query."""
+        friendly-name lookup, one TaskRouter lookup window plus its last
+        query, and reading the new Interaction's channel."""
         return (
             self.retry_budget_seconds
             + 3 * self.attempt_timeout_seconds
             + self.lookup_grace_seconds
+            + CHANNEL_CONFIRM_SECONDS
             + 2.0
         )
 

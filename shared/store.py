@@ -21,11 +21,19 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from shared import lua_scripts, redis_keys
-from shared.model import HandoverError, HandoverRecord, Status, now, truncate_message
+from shared.model import (
+    ChannelFailure,
+    HandoverError,
+    HandoverRecord,
+    Status,
+    now,
+    truncate_message,
+)
 
 UPDATE_SCRIPT = lua_scripts.script("shared", "update.lua")
 BEGIN_SCRIPT = lua_scripts.script("shared", "begin_run.lua")
 MISSING, FINAL, CLAIM_BUSY, CLAIM_HELD, OTHER_CONVERSATION = 0, 1, 2, 3, 4
+_IN_FLIGHT = ("in_flight_since", "in_flight_attempt")
 
 
 @dataclass(frozen=True)
@@ -98,13 +106,20 @@ class HandoverStore:
             return RunStart(OTHER_CONVERSATION, conversation_sid=_text(reply[1]))
         return RunStart(MISSING)
 
-    async def start_attempt(self, handover_id: str) -> float:
-        """Counts the attempt and marks it in flight; returns its `in_flight_since`."""
+    async def start_attempt(self, handover_id: str, attempt_id: str | None = None) -> float:
+        """Counts the attempt and marks it in flight, with the id its task will
+        carry (`attempt_id`; None: a task without one); returns its `in_flight_since`."""
         timestamp = now()
+        fields = {"state": Status.RUNNING.value, "in_flight_since": repr(timestamp)}
+        clear = ["error", "next_attempt_at", "channel_status"]
+        if attempt_id is None:
+            clear.append("in_flight_attempt")
+        else:
+            fields["in_flight_attempt"] = attempt_id
         await self._set(
             handover_id,
-            {"state": Status.RUNNING.value, "in_flight_since": repr(timestamp)},
-            clear=["error", "next_attempt_at"],
+            fields,
+            clear=clear,
             increment=["attempts"],
             timestamp=timestamp,
         )
@@ -116,7 +131,7 @@ class HandoverStore:
         return await self._set(
             handover_id,
             {"error": _error_field(error)},
-            clear=[] if ambiguous else ["in_flight_since"],
+            clear=[] if ambiguous else _IN_FLIGHT,
             increment=["ambiguous_attempts"] if ambiguous else [],
         )
 
@@ -128,7 +143,24 @@ class HandoverStore:
 
     async def settle_in_flight(self, handover_id: str) -> bool:
         """A lookup found no task: the in-flight attempt created nothing."""
-        return await self._set(handover_id, {}, clear=["in_flight_since"])
+        return await self._set(handover_id, {}, clear=_IN_FLIGHT)
+
+    async def channel_failed(
+        self, handover_id: str, error: HandoverError, failure: ChannelFailure
+    ) -> bool:
+        """The attempt's Interaction was created but its channel failed: the
+        attempt is over and delivered nothing (out of flight, so the next step is
+        a new request, not a lookup that would find this attempt's task)."""
+        return await self._set(
+            handover_id,
+            {
+                "error": _error_field(error),
+                "channel_status": "failed",
+                "channel_error": json.dumps(failure.to_dict()),
+            },
+            clear=_IN_FLIGHT,
+            increment=["channel_failures"],
+        )
 
     async def mark_retrying(
         self, handover_id: str, error: HandoverError, next_attempt_at: float
@@ -149,6 +181,7 @@ class HandoverStore:
         channel_sid: str | None,
         *,
         found_by_lookup: bool = False,
+        channel_status: str | None = None,
         release: ClaimRelease | None = None,
     ) -> bool:
         timestamp = now()
@@ -156,6 +189,7 @@ class HandoverStore:
             "state": Status.SUCCEEDED.value,
             "interaction_sid": interaction_sid or "",
             "channel_sid": channel_sid or "",
+            "channel_status": channel_status or "",
             "finished_at": repr(timestamp),
         }
         if found_by_lookup:
@@ -163,7 +197,7 @@ class HandoverStore:
         return await self._set(
             handover_id,
             fields,
-            clear=["error", "next_attempt_at", "in_flight_since"],
+            clear=["error", "next_attempt_at", *_IN_FLIGHT],
             final=True,
             timestamp=timestamp,
             release=release,

@@ -26,8 +26,10 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from standins.flex_simulator import (
+    CHANNEL_STATUSES,
     CHANNEL_TYPES,
     CREATE_INTERACTION_PARAMS,
+    FETCH_CHANNEL_PATH_PARAMS,
     FlexSimulator,
     SlidingWindowLimit,
     TwilioError,
@@ -1159,3 +1161,142 @@ async def test_each_part_logs_under_the_service_name(client, simulator, caplog):
         (f"{prefix}.app", "created"),
         (f"{prefix}.state", "create"),
     ]
+
+
+# --- an Interaction's channel -------------------------------------------------------
+
+
+async def fetch_channel(client: Client, created: Any):
+    async with asyncio.timeout(5):
+        interaction = client.flex_api.v1.interaction(created.sid)
+        return await interaction.channels(created.channel["sid"]).fetch_async()
+
+
+async def test_a_channel_is_active_unless_planned_otherwise(client, simulator):
+    created = await create(client)
+    fetched = await fetch_channel(client, created)
+    assert (fetched.sid, fetched.status, fetched.error_code) == (
+        created.channel["sid"],
+        "active",
+        None,
+    )
+    assert simulator.channel_reads(created.sid) == 1
+
+
+async def test_planned_channels_show_their_statuses_in_turn_then_the_last(client, simulator):
+    simulator.next_channels(["setup", "failed"], error_code=19026, error_message="no such user")
+    failing = await create(client)
+    default = await create(client)
+    seen = [await fetch_channel(client, failing) for _ in range(3)]
+    assert [(c.status, c.error_code, c.error_message) for c in seen] == [
+        ("setup", None, None),
+        ("failed", 19026, "no such user"),
+        ("failed", 19026, "no such user"),
+    ]
+    assert (await fetch_channel(client, default)).status == "active"
+    # The list shows the status too, without moving the plan on.
+    async with asyncio.timeout(5):
+        [listed] = await client.flex_api.v1.interaction(failing.sid).channels.list_async()
+    assert listed.status == "failed" and simulator.channel_reads(failing.sid) == 3
+
+
+async def test_a_failed_channel_has_the_specs_example_error_by_default(client, simulator):
+    simulator.next_channels(["failed"])
+    simulator.next_channels(["closed"], error_code=19025)
+    simulator.next_channels(["closed"])
+    failed, closed_with_error, closed = [await create(client) for _ in range(3)]
+    assert (await fetch_channel(client, failed)).error_code == 19025
+    assert (await fetch_channel(client, failed)).error_message == "Channel validation error"
+    assert (await fetch_channel(client, closed_with_error)).error_code == 19025
+    assert (await fetch_channel(client, closed)).error_code is None
+
+
+async def test_the_default_channel_status_is_a_setting():
+    async with FlexSimulator(channel_status="setup") as simulator:
+        await simulator.start()
+        twilio = twilio_client(simulator, ACCOUNT_SID, AUTH_TOKEN)
+        try:
+            assert (await fetch_channel(twilio, await create(twilio))).status == "setup"
+        finally:
+            await twilio.http_client.close()
+
+
+async def test_channel_reads_take_faults_of_their_own_route(client, simulator):
+    created = await create(client)
+    simulator.fail_next(503, route="channels")
+    with pytest.raises(TwilioRestException) as caught:
+        await fetch_channel(client, created)
+    assert caught.value.status == 503
+    assert (await fetch_channel(client, created)).status == "active"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/Interactions/KD{kd}/Channels/UO" + "0" * 32,  # another channel
+        "/v1/Interactions/KD" + "0" * 32 + "/Channels/UO{uo}",  # another Interaction
+        "/v1/Interactions/KD{kd}/Channels/not-a-sid",
+        "/v1/Interactions/not-a-sid/Channels/UO{uo}",
+    ],
+)
+async def test_an_unknown_or_malformed_channel_is_twilio_404(client, http, path):
+    created = await create(client)
+    url = path.format(kd=created.sid[2:], uo=created.channel["sid"][2:])
+    async with asyncio.timeout(5), http.get(url, headers=AUTH) as response:
+        assert response.status == 404
+        assert (await response.json())["code"] == 20404
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"statuses": []},
+        {"statuses": "failed"},
+        {"statuses": ["broken"]},
+        {"statuses": ["failed"], "count": 0},
+        {"statuses": ["failed"], "error_code": "19025"},
+        {"statuses": ["failed"], "error_message": 5},
+        {"statuses": ["failed"], "colour": "red"},
+    ],
+)
+def test_channel_plans_are_checked(simulator, options):
+    with pytest.raises(ValueError):
+        simulator.add_channels(options)
+
+
+async def test_channel_plans_over_http(client, simulator, http):
+    body = {"statuses": ["setup", "active"], "count": 2}
+    async with asyncio.timeout(5), http.post("/__sim/channels", json=body) as response:
+        assert (response.status, await response.json()) == (200, {"queued": 2})
+    async with asyncio.timeout(5), http.post("/__sim/channels", json={"x": 1}) as response:
+        assert response.status == 400
+    created = await create(client)
+    assert [(await fetch_channel(client, created)).status for _ in range(2)] == [
+        "setup",
+        "active",
+    ]
+    async with asyncio.timeout(5), http.get("/__sim/interactions") as response:
+        [record] = await response.json()
+    assert record["channel_plan"]["statuses"] == ["setup", "active"]
+
+
+def test_channel_statuses_and_fetch_params_match_the_spec():
+    spec = load_spec("twilio_flex_v1.json")
+    schemas = spec["components"]["schemas"]
+    assert list(CHANNEL_STATUSES) == schemas["interaction_channel_enum_channel_status"]["enum"]
+    operation = spec["paths"]["/v1/Interactions/{InteractionSid}/Channels/{Sid}"]["get"]
+    params = {p["name"]: p["schema"]["pattern"] for p in operation["parameters"]}
+    assert params == FETCH_CHANNEL_PATH_PARAMS
+
+
+async def test_a_fetched_channel_matches_the_spec(client, simulator, http):
+    spec = load_spec("twilio_flex_v1.json")
+    simulator.next_channels(["failed"])
+    created = await create(client)
+    url = f"/v1/Interactions/{created.sid}/Channels/{created.channel['sid']}"
+    async with asyncio.timeout(5), http.get(url, headers=AUTH) as response:
+        channel_read = await response.json()
+    check_resource(spec, "flex.v1.interaction.interaction_channel", channel_read)
+    example = spec["paths"]["/v1/Interactions/{InteractionSid}/Channels/{Sid}"]["get"]
+    example = example["responses"]["200"]["content"]["application/json"]["examples"]
+    assert set(channel_read) == set(example["fetch"]["value"])

@@ -206,7 +206,8 @@ class LiveServer:
 
 
 def seed_records(redis_url: str) -> None:
-    """A failed handover (listed, replayable once) and a succeeded one (409)."""
+    """A failed handover (listed, replayable once) and a succeeded one (409),
+    each after a channel that failed."""
     client = sync_redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         client.flushall()
@@ -222,6 +223,11 @@ def seed_records(redis_url: str) -> None:
                     "error": json.dumps(
                         {"status": 400, "code": 20001, "message": "bad workflow +14155550123"}
                     ),
+                    "channel_status": "failed",
+                    "channel_failures": "2",
+                    "channel_error": json.dumps(
+                        {"code": 19025, "message": "bad", "interaction_sid": "KD" + "c3" * 16}
+                    ),
                 },
             ),
             (
@@ -233,6 +239,11 @@ def seed_records(redis_url: str) -> None:
                     "finished_at": repr(now),
                     "interaction_sid": "KD" + "a1" * 16,
                     "channel_sid": "UO" + "b2" * 16,
+                    "channel_status": "active",
+                    "channel_failures": "1",
+                    "channel_error": json.dumps(
+                        {"code": None, "message": "the channel is failed", "interaction_sid": None}
+                    ),
                 },
             ),
         ):

@@ -7,17 +7,32 @@ of flight, an unanswered one leaves it there. Whenever an attempt is still in
 flight, in this run or in the next, the next step is a TaskRouter lookup
 (`worker.task_lookup`), never another request: a task proves the Interaction
 exists, and only "no task within the grace window" allows sending again.
+
+Each attempt carries an id of its own in its task's attributes
+(`handoverAttempt`, `worker.interaction.with_attempt`), kept in the record
+beside `in_flight_since`, and the lookup counts that attempt's task only: after
+a channel failed (`worker.confirm`) the handover has an Interaction, and maybe
+a task, that delivered nothing, and that task must not pass for proof that a
+later, unanswered attempt went through.
+
+An Interaction is only delivered once its channel says so: after a 200 (or a
+task found for an unanswered attempt) the channel is read, and a failed one
+ends the attempt as not delivered (out of flight, with the channel's error in
+the record) so the retry policy makes a new one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import secrets
 
-from shared.model import now
+from shared.model import ChannelFailure, now
+from worker.confirm import UNCONFIRMED, confirm_channel
 from worker.context import HandoverContext
 from worker.errors import FlexError
 from worker.flex_client import CreatedInteraction
-from worker.interaction import InteractionPayload
+from worker.interaction import InteractionPayload, with_attempt
 from worker.retry import in_job_retrying
 from worker.task_lookup import find_interaction, lookup_window_end, next_create_at
 
@@ -36,20 +51,48 @@ class Delivery:
         handover_id: str,
         in_flight_since: float | None,
         deadline: float,
+        in_flight_attempt: str | None = None,
     ):
         self._context = context
         self._handover_id = handover_id
         self.in_flight_since = in_flight_since
+        self.in_flight_attempt = in_flight_attempt
         self._deadline = deadline
 
     async def create(self, payload: InteractionPayload) -> CreatedInteraction:
-        """Look-or-send with in-job retries; raises the last FlexError."""
+        """Look-or-send, then confirm, with in-job retries; raises the last FlexError
+        (a channel that failed is a retryable one)."""
         settings = self._context.settings
         async for attempt in in_job_retrying(settings, self._record_wait, self._deadline):
             with attempt:
                 found = await self.settle()
-                return found if found is not None else await self._send(payload)
+                created = found if found is not None else await self._send(payload)
+                return await self.confirm(created)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def confirm(self, created: CreatedInteraction) -> CreatedInteraction:
+        """`created` with its channel's status, once the channel shows it delivers
+        (or stays unreadable: `unconfirmed`). A failed channel ends the attempt as
+        not delivered and raises a retryable FlexError naming its error."""
+        if created.interaction_sid is None or created.channel_sid is None:
+            # A task without Flex's sids: it exists, but its channel cannot be read.
+            return dataclasses.replace(created, channel_status=UNCONFIRMED)
+        outcome = await confirm_channel(
+            self._context.flex, self._handover_id, created.interaction_sid, created.channel_sid
+        )
+        if outcome.failure is None:
+            return dataclasses.replace(created, channel_status=outcome.status)
+        error = _channel_error(outcome.failure)
+        await self._context.store.channel_failed(
+            self._handover_id, error.to_handover_error(), outcome.failure
+        )
+        self.in_flight_since = self.in_flight_attempt = None
+        logger.warning(
+            "handover %s: %s; it delivered nothing, so a new attempt may follow",
+            self._handover_id,
+            error.message,
+        )
+        raise error
 
     async def settle(self) -> CreatedInteraction | None:
         """The Interaction an in-flight attempt made, or None once TaskRouter shows
@@ -72,10 +115,11 @@ class Delivery:
             handover_id,
             self.in_flight_since,
             window_end=window_end,
+            attempt_id=self.in_flight_attempt,
         )
         if found is None:
             await store.settle_in_flight(handover_id)
-            self.in_flight_since = None
+            self.in_flight_since = self.in_flight_attempt = None
             logger.info(
                 "handover %s: no task for the unanswered attempt, sending again", handover_id
             )
@@ -91,15 +135,17 @@ class Delivery:
         store, handover_id = self._context.store, self._handover_id
         # FLEX_API_MAX_RPS; waiting is no attempt, and never past the deadline.
         await self._context.rate_limit.acquire(max_defer=self._deadline - now())
-        self.in_flight_since = await store.start_attempt(handover_id)
+        attempt_id = new_attempt_id()
+        self.in_flight_since = await store.start_attempt(handover_id, attempt_id)
+        self.in_flight_attempt = attempt_id
         try:
-            return await self._context.flex.create_interaction(payload)
+            return await self._context.flex.create_interaction(with_attempt(payload, attempt_id))
         except FlexError as error:
             await store.end_attempt(
                 handover_id, error.to_handover_error(), ambiguous=error.ambiguous
             )
             if not error.ambiguous:
-                self.in_flight_since = None
+                self.in_flight_since = self.in_flight_attempt = None
             raise
 
     async def _record_wait(self, error: FlexError, seconds: float) -> None:
@@ -119,3 +165,17 @@ class Delivery:
         await self._context.store.mark_retrying(
             self._handover_id, error.to_handover_error(), next_attempt_at
         )
+
+
+def new_attempt_id() -> str:
+    """64 random bits, as hex: unique among a handover's attempts (and beyond), so
+    a lookup's `handoverAttempt == "…"` finds the one attempt's task."""
+    return "at_" + secrets.token_hex(8)
+
+
+def _channel_error(failure: ChannelFailure) -> FlexError:
+    """A failed channel as the retry policy sees it: temporary (a new attempt may
+    open one) and not ambiguous (the attempt is over: nothing to look up)."""
+    code = f" (error {failure.code})" if failure.code is not None else ""
+    message = f"the channel of {failure.interaction_sid} failed{code}: {failure.message}"
+    return FlexError(message, code=failure.code, retryable=True)

@@ -72,6 +72,18 @@ class CreatedInteraction:
     """None only when a lookup found our task without Flex's `flexInteractionSid`."""
     channel_sid: str | None
     found_by_lookup: bool = False
+    channel_status: str | None = None
+    """What reading the channel after the create showed (`worker.confirm`)."""
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    """One read of an Interaction's channel: Twilio's `status`, and for a failed
+    channel its `error_code` and `error_message`."""
+
+    status: str
+    error_code: int | None = None
+    error_message: str | None = None
 
 
 class BoundedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio has no types: Any
@@ -132,8 +144,8 @@ class BoundedHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio 
 
 
 class FlexClient:
-    """Creates Interactions, looks up customer names and lists tasks through the
-    twilio client, every call under the attempt timeout."""
+    """Creates Interactions, reads their channels, looks up customer names and
+    lists tasks through the twilio client, every call under the attempt timeout."""
 
     def __init__(self, settings: Settings):
         self._attempt_timeout = settings.attempt_timeout_seconds
@@ -207,6 +219,42 @@ class FlexClient:
                 retry_after=error.retry_after,
             ) from exc
         return [task.attributes for task in tasks if isinstance(task.attributes, str)]
+
+    async def fetch_channel(self, interaction_sid: str, channel_sid: str) -> ChannelState:
+        """One read of `GET /v1/Interactions/{KD}/Channels/{UO}`.
+
+        Any failure, an answer without a text `status` included, is a retryable
+        FlexError: "could not read" must not read as "failed" (that sends again).
+        """
+        _last_answer.set(None)
+        try:
+            interaction = self._client.flex_api.v1.interaction(
+                sids.url_segment(interaction_sid, sids.INTERACTION)
+            )
+            channel = await interaction.channels(
+                sids.url_segment(channel_sid, sids.INTERACTION_CHANNEL)
+            ).fetch_async()
+        except Exception as exc:  # every failure is classified
+            error = self._failure(exc, "a channel")
+            raise FlexError(
+                f"reading the channel failed: {error.message}",
+                status=error.status,
+                code=error.code,
+                retryable=True,
+                retry_after=error.retry_after,
+            ) from exc
+        status = getattr(channel, "status", None)
+        if not isinstance(status, str) or not status:
+            raise FlexError(
+                f"reading the channel failed: its status is {_shown(status)}", retryable=True
+            )
+        code = getattr(channel, "error_code", None)
+        message = getattr(channel, "error_message", None)
+        return ChannelState(
+            status,
+            code if isinstance(code, int) and not isinstance(code, bool) else None,
+            message if isinstance(message, str) else None,
+        )
 
     async def friendly_name(self, identity: str) -> str | None:
         """The Conversations user's friendly name, or None: a handover goes on without it.

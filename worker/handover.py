@@ -6,7 +6,8 @@ comes back later instead of calling Twilio. Taking it reads the record and
 marks it running in the same round trip. Holding it, one function per step:
 account for an attempt a dead run left in flight, check the handover is still
 wanted, build the Interaction, create it (`worker.delivery` looks for an
-unanswered attempt's task before it sends again), then record the outcome
+unanswered attempt's task before it sends again, and reads the new channel
+until it is active or failed), then record the outcome
 (the final write also releases the claim) or hand the job back to arq for
 later. Whatever happens, the status record ends `succeeded` or `failed` with a
 reason, never stuck: errors we did not expect fail the handover with their
@@ -107,7 +108,9 @@ async def _deliver(context: HandoverContext, record: HandoverRecord, claim: Clai
     settings, handover_id = context.settings, record.handover_id
     record = await _account_for_lost_attempt(context, record, "its run stopped before an answer")
     deadline = _deadline(record, settings)
-    delivery = Delivery(context, handover_id, record.in_flight_since, deadline)
+    delivery = Delivery(
+        context, handover_id, record.in_flight_since, deadline, record.in_flight_attempt
+    )
     if now() >= deadline:
         return await _give_up(context, delivery, record, _expiry_reason(record), claim)
     target = settings.targets.get(record.request.target)
@@ -186,7 +189,8 @@ async def _give_up(
     reason: HandoverError,
     claim: ClaimRelease | None = None,
 ) -> str:
-    """Fail, unless an attempt still in flight turns out to have made the Interaction."""
+    """Fail, unless an attempt still in flight turns out to have made an
+    Interaction whose channel did not fail."""
     try:
         found = await delivery.settle()
     except FlexError as error:
@@ -197,9 +201,16 @@ async def _give_up(
         return await _fail(
             context, record.handover_id, dataclasses.replace(reason, message=message), claim
         )
-    if found is not None:
-        return await _succeed(context, record.handover_id, found, claim)
-    return await _fail(context, record.handover_id, reason, claim)
+    if found is None:
+        return await _fail(context, record.handover_id, reason, claim)
+    try:
+        confirmed = await delivery.confirm(found)
+    except FlexError as error:
+        message = f"{reason.message} (attempt {record.attempts}: {error.message})"
+        return await _fail(
+            context, record.handover_id, dataclasses.replace(reason, message=message), claim
+        )
+    return await _succeed(context, record.handover_id, confirmed, claim)
 
 
 async def _succeed(
@@ -213,10 +224,17 @@ async def _succeed(
         created.interaction_sid,
         created.channel_sid,
         found_by_lookup=created.found_by_lookup,
+        channel_status=created.channel_status,
         release=claim,
     )
     how = " (found by TaskRouter lookup)" if created.found_by_lookup else ""
-    logger.info("handover %s succeeded: %s%s", handover_id, created.interaction_sid, how)
+    logger.info(
+        "handover %s succeeded: %s%s, channel %s",
+        handover_id,
+        created.interaction_sid,
+        how,
+        created.channel_status or "not read",
+    )
     return "succeeded"
 
 

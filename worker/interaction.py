@@ -7,7 +7,7 @@ customer was handed over.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from shared import sids
@@ -18,6 +18,10 @@ EXTRA_INPUT_ATTRIBUTE = "handoverInput"
 HANDOVER_ID_ATTRIBUTE = "handoverId"
 """Flex copies routing attributes onto the task: this one lets `worker.task_lookup`
 find the task of an attempt whose answer was lost."""
+HANDOVER_ATTEMPT_ATTRIBUTE = "handoverAttempt"
+"""The attempt's own id, beside the handover's: one handover can leave more than
+one Interaction (a channel that failed, then a new attempt), and the lookup
+must find the task of the attempt in flight, not an earlier one's."""
 _KNOWN_INPUT_ATTRIBUTES = {
     "reason": "reason",
     "summary": "summary",
@@ -106,3 +110,13 @@ def build_interaction(
     if target.priority is not None:
         properties["priority"] = target.priority
     return InteractionPayload(channel, {"properties": properties})
+
+
+def with_attempt(payload: InteractionPayload, attempt_id: str) -> InteractionPayload:
+    """`payload` whose task attributes also carry `handoverAttempt: attempt_id`
+    (each request gets its own, after the payload was built once per run)."""
+    properties = dict(payload.routing.get("properties", {}))
+    attributes = dict(properties.get("attributes", {}))
+    attributes[HANDOVER_ATTEMPT_ATTRIBUTE] = attempt_id
+    properties["attributes"] = attributes
+    return replace(payload, routing={**payload.routing, "properties": properties})

@@ -12,7 +12,9 @@ The other waits, decided here and applied where they happen: a run that finds
 the delivery claim taken or meets a Redis error comes back after a fixed
 defer; a create waits in the shared rate limit only as long as its run can
 afford, else the job is handed back (`worker.rate_limit`); TaskRouter is
-polled every lookup interval (`worker.task_lookup`); a worker that lost Redis
+polled every lookup interval (`worker.task_lookup`); a created Interaction's
+channel is read on a short doubling schedule (`channel_poll_waits`,
+`worker.confirm`); a worker that lost Redis
 is rebuilt after a capped, doubling backoff (`worker.main`). The numbers a
 deployment may change are parsed by `shared.settings`; the rest are here.
 
@@ -36,7 +38,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_bef
 from tenacity.stop import stop_base
 
 from shared.model import now
-from shared.settings import Settings
+from shared.settings import CHANNEL_CONFIRM_SECONDS, Settings
 from worker.errors import FlexError
 
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -55,6 +57,10 @@ OUTCOME_MARGIN_SECONDS = 1.0
 # The first wait before a worker that lost Redis is rebuilt; it doubles up to
 # WORKER_RECONNECT_MAX_SECONDS.
 RECONNECT_INITIAL_SECONDS = 0.5
+# After a 200 to the create, the first wait before the channel is read; it doubles,
+# and all of them together stay within CHANNEL_CONFIRM_SECONDS (shared.settings,
+# where the run budget counts it).
+CHANNEL_POLL_FIRST_SECONDS = 0.2
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -221,3 +227,24 @@ def reconnect_delays(cap: float) -> Iterator[float]:
     while True:
         yield delay
         delay = min(delay * 2, cap)
+
+
+def channel_poll_waits(
+    first: float = CHANNEL_POLL_FIRST_SECONDS, total: float = CHANNEL_CONFIRM_SECONDS
+) -> tuple[float, ...]:
+    """The waits before each read of a new Interaction's channel: `first`,
+    doubling, for as long as a read still starts before `total` seconds have
+    passed (0.2, 0.4, 0.8, 1.6, 3.2 by default: reads at 0.2, 0.6, 1.4, 3.0 and
+    6.2 s, the last one given what is left of the 10 s). A channel usually
+    leaves `setup` within a second, so the early reads are close together; the
+    bound keeps a channel that never answers from holding the run.
+    """
+    if not first > 0.0 or not total > 0.0:
+        return ()
+    waits: list[float] = []
+    spent, wait = 0.0, first
+    while spent + wait < total:
+        waits.append(wait)
+        spent += wait
+        wait *= 2
+    return tuple(waits)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from shared.model import now
 from shared.settings import Settings
 from worker.flex_client import CreatedInteraction, FlexClient
-from worker.interaction import HANDOVER_ID_ATTRIBUTE
+from worker.interaction import HANDOVER_ATTEMPT_ATTRIBUTE, HANDOVER_ID_ATTRIBUTE
 from worker.retry import bounded_wait
 
 logger = logging.getLogger(f"flex_handover.{__name__}")
@@ -28,8 +28,13 @@ ASSIGNMENT_STATUSES = ("pending", "reserved", "assigned", "wrapping", "completed
 Interaction was created, and posting again would hand the customer over a second time."""
 
 
-def task_expression(handover_id: str) -> str:
-    """TaskRouter's `EvaluateTaskAttributes` for our task (json.dumps quotes and escapes)."""
+def task_expression(handover_id: str, attempt_id: str | None = None) -> str:
+    """TaskRouter's `EvaluateTaskAttributes` for our task (json.dumps quotes and
+    escapes): the attempt's own task when it carried an id (unique: no need to
+    name the handover too), else any task of the handover (an attempt made
+    before attempts carried ids)."""
+    if attempt_id is not None:
+        return f"{HANDOVER_ATTEMPT_ATTRIBUTE} == {json.dumps(attempt_id)}"
     return f"{HANDOVER_ID_ATTRIBUTE} == {json.dumps(handover_id)}"
 
 
@@ -54,12 +59,14 @@ def next_create_at(
 
 
 def interaction_from_tasks(
-    attributes: list[str], handover_id: str
+    attributes: list[str], handover_id: str, attempt_id: str | None = None
 ) -> tuple[CreatedInteraction | None, int]:
     """The Interaction named by the first of our tasks, and how many of ours there are.
 
-    Re-checks `handoverId` itself rather than trust the server-side filter; a
-    task without Flex's `flexInteractionSid` still proves the create went through.
+    Re-checks `handoverId` (and `handoverAttempt`, given `attempt_id`) itself
+    rather than trust the server-side filter: another attempt's task, one whose
+    channel failed, proves nothing about this one. A task without Flex's
+    `flexInteractionSid` still proves the create went through.
     """
     ours = []
     for raw in attributes:
@@ -67,7 +74,9 @@ def interaction_from_tasks(
             parsed = json.loads(raw)
         except (TypeError, ValueError, RecursionError):  # not ours: not JSON text
             continue
-        if isinstance(parsed, dict) and parsed.get(HANDOVER_ID_ATTRIBUTE) == handover_id:
+        if not isinstance(parsed, dict) or parsed.get(HANDOVER_ID_ATTRIBUTE) != handover_id:
+            continue
+        if attempt_id is None or parsed.get(HANDOVER_ATTEMPT_ATTRIBUTE) == attempt_id:
             ours.append(parsed)
     if not ours:
         return None, 0
@@ -89,11 +98,13 @@ async def find_interaction(
     in_flight_since: float,
     *,
     window_end: float | None = None,
+    attempt_id: str | None = None,
     clock: Callable[[], float] = now,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> CreatedInteraction | None:
-    """Polls TaskRouter until our task shows up or the window closes (`window_end`,
-    by default `lookup_window_end` from now); raises FlexError."""
+    """Polls TaskRouter until our task (the attempt `attempt_id`'s, when given)
+    shows up or the window closes (`window_end`, by default `lookup_window_end`
+    from now); raises FlexError."""
     workspace_sid = settings.flex_workspace_sid
     if workspace_sid is None:
         raise ValueError("FLEX_WORKSPACE_SID is required to look tasks up")
@@ -108,9 +119,9 @@ async def find_interaction(
     while True:
         queries += 1
         attributes = await flex.list_task_attributes(
-            workspace_sid, task_expression(handover_id), ASSIGNMENT_STATUSES
+            workspace_sid, task_expression(handover_id, attempt_id), ASSIGNMENT_STATUSES
         )
-        found, count = interaction_from_tasks(attributes, handover_id)
+        found, count = interaction_from_tasks(attributes, handover_id, attempt_id)
         if found is not None:
             if count > 1:
                 logger.warning(

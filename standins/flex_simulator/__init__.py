@@ -12,7 +12,8 @@ twilio-python client talks to it unchanged: point `client.flex_api.base_url`,
 `FlexSimulator.start()` returns.
 
 Routes (shapes and checks follow Twilio's OpenAPI specs and `twilio-facts.md`):
-- `POST /v1/Interactions`, `GET /v1/Interactions/{KD}`, `GET /v1/Interactions/{KD}/Channels`
+- `POST /v1/Interactions`, `GET /v1/Interactions/{KD}`, `GET /v1/Interactions/{KD}/Channels`,
+  `GET /v1/Interactions/{KD}/Channels/{UO}` (its status as planned: `next_channels`)
 - `GET /v1/Users/{US… or identity}` (Conversations)
 - `GET /v1/Workspaces/{WS}/Tasks` (TaskRouter; every created Interaction makes a task)
 - `/__sim/...`: fault injection, a rate limit and records for other processes (no auth).
@@ -30,8 +31,20 @@ run). Outside code imports from this package only the names below.
 
 from standins.flex_simulator.app import FlexSimulator
 from standins.flex_simulator.errors import TwilioError
-from standins.flex_simulator.faults import FAULT_HELP, FAULT_OPTIONS, Fault
-from standins.flex_simulator.help_text import control_help, fault_options, rate_limit_options
+from standins.flex_simulator.faults import (
+    CHANNEL_HELP,
+    CHANNEL_OPTIONS,
+    FAULT_HELP,
+    FAULT_OPTIONS,
+    ChannelPlan,
+    Fault,
+)
+from standins.flex_simulator.help_text import (
+    channel_options,
+    control_help,
+    fault_options,
+    rate_limit_options,
+)
 from standins.flex_simulator.rate_limit import (
     RATE_LIMIT_HELP,
     RATE_LIMIT_OPTIONS,
@@ -40,23 +53,31 @@ from standins.flex_simulator.rate_limit import (
 from standins.flex_simulator.serve import run_simulator
 from standins.flex_simulator.spec_checks import (
     ASSIGNMENT_STATUSES,
+    CHANNEL_STATUSES,
     CHANNEL_TYPES,
     CREATE_INTERACTION_PARAMS,
+    FETCH_CHANNEL_PATH_PARAMS,
     validate_create_interaction,
 )
 
 __all__ = [
     "ASSIGNMENT_STATUSES",
+    "CHANNEL_HELP",
+    "CHANNEL_OPTIONS",
+    "CHANNEL_STATUSES",
     "CHANNEL_TYPES",
     "CREATE_INTERACTION_PARAMS",
     "FAULT_HELP",
     "FAULT_OPTIONS",
+    "FETCH_CHANNEL_PATH_PARAMS",
     "RATE_LIMIT_HELP",
     "RATE_LIMIT_OPTIONS",
+    "ChannelPlan",
     "Fault",
     "FlexSimulator",
     "SlidingWindowLimit",
     "TwilioError",
+    "channel_options",
     "control_help",
     "fault_options",
     "rate_limit_options",

@@ -32,10 +32,12 @@ from standins.flex_simulator.resources import (
     user_resource,
 )
 from standins.flex_simulator.spec_checks import (
+    FETCH_CHANNEL_PATH_PARAMS,
     FORM_CONTENT_TYPE,
     assignment_status_filter,
     parse_task_expression,
     require_object,
+    valid_path_params,
     validate_create_interaction,
 )
 from standins.flex_simulator.state import SimulatorState
@@ -140,9 +142,11 @@ class FlexSimulator(SimulatorState):
         app.router.add_post("/v1/Interactions", self._create_interaction)
         app.router.add_get("/v1/Interactions/{sid}", self._fetch_interaction)
         app.router.add_get("/v1/Interactions/{sid}/Channels", self._list_channels)
+        app.router.add_get("/v1/Interactions/{sid}/Channels/{channel_sid}", self._fetch_channel)
         app.router.add_get("/v1/Users/{sid}", self._fetch_user)
         app.router.add_get("/v1/Workspaces/{workspace_sid}/Tasks", self._list_tasks)
         app.router.add_post("/__sim/faults", self._control_add_fault)
+        app.router.add_post("/__sim/channels", self._control_add_channels)
         app.router.add_get("/__sim/interactions", self._control_interactions)
         app.router.add_get("/__sim/requests", self._control_requests)
         app.router.add_post("/__sim/reset", self._control_reset)
@@ -259,8 +263,29 @@ class FlexSimulator(SimulatorState):
 
     async def _list_channels(self, request: web.Request) -> web.Response:
         record, _ = self._find_interaction(request)
-        channels = [channel_resource(record, origin(request))]
+        status, error = self._read_channel(record, count=False)
+        channels = [channel_resource(record, origin(request), status, error)]
         return web.json_response(list_envelope(request.url, "channels", channels, request.query))
+
+    async def _fetch_channel(self, request: web.Request) -> web.StreamResponse:
+        """FetchInteractionChannel: path parameters as the spec's patterns, then
+        faults on the `channels` route, then the channel's next planned status."""
+        self._authenticate(request)
+        path = {
+            "InteractionSid": request.match_info["sid"],
+            "Sid": request.match_info["channel_sid"],
+        }
+        if not valid_path_params(path, FETCH_CHANNEL_PATH_PARAMS):
+            raise not_found(request.path)
+        fault = self._take_fault("channels")
+        if fault is not None:
+            await self._raise_fault(fault)
+        found = self._interaction(path["InteractionSid"])
+        if found is None or found[0]["channel_sid"] != path["Sid"]:
+            raise not_found(request.path)
+        record = found[0]
+        status, error = self._read_channel(record)
+        return web.json_response(channel_resource(record, origin(request), status, error))
 
     # --- Conversations users ---
 
@@ -300,6 +325,16 @@ class FlexSimulator(SimulatorState):
         options = await read_json_object(request)
         try:
             queued = self.add_fault(options)
+        except ValueError as error:
+            raise bad_request(str(error)) from None
+        return web.json_response({"queued": queued})
+
+    async def _control_add_channels(self, request: web.Request) -> web.Response:
+        """Plan the channels of the next created Interactions: what each read
+        shows, e.g. setup then failed (options below)."""
+        options = await read_json_object(request)
+        try:
+            queued = self.add_channels(options)
         except ValueError as error:
             raise bad_request(str(error)) from None
         return web.json_response({"queued": queued})

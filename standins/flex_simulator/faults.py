@@ -13,8 +13,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from standins.flex_simulator.errors import TwilioError, error_body, header_value
+from standins.flex_simulator.spec_checks import CHANNEL_STATUSES
 
-FAULT_ROUTES = ("interactions", "users", "tasks")
+FAULT_ROUTES = ("interactions", "users", "tasks", "channels")
+DEFAULT_CHANNEL_ERROR = (19025, "Channel validation error")  # the spec's example of a read
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -131,5 +133,57 @@ FAULT_HELP: dict[str, str] = {
     "pad": "this many extra bytes, streamed without a Content-Length (a huge answer)",
     "headers": "response headers to add or replace, as a JSON object of strings",
     "route": f"which requests: {', '.join(FAULT_ROUTES)} (POST /v1/Interactions, "
-    "GET /v1/Users/…, GET /v1/Workspaces/{WS}/Tasks)",
+    "GET /v1/Users/…, GET /v1/Workspaces/{WS}/Tasks, GET /v1/Interactions/{KD}/Channels/{UO})",
+}
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """What a created Interaction's channel shows on each read: `statuses` in
+    turn, the last one for good. A status with an error (`failed`, or `closed` /
+    `inactive` given `error_code`) carries `error_code` and `error_message`.
+    See `FlexSimulator.next_channels`."""
+
+    statuses: tuple[str, ...] = ("active",)
+    error_code: int | None = None
+    error_message: str | None = None
+
+    def __post_init__(self) -> None:
+        statuses: object = self.statuses  # from JSON: anything
+        if isinstance(statuses, str) or not isinstance(statuses, (list, tuple)) or not statuses:
+            raise ValueError("statuses must be a non-empty list of channel statuses")
+        unknown = [s for s in statuses if s not in CHANNEL_STATUSES]
+        if unknown:
+            raise ValueError(f"statuses must be among {', '.join(CHANNEL_STATUSES)}")
+        object.__setattr__(self, "statuses", tuple(statuses))
+        code = self.error_code
+        if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
+            raise ValueError("error_code must be an integer")
+        if self.error_message is not None and not isinstance(self.error_message, str):
+            raise ValueError("error_message must be a string")
+
+    def status_at(self, read: int) -> str:
+        """The status the `read`-th read (from 0) shows."""
+        return self.statuses[min(read, len(self.statuses) - 1)]
+
+    def error_for(self, status: str) -> tuple[int | None, str | None]:
+        """(error_code, error_message) a read showing `status` answers."""
+        if status == "failed":
+            code = DEFAULT_CHANNEL_ERROR[0] if self.error_code is None else self.error_code
+            return code, self.error_message or DEFAULT_CHANNEL_ERROR[1]
+        if status in ("closed", "inactive") and self.error_code is not None:
+            return self.error_code, self.error_message or DEFAULT_CHANNEL_ERROR[1]
+        return None, None
+
+
+CHANNEL_OPTIONS = frozenset(field.name for field in fields(ChannelPlan)) | {"count"}
+
+# What `flex-handover simulator --help` says of each `POST /__sim/channels` option.
+CHANNEL_HELP: dict[str, str] = {
+    "statuses": f"what each read of the channel shows, in turn, the last for good "
+    f"({', '.join(CHANNEL_STATUSES)}), e.g. setup then failed",
+    "count": "how many of the next created Interactions get it",
+    "error_code": f"error_code of a failed channel (default {DEFAULT_CHANNEL_ERROR[0]}); "
+    "given, closed and inactive carry it too",
+    "error_message": f"error_message of a failed channel (default {DEFAULT_CHANNEL_ERROR[1]!r})",
 }

@@ -1,7 +1,8 @@
 """The fault controls as `flex-handover simulator --help` shows them, generated
 from the simulator itself: every /__sim route the app serves (with its handler's
-docstring), every option of `Fault` / `fail_next` and of `RateLimit`, each with
-its default and its line of FAULT_HELP / RATE_LIMIT_HELP. A new route or option
+docstring), every option of `Fault` / `fail_next`, of `next_channels` and of
+`RateLimit`, each with its default and its line of FAULT_HELP / CHANNEL_HELP /
+RATE_LIMIT_HELP. A new route or option
 shows up by itself, so the help cannot fall behind the code."""
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from dataclasses import fields
 from typing import Any
 
 from standins.flex_simulator.app import FlexSimulator
-from standins.flex_simulator.faults import FAULT_HELP, FAULT_OPTIONS, Fault
+from standins.flex_simulator.faults import (
+    CHANNEL_HELP,
+    FAULT_HELP,
+    FAULT_OPTIONS,
+    Fault,
+)
 from standins.flex_simulator.rate_limit import RATE_LIMIT_HELP, RateLimit
 
 _OPTION_COLUMN = 26
@@ -32,6 +38,16 @@ def fault_options() -> list[tuple[str, Any]]:
     order = [name for name in parameters if name in FAULT_OPTIONS]
     order += sorted(FAULT_OPTIONS - set(order))
     return [(name, defaults.get(name)) for name in order]
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    """(name, default) of each `POST /__sim/channels` option, in `next_channels`' order."""
+    parameters = inspect.signature(FlexSimulator.next_channels).parameters
+    return [
+        (name, None if parameter.default is inspect.Parameter.empty else parameter.default)
+        for name, parameter in parameters.items()
+        if name != "self"
+    ]
 
 
 def rate_limit_options() -> list[tuple[str, Any]]:
@@ -56,6 +72,7 @@ def control_help() -> str:
     """The fault controls, for `flex-handover simulator --help`."""
     lines = ["fault controls (HTTP on the simulator's own port, no authentication):"]
     options = {"/__sim/faults": (fault_options(), FAULT_HELP)}
+    options["/__sim/channels"] = (channel_options(), CHANNEL_HELP)
     options["/__sim/rate_limit"] = (rate_limit_options(), RATE_LIMIT_HELP)
     for method, path, doc in control_routes():
         lines.append(_help_row(f"  {method} {path}", doc))
@@ -71,6 +88,7 @@ def control_help() -> str:
         '  curl -X POST localhost:8081/__sim/faults -d \'{"status": 503, "count": 2}\'',
         '  curl -X POST localhost:8081/__sim/faults -d \'{"status":429,"retry_after":3}\'',
         "  curl -X PUT localhost:8081/__sim/rate_limit -d '{\"rps\": 5}'",
+        '  curl -X POST localhost:8081/__sim/channels -d \'{"statuses": ["setup", "failed"]}\'',
         '  flex-handover simulator --fault \'{"status": 503, "count": 2}\'  # at start-up',
     ]
     return "\n".join(lines)

@@ -58,16 +58,22 @@ def interaction_resource(
     }
 
 
-def channel_resource(record: Mapping[str, Any], origin: str) -> dict[str, Any]:
-    """The spec's `flex.v1.interaction.interaction_channel`, always "active" here."""
+def channel_resource(
+    record: Mapping[str, Any],
+    origin: str,
+    status: str = "active",
+    error: tuple[int | None, str | None] = (None, None),
+) -> dict[str, Any]:
+    """The spec's `flex.v1.interaction.interaction_channel`, showing `status`
+    and `error` (error_code, error_message)."""
     url = f"{origin}/v1/Interactions/{record['sid']}/Channels/{record['channel_sid']}"
     return {
         "sid": record["channel_sid"],
         "type": record["channel"]["type"],
         "interaction_sid": record["sid"],
-        "status": "active",
-        "error_code": None,
-        "error_message": None,
+        "status": status,
+        "error_code": error[0],
+        "error_message": error[1],
         "url": url,
         "links": {
             name: f"{url}/{name.capitalize()}" for name in ("participants", "invites", "transfers")

@@ -17,6 +17,8 @@ from standins.flex_simulator.errors import bad_request
 
 CHANNEL_TYPES = ("voice", "sms", "email", "web", "whatsapp", "chat", "messenger", "gbm")
 ASSIGNMENT_STATUSES = ("pending", "reserved", "assigned", "canceled", "wrapping", "completed")
+# interaction_channel_enum_channel_status in twilio_flex_v1.json (a test holds it to the spec).
+CHANNEL_STATUSES = ("setup", "active", "failed", "closed", "inactive", "pause", "transfer")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -109,6 +111,18 @@ def validate_create_interaction(form: Mapping[str, str]) -> tuple[dict[str, Any]
     validate_channel(channel)
     validate_routing(routing)
     return channel, routing
+
+
+# --- FetchInteractionChannel ------------------------------------------------------
+
+# The path parameters of GET /v1/Interactions/{InteractionSid}/Channels/{Sid} and the
+# pattern the spec gives each (a test holds them to it).
+FETCH_CHANNEL_PATH_PARAMS = {"InteractionSid": sid_pattern("KD"), "Sid": sid_pattern("UO")}
+
+
+def valid_path_params(values: Mapping[str, str], params: Mapping[str, str]) -> bool:
+    """Every path parameter matches its pattern (Twilio answers 404 otherwise)."""
+    return all(re.fullmatch(pattern, values.get(name, "")) for name, pattern in params.items())
 
 
 # --- TaskRouter task filters -----------------------------------------------------

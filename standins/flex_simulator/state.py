@@ -2,8 +2,8 @@
 every request, queued faults and the rate limit, behind one lock so that a test
 or benchmark in another thread reads the records while the server writes them.
 No HTTP here: the server (`app.py`) answers from this state, and the Python
-control API (`fail_next`, `set_rate_limit`, `add_user`, `reset`) works on it
-directly."""
+control API (`fail_next`, `next_channels`, `set_rate_limit`, `add_user`,
+`reset`) works on it directly."""
 
 from __future__ import annotations
 
@@ -13,10 +13,17 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 from standins.flex_simulator.auth import credential_pairs
-from standins.flex_simulator.faults import FAULT_OPTIONS, FAULT_ROUTES, Fault
+from standins.flex_simulator.faults import (
+    CHANNEL_OPTIONS,
+    FAULT_OPTIONS,
+    FAULT_ROUTES,
+    ChannelPlan,
+    Fault,
+)
 from standins.flex_simulator.rate_limit import RateLimit, SlidingWindowLimit
 from standins.flex_simulator.resources import interaction_attributes
 from standins.flex_simulator.spec_checks import attribute_equals
@@ -42,6 +49,8 @@ class SimulatorState:
 
     `rate_limit_rps` > 0 answers creates above that rate with 429 (see
     `set_rate_limit`); `rate_limit_retry_after` and `rate_limit_code` go with it.
+    `channel_status` is what a created Interaction's channel shows when no plan
+    was queued for it (`next_channels`): `active` by default.
     """
 
     def __init__(
@@ -56,6 +65,7 @@ class SimulatorState:
         rate_limit_rps: float = 0.0,
         rate_limit_retry_after: str | float | None = None,
         rate_limit_code: int = 20429,
+        channel_status: str = "active",
     ):
         self._credentials = credential_pairs((account_sid, auth_token), (api_key, api_secret))
         self.account_sid = account_sid or "AC" + "0" * 32
@@ -68,6 +78,8 @@ class SimulatorState:
         self.users: dict[str, Record] = {}
         self._chat_service_sid = new_sid("IS")
         self._faults: dict[str, deque[Fault]] = {route: deque() for route in FAULT_ROUTES}
+        self.channel_plan = ChannelPlan((channel_status,))
+        self._channel_plans: deque[ChannelPlan] = deque()
         self._lock = threading.Lock()
         self.rate_limit: RateLimit | None = None
         self._window: SlidingWindowLimit | None = None
@@ -142,6 +154,45 @@ class SimulatorState:
             raise ValueError(str(error)) from None
         return int(options.get("count", 1))
 
+    def next_channels(
+        self,
+        statuses: list[str] | tuple[str, ...] = ("failed",),
+        *,
+        count: int = 1,
+        error_code: int | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """The channels of the next `count` created Interactions show `statuses`,
+        one per read of `GET /v1/Interactions/{KD}/Channels/{UO}`, the last for
+        good: `["failed"]` fails at once, `["setup", "active"]` or
+        `["setup", "failed"]` is set up first. A failed channel answers
+        `error_code` and `error_message` (default 19025, "Channel validation
+        error", the spec's example); given, `closed` and `inactive` carry them
+        too. The create itself answers 200 as always, and the task is made."""
+        if not isinstance(count, int) or count < 1:
+            raise ValueError("count must be an integer >= 1")
+        plan = ChannelPlan(tuple(statuses), error_code, error_message)
+        with self._lock:
+            self._channel_plans.extend([plan] * count)
+
+    def add_channels(self, options: Mapping[str, Any]) -> int:
+        """`next_channels` from the options of `POST /__sim/channels`; ValueError
+        saying what is wrong. How many were queued."""
+        unknown = set(options) - CHANNEL_OPTIONS
+        if unknown:
+            raise ValueError(f"Unknown channel options: {', '.join(sorted(unknown))}")
+        try:
+            self.next_channels(**options)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+        return int(options.get("count", 1))
+
+    def channel_reads(self, interaction_sid: str) -> int:
+        """How often the Interaction's channel was fetched."""
+        with self._lock:
+            record = next((r for r in self.interactions if r["sid"] == interaction_sid), None)
+            return 0 if record is None else int(record["channel_reads"])
+
     def set_rate_limit(
         self,
         rps: float,
@@ -186,14 +237,16 @@ class SimulatorState:
         return user
 
     def reset(self) -> None:
-        """Forget records, users, queued faults and the rate limit's window (lists
-        are cleared in place); the rate limit and latency settings stay."""
+        """Forget records, users, queued faults and channel plans and the rate
+        limit's window (lists are cleared in place); the rate limit, latency and
+        channel status settings stay."""
         with self._lock:
             for records in (self.interactions, self.requests, self.tasks, self.paths):
                 records.clear()
             self.users.clear()
             for queue in self._faults.values():
                 queue.clear()
+            self._channel_plans.clear()
             if self._window is not None:
                 self._window.clear()
 
@@ -260,6 +313,11 @@ class SimulatorState:
         }
         record["task_sid"] = task["sid"]
         with self._lock:
+            plans = self._channel_plans
+            plan = plans.popleft() if plans else self.channel_plan
+            # Plain JSON in the record: /__sim/interactions answers the records.
+            record["channel_plan"] = {**asdict(plan), "statuses": list(plan.statuses)}
+            record["channel_reads"] = 0
             self.interactions.append(record)
             self.tasks.append(task)
         return record, task
@@ -272,6 +330,18 @@ class SimulatorState:
                 return None
             task = next(t for t in self.tasks if t["sid"] == record["task_sid"])
         return record, task
+
+    def _read_channel(
+        self, record: Record, *, count: bool = True
+    ) -> tuple[str, tuple[int | None, str | None]]:
+        """The channel's status and error at this read (`count`: a fetch, which
+        moves its plan on; a list only shows it)."""
+        with self._lock:
+            plan = ChannelPlan(**record["channel_plan"])
+            status = plan.status_at(record["channel_reads"])
+            if count:
+                record["channel_reads"] += 1
+        return status, plan.error_for(status)
 
     def _user(self, key: str) -> tuple[str, Record] | None:
         """(identity, user) for an identity or a US SID; None when unknown."""

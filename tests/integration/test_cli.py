@@ -18,11 +18,14 @@ import aiohttp
 import pytest
 
 from standins.flex_simulator import (
+    CHANNEL_HELP,
+    CHANNEL_OPTIONS,
     FAULT_HELP,
     FAULT_OPTIONS,
     RATE_LIMIT_HELP,
     RATE_LIMIT_OPTIONS,
     FlexSimulator,
+    channel_options,
     fault_options,
     rate_limit_options,
 )
@@ -90,6 +93,13 @@ async def test_dev_runs_with_nothing_but_the_package_and_its_curl_line_works():
             record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
         assert record["state"] == "succeeded"
         assert record["interaction_sid"].startswith("KD")
+        assert record["channel_status"] == "active"
+        tip = re.search(r"curl -s -X POST (http://\S+/__sim/channels) -d '([^']+)'", banner)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(tip.group(1), data=tip.group(2).encode()) as response,
+        ):
+            assert (response.status, await response.json()) == (200, {"queued": 1})
     finally:
         returncode, stderr = await stop(process)
     assert returncode == 0, stderr
@@ -361,9 +371,10 @@ async def test_simulator_help_lists_every_fault_control_it_serves():
     for path in served:
         assert path in output, path
     controls = output[output.index("fault controls") :]
-    for option in (*FAULT_OPTIONS, *RATE_LIMIT_OPTIONS):
+    for option in (*FAULT_OPTIONS, *RATE_LIMIT_OPTIONS, *CHANNEL_OPTIONS):
         assert re.search(rf"^\s+{option}\b", controls, re.MULTILINE), option
-    for flag in ("--fault", "--latency", "--rate-limit-rps", "--rate-limit-retry-after"):
+    flags = ("--fault", "--latency", "--rate-limit-rps", "--rate-limit-retry-after")
+    for flag in (*flags, "--channel-status"):
         assert flag in output
     assert "Traceback" not in output
 
@@ -372,6 +383,8 @@ def test_every_fault_control_option_is_described():
     """A fault option added to the simulator without a help text fails here."""
     assert sorted(name for name, _ in fault_options()) == sorted(FAULT_HELP)
     assert sorted(name for name, _ in rate_limit_options()) == sorted(RATE_LIMIT_HELP)
+    assert sorted(name for name, _ in channel_options()) == sorted(CHANNEL_HELP)
+    assert sorted(CHANNEL_HELP) == sorted(CHANNEL_OPTIONS)
 
 
 async def test_simulator_start_up_options_are_applied():

@@ -14,6 +14,7 @@ import pytest
 
 from shared import sids
 from tests.support.values import CONVERSATION_SID, WORKSPACE_SID, session_header
+from worker.errors import FlexError
 from worker.task_lookup import task_expression
 
 FLEX_USER = "FX" + "5e" * 16
@@ -67,6 +68,23 @@ async def test_a_task_lookup_asks_for_exactly_its_workspaces_tasks(flex, simulat
     assert method == "GET" and path.startswith(f"/v1/Workspaces/{WORKSPACE_SID}/Tasks?")
 
 
+@pytest.mark.parametrize(
+    "interaction_sid, channel_sid",
+    [
+        ("KD" + "1" * 32 + "/../../Users", "UO" + "2" * 32),
+        ("KD" + "1" * 32, "UO" + "2" * 32 + "?PageSize=1000"),
+        ("KD" + "1" * 32, "../Channels"),
+    ],
+)
+async def test_a_channel_read_puts_nothing_but_sids_in_its_path(
+    flex, simulator, interaction_sid, channel_sid
+):
+    with pytest.raises(FlexError) as caught:
+        await flex.fetch_channel(interaction_sid, channel_sid)
+    assert caught.value.retryable
+    assert simulator.paths == []
+
+
 async def test_a_whole_webchat_handover_sends_only_the_requests_it_should(service, simulator):
     """Hex digits in upper case arrive as Twilio spells them: lower case."""
     simulator.add_user(FLEX_USER, "Jane Web")
@@ -79,11 +97,12 @@ async def test_a_whole_webchat_handover_sends_only_the_requests_it_should(servic
     assert record["state"] == "succeeded", record
     assert record["conversation_sid"] == CONVERSATION_SID
     assert record["identity"] == f"user_id:{FLEX_USER}"
+    [interaction] = simulator.interactions
     assert sorted(simulator.paths) == [
+        ("GET", f"/v1/Interactions/{interaction['sid']}/Channels/{interaction['channel_sid']}"),
         ("GET", f"/v1/Users/{FLEX_USER}"),
         ("POST", "/v1/Interactions"),
     ]
-    [interaction] = simulator.interactions
     attributes = interaction["routing"]["properties"]["attributes"]
     assert attributes["customerName"] == "Jane Web"
     assert attributes["conversationSid"] == CONVERSATION_SID

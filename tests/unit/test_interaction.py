@@ -11,11 +11,13 @@ from shared.settings import Target
 from tests.support.values import CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID
 from worker.interaction import (
     EXTRA_INPUT_ATTRIBUTE,
+    HANDOVER_ATTEMPT_ATTRIBUTE,
     Customer,
     InteractionPayload,
     build_interaction,
     customer_for,
     needs_friendly_name,
+    with_attempt,
 )
 
 FLEX_USER_SID = "FX" + "ab" * 16
@@ -204,3 +206,15 @@ def test_build_interaction_extra_input_cannot_override_core_attributes():
     assert attributes["handoverId"] == HANDOVER_ID
     assert attributes["from"] == "whatsapp:+14155550123"
     assert attributes[EXTRA_INPUT_ATTRIBUTE] == {"handoverId": "forged", "from": "forged"}
+
+
+def test_each_attempt_adds_its_own_id_to_the_task_attributes():
+    payload = build_interaction(HANDOVER_ID, make_request(), make_target(), WORKSPACE_SID)
+    first, second = with_attempt(payload, "at_1"), with_attempt(payload, "at_2")
+    attributes = first.routing["properties"]["attributes"]
+    assert attributes[HANDOVER_ATTEMPT_ATTRIBUTE] == "at_1"
+    assert second.routing["properties"]["attributes"][HANDOVER_ATTEMPT_ATTRIBUTE] == "at_2"
+    assert HANDOVER_ATTEMPT_ATTRIBUTE not in payload.routing["properties"]["attributes"]
+    assert {k: v for k, v in attributes.items() if k != HANDOVER_ATTEMPT_ATTRIBUTE} == (
+        payload.routing["properties"]["attributes"]
+    )

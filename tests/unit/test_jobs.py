@@ -160,6 +160,11 @@ def test_to_public_fields():
         lookups="3",
         replays="1",
         replayed_at=repr(CREATED_AT + 1.0),
+        channel_status="failed",
+        channel_failures="2",
+        channel_error=json.dumps(
+            {"code": 19025, "message": "bad +14155550123", "interaction_sid": "KD" + "1" * 32}
+        ),
     )
     record = HandoverRecord.from_hash(fields)
     assert record.deadline_from == CREATED_AT + 1.0
@@ -176,6 +181,13 @@ def test_to_public_fields():
         "found_by_lookup": False,
         "interaction_sid": None,
         "channel_sid": None,
+        "channel_status": "failed",
+        "channel_failures": 2,
+        "channel_error": {
+            "code": 19025,
+            "message": "bad +14*******23",
+            "interaction_sid": "KD" + "1" * 32,
+        },
         "error": {"status": 400, "code": 20001, "message": "bad channel"},
         "next_attempt_at": None,
         "created_at": "2025-01-01T12:00:00.123+00:00",

@@ -25,15 +25,17 @@ from twilio.base.exceptions import (
 from twilio.http.response import Response
 
 from shared.model import HandoverError
-from shared.settings import Settings
+from shared.settings import CHANNEL_CONFIRM_SECONDS, Settings
 from worker.errors import FlexError, classify
 from worker.retry import (
+    CHANNEL_POLL_FIRST_SECONDS,
     MAX_RETRY_AFTER_SECONDS,
     MAX_WAIT_SECONDS,
     MIN_WAIT_SECONDS,
     OUTCOME_MARGIN_SECONDS,
     RECONNECT_INITIAL_SECONDS,
     affordable_wait,
+    channel_poll_waits,
     defer_delay,
     in_job_retrying,
     is_retryable,
@@ -589,3 +591,31 @@ def test_the_backoff_doubles_from_half_a_second_to_the_cap_and_stays(cap):
     assert all(later >= earlier for earlier, later in itertools.pairwise(seen))
     assert max(seen) == cap == seen[-1]
     assert all(b == min(2 * a, cap) for a, b in itertools.pairwise(seen))
+
+
+# --- reading a new Interaction's channel -----------------------------------------------
+
+
+def test_channel_poll_waits_double_from_a_fifth_of_a_second_within_ten_seconds():
+    waits = channel_poll_waits()
+    assert waits == pytest.approx((0.2, 0.4, 0.8, 1.6, 3.2))
+    assert sum(waits) < CHANNEL_CONFIRM_SECONDS == 10.0
+    assert CHANNEL_POLL_FIRST_SECONDS == 0.2
+
+
+@pytest.mark.parametrize(
+    "first, total", [(0.0, 10.0), (-1.0, 10.0), (0.2, 0.0), (float("nan"), 1), (5.0, 5.0)]
+)
+def test_channel_poll_waits_without_time_or_step_read_nothing(first, total):
+    assert channel_poll_waits(first, total) == ()
+
+
+@given(
+    st.floats(min_value=0.01, max_value=5.0),
+    st.floats(min_value=0.01, max_value=60.0),
+)
+def test_channel_poll_waits_start_every_read_before_the_total_and_double(first, total):
+    waits = channel_poll_waits(first, total)
+    assert sum(waits) < total
+    assert sum(waits) + first * 2 ** len(waits) >= total  # no read left out that fits
+    assert all(b == 2 * a for a, b in itertools.pairwise(waits))

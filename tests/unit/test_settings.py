@@ -618,10 +618,11 @@ def test_tokens_stay_out_of_repr():
 def test_a_killed_workers_handover_is_recovered_after_the_job_timeout_and_ten_seconds():
     settings = Settings.from_env(WORKER_ENV, role="worker")
     # 15 s retry budget + three 10 s requests (the last attempt, the name
-    # lookup, a lookup's last query) + 5 s lookup window + 2 s margin.
-    assert settings.run_budget_seconds == 52.0
-    assert settings.job_timeout_seconds == 57.0
-    assert settings.recovery_seconds == 67.0
+    # lookup, a lookup's last query) + 5 s lookup window + 10 s reading the
+    # new Interaction's channel + 2 s margin.
+    assert settings.run_budget_seconds == 62.0
+    assert settings.job_timeout_seconds == 67.0
+    assert settings.recovery_seconds == 77.0
     assert settings.run_budget_seconds < settings.claim_ttl_seconds < settings.recovery_seconds
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from shared import redis_keys
 from shared.model import (
+    ChannelFailure,
     HandoverError,
     HandoverRequest,
     Identity,
@@ -107,3 +108,38 @@ async def test_writes_never_resurrect_an_expired_record(store, redis):
     assert not await store.settle_in_flight(missing)
     assert not await store.mark_succeeded(missing, "KD" + "1" * 32, None)
     assert await redis.exists(redis_keys.handover_key(missing)) == 0
+
+
+async def test_an_attempt_carries_its_id_until_it_ends(store, handover_id):
+    await store.start_attempt(handover_id, "at-1")
+    assert (await store.get(handover_id)).in_flight_attempt == "at-1"
+    await store.end_attempt(handover_id, TIMEOUT, ambiguous=True)
+    assert (await store.get(handover_id)).in_flight_attempt == "at-1"
+    await store.settle_in_flight(handover_id)
+    record = await store.get(handover_id)
+    assert (record.in_flight_since, record.in_flight_attempt) == (None, None)
+
+
+async def test_a_failed_channel_ends_the_attempt_and_is_kept_after_success(store, handover_id):
+    failure = ChannelFailure(19025, "Channel validation error", "KD" + "1" * 32)
+    await store.start_attempt(handover_id, "at-1")
+    await store.channel_failed(
+        handover_id, HandoverError("the channel failed", code=19025), failure
+    )
+    record = await store.get(handover_id)
+    assert (record.in_flight_since, record.in_flight_attempt) == (None, None)
+    assert (record.channel_status, record.channel_error, record.channel_failures) == (
+        "failed",
+        failure,
+        1,
+    )
+    await store.start_attempt(handover_id, "at-2")
+    assert (await store.get(handover_id)).channel_status is None
+    await store.mark_succeeded(
+        handover_id, "KD" + "2" * 32, "UO" + "2" * 32, channel_status="active"
+    )
+    public = (await store.get(handover_id)).to_public()
+    assert public["channel_status"] == "active"
+    assert public["channel_failures"] == 1
+    assert public["channel_error"] == failure.to_dict()
+    assert public["error"] is None

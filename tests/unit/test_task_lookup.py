@@ -221,3 +221,26 @@ async def test_a_task_in_any_status_is_found(flex, simulator, status):
     found, count = interaction_from_tasks(attributes, HANDOVER)
     assert found == CreatedInteraction(created.interaction_sid, created.channel_sid, True)
     assert count == 1
+
+
+# --- one attempt's task, not another's ----------------------------------------------
+
+
+def test_the_expression_names_the_attempt_when_it_has_an_id():
+    assert task_expression(HANDOVER, "at_0123") == 'handoverAttempt == "at_0123"'
+    assert task_expression(HANDOVER, None) == f'handoverId == "{HANDOVER}"'
+
+
+def test_another_attempts_task_is_no_proof_for_this_one():
+    """After a channel failed, its task carries the same handover id: it says
+    nothing about the attempt now in flight, and is no duplicate either."""
+    failed_attempt = task(handoverAttempt="at_1", flexInteractionSid=KD)
+    this_attempt = task(handoverAttempt="at_2", flexInteractionSid="KD" + "9" * 32)
+    assert interaction_from_tasks([failed_attempt], HANDOVER, "at_2") == (None, 0)
+    found, count = interaction_from_tasks([failed_attempt, this_attempt], HANDOVER, "at_2")
+    assert (found.interaction_sid, count) == ("KD" + "9" * 32, 1)
+    # Without an attempt id (an attempt made before they had one): any task of ours.
+    assert interaction_from_tasks([failed_attempt], HANDOVER)[1] == 1
+    # The attempt id alone is not enough: the handover id is checked too.
+    other = task("ho_" + "b" * 32, handoverAttempt="at_2")
+    assert interaction_from_tasks([other], HANDOVER, "at_2") == (None, 0)
