@@ -178,6 +178,18 @@ class FlexClient:
             interaction.sid, interaction.channel, answer.status if answer else 200
         )
 
+    def _read_failure(self, exc: BaseException, expected: str, what: str) -> FlexError:
+        """A failed read, classified as `_failure` does, is always worth another try:
+        reading changes nothing at Twilio."""
+        error = self._failure(exc, expected)
+        return FlexError(
+            f"{what}: {error.message}",
+            status=error.status,
+            code=error.code,
+            retryable=True,
+            retry_after=error.retry_after,
+        )
+
     def _failure(self, exc: BaseException, expected: str) -> FlexError:
         """The FlexError for a failed call, with the answer's Retry-After. A 2xx
         whose body twilio-python could not parse is `unreadable_answer`."""
@@ -210,14 +222,7 @@ class FlexClient:
                 page_size=LOOKUP_LIMIT,
             )
         except Exception as exc:  # every failure is classified
-            error = self._failure(exc, "a task list")
-            raise FlexError(
-                f"TaskRouter lookup failed: {error.message}",
-                status=error.status,
-                code=error.code,
-                retryable=True,
-                retry_after=error.retry_after,
-            ) from exc
+            raise self._read_failure(exc, "a task list", "TaskRouter lookup failed") from exc
         return [task.attributes for task in tasks if isinstance(task.attributes, str)]
 
     async def fetch_channel(self, interaction_sid: str, channel_sid: str) -> ChannelState:
@@ -235,14 +240,7 @@ class FlexClient:
                 sids.url_segment(channel_sid, sids.INTERACTION_CHANNEL)
             ).fetch_async()
         except Exception as exc:  # every failure is classified
-            error = self._failure(exc, "a channel")
-            raise FlexError(
-                f"reading the channel failed: {error.message}",
-                status=error.status,
-                code=error.code,
-                retryable=True,
-                retry_after=error.retry_after,
-            ) from exc
+            raise self._read_failure(exc, "a channel", "reading the channel failed") from exc
         status = getattr(channel, "status", None)
         if not isinstance(status, str) or not status:
             raise FlexError(

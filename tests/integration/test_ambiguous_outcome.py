@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 
 from shared import redis_keys
-from tests.support.values import session_header
-
-FAST_LOOKUP = {"HANDOVER_LOOKUP_GRACE_SECONDS": "0.5", "HANDOVER_LOOKUP_INTERVAL_SECONDS": "0.05"}
+from tests.support.service import FAST_LOOKUP
 
 
 @pytest.fixture
@@ -24,12 +22,6 @@ def start_service(start_service):
         return await start_service(**{**FAST_LOOKUP, **overrides})
 
     return start
-
-
-async def hand_over(service) -> str:
-    status, body, _ = await service.call_tool(session_id=session_header())
-    assert status == 202, body
-    return body["handover_id"]
 
 
 async def found_by_lookup(redis, handover_id: str) -> bool:
@@ -61,7 +53,7 @@ async def test_created_but_answer_lost_is_found_by_lookup(start_service, simulat
     service = await start_service()
     simulator.fail_next(after_create=True, **fault)
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id)
 
     assert_is_the_one_interaction(record, simulator)
@@ -74,7 +66,7 @@ async def test_created_but_hung_past_the_attempt_timeout_is_found(start_service,
     service = await start_service(HANDOVER_ATTEMPT_TIMEOUT_SECONDS="0.3")
     simulator.fail_next(after_create=True, hang=5)
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id, timeout=10)
 
     assert_is_the_one_interaction(record, simulator)
@@ -90,7 +82,7 @@ async def test_a_task_that_appears_late_within_the_grace_window_is_found(
     simulator.task_visible_after = 0.4
     simulator.fail_next(500, after_create=True)
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id)
 
     assert_is_the_one_interaction(record, simulator)
@@ -103,7 +95,7 @@ async def test_a_server_error_that_created_nothing_is_sent_again(start_service, 
     service = await start_service()
     simulator.fail_next(500)
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id)
 
     assert_is_the_one_interaction(record, simulator)
@@ -117,7 +109,7 @@ async def test_a_failing_lookup_is_retried_not_read_as_no_task(start_service, si
     simulator.fail_next(500, after_create=True)
     simulator.fail_next(500, route="tasks", count=2)
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id)
 
     assert_is_the_one_interaction(record, simulator)
@@ -136,7 +128,7 @@ async def test_a_lookup_failing_until_max_age_fails_with_that_reason(start_servi
     simulator.fail_next(500, after_create=True)
     simulator.fail_next(503, route="tasks", count=10_000, message="TaskRouter down")
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id)
 
     assert record["state"] == "failed"
@@ -163,7 +155,7 @@ async def test_an_unanswered_attempt_at_max_age_is_looked_up_before_failing(
     )
     simulator.fail_next(after_create=True, hang=5)
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id, timeout=10)
 
     assert_is_the_one_interaction(record, simulator)
@@ -178,7 +170,7 @@ async def test_a_task_later_than_the_grace_window_makes_a_duplicate(start_servic
     simulator.task_visible_after = 1.0
     simulator.fail_next(500, after_create=True)
 
-    record = await service.wait_final(await hand_over(service))
+    record = await service.wait_final(await service.hand_over())
 
     assert record["state"] == "succeeded"
     assert len(simulator.interactions) == 2

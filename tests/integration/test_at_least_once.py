@@ -20,14 +20,13 @@ from arq.worker import Retry
 from shared import redis_keys
 from shared.arq_jobs import job_serializer
 from shared.store import HandoverStore
+from tests.support.service import FAST_LOOKUP
 from tests.support.values import CONVERSATION_SID, session_header
 from worker.claim import DeliveryClaims
 from worker.context import HandoverContext
 from worker.flex_client import CreatedInteraction, FlexClient
 from worker.handover import deliver_handover
 from worker.interaction import build_interaction
-
-FAST_LOOKUP = {"HANDOVER_LOOKUP_GRACE_SECONDS": "0.5", "HANDOVER_LOOKUP_INTERVAL_SECONDS": "0.05"}
 
 
 @pytest.fixture
@@ -57,12 +56,6 @@ async def job_context(redis):
         await context.flex.close()
 
 
-async def hand_over(service) -> str:
-    status, body, _ = await service.call_tool(session_id=session_header())
-    assert status == 202, body
-    return body["handover_id"]
-
-
 def counts(record: dict[str, Any]) -> tuple[int, int, int]:
     return record["attempts"], record["ambiguous_attempts"], record["lookups"]
 
@@ -82,7 +75,7 @@ async def killed_mid_attempt(
 ) -> tuple[str, CreatedInteraction | None]:
     """A handover whose run counted an attempt, marked it in flight and died
     (SIGKILL) before recording any answer; its claim has since expired."""
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     store = HandoverStore(redis, service.settings.status_ttl_seconds)
     claims = DeliveryClaims(redis, service.settings.claim_ttl_seconds)
     _, claim = await claims.begin(store, handover_id, CONVERSATION_SID)
@@ -144,7 +137,7 @@ async def test_job_cancelled_mid_request_then_rerun_makes_one_interaction(
     service = await start_service(HANDOVER_ATTEMPT_TIMEOUT_SECONDS="5")
     simulator.fail_next(500, after_create=True, hang=30)
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     await wait_until(lambda: len(simulator.interactions) == 1)
     await service.stop_worker()
     stopped = await service.status(handover_id)
@@ -167,7 +160,7 @@ async def test_a_dead_runs_claim_holds_the_conversation_until_its_ttl(
     """SIGKILL skips the release: the claim's TTL (shorter than arq's wait before
     re-running the job) frees the conversation."""
     service = await start_service(worker=False)
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     ctx = job_context(service.settings)
     await redis.set(redis_keys.claim_key(CONVERSATION_SID), f"{handover_id}:dead-run", px=300)
 
@@ -195,7 +188,7 @@ async def test_a_second_run_while_the_first_is_sending_hands_the_job_back(
     start_service, simulator, job_context
 ):
     service = await start_service(worker=False)
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     ctx = job_context(service.settings)
     simulator.latency = 0.3
 
@@ -215,7 +208,7 @@ async def test_many_concurrent_runs_of_one_job_make_one_interaction(
     start_service, simulator, job_context
 ):
     service = await start_service(worker=False)
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     ctx = job_context(service.settings)
     simulator.latency = 0.2
 
@@ -245,7 +238,7 @@ async def test_two_workers_running_the_same_handover_make_one_interaction(
     must claim the same conversation as the original's."""
     service = await start_service(worker=False)
     other = await start_service(worker=False)
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     enqueue_ms = int(time.time() * 1000)
     duplicate = "dup-" + handover_id
     await redis.psetex(
@@ -269,7 +262,7 @@ async def test_a_job_from_before_jobs_carried_the_conversation_is_delivered_once
     """An older version's job names the handover only: the run reads the
     conversation from the record first."""
     service = await start_service(worker=False)
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     await redis.psetex(
         redis_keys.arq_job_key(handover_id),
         expires_extra_ms,

@@ -20,12 +20,11 @@ from shared import redis_keys
 from shared.model import HandoverRequest, Identity
 from shared.settings import Target
 from standins.flex_simulator import Fault
-from tests.support.values import CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID, session_header
+from tests.support.service import FAST_LOOKUP
+from tests.support.values import CONVERSATION_SID, WORKFLOW_SID, WORKSPACE_SID
 from worker.errors import FlexError
 from worker.flex_client import ChannelState
 from worker.interaction import build_interaction
-
-FAST_LOOKUP = {"HANDOVER_LOOKUP_GRACE_SECONDS": "0.5", "HANDOVER_LOOKUP_INTERVAL_SECONDS": "0.05"}
 
 
 @pytest.fixture
@@ -36,12 +35,6 @@ def start_service(start_service):
     return start
 
 
-async def hand_over(service) -> str:
-    status, body, _ = await service.call_tool(session_id=session_header())
-    assert status == 202, body
-    return body["handover_id"]
-
-
 def task_attributes(simulator, interaction: dict[str, Any]) -> dict[str, Any]:
     [task] = [t for t in simulator.tasks if t["interaction_sid"] == interaction["sid"]]
     return task["attributes"]
@@ -50,7 +43,7 @@ def task_attributes(simulator, interaction: dict[str, Any]) -> dict[str, Any]:
 async def test_an_active_channel_confirms_the_handover(start_service, simulator):
     service = await start_service()
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id)
 
     [interaction] = simulator.interactions
@@ -71,7 +64,7 @@ async def test_a_channel_set_up_then_failed_makes_a_new_attempt(start_service, s
     service = await start_service()
     simulator.next_channels(["setup", "failed"], error_code=19025, error_message="no route")
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id)
 
     failed, delivered = simulator.interactions
@@ -108,7 +101,7 @@ async def test_a_channel_that_fails_every_time_fails_the_handover_at_max_age(
     )
     simulator.next_channels(["failed"], count=100, error_code=19026, error_message="bad channel")
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id, timeout=20)
 
     assert record["state"] == "failed", record
@@ -123,7 +116,7 @@ async def test_an_unreadable_channel_is_unconfirmed_not_sent_twice(start_service
     service = await start_service()
     simulator.fail_next(503, route="channels", count=100)
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id, timeout=25)
 
     [interaction] = simulator.interactions
@@ -158,7 +151,7 @@ async def test_the_lookup_is_not_fooled_by_the_failed_attempts_task(
 
     simulator._take_fault = second_create_is_a_500  # the queue cannot say "the second"
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id)
 
     failed, delivered = simulator.interactions
@@ -181,7 +174,7 @@ async def test_a_found_task_is_confirmed_too(start_service, simulator):
     simulator.next_channels(["failed"])
     simulator.fail_next(500, after_create=True)
 
-    handover_id = await hand_over(service)
+    handover_id = await service.hand_over()
     record = await service.wait_final(handover_id)
 
     failed, delivered = simulator.interactions

@@ -21,8 +21,12 @@ from tests.support.values import (
     TOOL_TOKEN,
     WORKFLOW_SID,
     WORKSPACE_SID,
+    session_header,
 )
 from worker.main import create_worker, stop_worker
+
+# A lookup's grace window and interval short enough for tests of the lookup.
+FAST_LOOKUP = {"HANDOVER_LOOKUP_GRACE_SECONDS": "0.5", "HANDOVER_LOOKUP_INTERVAL_SECONDS": "0.05"}
 
 
 def service_env(redis_url: str, simulator_url: str, **overrides: Any) -> dict[str, str]:
@@ -134,6 +138,12 @@ class Service:
             self.url + path, json=json, data=data, headers=all_headers
         ) as response:
             return response.status, await response.json(), response
+
+    async def hand_over(self) -> str:
+        """One tool call for the default conversation that must be acknowledged: its id."""
+        status, body, _ = await self.call_tool(session_id=session_header())
+        assert status == 202, body
+        return str(body["handover_id"])
 
     async def status(self, handover_id: str) -> dict[str, Any]:
         async with self.http.get(f"{self.url}/handovers/{handover_id}") as response:
