@@ -177,6 +177,24 @@ class HandoverRecord:
     channel_error: ChannelFailure | None = None
     """The last channel that failed, kept after a later attempt succeeded."""
     channel_failures: int = 0
+    aftercare: str | None = None
+    """`pending` from the final write until the Conversation steps after it
+    (`worker.aftercare`: mark and silence after a success, the fallback message
+    after a failure) are done, then `done`; None when there were none."""
+    conversation_marked: bool | None = None
+    """Whether `flexHandover` was merged into the Conversation's attributes (None: not tried)."""
+    removed_webhooks: tuple[dict[str, Any], ...] = ()
+    """The Conversation webhooks removed to silence the bot, as needed to put them back."""
+    fallback_message_sid: str | None = None
+    """The fallback message posted after the handover failed (`IM…`)."""
+    aftercare_error: str | None = None
+    """Why a Conversation step after the outcome did not happen (the outcome stands)."""
+    ended_at: float | None = None
+    """When TaskRouter said the handover's task ended (`/webhooks/taskrouter`)."""
+    ended_by: str | None = None
+    """The event that ended it: `task.completed`, `task.canceled` or `task.deleted`."""
+    handed_back: bool | None = None
+    """Whether the Conversation was told the handover ended (and webhooks put back)."""
 
     @property
     def deadline_from(self) -> float:
@@ -215,6 +233,14 @@ class HandoverRecord:
             channel_status=data.get("channel_status") or None,
             channel_error=_channel_failure(data.get("channel_error")),
             channel_failures=int(data.get("channel_failures") or 0),
+            aftercare=data.get("aftercare") or None,
+            conversation_marked=_optional_flag(data.get("conversation_marked")),
+            removed_webhooks=tuple(json.loads(data.get("removed_webhooks") or "[]")),
+            fallback_message_sid=data.get("fallback_message_sid") or None,
+            aftercare_error=data.get("aftercare_error") or None,
+            ended_at=_optional_float(data.get("ended_at")),
+            ended_by=data.get("ended_by") or None,
+            handed_back=_optional_flag(data.get("handed_back")),
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -241,6 +267,14 @@ class HandoverRecord:
             "updated_at": _iso(self.updated_at),
             "finished_at": _iso(self.finished_at),
             "replayed_at": _iso(self.replayed_at),
+            "aftercare": self.aftercare,
+            "conversation_marked": self.conversation_marked,
+            "removed_webhooks": [_public_webhook(hook) for hook in self.removed_webhooks],
+            "fallback_message_sid": self.fallback_message_sid,
+            "aftercare_error": redact(self.aftercare_error) if self.aftercare_error else None,
+            "ended_at": _iso(self.ended_at),
+            "ended_by": self.ended_by,
+            "handed_back": self.handed_back,
         }
 
 
@@ -275,6 +309,21 @@ def _optional_int(value: object) -> int | None:
 
 def _channel_failure(value: str | None) -> ChannelFailure | None:
     return ChannelFailure.from_dict(json.loads(value)) if value else None
+
+
+def _optional_flag(value: str | None) -> bool | None:
+    return None if not value else value == "1"
+
+
+def _public_webhook(hook: dict[str, Any]) -> dict[str, Any]:
+    """A removed webhook as the status endpoint shows it: where it pointed, no query
+    string (a URL's query may carry a token)."""
+    url = hook.get("url")
+    return {
+        "sid": hook.get("sid"),
+        "target": hook.get("target"),
+        "url": url.split("?", 1)[0] if isinstance(url, str) else None,
+    }
 
 
 def _optional_float(value: str | None) -> float | None:

@@ -42,6 +42,21 @@ Here, not in worker.retry, because the run budget below counts it."""
 Role = Literal["api", "worker", "operator"]
 _TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _TASK_CHANNEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TARGET_KEYS = frozenset(
+    {
+        "workflow_sid",
+        "task_channel",
+        "priority",
+        "attributes",
+        "silence_webhooks",
+        "fallback_message",
+        "fallback_author",
+        "return_to_bot",
+    }
+)
+MAX_FALLBACK_MESSAGE_CHARS = 1600
+"""A Conversations message body's limit, and an SMS's in segments."""
+MAX_AUTHOR_CHARS = 256
 _VARIABLES = "variables"  # field metadata: the Variables a field is read from
 _READ = "read"  # field metadata: how a field made of several variables is read
 
@@ -63,6 +78,15 @@ class Target:
     task_channel: str = "chat"
     priority: int | None = None
     attributes: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    silence_webhooks: tuple[str, ...] = ()
+    """URL prefixes: the Conversation's own webhooks whose URL starts with one (the
+    bot's) are removed once the handover succeeded, and kept in the record."""
+    fallback_message: str | None = None
+    """Posted into the Conversation, once, when the handover ends `failed`."""
+    fallback_author: str | None = None
+    """The fallback message's `Author` (None: Twilio's default, `system`)."""
+    return_to_bot: bool = False
+    """When the agent's task ends, put back the webhooks `silence_webhooks` removed."""
 
 
 @dataclass(frozen=True)
@@ -643,7 +667,7 @@ def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Tar
             raise ValueError(f"target name {name!r} must be lower-case letters, digits, '-' or '_'")
         if not isinstance(spec, dict):
             raise ValueError(f"target {name!r} must be a JSON object")
-        unknown = set(spec) - {"workflow_sid", "task_channel", "priority", "attributes"}
+        unknown = set(spec) - _TARGET_KEYS
         if unknown:
             raise ValueError(f"target {name!r} has unknown keys: {', '.join(sorted(unknown))}")
         workflow_sid = spec.get("workflow_sid")
@@ -661,9 +685,55 @@ def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Tar
         if not isinstance(attributes, dict):
             raise ValueError(f"target {name!r} attributes must be a JSON object")
         targets[name] = Target(
-            name, workflow_sid, task_channel, priority, MappingProxyType(dict(attributes))
+            name,
+            workflow_sid,
+            task_channel,
+            priority,
+            MappingProxyType(dict(attributes)),
+            **_target_aftercare(name, spec),
         )
     return targets
+
+
+def _target_aftercare(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a target that say what happens around the handover in the
+    Conversation: `silence_webhooks`, `fallback_message`, `fallback_author`,
+    `return_to_bot`."""
+    prefixes = spec.get("silence_webhooks", [])
+    if not isinstance(prefixes, list) or not all(
+        isinstance(prefix, str) and prefix.startswith(("https://", "http://"))
+        for prefix in prefixes
+    ):
+        raise ValueError(
+            f"target {name!r} silence_webhooks must be a list of URL prefixes "
+            '(each starting "https://" or "http://")'
+        )
+    fallback_message = spec.get("fallback_message")
+    if fallback_message is not None and (
+        not isinstance(fallback_message, str)
+        or not fallback_message.strip()
+        or len(fallback_message) > MAX_FALLBACK_MESSAGE_CHARS
+    ):
+        raise ValueError(
+            f"target {name!r} fallback_message must be text of 1 to "
+            f"{MAX_FALLBACK_MESSAGE_CHARS} characters"
+        )
+    author = spec.get("fallback_author")
+    if author is not None and (
+        not isinstance(author, str) or not author.strip() or len(author) > MAX_AUTHOR_CHARS
+    ):
+        raise ValueError(
+            f"target {name!r} fallback_author must be text of 1 to {MAX_AUTHOR_CHARS} characters"
+        )
+    return_to_bot = spec.get("return_to_bot", False)
+    if not isinstance(return_to_bot, bool):
+        raise ValueError(f"target {name!r} return_to_bot must be true or false")
+    return {
+        "silence_webhooks": tuple(prefixes),
+        "fallback_message": fallback_message,
+        "fallback_author": author,
+        "return_to_bot": return_to_bot,
+    }
 
 
 def variables() -> tuple[Variable, ...]:

@@ -165,6 +165,16 @@ def test_to_public_fields():
         channel_error=json.dumps(
             {"code": 19025, "message": "bad +14155550123", "interaction_sid": "KD" + "1" * 32}
         ),
+        aftercare="done",
+        conversation_marked="0",
+        removed_webhooks=json.dumps(
+            [{"sid": "WH" + "2" * 32, "target": "webhook", "url": "https://bot.example/in?key=s3"}]
+        ),
+        fallback_message_sid="IM" + "3" * 32,
+        aftercare_error="reading the Conversation failed: Twilio answered 503",
+        ended_at=repr(CREATED_AT + 60.0),
+        ended_by="task.completed",
+        handed_back="1",
     )
     record = HandoverRecord.from_hash(fields)
     assert record.deadline_from == CREATED_AT + 1.0
@@ -194,6 +204,17 @@ def test_to_public_fields():
         "updated_at": "2025-01-01T12:00:00.123+00:00",
         "finished_at": "2025-01-01T12:00:01.623+00:00",
         "replayed_at": "2025-01-01T12:00:01.123+00:00",
+        "aftercare": "done",
+        "conversation_marked": False,
+        # The query string may carry the bot's token: not shown.
+        "removed_webhooks": [
+            {"sid": "WH" + "2" * 32, "target": "webhook", "url": "https://bot.example/in"}
+        ],
+        "fallback_message_sid": "IM" + "3" * 32,
+        "aftercare_error": "reading the Conversation failed: Twilio answered 503",
+        "ended_at": "2025-01-01T12:01:00.123+00:00",
+        "ended_by": "task.completed",
+        "handed_back": True,
     }
 
 

@@ -292,6 +292,33 @@ def test_a_bad_variable_is_reported_by_name(name, value, says):
             '{"billing": {"workflow_sid": "%s", "attributes": []}}' % BILLING_WORKFLOW_SID,
             "attributes must be a JSON object",
         ),
+        (
+            '{"billing": {"workflow_sid": "%s", "silence_webhooks": "https://bot"}}'
+            % BILLING_WORKFLOW_SID,
+            "silence_webhooks must be a list of URL prefixes",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "silence_webhooks": ["bot.example"]}}'
+            % BILLING_WORKFLOW_SID,
+            "silence_webhooks must be a list of URL prefixes",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "fallback_message": " "}}' % BILLING_WORKFLOW_SID,
+            "fallback_message must be text of 1 to 1600 characters",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "fallback_message": "%s"}}'
+            % (BILLING_WORKFLOW_SID, "x" * 1601),
+            "fallback_message must be text of 1 to 1600 characters",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "fallback_author": 7}}' % BILLING_WORKFLOW_SID,
+            "fallback_author must be text",
+        ),
+        (
+            '{"billing": {"workflow_sid": "%s", "return_to_bot": "yes"}}' % BILLING_WORKFLOW_SID,
+            "return_to_bot must be true or false",
+        ),
     ],
 )
 def test_malformed_handover_targets(raw, says):
@@ -542,6 +569,33 @@ def test_handover_targets_alone_satisfy_the_target_requirement():
         "HANDOVER_TARGETS": json.dumps({"billing": {"workflow_sid": BILLING_WORKFLOW_SID}}),
     }
     assert set(Settings.from_env(env, role="api").targets) == {"billing"}
+
+
+def test_parse_targets_reads_what_happens_in_the_conversation():
+    raw = json.dumps(
+        {
+            "billing": {
+                "workflow_sid": BILLING_WORKFLOW_SID,
+                "silence_webhooks": ["https://bot.example/", "http://10.0.0.5:8080/hook"],
+                "fallback_message": "No agent right now; we will reply here.",
+                "fallback_author": "Support",
+                "return_to_bot": True,
+            },
+            "sales": {"workflow_sid": BILLING_WORKFLOW_SID},
+        }
+    )
+    targets = parse_targets(raw)
+    billing, sales = targets["billing"], targets["sales"]
+    assert billing.silence_webhooks == ("https://bot.example/", "http://10.0.0.5:8080/hook")
+    assert billing.fallback_message == "No agent right now; we will reply here."
+    assert billing.fallback_author == "Support"
+    assert billing.return_to_bot is True
+    assert (sales.silence_webhooks, sales.fallback_message, sales.fallback_author) == (
+        (),
+        None,
+        None,
+    )
+    assert sales.return_to_bot is False
 
 
 def test_parse_targets_uses_the_given_default_task_channel():
