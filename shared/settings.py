@@ -35,6 +35,11 @@ CHANNEL_CONFIRM_SECONDS = 10.0
 """The longest the worker reads a new Interaction's channel before it calls the
 handover succeeded but unconfirmed (worker.retry's `channel_poll_waits` spends it).
 Here, not in worker.retry, because the run budget below counts it."""
+AFTERCARE_SECONDS = 15.0
+"""The longest the Conversation steps after a handover's outcome may take
+(`worker.aftercare`: marking, silencing the bot, the fallback message; and the
+hand-back job): best effort, never worth holding a worker slot longer. The job
+timeout counts it."""
 
 # "operator": the CLI's failed/replay commands, which talk to Redis only: they
 # need REDIS_URL (and the TTLs a replay writes), no targets, neither the API's
@@ -535,12 +540,13 @@ class Settings:
 
     @property
     def job_timeout_seconds(self) -> float:
-        """arq's per-job timeout: above the run budget.
+        """arq's per-job timeout: above the run budget plus the Conversation steps
+        after the outcome (AFTERCARE_SECONDS).
 
         A job that hits arq's timeout is failed for good without our status
         being written, so the handover job must always finish first.
         """
-        return self.run_budget_seconds + 5.0
+        return self.run_budget_seconds + AFTERCARE_SECONDS + 5.0
 
     @property
     def recovery_seconds(self) -> float:

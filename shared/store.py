@@ -32,14 +32,19 @@ from shared.model import (
 
 UPDATE_SCRIPT = lua_scripts.script("shared", "update.lua")
 BEGIN_SCRIPT = lua_scripts.script("shared", "begin_run.lua")
-MISSING, FINAL, CLAIM_BUSY, CLAIM_HELD, OTHER_CONVERSATION = 0, 1, 2, 3, 4
+MISSING, FINAL, CLAIM_BUSY, CLAIM_HELD, OTHER_CONVERSATION, AFTERCARE_HELD = 0, 1, 2, 3, 4, 5
+AFTERCARE_PENDING = "pending"
 _IN_FLIGHT = ("in_flight_since", "in_flight_attempt")
+# An outcome's Conversation steps start afresh (a replayed handover's earlier ones
+# are done); `fallback_message_sid` stays: at most one fallback per handover.
+_AFTERCARE_RESULTS = ("aftercare", "aftercare_error", "conversation_marked")
 
 
 @dataclass(frozen=True)
 class RunStart:
     """What `HandoverStore.begin_run` found: `outcome` is MISSING, FINAL,
-    CLAIM_BUSY, CLAIM_HELD or OTHER_CONVERSATION; `record` is set when held,
+    CLAIM_BUSY, CLAIM_HELD, OTHER_CONVERSATION or AFTERCARE_HELD (final, its
+    Conversation steps still due, the claim taken); `record` is set when held,
     `state` when final, `holder` (the claim's value) when busy,
     `conversation_sid` (the record's) for another conversation."""
 
@@ -95,9 +100,9 @@ class HandoverStore:
             args=[conversation_sid, claim_value, claim_ttl_ms, repr(now())],
         )
         outcome = int(reply[0])
-        if outcome == CLAIM_HELD:
+        if outcome in (CLAIM_HELD, AFTERCARE_HELD):
             data = _decoded(dict(zip(reply[1::2], reply[2::2], strict=True)))
-            return RunStart(CLAIM_HELD, record=HandoverRecord.from_hash(data))
+            return RunStart(outcome, record=HandoverRecord.from_hash(data))
         if outcome == FINAL:
             return RunStart(FINAL, state=Status(_text(reply[1])))
         if outcome == CLAIM_BUSY:
@@ -182,8 +187,11 @@ class HandoverStore:
         *,
         found_by_lookup: bool = False,
         channel_status: str | None = None,
+        aftercare: bool = False,
         release: ClaimRelease | None = None,
     ) -> bool:
+        """With `aftercare`, the Conversation steps are due (`worker.aftercare`):
+        the record says so until `finish_aftercare`."""
         timestamp = now()
         fields = {
             "state": Status.SUCCEEDED.value,
@@ -194,32 +202,57 @@ class HandoverStore:
         }
         if found_by_lookup:
             fields["found_by_lookup"] = "1"
+        if aftercare:
+            fields["aftercare"] = AFTERCARE_PENDING
         return await self._set(
             handover_id,
             fields,
-            clear=["error", "next_attempt_at", *_IN_FLIGHT],
+            clear=["error", "next_attempt_at", *_IN_FLIGHT, *_AFTERCARE_RESULTS],
             final=True,
             timestamp=timestamp,
             release=release,
         )
 
     async def mark_failed(
-        self, handover_id: str, error: HandoverError, *, release: ClaimRelease | None = None
+        self,
+        handover_id: str,
+        error: HandoverError,
+        *,
+        aftercare: bool = False,
+        release: ClaimRelease | None = None,
     ) -> bool:
         timestamp = now()
+        fields = {
+            "state": Status.FAILED.value,
+            "error": _error_field(error),
+            "finished_at": repr(timestamp),
+        }
+        if aftercare:
+            fields["aftercare"] = AFTERCARE_PENDING
         return await self._set(
             handover_id,
-            {
-                "state": Status.FAILED.value,
-                "error": _error_field(error),
-                "finished_at": repr(timestamp),
-            },
-            clear=["next_attempt_at"],
+            fields,
+            clear=["next_attempt_at", *_AFTERCARE_RESULTS],
             final=True,
             timestamp=timestamp,
             failed=True,
             release=release,
         )
+
+    async def remember_removed_webhooks(
+        self, handover_id: str, webhooks: Sequence[dict[str, object]]
+    ) -> bool:
+        """Webhooks about to be removed from the Conversation, written before they go."""
+        return await self._set(
+            handover_id, {"removed_webhooks": json.dumps(list(webhooks), separators=(",", ":"))}
+        )
+
+    async def finish_aftercare(
+        self, handover_id: str, fields: dict[str, str], *, release: ClaimRelease | None = None
+    ) -> bool:
+        """The Conversation steps are done (`fields`: what they did), releasing the
+        claim the final write kept."""
+        return await self._set(handover_id, fields, release=release)
 
     async def _set(
         self,

@@ -31,7 +31,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared import lua_scripts, redis_keys
-from shared.store import CLAIM_HELD, MISSING, OTHER_CONVERSATION, ClaimRelease, RunStart
+from shared.store import (
+    AFTERCARE_HELD,
+    CLAIM_HELD,
+    MISSING,
+    OTHER_CONVERSATION,
+    ClaimRelease,
+    RunStart,
+)
 
 if TYPE_CHECKING:
     from shared.store import HandoverStore
@@ -58,6 +65,7 @@ class DeliveryClaims:
     ) -> tuple[RunStart, ClaimRelease | None]:
         """Read the record and, unless it is missing or final, take the claim of
         `conversation_sid` (the job's) and mark the record running: one round trip.
+        A final record whose Conversation steps are due takes the claim as it is.
         A job from before jobs carried the conversation first reads it from the
         record. The claim is returned when held; release it with a final write or
         `releasing`."""
@@ -80,7 +88,7 @@ class DeliveryClaims:
             start = await store.begin_run(
                 handover_id, start.conversation_sid, key, value, self._ttl_ms
             )
-        if start.outcome != CLAIM_HELD or start.record is None:
+        if start.outcome not in (CLAIM_HELD, AFTERCARE_HELD) or start.record is None:
             return start, None
         return start, ClaimRelease(key, value)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from shared.settings import Settings
 from shared.store import HandoverStore
 from worker.claim import DeliveryClaims
+from worker.conversation_client import ConversationClient
 from worker.flex_client import FlexClient
 from worker.rate_limit import FlexRateLimit
 
@@ -18,15 +19,18 @@ from worker.rate_limit import FlexRateLimit
 @dataclass
 class HandoverContext:
     """The settings, the status store, the Flex client, and what is built from them:
-    the delivery claims and the rate limit shared by every worker."""
+    the delivery claims, the rate limit shared by every worker, and the
+    Conversations calls of the steps after the outcome."""
 
     settings: Settings
     store: HandoverStore
     flex: FlexClient
     claims: DeliveryClaims = field(init=False)
     rate_limit: FlexRateLimit = field(init=False)
+    conversations: ConversationClient = field(init=False)
 
     def __post_init__(self) -> None:
+        self.conversations = ConversationClient(self.flex)
         self.claims = DeliveryClaims(self.store.redis, self.settings.claim_ttl_seconds)
         self.rate_limit = FlexRateLimit(
             self.store.redis,

@@ -66,6 +66,11 @@ class Answer:
 _last_answer: ContextVar[Answer | None] = ContextVar("flex_handover_answer", default=None)
 
 
+def forget_last_answer() -> None:
+    """Before a call: a failure must be classified by its own answer, not an earlier one's."""
+    _last_answer.set(None)
+
+
 @dataclass(frozen=True)
 class CreatedInteraction:
     interaction_sid: str | None
@@ -163,6 +168,18 @@ class FlexClient:
         self._client.flex_api.base_url = settings.flex_api_base_url
         self._client.conversations.base_url = settings.conversations_api_base_url
         self._client.taskrouter.base_url = settings.taskrouter_api_base_url
+
+    @property
+    def twilio(self) -> Client:
+        """The bounded twilio client, for `worker.conversation_client`'s calls."""
+        return self._client
+
+    def call_failure(self, exc: BaseException, expected: str, what: str | None = None) -> FlexError:
+        """A failed call classified as this client's own are (the last answer's status
+        and Retry-After included); with `what`, a read: always worth another try."""
+        if what is not None:
+            return self._read_failure(exc, expected, what)
+        return self._failure(exc, expected)
 
     async def create_interaction(self, payload: InteractionPayload) -> CreatedInteraction:
         """One attempt at `POST /v1/Interactions`; raises FlexError."""

@@ -25,9 +25,10 @@ from arq.worker import Retry
 from redis.exceptions import RedisError
 
 from shared.connections import redis_error_text
-from shared.model import HandoverError, HandoverRecord, now
+from shared.model import HandoverError, HandoverRecord, Status, now
 from shared.settings import Settings, Target
-from shared.store import FINAL, MISSING, ClaimRelease
+from shared.store import AFTERCARE_HELD, AFTERCARE_PENDING, FINAL, MISSING, ClaimRelease
+from worker.aftercare import run_aftercare
 from worker.context import HandoverContext
 from worker.delivery import Delivery
 from worker.errors import FlexError
@@ -38,6 +39,8 @@ from worker.retry import CLAIM_BUSY_DEFER_SECONDS, REDIS_ERROR_DEFER_SECONDS, ne
 from worker.task_lookup import next_create_at
 
 logger = logging.getLogger(f"flex_handover.{__name__}")
+
+_FINAL_VALUES = frozenset({Status.SUCCEEDED.value, Status.FAILED.value})
 
 
 async def deliver_handover(
@@ -61,6 +64,10 @@ async def deliver_handover(
             _log_claim_holder(handover_id, start.holder)
             raise Retry(defer=CLAIM_BUSY_DEFER_SECONDS)
         async with context.claims.releasing(claim, handover_id):
+            if start.outcome == AFTERCARE_HELD:
+                # A run stopped between the outcome and its Conversation steps.
+                await _aftercare(context, start.record, claim)
+                return start.record.state.value
             return await _run_claimed(context, start.record, claim)
     except RedisError as exc:
         logger.warning(
@@ -82,6 +89,37 @@ def _log_claim_holder(handover_id: str, holder_value: str | None) -> None:
 async def _run_claimed(
     context: HandoverContext, record: HandoverRecord, claim: ClaimRelease
 ) -> str:
+    """The run, then the Conversation steps its outcome calls for: a final write
+    that kept the claim left them due (`worker.aftercare`)."""
+    state = await _run_within_budget(context, record, claim)
+    if claim.released is None and state in _FINAL_VALUES:
+        finished = await context.store.get(record.handover_id)
+        if finished is not None and finished.aftercare == AFTERCARE_PENDING:
+            await _aftercare(context, finished, claim)
+    return state
+
+
+async def _aftercare(context: HandoverContext, record: HandoverRecord, claim: ClaimRelease) -> None:
+    """`run_aftercare`, whose own failures never change the outcome: an error we
+    did not expect ends the steps, named in the record."""
+    try:
+        await run_aftercare(context, record, claim)
+    except (Retry, RedisError):
+        raise
+    except Exception as exc:
+        logger.exception(
+            "handover %s: unexpected error in the Conversation steps", record.handover_id
+        )
+        await context.store.finish_aftercare(
+            record.handover_id,
+            {"aftercare": "done", "aftercare_error": f"internal error: {type(exc).__name__}"},
+            release=claim,
+        )
+
+
+async def _run_within_budget(
+    context: HandoverContext, record: HandoverRecord, claim: ClaimRelease
+) -> str:
     """`_deliver` within the run budget, so arq's job timeout never strikes first."""
     handover_id = record.handover_id
     try:
@@ -96,10 +134,9 @@ async def _run_claimed(
         raise
     except Exception as exc:
         logger.exception("handover %s: unexpected error", handover_id)
-        await context.store.mark_failed(
-            handover_id, HandoverError(f"internal error: {type(exc).__name__}"), release=claim
+        return await _fail(
+            context, record, HandoverError(f"internal error: {type(exc).__name__}"), claim
         )
-        return "failed"
 
 
 async def _deliver(context: HandoverContext, record: HandoverRecord, claim: ClaimRelease) -> str:
@@ -122,9 +159,9 @@ async def _deliver(context: HandoverContext, record: HandoverRecord, claim: Clai
         created = await delivery.create(payload)
     except FlexError as error:
         if not error.retryable:
-            return await _fail(context, handover_id, error.to_handover_error(), claim)
+            return await _fail(context, record, error.to_handover_error(), claim)
         return await _requeue_or_fail(context, handover_id, error, claim)
-    return await _succeed(context, handover_id, created, claim)
+    return await _succeed(context, record, created, claim)
 
 
 async def _account_for_lost_attempt(
@@ -170,7 +207,7 @@ async def _requeue_or_fail(
     time_left = _deadline(record, settings) - now()
     delay = next_run_delay(error, settings, time_left, record.in_flight_since is not None)
     if delay is None:
-        return await _fail(context, handover_id, _gave_up(record.attempts, error), claim)
+        return await _fail(context, record, _gave_up(record.attempts, error), claim)
     next_attempt_at = next_create_at(
         now() + delay,
         record.in_flight_since,
@@ -198,34 +235,32 @@ async def _give_up(
         if error.message not in reason.message:
             unsure += f": {error.message}"
         message = f"{reason.message} ({unsure})"
-        return await _fail(
-            context, record.handover_id, dataclasses.replace(reason, message=message), claim
-        )
+        return await _fail(context, record, dataclasses.replace(reason, message=message), claim)
     if found is None:
-        return await _fail(context, record.handover_id, reason, claim)
+        return await _fail(context, record, reason, claim)
     try:
         confirmed = await delivery.confirm(found)
     except FlexError as error:
         message = f"{reason.message} (attempt {record.attempts}: {error.message})"
-        return await _fail(
-            context, record.handover_id, dataclasses.replace(reason, message=message), claim
-        )
-    return await _succeed(context, record.handover_id, confirmed, claim)
+        return await _fail(context, record, dataclasses.replace(reason, message=message), claim)
+    return await _succeed(context, record, confirmed, claim)
 
 
 async def _succeed(
     context: HandoverContext,
-    handover_id: str,
+    record: HandoverRecord,
     created: CreatedInteraction,
     claim: ClaimRelease | None = None,
 ) -> str:
+    """Succeeded; the claim is kept for the Conversation steps (marking it)."""
+    handover_id = record.handover_id
     await context.store.mark_succeeded(
         handover_id,
         created.interaction_sid,
         created.channel_sid,
         found_by_lookup=created.found_by_lookup,
         channel_status=created.channel_status,
-        release=claim,
+        aftercare=claim is not None,
     )
     how = " (found by TaskRouter lookup)" if created.found_by_lookup else ""
     logger.info(
@@ -240,12 +275,17 @@ async def _succeed(
 
 async def _fail(
     context: HandoverContext,
-    handover_id: str,
+    record: HandoverRecord,
     error: HandoverError,
     claim: ClaimRelease | None = None,
 ) -> str:
-    await context.store.mark_failed(handover_id, error, release=claim)
-    logger.warning("handover %s failed: %s", handover_id, error.message)
+    """Failed; with a fallback message to post, the claim is kept for it."""
+    target = context.settings.targets.get(record.request.target)
+    fallback_due = claim is not None and target is not None and target.fallback_message is not None
+    await context.store.mark_failed(
+        record.handover_id, error, aftercare=fallback_due, release=None if fallback_due else claim
+    )
+    logger.warning("handover %s failed: %s", record.handover_id, error.message)
     return "failed"
 
 

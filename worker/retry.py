@@ -14,7 +14,8 @@ defer; a create waits in the shared rate limit only as long as its run can
 afford, else the job is handed back (`worker.rate_limit`); TaskRouter is
 polled every lookup interval (`worker.task_lookup`); a created Interaction's
 channel is read on a short doubling schedule (`channel_poll_waits`,
-`worker.confirm`); a worker that lost Redis
+`worker.confirm`); the Conversation steps after the outcome are tried a few
+times (`aftercare_wait`); a worker that lost Redis
 is rebuilt after a capped, doubling backoff (`worker.main`). The numbers a
 deployment may change are parsed by `shared.settings`; the rest are here.
 
@@ -61,6 +62,14 @@ RECONNECT_INITIAL_SECONDS = 0.5
 # and all of them together stay within CHANNEL_CONFIRM_SECONDS (shared.settings,
 # where the run budget counts it).
 CHANNEL_POLL_FIRST_SECONDS = 0.2
+# The Conversation steps after the outcome (worker.aftercare, worker.hand_back):
+# each is tried this many times at most, waiting from the first wait, doubling,
+# or what Retry-After asks, up to the cap; all within AFTERCARE_SECONDS.
+AFTERCARE_TRIES = 3
+AFTERCARE_FIRST_WAIT_SECONDS = 0.5
+AFTERCARE_MAX_WAIT_SECONDS = 4.0
+# A hand-back whose handover has not finished its own steps yet comes back after this.
+HAND_BACK_DEFER_SECONDS = 5.0
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -227,6 +236,18 @@ def reconnect_delays(cap: float) -> Iterator[float]:
     while True:
         yield delay
         delay = min(delay * 2, cap)
+
+
+def aftercare_wait(error: FlexError, tries_done: int) -> float | None:
+    """The wait before trying a Conversation step again, or None: give up (a
+    refusal, or AFTERCARE_TRIES made). These steps come after the outcome, so
+    they are never worth more than a few seconds of a worker slot."""
+    if not error.retryable or tries_done >= AFTERCARE_TRIES:
+        return None
+    proposed = error.retry_after
+    if proposed is None:
+        proposed = AFTERCARE_FIRST_WAIT_SECONDS * 2 ** (tries_done - 1)
+    return bounded_wait(proposed, AFTERCARE_FIRST_WAIT_SECONDS, AFTERCARE_MAX_WAIT_SECONDS)
 
 
 def channel_poll_waits(
