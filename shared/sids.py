@@ -25,6 +25,7 @@ WORKFLOW = "WW"
 INTERACTION = "KD"
 INTERACTION_CHANNEL = "UO"
 FLEX_USER = "FX"
+TASK = "WT"
 
 _PATTERNS: dict[str, re.Pattern[str]] = {}
 
