@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from api import admin, openapi
+from api import admin, openapi, taskrouter_events
 from api.app_keys import ENQUEUER, READY_PROBE, REDIS, REPLAYER, SETTINGS, STORE
 from api.auth import auth_middleware, read_body, startup_warnings
 from api.errors import (
@@ -123,6 +123,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
             web.post("/tools/flex-handover", tool_call),
             web.post("/tools/flex-handover/{target}", tool_call),
             *admin.routes(),
+            *taskrouter_events.routes(settings),
             *openapi.routes(),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),

@@ -12,7 +12,9 @@ aiohttp middleware at the bottom only gathers what they need from the request.
 - No credentials → 401 with `WWW-Authenticate: Bearer`; wrong ones → 403.
 - HANDOVER_ALLOW_UNAUTHENTICATED opens only what has no credentials configured:
   a token that is set is always required.
-- Everything else (`/healthz`, `/readyz`, `/openapi.json`, unknown paths) is open.
+- Everything else (`/healthz`, `/readyz`, `/openapi.json`, unknown paths) is open
+  here; `/webhooks/taskrouter` checks its signature itself (`api.taskrouter_events`,
+  with the pure pieces below), always, so this middleware's modes do not apply to it.
 
 Tokens are compared in constant time against every configured token (so a new
 one can be added before the old one is removed), after hashing both sides so

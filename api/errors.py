@@ -175,3 +175,13 @@ class HttpError(ApiError):
     def __init__(self, status: int, reason: str, path: str):
         super().__init__(reason.lower().replace(" ", "_"), f"{reason}: {path}")
         self.status = status
+
+
+class NotConfigured(ApiError):
+    """503 `not_configured`: the endpoint needs a setting this deployment lacks (no
+    `Retry-After`: waiting will not help, an operator must set it)."""
+
+    status = 503
+
+    def __init__(self, message: str):
+        super().__init__("not_configured", message)

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from api.parsing import IDENTITY_HEADER, KNOWN_FIELDS, SESSION_HEADER
+from api.taskrouter_events import END_EVENTS, MAX_TASK_ATTRIBUTES_CHARS
 from shared.model import Status
 from shared.settings import DEFAULT_TARGET
 
@@ -164,6 +165,42 @@ HANDOVER_PROPERTIES: dict[str, Schema] = {
     "updated_at": TIMESTAMP,
     "finished_at": nullable(TIMESTAMP),
     "replayed_at": nullable(TIMESTAMP),
+    "aftercare": {
+        "type": ["string", "null"],
+        "enum": ["pending", "done", None],
+        "description": "The Conversation steps after the outcome: marking it and silencing "
+        "the bot after a success, the fallback message after a failure.",
+    },
+    "conversation_marked": {
+        "type": ["boolean", "null"],
+        "description": "Whether `flexHandover` was merged into the Conversation's attributes.",
+    },
+    "removed_webhooks": {
+        "type": "array",
+        "description": "The bot's webhooks removed from the Conversation (URL without query).",
+        "items": {
+            "type": "object",
+            "properties": {
+                "sid": {"type": ["string", "null"]},
+                "target": {"type": ["string", "null"]},
+                "url": {"type": ["string", "null"]},
+            },
+        },
+    },
+    "fallback_message_sid": {"type": ["string", "null"]},
+    "aftercare_error": {
+        "type": ["string", "null"],
+        "description": "Why a Conversation step did not happen; the outcome stands.",
+    },
+    "ended_at": nullable(TIMESTAMP),
+    "ended_by": {
+        "type": ["string", "null"],
+        "enum": ["task.completed", "task.canceled", "task.deleted", None],
+    },
+    "handed_back": {
+        "type": ["boolean", "null"],
+        "description": "Whether the Conversation was told the agent's task ended.",
+    },
 }
 
 SCHEMAS: dict[str, Schema] = {
@@ -273,6 +310,39 @@ SCHEMAS: dict[str, Schema] = {
             },
             "conversation_sid": {"type": "string", "pattern": CONVERSATION_SID_PATTERN},
             "identity": {"type": "string"},
+        },
+    },
+    "TaskRouterEvent": {
+        "type": "object",
+        "description": "A TaskRouter workspace event, as Twilio sends it to the workspace's "
+        "Event Callback URL; the fields read here (Twilio sends more, all kept out of the "
+        "record).",
+        "additionalProperties": {"type": "string"},
+        "properties": {
+            "EventType": {"type": "string", "examples": sorted(END_EVENTS)},
+            "TaskSid": {"type": "string", "pattern": "^WT[0-9a-fA-F]{32}$"},
+            "TaskAttributes": {
+                "type": "string",
+                "maxLength": MAX_TASK_ATTRIBUTES_CHARS,
+                "description": "The task's attributes, a JSON object as a string: "
+                "`handoverId` names the handover, `handoverAttempt` its attempt.",
+            },
+        },
+    },
+    "TaskRouterEventAnswer": {
+        "type": "object",
+        "required": ["handover_id", "outcome", "reason"],
+        "additionalProperties": False,
+        "properties": {
+            "handover_id": nullable({"type": "string", "pattern": HANDOVER_ID_PATTERN}),
+            "outcome": {
+                "type": "string",
+                "enum": ["recorded", "duplicate", "ignored"],
+                "description": "`recorded`: the handover's end written and the hand-back "
+                "queued; `duplicate`: it had ended already (nothing changed); `ignored`: "
+                "not the end of a task, not a handover's task, or an unknown handover.",
+            },
+            "reason": {"type": "string"},
         },
     },
     "Status": {
@@ -481,6 +551,47 @@ PATHS: dict[str, dict[str, Any]] = {
             parameters=[ref("parameters", "HandoverId")],
         )
     },
+    "/webhooks/taskrouter": {
+        "post": {
+            "operationId": "taskRouterEvent",
+            "summary": "TaskRouter's workspace event callback: hand back when the task ends",
+            "description": (
+                "Set as the TaskRouter workspace's Event Callback URL. `task.completed`, "
+                "`task.canceled` or `task.deleted` of a task whose attributes carry a "
+                "`handoverId` records the handover's end (`ended_at`, `ended_by`) and queues "
+                "the hand-back to the Conversation, once: a repeated or later end event "
+                "answers `duplicate` and changes nothing. Every other signed event is "
+                "answered 200 `ignored`. The signature is always checked, with "
+                "TWILIO_AUTH_TOKEN (HANDOVER_VERIFY_TWILIO_SIGNATURE does not apply)."
+            ),
+            "tags": ["twilio"],
+            "security": [{"twilioSignature": []}],
+            "requestBody": {
+                "required": False,
+                "content": {FORM: {"schema": ref("schemas", "TaskRouterEvent")}},
+            },
+            "responses": {
+                "200": json_body(
+                    ref("schemas", "TaskRouterEventAnswer"), "Acknowledged: what was done."
+                ),
+                **refusals(400, 403, 413),
+                "503": {
+                    **json_body(
+                        ref("schemas", "Error"),
+                        "No TWILIO_AUTH_TOKEN is configured, so no event can be verified "
+                        "(`not_configured`, no `Retry-After`), or Redis cannot be reached or "
+                        "refuses writes (`unavailable`, with `Retry-After`).",
+                    ),
+                    "headers": {
+                        "Retry-After": {
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    },
+                },
+            },
+        }
+    },
     "/healthz": {
         "get": open_operation(
             "healthz", "The process is up", {"200": json_body(_status("ok"), "Up.")}
@@ -527,6 +638,7 @@ def build_document() -> dict[str, Any]:
             {"name": "tool", "description": "Called by the AI agent (a Twilio AI Assistant tool)."},
             {"name": "operator", "description": "Need an admin token."},
             {"name": "service", "description": "Probes and this document; no credentials."},
+            {"name": "twilio", "description": "Called by Twilio, signed with the auth token."},
         ],
         "paths": PATHS,
         "components": {
@@ -562,7 +674,8 @@ def build_document() -> dict[str, Any]:
                     "in": "header",
                     "name": "X-Twilio-Signature",
                     "description": "Twilio's request signature, checked with "
-                    "TWILIO_AUTH_TOKEN when HANDOVER_VERIFY_TWILIO_SIGNATURE is on.",
+                    "TWILIO_AUTH_TOKEN: on the tool endpoint when "
+                    "HANDOVER_VERIFY_TWILIO_SIGNATURE is on, on /webhooks/taskrouter always.",
                 },
                 "adminBearer": {
                     "type": "http",

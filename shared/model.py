@@ -193,6 +193,12 @@ class HandoverRecord:
     """When TaskRouter said the handover's task ended (`/webhooks/taskrouter`)."""
     ended_by: str | None = None
     """The event that ended it: `task.completed`, `task.canceled` or `task.deleted`."""
+    succeeded_attempt: str | None = None
+    """The attempt whose task reached the agent (its `handoverAttempt`)."""
+    ended_task_sid: str | None = None
+    """The task that event was about (`WT…`)."""
+    ended_attempt: str | None = None
+    """That task's `handoverAttempt`: which attempt's task ended (None: it carried none)."""
     handed_back: bool | None = None
     """Whether the Conversation was told the handover ended (and webhooks put back)."""
 
@@ -240,6 +246,9 @@ class HandoverRecord:
             aftercare_error=data.get("aftercare_error") or None,
             ended_at=_optional_float(data.get("ended_at")),
             ended_by=data.get("ended_by") or None,
+            succeeded_attempt=data.get("succeeded_attempt") or None,
+            ended_task_sid=data.get("ended_task_sid") or None,
+            ended_attempt=data.get("ended_attempt") or None,
             handed_back=_optional_flag(data.get("handed_back")),
         )
 

@@ -10,6 +10,10 @@ from arq.constants import job_key_prefix as ARQ_JOB_PREFIX
 PREFIX = "flex_handover"
 QUEUE_NAME = f"{PREFIX}:queue"
 HANDOVER_FUNCTION = "deliver_handover"
+# The job that tells the Conversation its handover ended (`/webhooks/taskrouter`),
+# queued once per handover under the job id `hand_back_job_id(handover_id)`.
+HAND_BACK_FUNCTION = "hand_back_handover"
+HAND_BACK_JOB_PREFIX = "hand_back:"
 HANDOVER_KEY_PREFIX = f"{PREFIX}:handover:"
 CONVERSATION_KEY_PREFIX = f"{PREFIX}:conversation:"
 CLAIM_KEY_PREFIX = f"{PREFIX}:claim:"
@@ -33,6 +37,8 @@ __all__ = [
     "FLEX_API_RATE_KEY",
     "HANDOVER_FUNCTION",
     "HANDOVER_KEY_PREFIX",
+    "HAND_BACK_FUNCTION",
+    "HAND_BACK_JOB_PREFIX",
     "QUEUE_NAME",
     "RATE_CONVERSATION_PREFIX",
     "RATE_IDENTITY_PREFIX",
@@ -43,6 +49,8 @@ __all__ = [
     "arq_job_key",
     "claim_key",
     "conversation_key",
+    "hand_back_job_id",
+    "hand_back_job_key",
     "handover_key",
     "rate_conversation_key",
     "rate_identity_key",
@@ -67,6 +75,17 @@ def conversation_key(conversation_sid: str) -> str:
 def arq_job_key(handover_id: str) -> str:
     """arq's own job record; the arq job id is the handover id."""
     return ARQ_JOB_PREFIX + handover_id
+
+
+def hand_back_job_id(handover_id: str) -> str:
+    """The arq job id of a handover's hand-back: one per handover, so a second
+    enqueue would name the same job and queue entry, never a second one."""
+    return HAND_BACK_JOB_PREFIX + handover_id
+
+
+def hand_back_job_key(handover_id: str) -> str:
+    """arq's job record of the handover's hand-back job."""
+    return ARQ_JOB_PREFIX + hand_back_job_id(handover_id)
 
 
 def claim_key(conversation_sid: str) -> str:

@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import cast
 
 import redis.asyncio as aioredis
+from arq.constants import expires_extra_ms
 
 from shared import lua_scripts, redis_keys
+from shared.arq_jobs import hand_back_job
 from shared.model import (
     ChannelFailure,
     HandoverError,
@@ -32,12 +35,16 @@ from shared.model import (
 
 UPDATE_SCRIPT = lua_scripts.script("shared", "update.lua")
 BEGIN_SCRIPT = lua_scripts.script("shared", "begin_run.lua")
+HAND_BACK_SCRIPT = lua_scripts.script(
+    "shared", "hand_back.lua", {"JOB_TTL_MS": int(expires_extra_ms)}
+)
 MISSING, FINAL, CLAIM_BUSY, CLAIM_HELD, OTHER_CONVERSATION, AFTERCARE_HELD = 0, 1, 2, 3, 4, 5
 AFTERCARE_PENDING = "pending"
 _IN_FLIGHT = ("in_flight_since", "in_flight_attempt")
 # An outcome's Conversation steps start afresh (a replayed handover's earlier ones
 # are done); `fallback_message_sid` stays: at most one fallback per handover.
 _AFTERCARE_RESULTS = ("aftercare", "aftercare_error", "conversation_marked")
+_ENDED_ALREADY, _END_RECORDED, _OTHER_ATTEMPT = 1, 2, 3  # hand_back.lua's; 0: no record
 
 
 @dataclass(frozen=True)
@@ -55,12 +62,35 @@ class RunStart:
     conversation_sid: str | None = None
 
 
+class EndOutcome(Enum):
+    """What `HandoverStore.record_end` did."""
+
+    RECORDED = "recorded"
+    """`ended_*` written and the hand-back job queued."""
+    DUPLICATE = "duplicate"
+    """The handover had ended already: nothing written, nothing queued."""
+    MISSING = "missing"
+    """No such record (unknown or expired): nothing written."""
+    OTHER_ATTEMPT = "other_attempt"
+    """The task of an attempt that is not the handover's (one whose channel failed)."""
+
+
+@dataclass(frozen=True)
+class EndRecord:
+    """`HandoverStore.record_end`'s answer."""
+
+    outcome: EndOutcome
+    ended_by: str | None = None
+    """For a duplicate: the event that ended the handover first."""
+
+
 class HandoverStore:
     def __init__(self, redis: aioredis.Redis, status_ttl_seconds: int):
         self._redis = redis
         self._ttl = status_ttl_seconds
         self._update = redis.register_script(UPDATE_SCRIPT)
         self._begin = redis.register_script(BEGIN_SCRIPT)
+        self._hand_back = redis.register_script(HAND_BACK_SCRIPT)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -187,6 +217,7 @@ class HandoverStore:
         *,
         found_by_lookup: bool = False,
         channel_status: str | None = None,
+        attempt_id: str | None = None,
         aftercare: bool = False,
         release: ClaimRelease | None = None,
     ) -> bool:
@@ -202,6 +233,9 @@ class HandoverStore:
         }
         if found_by_lookup:
             fields["found_by_lookup"] = "1"
+        if attempt_id is not None:
+            # The attempt whose task reached the agent: its end is the handover's.
+            fields["succeeded_attempt"] = attempt_id
         if aftercare:
             fields["aftercare"] = AFTERCARE_PENDING
         return await self._set(
@@ -253,6 +287,42 @@ class HandoverStore:
         """The Conversation steps are done (`fields`: what they did), releasing the
         claim the final write kept."""
         return await self._set(handover_id, fields, release=release)
+
+    async def record_end(
+        self, handover_id: str, ended_by: str, task_sid: str, attempt_id: str | None
+    ) -> EndRecord:
+        """The agent's task ended (`ended_by`: the TaskRouter event type): write
+        `ended_at`, `ended_by`, `ended_task_sid`, `ended_attempt` (the task's
+        `handoverAttempt`, when it carried one) and queue `hand_back_handover`
+        (job id `redis_keys.hand_back_job_id`), once per handover, in one round
+        trip (shared/lua/hand_back.lua). The task of another attempt than the
+        handover's (`succeeded_attempt`, or the one in flight) changes nothing."""
+        timestamp = now()
+        enqueue_ms = int(timestamp * 1000)
+        reply = await self._hand_back(
+            keys=[
+                redis_keys.handover_key(handover_id),
+                redis_keys.hand_back_job_key(handover_id),
+                redis_keys.QUEUE_NAME,
+            ],
+            args=[
+                redis_keys.hand_back_job_id(handover_id),
+                hand_back_job(handover_id, enqueue_ms),
+                enqueue_ms,
+                repr(timestamp),
+                ended_by,
+                task_sid,
+                attempt_id or "",
+            ],
+        )
+        outcome = int(reply[0])
+        if outcome == _ENDED_ALREADY:
+            return EndRecord(EndOutcome.DUPLICATE, _text(reply[1]) or None)
+        if outcome == _END_RECORDED:
+            return EndRecord(EndOutcome.RECORDED)
+        if outcome == _OTHER_ATTEMPT:
+            return EndRecord(EndOutcome.OTHER_ATTEMPT)
+        return EndRecord(EndOutcome.MISSING)
 
     async def _set(
         self,

@@ -25,7 +25,15 @@ from shared.deadletters import REPLAY_SCRIPT, Refusal, Replayer
 from shared.lua_scripts import SHARED_CONSTANTS, lua_literal, script
 from shared.model import HandoverRequest, Identity, Status, new_handover_id, new_handover_record
 from shared.settings import Settings
-from shared.store import BEGIN_SCRIPT, CLAIM_HELD, UPDATE_SCRIPT, ClaimRelease, HandoverStore
+from shared.store import (
+    BEGIN_SCRIPT,
+    CLAIM_HELD,
+    HAND_BACK_SCRIPT,
+    UPDATE_SCRIPT,
+    ClaimRelease,
+    EndOutcome,
+    HandoverStore,
+)
 from tests.support.values import CONVERSATION_SID
 from worker.arq_worker import PICK_SCRIPT
 from worker.claim import RELEASE_SCRIPT, ClaimReleaser
@@ -146,6 +154,17 @@ async def runs_begin_run(redis) -> None:
     assert start.record is not None and start.record.state is Status.RUNNING
 
 
+async def runs_hand_back(redis) -> None:
+    handover_id = await stored_handover(redis, Status.SUCCEEDED)
+    store = HandoverStore(redis, 3600)
+    task_sid = "WT" + "ab" * 16
+    first = await store.record_end(handover_id, "task.completed", task_sid, None)
+    again = await store.record_end(handover_id, "task.deleted", task_sid, None)
+    assert (first.outcome, again.outcome) == (EndOutcome.RECORDED, EndOutcome.DUPLICATE)
+    missing = await store.record_end(new_handover_id(), "task.completed", task_sid, None)
+    assert missing.outcome is EndOutcome.MISSING
+
+
 async def runs_replay(redis) -> None:
     handover_id = await stored_handover(redis, Status.FAILED)
     assert (await Replayer(redis, SETTINGS).replay(new_handover_id())).refusal is Refusal.MISSING
@@ -185,6 +204,7 @@ SCRIPTS: dict[str, tuple[str, Callable[[Any], Awaitable[None]]]] = {
     "shared/lua/update.lua": (UPDATE_SCRIPT, runs_update),
     "shared/lua/begin_run.lua": (BEGIN_SCRIPT, runs_begin_run),
     "shared/lua/replay.lua": (REPLAY_SCRIPT, runs_replay),
+    "shared/lua/hand_back.lua": (HAND_BACK_SCRIPT, runs_hand_back),
     "worker/lua/pick.lua": (PICK_SCRIPT, runs_pick),
     "worker/lua/token_bucket.lua": (TOKEN_BUCKET_SCRIPT, runs_token_bucket),
     "worker/lua/release_claim.lua": (RELEASE_SCRIPT, runs_release_claim),

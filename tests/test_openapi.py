@@ -75,6 +75,8 @@ def fuzz_settings(redis_url: str) -> Settings:
             "HANDOVER_TARGETS": json.dumps({"billing": {"workflow_sid": WORKFLOW_SID}}),
             "HANDOVER_TOOL_TOKENS": TOKEN,
             "HANDOVER_ADMIN_TOKENS": TOKEN,
+            # So the fuzzer meets /webhooks/taskrouter's signature check, not its 503.
+            "TWILIO_AUTH_TOKEN": "fuzz-auth-token-0123456789",
             "HANDOVER_RATE_LIMIT_PER_CONVERSATION": "0",
             "HANDOVER_RATE_LIMIT_PER_IDENTITY": "0",
         },

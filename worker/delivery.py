@@ -74,6 +74,7 @@ class Delivery:
         """`created` with its channel's status, once the channel shows it delivers
         (or stays unreadable: `unconfirmed`). A failed channel ends the attempt as
         not delivered and raises a retryable FlexError naming its error."""
+        created = dataclasses.replace(created, attempt_id=self.in_flight_attempt)
         if created.interaction_sid is None or created.channel_sid is None:
             # A task without Flex's sids: it exists, but its channel cannot be read.
             return dataclasses.replace(created, channel_status=UNCONFIRMED)

@@ -79,6 +79,8 @@ class CreatedInteraction:
     found_by_lookup: bool = False
     channel_status: str | None = None
     """What reading the channel after the create showed (`worker.confirm`)."""
+    attempt_id: str | None = None
+    """The attempt that made it (`handoverAttempt` in its task's attributes)."""
 
 
 @dataclass(frozen=True)

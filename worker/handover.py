@@ -260,6 +260,7 @@ async def _succeed(
         created.channel_sid,
         found_by_lookup=created.found_by_lookup,
         channel_status=created.channel_status,
+        attempt_id=created.attempt_id,
         aftercare=claim is not None,
     )
     how = " (found by TaskRouter lookup)" if created.found_by_lookup else ""

@@ -151,11 +151,12 @@ class Service:
             return await response.json()
 
     async def wait_final(self, handover_id: str, timeout: float = 15.0) -> dict[str, Any]:
-        """Poll the status endpoint until the handover ends."""
+        """Poll the status endpoint until the handover ends and the Conversation
+        steps after its outcome are done (its job is over)."""
         deadline = time.monotonic() + timeout
         while True:
             record = await self.status(handover_id)
-            if record["state"] in ("succeeded", "failed"):
+            if record["state"] in ("succeeded", "failed") and record["aftercare"] != "pending":
                 return record
             if time.monotonic() > deadline:
                 raise AssertionError(f"handover still {record['state']} after {timeout}s: {record}")

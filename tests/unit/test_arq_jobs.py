@@ -9,7 +9,7 @@ import pytest
 from arq.jobs import deserialize_job_raw
 
 from shared import redis_keys
-from shared.arq_jobs import handover_job, job_deserializer, job_serializer
+from shared.arq_jobs import hand_back_job, handover_job, job_deserializer, job_serializer
 from tests.support.values import CONVERSATION_SID
 
 HANDOVER_ID = "ho_" + "ab" * 16
@@ -61,4 +61,19 @@ def test_the_handover_job_is_what_arq_reads_deliver_handover_with():
         {},
         1,
         1735732800123,
+    )
+
+
+def test_the_hand_back_job_is_what_arq_reads_hand_back_handover_with():
+    raw = hand_back_job(HANDOVER_ID, 1735732800123)
+    assert deserialize_job_raw(raw, deserializer=job_deserializer) == (
+        redis_keys.HAND_BACK_FUNCTION,
+        [HANDOVER_ID],
+        {},
+        1,
+        1735732800123,
+    )
+    assert redis_keys.hand_back_job_id(HANDOVER_ID) != HANDOVER_ID  # not the delivery job
+    assert redis_keys.hand_back_job_key(HANDOVER_ID) == redis_keys.ARQ_JOB_PREFIX + (
+        redis_keys.hand_back_job_id(HANDOVER_ID)
     )
