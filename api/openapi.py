@@ -201,6 +201,11 @@ HANDOVER_PROPERTIES: dict[str, Schema] = {
         "type": ["boolean", "null"],
         "description": "Whether the Conversation was told the agent's task ended.",
     },
+    "restored_webhooks": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "How many removed webhooks the hand-back put back.",
+    },
 }
 
 SCHEMAS: dict[str, Schema] = {

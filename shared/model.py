@@ -201,6 +201,7 @@ class HandoverRecord:
     """That task's `handoverAttempt`: which attempt's task ended (None: it carried none)."""
     handed_back: bool | None = None
     """Whether the Conversation was told the handover ended (and webhooks put back)."""
+    restored_webhooks: int = 0
 
     @property
     def deadline_from(self) -> float:
@@ -250,6 +251,7 @@ class HandoverRecord:
             ended_task_sid=data.get("ended_task_sid") or None,
             ended_attempt=data.get("ended_attempt") or None,
             handed_back=_optional_flag(data.get("handed_back")),
+            restored_webhooks=int(data.get("restored_webhooks") or 0),
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -284,6 +286,7 @@ class HandoverRecord:
             "ended_at": _iso(self.ended_at),
             "ended_by": self.ended_by,
             "handed_back": self.handed_back,
+            "restored_webhooks": self.restored_webhooks,
         }
 
 

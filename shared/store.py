@@ -324,6 +324,10 @@ class HandoverStore:
             return EndRecord(EndOutcome.OTHER_ATTEMPT)
         return EndRecord(EndOutcome.MISSING)
 
+    async def finish_hand_back(self, handover_id: str, fields: dict[str, str]) -> bool:
+        """The hand-back job is done (`fields`: `handed_back` and what it did)."""
+        return await self._set(handover_id, fields)
+
     async def _set(
         self,
         handover_id: str,

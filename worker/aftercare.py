@@ -71,10 +71,14 @@ def handover_mark(
     }
 
 
-def merged_attributes(attributes: str, changes: dict[str, Any]) -> str | None:
+def merged_attributes(
+    attributes: str, changes: dict[str, Any], only_for: str | None = None
+) -> str | None:
     """`attributes` (the Conversation's JSON text) with `changes` merged into its
     `flexHandover` object, every other attribute as it was; None when nothing
-    would change (no write needed). Raises NotAnObject rather than overwrite."""
+    would change (no write needed), or, with `only_for`, when the mark is not
+    that handover's (a newer handover's mark is not ours to change). Raises
+    NotAnObject rather than overwrite."""
     try:
         document = json.loads(attributes) if attributes.strip() else {}
     except (ValueError, RecursionError):
@@ -85,6 +89,8 @@ def merged_attributes(attributes: str, changes: dict[str, Any]) -> str | None:
     mark = dict(current) if isinstance(current, dict) else {}
     if current is not None and not isinstance(current, dict):
         raise NotAnObject(f"the Conversation's attribute {MARK} is not a JSON object")
+    if only_for is not None and mark.get("handoverId") != only_for:
+        return None
     unchanged = {key: mark.get(key) for key in changes if key != "at"} == {
         key: value for key, value in changes.items() if key != "at"
     }
@@ -212,13 +218,16 @@ async def _mark_handed_over(
 
 
 async def merge_into_conversation(
-    context: HandoverContext, conversation_sid: str, changes: dict[str, Any]
+    context: HandoverContext,
+    conversation_sid: str,
+    changes: dict[str, Any],
+    only_for: str | None = None,
 ) -> None:
     """Read, merge, write: the Conversation's own attributes are the customer's data.
     (Twilio offers no conditional write here: a writer between our read and write
-    loses its change; the README says so.)"""
+    loses its change; the README says so.) `only_for`: see `merged_attributes`."""
     attributes = await context.conversations.fetch_attributes(conversation_sid)
-    merged = merged_attributes(attributes, changes)
+    merged = merged_attributes(attributes, changes, only_for)
     if merged is not None:
         await context.conversations.update_attributes(conversation_sid, merged)
 

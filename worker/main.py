@@ -54,6 +54,7 @@ from shared.store import HandoverStore
 from worker.arq_worker import HandoverWorker
 from worker.context import HandoverContext
 from worker.flex_client import FlexClient
+from worker.hand_back import hand_back_handover
 from worker.handover import deliver_handover
 from worker.health import WORKER_HEALTH_INTERVAL_SECONDS
 from worker.reconnect import Leftovers
@@ -137,7 +138,14 @@ def create_worker(
                 timeout=settings.job_timeout_seconds,
                 max_tries=MAX_TRIES,
                 keep_result=0,
-            )
+            ),
+            func(
+                hand_back_handover,
+                name=redis_keys.HAND_BACK_FUNCTION,
+                timeout=settings.job_timeout_seconds,
+                max_tries=MAX_TRIES,
+                keep_result=0,
+            ),
         ],
         "queue_name": redis_keys.QUEUE_NAME,
         "redis_settings": arq_redis_settings(settings.redis_url or ""),

@@ -215,6 +215,7 @@ def test_to_public_fields():
         "ended_at": "2025-01-01T12:01:00.123+00:00",
         "ended_by": "task.completed",
         "handed_back": True,
+        "restored_webhooks": 0,
     }
 
 

@@ -1,0 +1,129 @@
+"""The hand-back job: the agent's task ended, so the Conversation hears it.
+
+`/webhooks/taskrouter` records the end of a handover's task once and queues
+this job (`shared/lua/hand_back.lua`). It sets the Conversation's
+`flexHandover.state` to `ended` (merged, every other attribute kept, and only
+while the mark is still this handover's: a newer handover's mark is left
+alone) and, for a target with `return_to_bot`, puts back the webhooks the
+handover removed, so the bot answers the customer again.
+
+An end event can come before the handover's own run has finished (its outcome
+and the Conversation steps after it): then the job comes back later, and gives
+up once the handover is past any run's reach. Like those steps, it is best
+effort: the record says what happened (`handed_back`, `aftercare_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arq.worker import Retry
+from redis.exceptions import RedisError
+
+from shared.connections import redis_error_text
+from shared.model import FINAL_STATES, HandoverRecord, Status, now
+from shared.settings import AFTERCARE_SECONDS
+from shared.store import AFTERCARE_PENDING
+from worker.aftercare import ENDED, merge_into_conversation, tried
+from worker.context import HandoverContext
+from worker.conversation_client import ConversationWebhook
+from worker.errors import FlexError
+from worker.retry import HAND_BACK_DEFER_SECONDS, REDIS_ERROR_DEFER_SECONDS
+
+logger = logging.getLogger(f"flex_handover.{__name__}")
+
+
+async def hand_back_handover(ctx: dict[str, Any], handover_id: str) -> str:
+    """arq entry point; returns what it did, for arq's log."""
+    context: HandoverContext = ctx["handover"]
+    try:
+        record = await context.store.get(handover_id)
+        if record is None:
+            logger.warning("hand-back of %s: no status record (expired)", handover_id)
+            return "missing"
+        if record.handed_back is not None or record.ended_at is None:
+            return "done already"
+        if record.state not in FINAL_STATES or record.aftercare == AFTERCARE_PENDING:
+            if now() < _last_run_by(record, context):
+                raise Retry(defer=HAND_BACK_DEFER_SECONDS)
+            logger.warning("hand-back of %s: its handover never finished", handover_id)
+            return "abandoned"
+        return await _hand_back(context, record)
+    except RedisError as exc:
+        logger.warning(
+            "hand-back of %s: redis error, retrying later: %s", handover_id, redis_error_text(exc)
+        )
+        raise Retry(defer=REDIS_ERROR_DEFER_SECONDS) from exc
+
+
+def _last_run_by(record: HandoverRecord, context: HandoverContext) -> float:
+    """After this, no run of the handover can still be coming (max age, plus one
+    recovery of a killed run): waiting longer is waiting for nothing."""
+    settings = context.settings
+    return record.deadline_from + settings.max_age_seconds + settings.recovery_seconds
+
+
+async def _hand_back(context: HandoverContext, record: HandoverRecord) -> str:
+    handover_id = record.handover_id
+    if record.state != Status.SUCCEEDED:
+        await context.store.finish_hand_back(handover_id, {"handed_back": "0"})
+        return "nothing to hand back"
+    target = context.settings.targets.get(record.request.target)
+    errors: list[str] = []
+    restored = 0
+    try:
+        async with asyncio.timeout(AFTERCARE_SECONDS):
+            try:
+                await tried(
+                    "telling the Conversation the handover ended",
+                    lambda: merge_into_conversation(
+                        context,
+                        record.request.conversation_sid,
+                        {"state": ENDED, "endedBy": record.ended_by},
+                        only_for=handover_id,
+                    ),
+                )
+            except (FlexError, ValueError) as error:
+                errors.append(f"marking the Conversation ended: {error}")
+            if target is not None and target.return_to_bot and record.removed_webhooks:
+                try:
+                    restored = await tried(
+                        "restoring the bot's webhooks", lambda: _restore(context, record)
+                    )
+                except FlexError as error:
+                    errors.append(f"restoring the bot's webhooks: {error}")
+    except TimeoutError:
+        errors.append(f"the hand-back did not finish within {AFTERCARE_SECONDS:g}s")
+    fields = {"handed_back": "0" if errors else "1", "restored_webhooks": str(restored)}
+    if errors:
+        fields["aftercare_error"] = "; ".join(errors)
+        logger.warning("hand-back of %s incomplete: %s", handover_id, fields["aftercare_error"])
+    else:
+        logger.info(
+            "handover %s handed back (%s), %d webhook(s) restored",
+            handover_id,
+            record.ended_by,
+            restored,
+        )
+    await context.store.finish_hand_back(handover_id, fields)
+    return "handed back" if not errors else "handed back in part"
+
+
+async def _restore(context: HandoverContext, record: HandoverRecord) -> int:
+    """Create again each removed webhook not there already (a second run, or an
+    operator who put it back, must not make two); returns how many were created."""
+    conversations, conversation_sid = context.conversations, record.request.conversation_sid
+    present = {
+        (webhook.target, webhook.url)
+        for webhook in await conversations.list_webhooks(conversation_sid)
+    }
+    created = 0
+    for removed in map(ConversationWebhook.from_dict, record.removed_webhooks):
+        if (removed.target, removed.url) in present:
+            continue
+        await conversations.create_webhook(conversation_sid, removed)
+        present.add((removed.target, removed.url))
+        created += 1
+    return created
