@@ -63,8 +63,8 @@ class BusinessHours:
         """Whether `at` (tz-aware) falls in an opening range."""
         moment = _aware(at)
         today = moment.astimezone(self.zone).date()
-        # A day's ranges lie between its first midnight and the next one; a fold
-        # at midnight can show the day before on the clock, hence three days.
+        # A day's ranges lie between its midnight and the next one; a fold that
+        # went back across midnight shows the day before again: three days, to be sure.
         return any(
             start <= moment < end
             for day in (today - _ONE_DAY, today, today + _ONE_DAY)
