@@ -17,8 +17,9 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from api import admin, openapi, taskrouter_events
-from api.app_keys import ENQUEUER, READY_PROBE, REDIS, REPLAYER, SETTINGS, STORE
+from api.app_keys import CLOCK, ENQUEUER, READY_PROBE, REDIS, REPLAYER, SETTINGS, STORE
 from api.auth import auth_middleware, read_body, startup_warnings
+from api.availability import Clock, availability, system_clock
 from api.errors import (
     ApiError,
     BacklogFull,
@@ -69,27 +70,34 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def tool_call(request: web.Request) -> web.Response:
-    """POST /tools/flex-handover[/{target}]: store the handover, answer at once."""
+    """POST /tools/flex-handover[/{target}]: store the handover, answer at once.
+
+    Outside the target's business hours the answer says so; a target that
+    declines then stores nothing (`api.availability`)."""
     settings = request.app[SETTINGS]
     target = request.match_info.get("target", DEFAULT_TARGET)
     if target not in settings.targets:
         raise UnknownTarget(target)
     body = await read_body(request, settings.max_body_bytes)  # cached if auth read it
     handover = parse_tool_call(request.headers, request.content_type, body, target)
-    result = await request.app[ENQUEUER].enqueue(handover)
+    agents = availability(settings.targets[target], request.app[CLOCK]())
+    result = await request.app[ENQUEUER].enqueue(handover, store_new=not agents.declines)
     if result.rate_limited:
         raise RateLimited(
             result.limited_by, settings.rate_limit_window_seconds, result.retry_after_seconds
         )
     if result.backlog_full:
         raise BacklogFull(result.retry_after_seconds)
+    if result.declined:  # outside hours, nothing stored: an answer, not a refusal
+        return web.json_response(agents.declined_answer())
     assert result.state is not None  # noqa: S101 - only a refused call has no state
     return web.json_response(
         {
             "handover_id": result.handover_id,
             "status": result.state.value,
             "status_url": f"/handovers/{result.handover_id}",
-            "message": settings.handover_message,
+            "handed_over": True,
+            **agents.ack_fields(settings.handover_message),
         },
         status=202 if result.created else 200,
     )
@@ -106,8 +114,11 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
-def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.Application:
-    """The aiohttp application; owns its Redis client unless one is passed in."""
+def create_app(
+    settings: Settings, redis: aioredis.Redis | None = None, *, clock: Clock = system_clock
+) -> web.Application:
+    """The aiohttp application; owns its Redis client unless one is passed in.
+    `clock`: what business hours are read at (tests pass their own)."""
     register_secrets(*settings.secrets)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -117,6 +128,7 @@ def create_app(settings: Settings, redis: aioredis.Redis | None = None) -> web.A
         handler_args={"logger": server_logger},
     )
     app[SETTINGS] = settings
+    app[CLOCK] = clock
     app.on_startup.append(_log_startup_warnings)
     app.add_routes(
         [

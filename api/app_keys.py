@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from api.availability import Clock
 from api.ready_probe import ReadyProbe
 from shared.connections import Enqueuer
 from shared.deadletters import Replayer
@@ -17,3 +18,5 @@ ENQUEUER = web.AppKey("enqueuer", Enqueuer)
 STORE = web.AppKey("store", HandoverStore)
 REPLAYER = web.AppKey("replayer", Replayer)
 READY_PROBE = web.AppKey("ready_probe", ReadyProbe)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+"""What the tool endpoint reads business hours at (`api.availability.system_clock`)."""

@@ -208,6 +208,24 @@ HANDOVER_PROPERTIES: dict[str, Schema] = {
     },
 }
 
+# What a tool call's answer says about the target's agents (api.availability).
+AVAILABILITY_PROPERTIES: dict[str, Schema] = {
+    "agents_available": {
+        "type": "boolean",
+        "description": "false outside the target's business hours (`hours` in "
+        "HANDOVER_TARGETS); always true for a target without them.",
+    },
+    "opens_at": nullable(
+        {
+            **TIMESTAMP,
+            "examples": ["2026-03-30T08:00:00+02:00"],
+            "description": "Only when `agents_available` is false: the next opening "
+            "instant, ISO 8601 with the offset of the target's time zone; null when its "
+            "hours never open.",
+        }
+    ),
+}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": {
         "type": "object",
@@ -222,7 +240,14 @@ SCHEMAS: dict[str, Schema] = {
     "HandoverState": {"type": "string", "enum": STATES},
     "HandoverAck": {
         "type": "object",
-        "required": ["handover_id", "status", "status_url", "message"],
+        "required": [
+            "handover_id",
+            "status",
+            "status_url",
+            "handed_over",
+            "message",
+            "agents_available",
+        ],
         "additionalProperties": False,
         "properties": {
             "handover_id": {"type": "string", "pattern": HANDOVER_ID_PATTERN},
@@ -232,9 +257,35 @@ SCHEMAS: dict[str, Schema] = {
                 "pattern": "^/handovers/ho_[0-9a-f]{32}$",
                 "description": "Relative to this service; needs an admin token.",
             },
+            "handed_over": {
+                "const": True,
+                "description": "This call's handover is stored (or the conversation's "
+                "live one answered) and goes to Flex.",
+            },
             "message": {
                 "type": "string",
-                "description": "HANDOVER_MESSAGE: what the AI agent may tell the customer.",
+                "description": "What the AI agent may tell the customer: HANDOVER_MESSAGE "
+                "while agents work; outside the target's business hours its "
+                "`closed_message`, or a default saying when agents are back.",
+            },
+            **AVAILABILITY_PROPERTIES,
+        },
+    },
+    "HandoverDeclined": {
+        "type": "object",
+        "description": "Outside the business hours of a target with `outside_hours: "
+        '"decline"`, and the conversation has no live handover: nothing was stored, '
+        "no job, no Interaction. Not an error: the model relays `message`.",
+        "required": ["handed_over", "agents_available", "opens_at", "message"],
+        "additionalProperties": False,
+        "properties": {
+            "handed_over": {"const": False},
+            "agents_available": {"const": False},
+            "opens_at": AVAILABILITY_PROPERTIES["opens_at"],
+            "message": {
+                "type": "string",
+                "description": "The target's `closed_message`, or a default saying that "
+                "nobody was transferred and when agents are back.",
             },
         },
     },
@@ -442,8 +493,10 @@ def tool_operation(operation_id: str, summary: str, *, with_target: bool) -> dic
                 ref("schemas", "HandoverAck"), "A new handover was stored.", links=ack_links
             ),
             "200": json_body(
-                ref("schemas", "HandoverAck"),
-                "The conversation's live or recent handover (nothing new stored).",
+                {"oneOf": [ref("schemas", "HandoverAck"), ref("schemas", "HandoverDeclined")]},
+                "The conversation's live or recent handover (nothing new stored), or, "
+                "outside the business hours of a target that declines, `handed_over: false` "
+                "(nothing stored; the link applies to the first shape only).",
                 links=ack_links,
             ),
             **refusals(400, 401, 403, 404, 413, 415, 429, 503),

@@ -7,11 +7,14 @@ rate limits on new handovers per conversation and per customer identity,
 checked the backlog (`HANDOVER_MAX_PENDING`), written the status record
 (`queued`), written an arq-compatible job record and added it to the queue
 (shared/lua/enqueue.lua). No half-stored handover if Redis goes away; a call
-refused by a rate limit or a full backlog stores nothing at all. One round trip
-for a conversation's first handover; with an earlier one, whose record the script
-may read only through KEYS, it first answers that handover's id and the call is
-made again with its record. Concurrent calls share a pipeline
-(`shared.script_batcher`), each still its own script run.
+refused by a rate limit or a full backlog stores nothing at all, nor does one
+that a target declines outside its business hours (the script still answers the
+conversation's live handover, so the model is not told "not handed over" about
+one that is on its way). One round trip for a conversation's first handover;
+with an earlier one, whose record the script may read only through KEYS, it
+first answers that handover's id and the call is made again with its record.
+Concurrent calls share a pipeline (`shared.script_batcher`), each still its own
+script run.
 
 The backlog is the arq queue's ZCARD: arq keeps a job in the queue from enqueue
 until it finishes (queued, running, deferred for a retry), and removes it when
@@ -41,7 +44,7 @@ from shared.settings import Settings
 REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
 REDIS_COMMAND_TIMEOUT_SECONDS = 5.0
 # The enqueue script's outcomes; 0 (any other) is the live or recent handover found.
-STORED, RATE_LIMITED, BACKLOG_FULL = 1, 2, 3
+STORED, RATE_LIMITED, BACKLOG_FULL, DECLINED = 1, 2, 3, 4
 # What a call refused for a full backlog is told to wait: the queue drains at
 # the workers' pace, so a few seconds would mostly be refused again.
 BACKLOG_RETRY_AFTER_SECONDS = 30
@@ -81,6 +84,9 @@ class EnqueueResult:
     BACKLOG_RETRY_AFTER_SECONDS for a full backlog."""
     backlog_full: bool = False
     """HANDOVER_MAX_PENDING handovers are live: no new one until workers catch up."""
+    declined: bool = False
+    """Asked not to store a new one (`store_new=False`), and there was no live or
+    recent handover to answer: nothing stored."""
 
     @property
     def rate_limited(self) -> bool:
@@ -164,14 +170,19 @@ class Enqueuer:
     def __init__(self, redis: aioredis.Redis, settings: Settings):
         self._script = ScriptBatcher(redis, enqueue_script(settings))
 
-    async def enqueue(self, request: HandoverRequest) -> EnqueueResult:
+    async def enqueue(self, request: HandoverRequest, *, store_new: bool = True) -> EnqueueResult:
         """Store a new handover, return the conversation's live one, or refuse
-        a new one over a rate limit or past HANDOVER_MAX_PENDING: one script run."""
+        a new one over a rate limit or past HANDOVER_MAX_PENDING: one script run.
+
+        `store_new=False` (a target outside its hours that declines): the live or
+        recent handover is still answered, but nothing new is stored or counted."""
         handover_id = new_handover_id()
         timestamp = now()
         enqueue_ms = int(timestamp * 1000)
-        job = handover_job(handover_id, request.conversation_sid, enqueue_ms)
-        record = new_handover_record(handover_id, request, timestamp)
+        job = handover_job(handover_id, request.conversation_sid, enqueue_ms) if store_new else b""
+        record = (
+            json.dumps(new_handover_record(handover_id, request, timestamp)) if store_new else ""
+        )
         outcome, found, detail = await self._script(
             keys=[
                 redis_keys.conversation_key(request.conversation_sid),
@@ -181,12 +192,21 @@ class Enqueuer:
                 redis_keys.rate_conversation_key(request.conversation_sid),
                 redis_keys.rate_identity_key(str(request.identity)),
             ],
-            args=[handover_id, job, enqueue_ms, repr(timestamp), json.dumps(record)],
+            args=[
+                handover_id,
+                job,
+                enqueue_ms,
+                repr(timestamp),
+                record,
+                "1" if not store_new else "0",
+            ],
         )
         if outcome == RATE_LIMITED:
             return EnqueueResult(
                 "", False, None, limited_by=found, retry_after_seconds=_whole_seconds(detail)
             )
+        if outcome == DECLINED:
+            return EnqueueResult("", False, None, declined=True)
         if outcome == BACKLOG_FULL:
             return EnqueueResult(
                 "", False, None, retry_after_seconds=BACKLOG_RETRY_AFTER_SECONDS, backlog_full=True

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from shared import sids
+from shared.business_hours import BusinessHours, parse_hours
 
 DEFAULT_TARGET = "default"
 DEFAULT_MESSAGE = "I'm transferring you to a human agent now."
@@ -57,8 +58,15 @@ _TARGET_KEYS = frozenset(
         "fallback_message",
         "fallback_author",
         "return_to_bot",
+        "hours",
+        "outside_hours",
+        "closed_message",
     }
 )
+OUTSIDE_HOURS = ("queue", "decline")
+"""A target's `outside_hours`: hand over anyway (the task waits in Flex), or store
+nothing and tell the model so."""
+MAX_CLOSED_MESSAGE_CHARS = 500
 MAX_FALLBACK_MESSAGE_CHARS = 1600
 """A Conversations message body's limit, and an SMS's in segments."""
 MAX_AUTHOR_CHARS = 256
@@ -92,6 +100,11 @@ class Target:
     """The fallback message's `Author` (None: Twilio's default, `system`)."""
     return_to_bot: bool = False
     """When the agent's task ends, put back the webhooks `silence_webhooks` removed."""
+    hours: BusinessHours | None = None
+    """When agents work (None: always); the API checks it on every tool call."""
+    outside_hours: Literal["queue", "decline"] = "queue"
+    closed_message: str | None = None
+    """What the model is told outside `hours` (None: a default saying when agents are back)."""
 
 
 @dataclass(frozen=True)
@@ -275,7 +288,8 @@ HANDOVER_TARGETS = Variable(
     _json_text,
     None,
     'JSON: `{"billing": {"workflow_sid": "WW…", "task_channel": "chat", "priority": 10, '
-    '"attributes": {…}}}`',
+    '"attributes": {…}, "hours": {…}, "outside_hours": "queue"}}` '
+    "([business hours](#business-hours))",
 )
 
 
@@ -660,7 +674,7 @@ class Settings:
 
 def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Target]:
     """Parse HANDOVER_TARGETS: a JSON object of name → {workflow_sid, task_channel,
-    priority, attributes}."""
+    priority, attributes, …, hours, outside_hours, closed_message}."""
     try:
         document = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -697,6 +711,7 @@ def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Tar
             priority,
             MappingProxyType(dict(attributes)),
             **_target_aftercare(name, spec),
+            **_target_hours(name, spec),
         )
     return targets
 
@@ -740,6 +755,36 @@ def _target_aftercare(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         "fallback_author": author,
         "return_to_bot": return_to_bot,
     }
+
+
+def _target_hours(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A target's `hours` (shared.business_hours), `outside_hours` and `closed_message`.
+
+    The last two mean nothing without hours: set alone, they are a mistake to report."""
+    raw_hours = spec.get("hours")
+    hours = None
+    if raw_hours is not None:
+        try:
+            hours = parse_hours(raw_hours)
+        except ValueError as exc:
+            raise ValueError(f"target {name!r} hours {exc}") from None
+    outside_hours = spec.get("outside_hours", "queue")
+    if outside_hours not in OUTSIDE_HOURS:
+        raise ValueError(f"target {name!r} outside_hours must be 'queue' or 'decline'")
+    closed_message = spec.get("closed_message")
+    if closed_message is not None and (
+        not isinstance(closed_message, str)
+        or not closed_message.strip()
+        or len(closed_message) > MAX_CLOSED_MESSAGE_CHARS
+    ):
+        raise ValueError(
+            f"target {name!r} closed_message must be text of 1 to "
+            f"{MAX_CLOSED_MESSAGE_CHARS} characters"
+        )
+    for key in ("outside_hours", "closed_message"):
+        if key in spec and hours is None:
+            raise ValueError(f"target {name!r} {key} needs hours")
+    return {"hours": hours, "outside_hours": outside_hours, "closed_message": closed_message}
 
 
 def variables() -> tuple[Variable, ...]:

@@ -35,6 +35,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WORKFLOW_SID = "WW" + "c3" * 16
 FAILED_ID = "ho_" + "fa" * 16
 SUCCEEDED_ID = "ho_" + "5c" * 16
+CLOSED_HOURS = {"time_zone": "UTC", "weekly": {}}
 # Only what the fuzzer must not find: no 5xx, no undocumented status, content
 # type, header or body. (Checks such as negative_data_rejection judge the API's
 # leniency, which is deliberate here: unknown body fields are kept, not refused.)
@@ -72,7 +73,18 @@ def fuzz_settings(redis_url: str) -> Settings:
         {
             "REDIS_URL": redis_url,
             "FLEX_WORKFLOW_SID": WORKFLOW_SID,
-            "HANDOVER_TARGETS": json.dumps({"billing": {"workflow_sid": WORKFLOW_SID}}),
+            "HANDOVER_TARGETS": json.dumps(
+                {
+                    "billing": {"workflow_sid": WORKFLOW_SID},
+                    # Never open: every call gets the answers of business hours.
+                    "closed": {
+                        "workflow_sid": WORKFLOW_SID,
+                        "hours": CLOSED_HOURS,
+                        "outside_hours": "decline",
+                    },
+                    "after-hours": {"workflow_sid": WORKFLOW_SID, "hours": CLOSED_HOURS},
+                }
+            ),
             "HANDOVER_TOOL_TOKENS": TOKEN,
             "HANDOVER_ADMIN_TOKENS": TOKEN,
             # So the fuzzer meets /webhooks/taskrouter's signature check, not its 503.
@@ -290,6 +302,8 @@ def _with_seeded_examples(document: dict[str, Any]) -> dict[str, Any]:
     document["components"]["parameters"]["Target"]["examples"] = {
         "default": {"value": "default"},
         "billing": {"value": "billing"},
+        "closed": {"value": "closed"},
+        "after-hours": {"value": "after-hours"},
     }
     return document
 
@@ -341,3 +355,22 @@ def test_the_acknowledgement_links_to_the_status_record(live_api: LiveServer):
     schema["/handovers/{handover_id}"]["GET"].validate_response(status)
     assert status.json()["handover_id"] == handover_id
     assert status.json()["identity"] != "whatsapp:+14155550123"  # masked
+
+
+def test_the_answers_outside_business_hours_are_documented(live_api: LiveServer):
+    """A declining target's 200 `handed_over: false` (nothing stored) and a
+    queueing one's 202 with `agents_available: false` match the document."""
+    tool = schema["/tools/flex-handover/{target}"]["POST"]
+    answers = {}
+    for name in ("closed", "after-hours"):
+        answers[name] = requests.post(
+            f"{live_api.url}/tools/flex-handover/{name}",
+            json={"reason": "after hours"},
+            headers={**AUTH, "X-Session-Id": "CH" + "0d" * 16, "X-Identity": "phone:+14155550123"},
+            timeout=5,
+        )
+        tool.validate_response(answers[name])
+    declined, queued = answers["closed"], answers["after-hours"]
+    assert (declined.status_code, declined.json()["handed_over"]) == (200, False)
+    assert (queued.status_code, queued.json()["agents_available"]) == (202, False)
+    assert declined.json()["opens_at"] is None and queued.json()["opens_at"] is None

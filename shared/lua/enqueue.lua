@@ -10,14 +10,16 @@
 --       4 the arq queue, 5 the per-conversation rate counter, 6 the per-identity rate
 --       counter.
 -- ARGV: 1 handover id, 2 job bytes, 3 queue score (ms), 4 now (s), 5 the status
---       record's fields as a JSON object of strings.
+--       record's fields as a JSON object of strings, 6 '1' to store nothing new (a
+--       target outside its business hours that declines: only the live or recent
+--       handover is answered).
 -- Constants (shared/lua_scripts.py, from the settings): DEDUP_WINDOW (s),
 -- LIMIT_CONVERSATION, LIMIT_IDENTITY, RATE_WINDOW (s), MAX_PENDING, RECORD_TTL (s),
 -- POINTER_TTL (s), JOB_TTL_MS.
 -- Returns {1, id, STATE.QUEUED} (stored), {0, id, state} (the live or recent
 -- handover), {2, 'conversation'|'identity', ms left in the window} (rate limited,
--- nothing stored) or {3, 'backlog', live handovers} (MAX_PENDING reached, nothing
--- stored).
+-- nothing stored), {3, 'backlog', live handovers} (MAX_PENDING reached, nothing
+-- stored) or {4, 'declined', 0} (ARGV[6], no live or recent handover: nothing stored).
 local existing = redis.call('GET', KEYS[1])
 if existing then
   local current = redis.call('HMGET', HANDOVER_KEY_PREFIX .. existing, 'state', 'finished_at')
@@ -29,6 +31,9 @@ if existing then
      and tonumber(ARGV[4]) - tonumber(current[2] or '0') < DEDUP_WINDOW then
     return {0, existing, state}
   end
+end
+if ARGV[6] == '1' then
+  return {4, 'declined', 0}
 end
 local limits = {LIMIT_CONVERSATION, LIMIT_IDENTITY}
 local limited, wait = nil, 0

@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from api.app import create_app
+from api.availability import Clock, system_clock
 from shared.settings import Settings
 from standins.redis_server import free_port
 from tests.support.values import (
@@ -67,8 +68,9 @@ class Service:
     unless the request sets `Authorization` itself. `anonymous` sends none.
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, clock: Clock = system_clock):
         self.settings = settings
+        self.clock = clock  # what the API reads business hours at
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._worker = None
@@ -77,7 +79,7 @@ class Service:
         self.anonymous: aiohttp.ClientSession | None = None
 
     async def start(self, *, worker: bool = True) -> Service:
-        self._runner = web.AppRunner(create_app(self.settings), access_log=None)
+        self._runner = web.AppRunner(create_app(self.settings, clock=self.clock), access_log=None)
         await self._runner.setup()
         port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()

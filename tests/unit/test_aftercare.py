@@ -60,8 +60,10 @@ def test_every_attribute_that_was_there_is_kept():
         st.text(max_size=8).filter(lambda key: key != MARK),
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-            lambda inner: st.lists(inner, max_size=3)
-            | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+            ),
             max_leaves=10,
         ),
         max_size=6,

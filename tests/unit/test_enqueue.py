@@ -85,3 +85,41 @@ async def test_simultaneous_calls_for_one_conversation_store_one_handover(enqueu
     assert len({result.handover_id for result in results}) == 1
     assert await redis.zcard(redis_keys.QUEUE_NAME) == 1
     assert await redis.get(RATE_KEY) == "1"
+
+
+async def test_a_declined_call_stores_and_counts_nothing(enqueuer, script_calls, redis):
+    """A target outside its hours that declines: one script run, no key written."""
+    result = await enqueuer.enqueue(REQUEST, store_new=False)
+
+    assert result.declined and not result.created
+    assert (result.handover_id, result.state) == ("", None)
+    assert len(script_calls) == 1
+    assert await redis.keys("*") == []
+
+
+async def test_a_declined_call_still_answers_the_live_handover(enqueuer, redis):
+    """Stored while the target was open, asked again once it closed: the model
+    hears about the handover on its way, not "nobody was transferred"."""
+    first = await enqueuer.enqueue(REQUEST)
+
+    again = await enqueuer.enqueue(REQUEST, store_new=False)
+
+    assert not again.declined
+    assert (again.handover_id, again.created, again.state) == (
+        first.handover_id,
+        False,
+        Status.QUEUED,
+    )
+    assert await redis.zcard(redis_keys.QUEUE_NAME) == 1
+
+
+async def test_a_declined_call_after_a_failed_handover_stores_nothing_new(enqueuer, redis):
+    first = await enqueuer.enqueue(REQUEST)
+    await HandoverStore(redis, 3600).mark_failed(first.handover_id, HandoverError("no"))
+    keys_before = sorted(await redis.keys("*"))
+
+    again = await enqueuer.enqueue(REQUEST, store_new=False)
+
+    assert again.declined
+    assert sorted(await redis.keys("*")) == keys_before
+    assert await redis.get(RATE_KEY) == "1"

@@ -697,3 +697,84 @@ def test_secrets_are_every_credential_the_logs_must_not_show():
         REDIS_PASSWORD,
         "admin-token-do-not-print-42",
     }
+
+
+# --------------------------------------------------------------------------
+# Business hours in a target (shared.business_hours has the edge cases)
+# --------------------------------------------------------------------------
+
+BERLIN_HOURS = {
+    "time_zone": "Europe/Berlin",
+    "weekly": {"mon": ["08:00-12:00", "13:00-18:00"], "sun": []},
+    "closed_dates": ["2026-12-25"],
+}
+
+
+def test_parse_targets_reads_business_hours():
+    targets = parse_targets(
+        json.dumps(
+            {
+                "billing": {
+                    "workflow_sid": BILLING_WORKFLOW_SID,
+                    "hours": BERLIN_HOURS,
+                    "outside_hours": "decline",
+                    "closed_message": "We are closed; back {opens_at}.",
+                },
+                "support": {"workflow_sid": BILLING_WORKFLOW_SID, "hours": BERLIN_HOURS},
+                "sales": {"workflow_sid": BILLING_WORKFLOW_SID},
+            }
+        )
+    )
+    billing, support, sales = targets["billing"], targets["support"], targets["sales"]
+    assert billing.hours is not None and billing.hours.time_zone == "Europe/Berlin"
+    assert billing.hours.weekly[0] == ((480, 720), (780, 1080))
+    assert (billing.outside_hours, billing.closed_message) == (
+        "decline",
+        "We are closed; back {opens_at}.",
+    )
+    assert support.hours == billing.hours
+    assert (support.outside_hours, support.closed_message) == ("queue", None)
+    assert (sales.hours, sales.outside_hours, sales.closed_message) == (None, "queue", None)
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (
+            {"hours": {**BERLIN_HOURS, "time_zone": "Europe/Berln"}},
+            "target 'billing' hours time_zone 'Europe/Berln' is not a known IANA time zone",
+        ),
+        ({"hours": "08:00-18:00"}, "target 'billing' hours must be a JSON object"),
+        (
+            {"hours": {**BERLIN_HOURS, "weekly": {"mon": ["22:00-02:00"]}}},
+            "target 'billing' hours weekly mon range '22:00-02:00' crosses midnight",
+        ),
+        (
+            {"hours": {**BERLIN_HOURS, "weekly": {"mon": ["08:00-12:00", "11:00-13:00"]}}},
+            "target 'billing' hours weekly mon ranges '08:00-12:00' and '11:00-13:00' overlap",
+        ),
+        (
+            {"hours": {**BERLIN_HOURS, "weekly": {"Mon": []}}},
+            "target 'billing' hours weekly has unknown days: 'Mon'",
+        ),
+        (
+            {"hours": BERLIN_HOURS, "outside_hours": "reject"},
+            "target 'billing' outside_hours must be 'queue' or 'decline'",
+        ),
+        ({"outside_hours": "decline"}, "target 'billing' outside_hours needs hours"),
+        ({"closed_message": "closed"}, "target 'billing' closed_message needs hours"),
+        (
+            {"hours": BERLIN_HOURS, "closed_message": ""},
+            "target 'billing' closed_message must be text of 1 to 500 characters",
+        ),
+        (
+            {"hours": BERLIN_HOURS, "closed_message": "x" * 501},
+            "closed_message must be text of 1 to 500 characters",
+        ),
+    ],
+)
+def test_bad_business_hours_name_the_variable_and_the_target(extra, says):
+    raw = json.dumps({"billing": {"workflow_sid": BILLING_WORKFLOW_SID, **extra}})
+    problem = only_problem({**WORKER_ENV, "HANDOVER_TARGETS": raw})
+    assert problem.startswith("HANDOVER_TARGETS: target 'billing' ")
+    assert says in problem
