@@ -167,7 +167,8 @@ def _add_simulator(commands: argparse._SubParsersAction[_Parser]) -> None:
         "simulator",
         help="run the local Flex API simulator on its own (no Twilio account)",
         description="A stand-in for the Flex, Conversations and TaskRouter APIs the worker\n"
-        "calls, with faults on demand. Any credentials are accepted.",
+        "calls, with faults on demand, and for TaskRouter's signed workspace events.\n"
+        "Any credentials are accepted unless --account-sid and --auth-token are given.",
         epilog_from=_simulator_controls,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -220,6 +221,23 @@ def _add_simulator(commands: argparse._SubParsersAction[_Parser]) -> None:
         metavar="CODE",
         help="Twilio error code on those 429s (20429, or Flex's 45010); default 20429",
     )
+    simulator.add_argument(
+        "--account-sid",
+        metavar="SID",
+        help="accept only this account SID with --auth-token (default: any credentials)",
+    )
+    simulator.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help="the auth token that goes with --account-sid, and the key TaskRouter "
+        "events are signed with (a local token: never a real Twilio one)",
+    )
+    simulator.add_argument(
+        "--event-callback-url",
+        metavar="URL",
+        help="where POST /__sim/tasks/{WT}/events sends an event that names no URL "
+        "(loopback only), as PUT /__sim/event_callback",
+    )
     simulator.set_defaults(run=run_simulator)
 
 
@@ -240,6 +258,9 @@ def run_simulator(args: argparse.Namespace) -> int:
         "rate_limit_retry_after": arguments.number_or_text(args.rate_limit_retry_after),
         "rate_limit_code": args.rate_limit_code,
         "channel_status": args.channel_status,
+        "account_sid": args.account_sid,
+        "auth_token": args.auth_token,
+        "event_callback_url": args.event_callback_url,
     }
     try:  # the simulator's own checks, before anything starts
         simulator = FlexSimulator(**options)

@@ -1131,6 +1131,7 @@ async def _post_fault(base_url: str) -> None:
 # --- the package's parts --------------------------------------------------------------
 
 PURE_PARTS = ("auth", "errors", "faults", "rate_limit", "resources", "spec_checks")
+PURE_PARTS += ("conversation_checks", "conversations", "events")
 # What a pure part may not import: the server, its I/O, or the parts that do I/O.
 IMPURE = ("aiohttp", "asyncio", "socket", "standins.flex_simulator.app")
 IMPURE += ("standins.flex_simulator.serve", "standins.flex_simulator.state")

@@ -1,20 +1,41 @@
 """The simulator's HTTP face: the aiohttp routes twilio-python calls and the
 `/__sim` control routes, serving from `SimulatorState`. Everything that reads a
 request or writes an answer is here (authentication from headers, form and JSON
-bodies, faults streamed, hung or dropped), so the other modules stay pure."""
+bodies, faults streamed, hung or dropped, TaskRouter events POSTed to a
+loopback callback), so the other modules stay pure."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
+import aiohttp
 from aiohttp import web
 
 from shared.sids import is_sid
 from standins.flex_simulator.auth import credentials_match, parse_basic_auth
+from standins.flex_simulator.conversation_checks import (
+    LIST_MESSAGES_PARAMS,
+    LIST_WEBHOOKS_PARAMS,
+    WEBHOOK_SID,
+    validate_create_message,
+    validate_create_webhook,
+    validate_list,
+    validate_update_conversation,
+)
+from standins.flex_simulator.conversations import (
+    Record,
+    add_message,
+    add_webhook,
+    apply_update,
+    find_webhook,
+    ordered_messages,
+    remove_webhook,
+)
 from standins.flex_simulator.errors import (
     TwilioError,
     bad_request,
@@ -22,14 +43,25 @@ from standins.flex_simulator.errors import (
     not_found,
     unauthorized,
 )
+from standins.flex_simulator.events import (
+    BODY_SHOWN_BYTES,
+    DELIVERY_TIMEOUT_SECONDS,
+    event_params,
+    parse_event_request,
+    signature_header,
+)
 from standins.flex_simulator.faults import Fault
 from standins.flex_simulator.rate_limit import RATE_LIMIT_OPTIONS, RateLimited
 from standins.flex_simulator.resources import (
     channel_resource,
+    conversation_resource,
     interaction_resource,
     list_envelope,
+    message_resource,
+    new_sid,
     task_resource,
     user_resource,
+    webhook_resource,
 )
 from standins.flex_simulator.spec_checks import (
     FETCH_CHANNEL_PATH_PARAMS,
@@ -45,6 +77,10 @@ from standins.flex_simulator.state import SimulatorState
 log = logging.getLogger(f"flex_handover.{__name__}")
 
 FAULT_CHUNK_BYTES = 64 * 1024
+WEBHOOK_ENABLED = "X-Twilio-Webhook-Enabled"
+# The request's record in api_requests; set on a request closed unanswered.
+REQUEST_RECORD = web.RequestKey("flex_simulator.request_record", dict[str, Any])
+DROPPED = web.RequestKey("flex_simulator.dropped", bool)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -96,7 +132,8 @@ async def answer_fault(
 
 
 class FlexSimulator(SimulatorState):
-    """Fake Flex, Conversations (users) and TaskRouter (tasks) APIs with fault injection.
+    """Fake Flex, Conversations (users, Conversations, their webhooks and messages)
+    and TaskRouter (tasks, workspace events) APIs with fault injection.
 
     Takes the settings of `SimulatorState` (credentials, latency, rate limit) and
     keeps its records; `start()` serves them on loopback.
@@ -145,6 +182,15 @@ class FlexSimulator(SimulatorState):
         app.router.add_get("/v1/Interactions/{sid}/Channels/{channel_sid}", self._fetch_channel)
         app.router.add_get("/v1/Users/{sid}", self._fetch_user)
         app.router.add_get("/v1/Workspaces/{workspace_sid}/Tasks", self._list_tasks)
+        conversation = "/v1/Conversations/{sid}"
+        app.router.add_get(conversation, self._fetch_conversation)
+        app.router.add_post(conversation, self._update_conversation)
+        app.router.add_get(f"{conversation}/Webhooks", self._list_webhooks)
+        app.router.add_post(f"{conversation}/Webhooks", self._create_webhook)
+        app.router.add_get(f"{conversation}/Webhooks/{{webhook_sid}}", self._fetch_webhook)
+        app.router.add_delete(f"{conversation}/Webhooks/{{webhook_sid}}", self._delete_webhook)
+        app.router.add_get(f"{conversation}/Messages", self._list_messages)
+        app.router.add_post(f"{conversation}/Messages", self._create_message)
         app.router.add_post("/__sim/faults", self._control_add_fault)
         app.router.add_post("/__sim/channels", self._control_add_channels)
         app.router.add_get("/__sim/interactions", self._control_interactions)
@@ -152,13 +198,36 @@ class FlexSimulator(SimulatorState):
         app.router.add_post("/__sim/reset", self._control_reset)
         app.router.add_put("/__sim/latency", self._control_latency)
         app.router.add_put("/__sim/rate_limit", self._control_rate_limit)
+        app.router.add_get("/__sim/conversations/{sid}", self._control_conversation)
+        app.router.add_post("/__sim/conversations/{sid}", self._control_seed_conversation)
+        app.router.add_post("/__sim/tasks/{task_sid}/events", self._control_task_event)
+        app.router.add_put("/__sim/event_callback", self._control_event_callback)
         return app
 
     @web.middleware
     async def _twilio_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Turns TwilioError and aiohttp's own 404/405 into Twilio error bodies."""
-        if not request.path.startswith("/__sim/"):
-            self._record_path(request.method, request.raw_path)
+        """Records each request to a Twilio API (`paths`, `api_requests`), then
+        turns TwilioError and aiohttp's own 404/405 into Twilio error bodies."""
+        if request.path.startswith("/__sim/"):
+            return await self._answer(request, handler)
+        self._record_path(request.method, request.raw_path)
+        try:
+            pairs = [*request.query.items(), *(await form_pairs(request))]
+        except web.HTTPRequestEntityTooLarge:
+            pairs = None
+        record = self._record_request(
+            request.method, request.path, grouped(pairs or []), request.headers.get(WEBHOOK_ENABLED)
+        )
+        request[REQUEST_RECORD] = record
+        if pairs is None:
+            response: web.StreamResponse = error_response(TwilioError(413, None, "Body too large"))
+        else:
+            response = await self._answer(request, handler)
+        if not request.get(DROPPED, False):
+            record["status"] = response.status
+        return response
+
+    async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except TwilioError as error:
@@ -170,6 +239,7 @@ class FlexSimulator(SimulatorState):
         except web.HTTPMethodNotAllowed:
             return error_response(TwilioError(405, 20004, "Method not allowed"))
         except ConnectionDropped:
+            request[DROPPED] = True
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=499)  # never reaches the client; for the access log
@@ -192,6 +262,23 @@ class FlexSimulator(SimulatorState):
             return
         raise ConnectionDropped
 
+    async def _early_fault(self, request: web.Request, route: str) -> Fault | None:
+        """Authenticate, then take the route's next fault: an error fault answers
+        now, before the request is checked; any other is returned for `_act`."""
+        self._authenticate(request)
+        fault = self._take_fault(route)
+        if fault is not None and not fault.after_create and fault.status >= 400:
+            await self._raise_fault(fault)
+        return fault
+
+    async def _act(self, fault: Fault | None, act: Callable[[], Record]) -> Record:
+        """Serve a checked request: `act` (create, update, delete or read, under
+        the lock) makes the resource answered. A fault taken by `_early_fault`
+        answers instead, after acting when it is `after_create`."""
+        if fault is not None:
+            await self._raise_fault(fault, act() if fault.after_create else None)
+        return act()
+
     async def _raise_fault(
         self, fault: Fault, resource: Mapping[str, Any] | None = None
     ) -> NoReturn:
@@ -206,7 +293,7 @@ class FlexSimulator(SimulatorState):
     # --- Flex Interactions ---
 
     async def _create_interaction(self, request: web.Request) -> web.StreamResponse:
-        attempt = self._record_attempt(request.method, request.path)
+        attempt = self._record_attempt(request[REQUEST_RECORD])
         throttled = bad_answer = False
         response: web.StreamResponse
         try:
@@ -318,6 +405,136 @@ class FlexSimulator(SimulatorState):
         resources = [task_resource(task, origin(request), now) for task in tasks]
         return web.json_response(list_envelope(request.url, "tasks", resources, request.query))
 
+    # --- Conversations: a Conversation, its scoped webhooks and messages ---
+
+    def _conversation_do(self, request: web.Request, action: Callable[[Record], Record]) -> Record:
+        """`action` on the path's Conversation, under the lock (404 unless it exists)."""
+        return self._with_conversation(request.match_info["sid"], request.path, action)
+
+    def _conversation_resource(self, conversation: Record, request: web.Request) -> Record:
+        return conversation_resource(
+            conversation, self.account_sid, self._chat_service_sid, origin(request)
+        )
+
+    def _webhook_resource(
+        self, webhook: Record, conversation: Record, request: web.Request
+    ) -> Record:
+        return webhook_resource(webhook, conversation["sid"], self.account_sid, origin(request))
+
+    def _message_resource(
+        self, message: Record, conversation: Record, request: web.Request
+    ) -> Record:
+        return message_resource(message, conversation["sid"], self.account_sid, origin(request))
+
+    async def _fetch_conversation(self, request: web.Request) -> web.Response:
+        fault = await self._early_fault(request, "conversations")
+        resource = await self._act(
+            fault,
+            lambda: self._conversation_do(
+                request, lambda c: self._conversation_resource(c, request)
+            ),
+        )
+        return web.json_response(resource)
+
+    async def _update_conversation(self, request: web.Request) -> web.Response:
+        """UpdateConversation: Attributes and the rest replaced whole, as given."""
+        fault = await self._early_fault(request, "conversations")
+        params, header = validate_update_conversation(
+            await read_form_pairs(request), request.headers.get(WEBHOOK_ENABLED)
+        )
+
+        def update(conversation: Record) -> Record:
+            apply_update(conversation, params, header, time.time())
+            return self._conversation_resource(conversation, request)
+
+        resource = await self._act(fault, lambda: self._conversation_do(request, update))
+        return web.json_response(resource)
+
+    async def _list_webhooks(self, request: web.Request) -> web.Response:
+        fault = await self._early_fault(request, "webhooks")
+        validate_list(list(request.query.items()), LIST_WEBHOOKS_PARAMS)
+        maximum = LIST_WEBHOOKS_PARAMS["PageSize"].maximum or 1
+
+        def page(conversation: Record) -> Record:
+            items = [
+                self._webhook_resource(w, conversation, request) for w in conversation["webhooks"]
+            ]
+            return list_envelope(request.url, "webhooks", items, request.query, maximum)
+
+        return web.json_response(
+            await self._act(fault, lambda: self._conversation_do(request, page))
+        )
+
+    async def _create_webhook(self, request: web.Request) -> web.Response:
+        fault = await self._early_fault(request, "webhooks")
+        params = validate_create_webhook(await read_form_pairs(request))
+
+        def create(conversation: Record) -> Record:
+            webhook = add_webhook(conversation, params, time.time())
+            return self._webhook_resource(webhook, conversation, request)
+
+        resource = await self._act(fault, lambda: self._conversation_do(request, create))
+        return web.json_response(resource, status=201)
+
+    def _webhook_do(
+        self, request: web.Request, action: Callable[[Record, Record], Record]
+    ) -> Callable[[], Record]:
+        """`action(webhook, conversation)` on the path's webhook (404 unless it exists)."""
+        webhook_sid = request.match_info["webhook_sid"]
+        if not valid_path_params({"Sid": webhook_sid}, {"Sid": WEBHOOK_SID}):
+            raise not_found(request.path)
+
+        def on_conversation(conversation: Record) -> Record:
+            webhook = find_webhook(conversation, webhook_sid)
+            if webhook is None:
+                raise not_found(request.path)
+            return action(webhook, conversation)
+
+        return lambda: self._conversation_do(request, on_conversation)
+
+    async def _fetch_webhook(self, request: web.Request) -> web.Response:
+        fault = await self._early_fault(request, "webhooks")
+        act = self._webhook_do(request, lambda w, c: self._webhook_resource(w, c, request))
+        return web.json_response(await self._act(fault, act))
+
+    async def _delete_webhook(self, request: web.Request) -> web.Response:
+        fault = await self._early_fault(request, "webhooks")
+
+        def delete(webhook: Record, conversation: Record) -> Record:
+            remove_webhook(conversation, webhook)
+            return {}
+
+        await self._act(fault, self._webhook_do(request, delete))
+        return web.Response(status=204)
+
+    async def _list_messages(self, request: web.Request) -> web.Response:
+        fault = await self._early_fault(request, "messages")
+        query = validate_list(list(request.query.items()), LIST_MESSAGES_PARAMS)
+        maximum = LIST_MESSAGES_PARAMS["PageSize"].maximum or 1
+
+        def page(conversation: Record) -> Record:
+            messages = ordered_messages(conversation, str(query.get("Order", "asc")))
+            items = [self._message_resource(m, conversation, request) for m in messages]
+            return list_envelope(request.url, "messages", items, request.query, maximum)
+
+        return web.json_response(
+            await self._act(fault, lambda: self._conversation_do(request, page))
+        )
+
+    async def _create_message(self, request: web.Request) -> web.Response:
+        """CreateConversationMessage: no idempotency key, so a retried post is a second message."""
+        fault = await self._early_fault(request, "messages")
+        params, header = validate_create_message(
+            await read_form_pairs(request), request.headers.get(WEBHOOK_ENABLED)
+        )
+
+        def create(conversation: Record) -> Record:
+            message = add_message(conversation, params, header, time.time())
+            return self._message_resource(message, conversation, request)
+
+        resource = await self._act(fault, lambda: self._conversation_do(request, create))
+        return web.json_response(resource, status=201)
+
     # --- /__sim control routes (no auth); help_text.py shows each docstring's first line ---
 
     async def _control_add_fault(self, request: web.Request) -> web.Response:
@@ -345,12 +562,15 @@ class FlexSimulator(SimulatorState):
             return web.json_response(list(self.interactions))
 
     async def _control_requests(self, request: web.Request) -> web.Response:
-        """Every create attempt: status answered and outcome."""
+        """Every request made to a Twilio API, in order: method, path, params,
+        webhook_enabled, status answered (null: dropped or unanswered), and a
+        create's outcome."""
         with self._lock:
-            return web.json_response(list(self.requests))
+            return web.json_response(list(self.api_requests))
 
     async def _control_reset(self, request: web.Request) -> web.Response:
-        """Forget records, users and queued faults (rate limit and latency stay)."""
+        """Forget records, users, Conversations and queued faults (rate limit,
+        latency and event callback stay)."""
         self.reset()
         return web.json_response({"reset": True})
 
@@ -382,6 +602,117 @@ class FlexSimulator(SimulatorState):
             {"rps": limit.rps, "retry_after": limit.retry_after, "code": limit.code}
         )
 
+    async def _control_conversation(self, request: web.Request) -> web.Response:
+        """A Conversation as the simulator holds it: attributes, state, webhooks,
+        messages and how often it was updated."""
+        try:
+            return web.json_response(self.conversation(request.match_info["sid"]))
+        except ValueError as error:
+            raise bad_request(str(error)) from None
+
+    async def _control_seed_conversation(self, request: web.Request) -> web.Response:
+        """Make a Conversation what the JSON says, replacing what it held (options below)."""
+        options = await read_json_object(request)
+        try:
+            return web.json_response(self.seed_conversation(request.match_info["sid"], **options))
+        except ValueError as error:
+            raise bad_request(str(error)) from None
+
+    async def _control_event_callback(self, request: web.Request) -> web.Response:
+        """`{"url": U}`: where TaskRouter events go when their request names none
+        (a loopback URL; null: nowhere)."""
+        options = await read_json_object(request)
+        url = options.get("url")
+        if set(options) != {"url"} or not (url is None or isinstance(url, str)):
+            raise bad_request('Body must be {"url": "<loopback URL>" or null}')
+        try:
+            self.set_event_callback(url)
+        except ValueError as error:
+            raise bad_request(str(error)) from None
+        return web.json_response({"url": self.event_callback_url})
+
+    async def _control_task_event(self, request: web.Request) -> web.Response:
+        """Send a TaskRouter workspace event for a task the simulator made, signed
+        as Twilio signs it, and move the task's status (options below)."""
+        try:
+            event = parse_event_request(await read_json_object(request), self.event_callback_url)
+        except ValueError as error:
+            raise bad_request(str(error)) from None
+        if self._auth_token is None:
+            raise bad_request(
+                "The simulator has no auth token to sign events with: start it with "
+                "account_sid and auth_token (flex-handover simulator --account-sid … --auth-token …)"
+            )
+        found = self._task_event(request.match_info["task_sid"], event.event_type)
+        if found is None:
+            raise not_found(request.path)
+        task, related = found
+        params = event_params(
+            task, event.event_type, event_sid=new_sid("EV"), reason=event.reason, related=related
+        )
+        url = str(event.url)  # parse_event_request gives a URL or refuses
+        headers = signature_header(self._auth_token, url, params, event.signature)
+        deliveries = await deliver_event(url, params, headers, event.repeat)
+        statuses = [delivery["status"] for delivery in deliveries]
+        self._record_event(
+            {
+                "task_sid": task["sid"],
+                "event_type": event.event_type,
+                "sid": params["Sid"],
+                "url": url,
+                "signature": event.signature,
+                "statuses": statuses,
+            }
+        )
+        log.info(
+            "flex simulator: sent %s for %s, answered %s", event.event_type, task["sid"], statuses
+        )
+        return web.json_response(
+            {"sid": params["Sid"], "url": url, "params": params, "deliveries": deliveries}
+        )
+
+
+# --- TaskRouter event delivery ---------------------------------------------------------
+
+
+async def deliver_event(
+    url: str, params: Mapping[str, str], headers: Mapping[str, str], repeat: int
+) -> list[dict[str, Any]]:
+    """POST the event `repeat` times, form-encoded as TaskRouter does (one
+    idempotency token for all: a repeat is the same event): each delivery's
+    status and the first BODY_SHOWN_BYTES of its body, or the error."""
+    sent = {
+        **headers,
+        "User-Agent": "TwilioProxy/1.1",
+        "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
+    }
+    deliveries: list[dict[str, Any]] = []
+    timeout = aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_SECONDS)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for _ in range(repeat):
+            try:
+                async with session.post(
+                    url, data=dict(params), headers=sent, allow_redirects=False
+                ) as response:
+                    body = await read_at_most(response, BODY_SHOWN_BYTES)
+                    delivery = {"status": response.status, "body": body.decode("utf-8", "replace")}
+            except (aiohttp.ClientError, TimeoutError) as error:
+                delivery = {"status": None, "error": f"{type(error).__name__}: {error}"}
+            deliveries.append(delivery)
+    return deliveries
+
+
+async def read_at_most(response: aiohttp.ClientResponse, size: int) -> bytes:
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = await response.content.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
 
 # --- request helpers ---------------------------------------------------------------
 
@@ -397,6 +728,33 @@ async def read_form(request: web.Request) -> Mapping[str, str]:
         raise bad_request(f"Content-Type must be {FORM_CONTENT_TYPE}")
     form = await request.post()
     return {name: value for name, value in form.items() if isinstance(value, str)}
+
+
+async def form_pairs(request: web.Request) -> list[tuple[str, str]]:
+    """A form body's (name, value) pairs as sent, repeats kept; [] for any other body."""
+    if request.content_type != FORM_CONTENT_TYPE:
+        return []
+    form = await request.post()
+    return [(name, value) for name, value in form.items() if isinstance(value, str)]
+
+
+async def read_form_pairs(request: web.Request) -> list[tuple[str, str]]:
+    """The form body's pairs; any other content type is a Twilio 400."""
+    if request.content_type != FORM_CONTENT_TYPE:
+        raise bad_request(f"Content-Type must be {FORM_CONTENT_TYPE}")
+    return await form_pairs(request)
+
+
+def grouped(pairs: list[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """Parameters as recorded: name -> value, or a list of values when repeated."""
+    params: dict[str, str | list[str]] = {}
+    for name, value in pairs:
+        if name not in params:
+            params[name] = value
+            continue
+        previous = params[name]
+        params[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+    return params
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

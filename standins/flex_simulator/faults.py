@@ -15,7 +15,17 @@ from typing import Any
 from standins.flex_simulator.errors import TwilioError, error_body, header_value
 from standins.flex_simulator.spec_checks import CHANNEL_STATUSES
 
-FAULT_ROUTES = ("interactions", "users", "tasks", "channels")
+FAULT_ROUTES = (
+    "interactions",
+    "users",
+    "tasks",
+    "channels",
+    "conversations",
+    "webhooks",
+    "messages",
+)
+# Routes whose requests act (create, update, delete): `after_create` acts, then faults.
+ACTING_ROUTES = ("interactions", "conversations", "webhooks", "messages")
 DEFAULT_CHANNEL_ERROR = (19025, "Channel validation error")  # the spec's example of a read
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -43,13 +53,13 @@ class Fault:
             raise ValueError("status must be an HTTP status (200-599)")
         if self.route not in FAULT_ROUTES:
             raise ValueError(f"route must be one of {', '.join(FAULT_ROUTES)}")
-        if self.after_create and self.route != "interactions":
-            raise ValueError("after_create only applies to the interactions route")
+        if self.after_create and self.route not in ACTING_ROUTES:
+            raise ValueError(f"after_create only applies to the {', '.join(ACTING_ROUTES)} routes")
         if self.hang is not None and (not isinstance(self.hang, (int, float)) or self.hang < 0):
             raise ValueError("hang must be a number of seconds >= 0")
         if self.status < 400 and self.body is None and not self.after_create:
             raise ValueError(
-                "a 2xx/3xx fault needs a body, or after_create to answer the created Interaction"
+                "a 2xx/3xx fault needs a body, or after_create to answer the created resource"
             )
         if self.body is not None and not isinstance(self.body, str):
             raise ValueError("body must be a string")
@@ -127,13 +137,16 @@ FAULT_HELP: dict[str, str] = {
     "retry_after": "Retry-After header on the error: seconds or an HTTP date",
     "hang": "wait this many seconds before answering",
     "reset": "close the connection without answering",
-    "after_create": "create the Interaction first, then answer with the fault "
-    "(the create succeeded, the answer is lost)",
+    "after_create": "serve the request first (the Interaction, webhook or message is "
+    "created, the Conversation updated, the webhook deleted), then answer with the fault "
+    f"(it succeeded, the answer is lost); routes {', '.join(ACTING_ROUTES)}",
     "body": "raw text answered instead of the JSON body (HTML, null, [], a sid that is no SID)",
     "pad": "this many extra bytes, streamed without a Content-Length (a huge answer)",
     "headers": "response headers to add or replace, as a JSON object of strings",
     "route": f"which requests: {', '.join(FAULT_ROUTES)} (POST /v1/Interactions, "
-    "GET /v1/Users/…, GET /v1/Workspaces/{WS}/Tasks, GET /v1/Interactions/{KD}/Channels/{UO})",
+    "GET /v1/Users/…, GET /v1/Workspaces/{WS}/Tasks, GET /v1/Interactions/{KD}/Channels/{UO}, "
+    "GET and POST /v1/Conversations/{CH}, …/{CH}/Webhooks[/{WH}] (GET, POST, DELETE), "
+    "…/{CH}/Messages (GET, POST))",
 }
 
 

@@ -1,19 +1,22 @@
 """The fault controls as `flex-handover simulator --help` shows them, generated
 from the simulator itself: every /__sim route the app serves (with its handler's
-docstring), every option of `Fault` / `fail_next`, of `next_channels` and of
-`RateLimit`, each with its default and its line of FAULT_HELP / CHANNEL_HELP /
-RATE_LIMIT_HELP. A new route or option
-shows up by itself, so the help cannot fall behind the code."""
+docstring), every option of `Fault` / `fail_next`, of `next_channels`, of
+`RateLimit`, of a seeded Conversation and of a TaskRouter event, each with its
+default and its line of FAULT_HELP / CHANNEL_HELP / RATE_LIMIT_HELP / SEED_HELP /
+EVENT_HELP. A new route or option shows up by itself, so the help cannot fall
+behind the code."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import textwrap
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any
 
 from standins.flex_simulator.app import FlexSimulator
+from standins.flex_simulator.conversations import SEED_HELP
+from standins.flex_simulator.events import EVENT_HELP, EventRequest
 from standins.flex_simulator.faults import (
     CHANNEL_HELP,
     FAULT_HELP,
@@ -57,6 +60,21 @@ def rate_limit_options() -> list[tuple[str, Any]]:
     ]
 
 
+def conversation_options() -> list[tuple[str, Any]]:
+    """(name, default) of each `POST /__sim/conversations/{CH}` option."""
+    defaults: dict[str, Any] = {"attributes": "{}", "state": "active", "missing": False}
+    defaults.update(webhooks=[], messages=[])
+    return [(name, defaults.get(name)) for name in SEED_HELP]
+
+
+def event_options() -> list[tuple[str, Any]]:
+    """(name, default) of each `POST /__sim/tasks/{WT}/events` option."""
+    return [
+        (field.name, None if field.default is MISSING else field.default)
+        for field in fields(EventRequest)
+    ]
+
+
 def control_routes() -> list[tuple[str, str, str]]:
     """(method, path, what it does) of every /__sim route the simulator serves."""
     routes = []
@@ -71,13 +89,15 @@ def control_routes() -> list[tuple[str, str, str]]:
 def control_help() -> str:
     """The fault controls, for `flex-handover simulator --help`."""
     lines = ["fault controls (HTTP on the simulator's own port, no authentication):"]
-    options = {"/__sim/faults": (fault_options(), FAULT_HELP)}
-    options["/__sim/channels"] = (channel_options(), CHANNEL_HELP)
-    options["/__sim/rate_limit"] = (rate_limit_options(), RATE_LIMIT_HELP)
+    options = {("POST", "/__sim/faults"): (fault_options(), FAULT_HELP)}
+    options["POST", "/__sim/channels"] = (channel_options(), CHANNEL_HELP)
+    options["PUT", "/__sim/rate_limit"] = (rate_limit_options(), RATE_LIMIT_HELP)
+    options["POST", "/__sim/conversations/{sid}"] = (conversation_options(), SEED_HELP)
+    options["POST", "/__sim/tasks/{task_sid}/events"] = (event_options(), EVENT_HELP)
     for method, path, doc in control_routes():
         lines.append(_help_row(f"  {method} {path}", doc))
-        if path in options:
-            described, texts = options[path]
+        if (method, path) in options:
+            described, texts = options[method, path]
             lines.append("      JSON options, name=default:")
             for name, default in described:
                 shown = name if default is None else f"{name}={_json_or_repr(default)}"
@@ -89,6 +109,12 @@ def control_help() -> str:
         '  curl -X POST localhost:8081/__sim/faults -d \'{"status":429,"retry_after":3}\'',
         "  curl -X PUT localhost:8081/__sim/rate_limit -d '{\"rps\": 5}'",
         '  curl -X POST localhost:8081/__sim/channels -d \'{"statuses": ["setup", "failed"]}\'',
+        "  curl -X POST localhost:8081/__sim/faults \\",
+        '    -d \'{"route": "messages", "after_create": true, "reset": true}\'',
+        "  curl -X POST localhost:8081/__sim/conversations/CH… \\",
+        '    -d \'{"webhooks": [{"url": "https://bot.example/", "filters": ["onMessageAdded"]}]}\'',
+        "  curl -X POST localhost:8081/__sim/tasks/WT…/events \\",
+        '    -d \'{"event_type": "task.completed", "url": "http://127.0.0.1:8080/webhooks/taskrouter"}\'',
         '  flex-handover simulator --fault \'{"status": 503, "count": 2}\'  # at start-up',
     ]
     return "\n".join(lines)

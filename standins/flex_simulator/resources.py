@@ -1,15 +1,21 @@
 """The JSON shapes Twilio answers with (an Interaction, its channel, a task, a
-user, a page of a list), built from the simulator's records: the real
+user, a Conversation, its scoped webhooks and messages, a page of a list), built from the simulator's records: the real
 twilio-python client parses them, so they follow the specs' schemas field for field."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from standins.flex_simulator.spec_checks import page_params
+from standins.flex_simulator.spec_checks import MAX_PAGE_SIZE, page_params
+
+
+def new_sid(prefix: str) -> str:
+    """A new SID: `prefix` and 32 hex digits."""
+    return prefix + uuid.uuid4().hex
 
 
 def iso_time(epoch: float) -> str:
@@ -138,13 +144,17 @@ def user_resource(
 
 
 def list_envelope(
-    url: Any, key: str, items: list[dict[str, Any]], query: Mapping[str, str]
+    url: Any,
+    key: str,
+    items: list[dict[str, Any]],
+    query: Mapping[str, str],
+    max_page_size: int = MAX_PAGE_SIZE,
 ) -> dict[str, Any]:
     """One page of `items` in Twilio's `{key: [...], meta: {...}}` list shape.
 
     `url` is the request's yarl URL; page links keep its other query parameters.
     """
-    page, size = page_params(query)
+    page, size = page_params(query, max_page_size)
 
     def page_url(number: int) -> str:
         return str(url.update_query(Page=str(number), PageSize=str(size)))
@@ -160,5 +170,87 @@ def list_envelope(
             "url": page_url(page),
             "next_page_url": page_url(page + 1) if has_next else None,
             "key": key,
+        },
+    }
+
+
+def conversation_resource(
+    conversation: Mapping[str, Any], account_sid: str, chat_service_sid: str, origin: str
+) -> dict[str, Any]:
+    """The spec's `conversations.v1.conversation`."""
+    url = f"{origin}/v1/Conversations/{conversation['sid']}"
+    timers = {name: iso_time(when) for name, when in conversation["timers"].items()}
+    return {
+        "sid": conversation["sid"],
+        "account_sid": account_sid,
+        "chat_service_sid": chat_service_sid,
+        "messaging_service_sid": conversation["messaging_service_sid"],
+        "friendly_name": conversation["friendly_name"],
+        "unique_name": conversation["unique_name"],
+        "attributes": conversation["attributes"],
+        "state": conversation["state"],
+        "date_created": iso_time(conversation["created_at"]),
+        "date_updated": iso_time(conversation["updated_at"]),
+        "timers": timers,
+        "bindings": None,
+        "url": url,
+        "links": {
+            name: f"{url}/{name.capitalize()}"
+            for name in ("participants", "messages", "webhooks", "export")
+        },
+    }
+
+
+def webhook_resource(
+    webhook: Mapping[str, Any], conversation_sid: str, account_sid: str, origin: str
+) -> dict[str, Any]:
+    """The spec's `conversations.v1.conversation.conversation_scoped_webhook`:
+    its `configuration` holds what was configured (url, method, filters,
+    triggers, flow_sid, replay_after), as the spec's examples show."""
+    configuration: dict[str, Any] = {
+        name: webhook[name]
+        for name in ("url", "method", "flow_sid", "replay_after")
+        if webhook[name] is not None
+    }
+    for name in ("filters", "triggers"):
+        if webhook[name]:
+            configuration[name] = list(webhook[name])
+    created = iso_time(webhook["created_at"])
+    return {
+        "sid": webhook["sid"],
+        "account_sid": account_sid,
+        "conversation_sid": conversation_sid,
+        "target": webhook["target"],
+        "url": f"{origin}/v1/Conversations/{conversation_sid}/Webhooks/{webhook['sid']}",
+        "configuration": configuration,
+        "date_created": created,
+        "date_updated": created,
+    }
+
+
+def message_resource(
+    message: Mapping[str, Any], conversation_sid: str, account_sid: str, origin: str
+) -> dict[str, Any]:
+    """The spec's `conversations.v1.conversation.conversation_message`."""
+    url = f"{origin}/v1/Conversations/{conversation_sid}/Messages/{message['sid']}"
+    created = iso_time(message["created_at"])
+    return {
+        "sid": message["sid"],
+        "account_sid": account_sid,
+        "conversation_sid": conversation_sid,
+        "body": message["body"],
+        "media": None,
+        "author": message["author"],
+        "participant_sid": None,
+        "attributes": message["attributes"],
+        "date_created": created,
+        "date_updated": created,
+        "index": message["index"],
+        "delivery": None,
+        "content_sid": message["content_sid"],
+        "url": url,
+        "links": {
+            "delivery_receipts": f"{url}/Receipts",
+            "channel_metadata": f"{url}/ChannelMetadata",
         },
     }

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from shared.sids import is_sid
@@ -29,10 +30,19 @@ MAX_PAGE_SIZE = 1000
 
 @dataclass(frozen=True)
 class FormParam:
-    """One form parameter of a create request as the spec declares it."""
+    """One form, query or header parameter as the spec declares it: `type`
+    (string, integer or array: a repeated parameter), `format` (date-time),
+    `enum`, `pattern`, `minimum` and `maximum`. `any_case`: the enum is matched
+    in any case (Twilio's own docs spell the webhook methods both ways)."""
 
     required: bool = False
     pattern: str | None = None
+    type: str = "string"
+    format: str | None = None
+    enum: tuple[str, ...] | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    any_case: bool = False
 
 
 # Mirrors CreateInteractionRequest in twilio_flex_v1.json (a test holds it to the spec).
@@ -53,6 +63,73 @@ def check_form_params(form: Mapping[str, str], params: Mapping[str, FormParam]) 
                 raise bad_request(f"Missing required parameter {name} in the post body")
         elif param.pattern and re.fullmatch(param.pattern, value) is None:
             raise bad_request(f"Invalid {name}: must match {param.pattern}")
+
+
+ParamValue = str | int | list[str]
+
+
+def check_params(
+    pairs: Sequence[tuple[str, str]], params: Mapping[str, FormParam], where: str
+) -> dict[str, ParamValue]:
+    """The parameters of a request (`pairs` as sent, repeats kept) checked against
+    `params`: each value's type, format, enum, pattern and bounds, required ones
+    present. Stricter than Twilio, which ignores them: an unknown parameter, or a
+    repeated one that is no array, is a 400, so a misspelt name fails loudly.
+    Returns name -> value (an int for an integer, a list for an array)."""
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        grouped.setdefault(name, []).append(value)
+    unknown = sorted(set(grouped) - set(params))
+    if unknown:
+        raise bad_request(f"Unknown parameter {', '.join(unknown)} in the {where}")
+    parsed: dict[str, ParamValue] = {}
+    for name, param in params.items():
+        values = grouped.get(name)
+        if values is None:
+            if param.required:
+                raise bad_request(f"Missing required parameter {name} in the {where}")
+            continue
+        if param.type == "array":
+            parsed[name] = [check_value(name, value, param) for value in values]
+            continue
+        if len(values) > 1:
+            raise bad_request(f"Parameter {name} was given {len(values)} times in the {where}")
+        parsed[name] = check_value(name, values[0], param)
+    return parsed
+
+
+def check_value(name: str, value: str, param: FormParam) -> Any:
+    """One value as `param` wants it: an int for an integer, else the text."""
+    if param.type == "integer":
+        if re.fullmatch(r"-?\d+", value) is None:
+            raise bad_request(f"Invalid {name}: {value!r} is not an integer")
+        number = int(value)
+        if param.minimum is not None and number < param.minimum:
+            raise bad_request(f"Invalid {name}: must be at least {param.minimum}")
+        if param.maximum is not None and number > param.maximum:
+            raise bad_request(f"Invalid {name}: must be at most {param.maximum}")
+        return number
+    if param.enum is not None:
+        shown = value.lower() if param.any_case else value
+        if shown not in param.enum:
+            raise bad_request(f"Invalid {name}: must be one of {', '.join(param.enum)}")
+        return shown
+    if param.pattern and re.fullmatch(param.pattern, value) is None:
+        raise bad_request(f"Invalid {name}: must match {param.pattern}")
+    if param.format == "date-time" and not is_date_time(value):
+        raise bad_request(f"Invalid {name}: {value!r} is not an ISO 8601 date-time")
+    return value
+
+
+def is_date_time(value: str) -> bool:
+    """An ISO 8601 date and time (`2015-12-16T22:18:37Z`, or with an offset)."""
+    if "T" not in value:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_json_object(text: str, name: str) -> dict[str, Any]:
@@ -164,13 +241,14 @@ def assignment_status_filter(values: list[str]) -> set[str]:
 # --- Paging ------------------------------------------------------------------------
 
 
-def page_params(query: Mapping[str, str]) -> tuple[int, int]:
-    """(page, page_size) from the query, as Twilio bounds them."""
+def page_params(query: Mapping[str, str], max_size: int = MAX_PAGE_SIZE) -> tuple[int, int]:
+    """(page, page_size) from the query, as Twilio bounds them (`max_size`: the
+    list's maximum PageSize in its spec, which is also its default when lower than 50)."""
     try:
         page = int(query.get("Page", "0"))
-        size = int(query.get("PageSize", str(DEFAULT_PAGE_SIZE)))
+        size = int(query.get("PageSize", str(min(DEFAULT_PAGE_SIZE, max_size))))
     except ValueError:
         raise bad_request("Page and PageSize must be integers") from None
-    if page < 0 or not 1 <= size <= MAX_PAGE_SIZE:
-        raise bad_request(f"Page must be >= 0 and PageSize between 1 and {MAX_PAGE_SIZE}")
+    if page < 0 or not 1 <= size <= max_size:
+        raise bad_request(f"Page must be >= 0 and PageSize between 1 and {max_size}")
     return page, size

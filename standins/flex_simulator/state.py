@@ -1,22 +1,31 @@
 """What the simulator remembers: created Interactions and their tasks, users,
-every request, queued faults and the rate limit, behind one lock so that a test
-or benchmark in another thread reads the records while the server writes them.
-No HTTP here: the server (`app.py`) answers from this state, and the Python
-control API (`fail_next`, `next_channels`, `set_rate_limit`, `add_user`,
-`reset`) works on it directly."""
+Conversations (their attributes, webhooks and messages), every request, the
+TaskRouter events sent, queued faults and the rate limit, behind one lock so
+that a test or benchmark in another thread reads the records while the server
+writes them. No HTTP here: the server (`app.py`) answers from this state, and
+the Python control API (`fail_next`, `next_channels`, `set_rate_limit`,
+`add_user`, `seed_conversation`, `conversation`, `set_event_callback`, `reset`)
+works on it directly."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
+from shared.sids import canonical, is_sid
 from standins.flex_simulator.auth import credential_pairs
+from standins.flex_simulator.conversations import (
+    conversation_view,
+    new_conversation,
+    parse_seed,
+)
+from standins.flex_simulator.errors import not_found
+from standins.flex_simulator.events import DELETING_EVENTS, is_loopback_url, status_after
 from standins.flex_simulator.faults import (
     CHANNEL_OPTIONS,
     FAULT_OPTIONS,
@@ -25,16 +34,13 @@ from standins.flex_simulator.faults import (
     Fault,
 )
 from standins.flex_simulator.rate_limit import RateLimit, SlidingWindowLimit
-from standins.flex_simulator.resources import interaction_attributes
+from standins.flex_simulator.resources import interaction_attributes, new_sid
 from standins.flex_simulator.spec_checks import attribute_equals
 
 log = logging.getLogger(f"flex_handover.{__name__}")
 
 Record = dict[str, Any]
-
-
-def new_sid(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex
+T = TypeVar("T")
 
 
 class SimulatorState:
@@ -42,15 +48,24 @@ class SimulatorState:
 
     Records (plain lists, appended under a lock so other threads can read them):
     `interactions` (accepted creates), `requests` (every POST /v1/Interactions
-    attempt: method, path, status answered or None when dropped, outcome:
-    created, error, throttled (by the rate limit) or dropped), `tasks`, and
-    `paths` (method and raw path, query string included, of every request to a
-    Twilio API, whatever its route: what a client really asked for).
+    attempt: method, path, params, status answered or None when dropped,
+    outcome: created, error, throttled (by the rate limit), bad answer or
+    dropped), `api_requests` (every request to a Twilio API, whatever its route,
+    in order: method, path, params (form or query: a value, or a list when
+    repeated), webhook_enabled (its X-Twilio-Webhook-Enabled header or None),
+    status, received_at; the create attempts are the same records as in
+    `requests`), `tasks`, `events` (TaskRouter events sent: task_sid,
+    event_type, sid, url, statuses), `conversations` (CH SID -> record; see
+    `conversation`) and `paths` (method and raw path, query string included, of
+    every request to a Twilio API: what a client really asked for).
 
     `rate_limit_rps` > 0 answers creates above that rate with 429 (see
     `set_rate_limit`); `rate_limit_retry_after` and `rate_limit_code` go with it.
     `channel_status` is what a created Interaction's channel shows when no plan
     was queued for it (`next_channels`): `active` by default.
+    `event_callback_url`: where TaskRouter events go when their request names no
+    URL (a loopback URL; see `set_event_callback`). Events are signed with
+    `auth_token`: without one the simulator cannot send them.
     """
 
     def __init__(
@@ -66,8 +81,12 @@ class SimulatorState:
         rate_limit_retry_after: str | float | None = None,
         rate_limit_code: int = 20429,
         channel_status: str = "active",
+        event_callback_url: str | None = None,
     ):
         self._credentials = credential_pairs((account_sid, auth_token), (api_key, api_secret))
+        if account_sid is not None and not is_sid(account_sid, "AC"):
+            raise ValueError("account_sid must be AC and 32 hex digits")
+        self._auth_token = auth_token
         self.account_sid = account_sid or "AC" + "0" * 32
         self.latency = latency
         self.task_visible_after = task_visible_after
@@ -75,8 +94,15 @@ class SimulatorState:
         self.requests: list[Record] = []
         self.tasks: list[Record] = []
         self.paths: list[tuple[str, str]] = []
+        self.api_requests: list[Record] = []
+        self.events: list[Record] = []
         self.users: dict[str, Record] = {}
+        self.conversations: dict[str, Record] = {}
         self._chat_service_sid = new_sid("IS")
+        self._task_queue_sid = new_sid("WQ")
+        self._worker_sid = new_sid("WK")
+        self.event_callback_url: str | None = None
+        self.set_event_callback(event_callback_url)
         self._faults: dict[str, deque[Fault]] = {route: deque() for route in FAULT_ROUTES}
         self.channel_plan = ChannelPlan((channel_status,))
         self._channel_plans: deque[ChannelPlan] = deque()
@@ -106,17 +132,24 @@ class SimulatorState:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Queue a fault for each of the next `count` requests to `route` (FIFO):
-        `interactions` (POST /v1/Interactions), `users` (GET /v1/Users/…) or
-        `tasks` (GET /v1/Workspaces/{WS}/Tasks).
+        `interactions` (POST /v1/Interactions), `users` (GET /v1/Users/…),
+        `tasks` (GET /v1/Workspaces/{WS}/Tasks), `channels` (GET
+        /v1/Interactions/{KD}/Channels/{UO}), `conversations` (GET and POST
+        /v1/Conversations/{CH}), `webhooks` (GET, POST and DELETE
+        /v1/Conversations/{CH}/Webhooks[/{WH}]) or `messages` (GET and POST
+        /v1/Conversations/{CH}/Messages).
 
         `hang`: wait that many seconds first. `reset`: close the connection without
         answering. `retry_after`: `Retry-After` header on the answer, any text
-        (`"0"`, `"-5"`, `"nan"`, an HTTP date). `after_create`: the Interaction is
-        created before the fault is served. `code` defaults from `status`
-        (429 -> 20429, 5xx -> 20500, 400 -> 20001, 401 -> 20003, 404 -> 20404).
+        (`"0"`, `"-5"`, `"nan"`, an HTTP date). `after_create` (routes
+        interactions, conversations, webhooks, messages): the request is served
+        first (the Interaction, webhook or message created, the Conversation
+        updated, the webhook deleted), then the fault answers: with `hang`, after
+        the act; with `reset`, the act done and no answer. `code` defaults from
+        `status` (429 -> 20429, 5xx -> 20500, 400 -> 20001, 401 -> 20003, 404 -> 20404).
 
         Hostile answers, as from a proxy in front of Twilio: `status` may be a
-        2xx (with `after_create`: the created Interaction's resource, else a
+        2xx (with `after_create`: the resource acted on, else a
         `body` is required), `body` answers that text instead of the JSON body
         (HTML, `null`, `[]`, `{}`, a sid that is no SID), `pad` adds that many
         bytes (a `padding` field in a JSON body, trailing spaces after a raw
@@ -236,14 +269,46 @@ class SimulatorState:
             self.users[identity] = user
         return user
 
-    def reset(self) -> None:
-        """Forget records, users, queued faults and channel plans and the rate
-        limit's window (lists are cleared in place); the rate limit, latency and
-        channel status settings stay."""
+    def seed_conversation(self, sid: str, **options: Any) -> Record:
+        """Make the Conversation `sid` what `options` say (those of `POST
+        /__sim/conversations/{CH}`: attributes, state, friendly_name, webhooks,
+        messages, missing; see conversations.SEED_HELP), replacing what it held.
+        Returns it as `conversation` does; ValueError saying what is wrong."""
+        key = _conversation_key(sid)
+        record = parse_seed(key, options, time.time())
         with self._lock:
-            for records in (self.interactions, self.requests, self.tasks, self.paths):
-                records.clear()
+            self.conversations[key] = record
+            return conversation_view(record)
+
+    def conversation(self, sid: str) -> Record:
+        """The Conversation `sid` as plain JSON: sid, missing, attributes (the
+        string as stored), state, friendly_name, webhooks and deleted_webhooks
+        ({sid, target, url, method, filters, triggers, flow_sid, replay_after}),
+        messages by index ({sid, index, author, body, attributes,
+        webhook_enabled}), updates (POSTs to it), attribute_updates (those
+        carrying Attributes) and webhook_enabled (the last update's header). An
+        untouched CH SID shows the Conversation Twilio has implicitly."""
+        key = _conversation_key(sid)
+        with self._lock:
+            record = self.conversations.get(key) or new_conversation(key, time.time())
+            return conversation_view(record)
+
+    def set_event_callback(self, url: str | None) -> None:
+        """Where TaskRouter events go when their request names no URL (None: nowhere)."""
+        if url is not None and not is_loopback_url(url):
+            raise ValueError("the event callback URL must be an http(s) URL on a loopback address")
+        self.event_callback_url = url
+
+    def reset(self) -> None:
+        """Forget records, users, Conversations, queued faults and channel plans
+        and the rate limit's window (lists are cleared in place); the rate limit,
+        latency, channel status and event callback settings stay."""
+        with self._lock:
+            records = (self.interactions, self.requests, self.tasks, self.paths)
+            for kept in (*records, self.api_requests, self.events):
+                kept.clear()
             self.users.clear()
+            self.conversations.clear()
             for queue in self._faults.values():
                 queue.clear()
             self._channel_plans.clear()
@@ -267,17 +332,28 @@ class SimulatorState:
         log.info("flex simulator: create over the %g/s rate limit, answering 429", limit.rps)
         raise limit.error()
 
-    def _record_attempt(self, method: str, path: str) -> Record:
-        """A create attempt's record; the server fills in its status and outcome."""
-        attempt: Record = {
+    def _record_request(
+        self, method: str, path: str, params: Record, webhook_enabled: str | None
+    ) -> Record:
+        """A request's record in `api_requests`; the server fills in its status."""
+        record: Record = {
             "method": method,
             "path": path,
+            "params": params,
+            "webhook_enabled": webhook_enabled,
             "status": None,
             "received_at": time.time(),
         }
         with self._lock:
-            self.requests.append(attempt)
-        return attempt
+            self.api_requests.append(record)
+        return record
+
+    def _record_attempt(self, record: Record) -> Record:
+        """A create attempt: its request's record, kept in `requests` too; the
+        server fills in its outcome."""
+        with self._lock:
+            self.requests.append(record)
+        return record
 
     def _record_path(self, method: str, raw_path: str) -> None:
         with self._lock:
@@ -307,6 +383,7 @@ class SimulatorState:
             "workflow_sid": routing_properties.get("workflow_sid"),
             "task_channel_unique_name": routing_properties.get("task_channel_unique_name"),
             "assignment_status": "pending",
+            "task_queue_sid": self._task_queue_sid,
             "attributes": interaction_attributes(record),
             "created_at": now,
             "visible_at": now + self.task_visible_after,
@@ -365,6 +442,47 @@ class SimulatorState:
                 for task in self.tasks
                 if task["workspace_sid"] == workspace_sid
                 and task["visible_at"] <= now
+                and not task.get("deleted")
                 and (not statuses or task["assignment_status"] in statuses)
                 and (condition is None or attribute_equals(task["attributes"], *condition))
             ]
+
+    def _with_conversation(self, sid: str, path: str, action: Callable[[Record], T]) -> T:
+        """`action(record)` on the Conversation `sid`, under the lock; Twilio's
+        404 when `sid` is no CH SID or the Conversation was seeded missing."""
+        key = canonical(sid, "CH")
+        if key is None:
+            raise not_found(path)
+        with self._lock:
+            record = self.conversations.get(key)
+            if record is None:
+                record = self.conversations[key] = new_conversation(key, time.time())
+            if record["missing"]:
+                raise not_found(path)
+            return action(record)
+
+    def _task_event(self, task_sid: str, event_type: str) -> tuple[Record, Record] | None:
+        """Apply `event_type` to a task the simulator made (its assignment
+        status; a deleting event hides it from lists): (the task as it is now,
+        a copy; the SIDs of a reservation event). None when there is no such task."""
+        with self._lock:
+            task = next((t for t in self.tasks if t["sid"] == task_sid), None)
+            if task is None or task.get("deleted"):
+                return None
+            task["assignment_status"] = status_after(event_type, task["assignment_status"])
+            if event_type in DELETING_EVENTS:
+                task["deleted"] = True
+            snapshot = {**task, "attributes": dict(task["attributes"])}
+        related = {"ReservationSid": new_sid("WR"), "WorkerSid": self._worker_sid}
+        return snapshot, related
+
+    def _record_event(self, event: Record) -> None:
+        with self._lock:
+            self.events.append(event)
+
+
+def _conversation_key(sid: str) -> str:
+    key = canonical(sid, "CH")
+    if key is None:
+        raise ValueError(f"{sid!r} is not a Conversation SID (CH and 32 hex digits)")
+    return key
