@@ -20,6 +20,8 @@ from worker.flex_client import FlexClient, forget_last_answer
 
 # Twilio allows a handful of conversation-scoped webhooks; more than this is not a bot's.
 WEBHOOK_LIST_LIMIT = 20
+WEBHOOK_PAGE_SIZE = 5
+"""The most a page of conversation webhooks may hold (Twilio's spec; it allows five a Conversation)."""
 MESSAGE_LOOKUP_LIMIT = 50
 """How many of the newest messages are searched for a fallback already posted."""
 WEBHOOKS_OFF = "false"
@@ -112,7 +114,7 @@ class ConversationClient:
         forget_last_answer()
         try:
             webhooks = await self._conversation(conversation_sid).webhooks.list_async(
-                limit=WEBHOOK_LIST_LIMIT, page_size=WEBHOOK_LIST_LIMIT
+                limit=WEBHOOK_LIST_LIMIT, page_size=WEBHOOK_PAGE_SIZE
             )
         except Exception as exc:  # every failure is classified
             raise self._flex.call_failure(

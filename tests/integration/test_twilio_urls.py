@@ -99,8 +99,11 @@ async def test_a_whole_webchat_handover_sends_only_the_requests_it_should(servic
     assert record["identity"] == f"user_id:{FLEX_USER}"
     [interaction] = simulator.interactions
     assert sorted(simulator.paths) == [
+        # Marking the Conversation after the success: read, merge, write.
+        ("GET", f"/v1/Conversations/{CONVERSATION_SID}"),
         ("GET", f"/v1/Interactions/{interaction['sid']}/Channels/{interaction['channel_sid']}"),
         ("GET", f"/v1/Users/{FLEX_USER}"),
+        ("POST", "/v1/Conversations/" + CONVERSATION_SID),
         ("POST", "/v1/Interactions"),
     ]
     attributes = interaction["routing"]["properties"]["attributes"]
