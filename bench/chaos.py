@@ -19,7 +19,7 @@ or doubled.
     python bench/chaos.py --handovers 200 --kills 1 --rate 50   # a quick look
 
 Timings are shortened so that a killed worker's handovers come back in
-about 34 s (see Settings.recovery_seconds) instead of the default 77 s.
+about 49 s (see Settings.recovery_seconds) instead of the default 92 s.
 """
 
 from __future__ import annotations

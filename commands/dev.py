@@ -10,6 +10,7 @@ reach the port can create handovers and read them).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -31,6 +32,37 @@ DEV_WORKSPACE_SID = "WS" + "0" * 32
 DEV_WORKFLOW_SID = "WW" + "0" * 32
 EXAMPLE_SESSION = "webhook:conversations__IS" + "0" * 32 + "/CH" + "0" * 32
 EXAMPLE_IDENTITY = "whatsapp:+15555550100"
+EXAMPLE_CONVERSATION = "CH" + "0" * 32
+EXAMPLE_BOT_URL = "https://bot.example.com/ai-assistant/messages"
+DEV_FALLBACK_MESSAGE = (
+    "We could not reach an agent right now; we will reply here as soon as one is free."
+)
+
+
+def simulated_targets(workflow_sid: str) -> str:
+    """HANDOVER_TARGETS for a laptop with the simulator: the default target silences
+    the example bot, gives it back when the agent is done, and tells the customer
+    the truth when a handover fails, so `dev` shows the whole journey."""
+    return json.dumps(
+        {
+            "default": {
+                "workflow_sid": workflow_sid,
+                "silence_webhooks": [EXAMPLE_BOT_URL.rsplit("/", 1)[0] + "/"],
+                "return_to_bot": True,
+                "fallback_message": DEV_FALLBACK_MESSAGE,
+            }
+        }
+    )
+
+
+def seed_example_conversation(simulator: FlexSimulator) -> None:
+    """The example Conversation as an AI Assistant leaves it: the customer's
+    attributes, and the bot's webhook on new messages."""
+    simulator.seed_conversation(
+        EXAMPLE_CONVERSATION,
+        attributes=json.dumps({"customer": {"tier": "gold", "language": "en"}}),
+        webhooks=[{"url": EXAMPLE_BOT_URL, "method": "post", "filters": ["onMessageAdded"]}],
+    )
 
 
 def simulator_env(base_url: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -123,6 +155,11 @@ async def _run_dev(host: str, port: int) -> None:
             simulator = FlexSimulator(account_sid=DEV_ACCOUNT_SID, auth_token=DEV_AUTH_TOKEN)
             simulator_url = await simulator.start()
             env.update(simulator_env(simulator_url, env))
+            if not env.get("HANDOVER_TARGETS"):
+                env["HANDOVER_TARGETS"] = simulated_targets(env["FLEX_WORKFLOW_SID"])
+            seed_example_conversation(simulator)
+            # TaskRouter's events (the agent's task ended) come to our endpoint.
+            simulator.set_event_callback(f"http://{_shown_host(host)}:{port}/webhooks/taskrouter")
             notes.append(
                 "!!! NO TWILIO CREDENTIALS: handovers go to the LOCAL FLEX SIMULATOR at "
                 f"{simulator_url}, not to Twilio. No agent will see them. !!!"
@@ -145,7 +182,7 @@ async def _run_dev(host: str, port: int) -> None:
         await bind(web.TCPSite(runner, host, port).start(), host, port)
         worker = create_worker(settings, handle_signals=False)
         worker_task = asyncio.create_task(worker.async_run())
-        tips = [] if simulator is None else [simulator_tip(simulator_url)]
+        tips = [] if simulator is None else simulator_tips(simulator_url)
         _print_banner(host, port, notes, env, tips)
         await _wait_for_stop_signal()
     finally:
@@ -159,13 +196,24 @@ async def _run_dev(host: str, port: int) -> None:
             redis_server.close()
 
 
-def simulator_tip(simulator_url: str) -> str:
-    """How to see a handover survive a channel that fails, in the simulator."""
-    body = '{"statuses": ["setup", "failed"]}'
-    return (
+def simulator_tips(simulator_url: str) -> list[str]:
+    """How to walk a handover's whole journey in the simulator: what the customer's
+    Conversation holds, the agent ending the task, the failures."""
+    conversation = f"{simulator_url}/__sim/conversations/{EXAMPLE_CONVERSATION}"
+    completed = '{"event_type": "task.completed"}'
+    failed_channel = '{"statuses": ["setup", "failed"]}'
+    refused = '{"status": 400, "code": 20001, "message": "Invalid channel"}'
+    return [
+        "See the customer's Conversation (attributes with flexHandover, the bot's webhook, "
+        f"messages): curl -s {conversation}",
+        "The agent completes the task (TaskRouter's signed event; the bot is given back): "
+        f"curl -s -X POST {simulator_url}/__sim/tasks/latest/events -d '{completed}'",
         "Make the next Interaction's channel fail (a new attempt follows): "
-        f"curl -s -X POST {simulator_url}/__sim/channels -d '{body}'"
-    )
+        f"curl -s -X POST {simulator_url}/__sim/channels -d '{failed_channel}'",
+        "Make the next handover fail for good (the customer gets the fallback message): "
+        f"curl -s -X POST {simulator_url}/__sim/faults -d '{refused}'",
+        f"Every request made to Twilio: curl -s {simulator_url}/__sim/requests",
+    ]
 
 
 def _print_banner(

@@ -632,8 +632,8 @@ class FlexSimulator(SimulatorState):
         return web.json_response({"url": self.event_callback_url})
 
     async def _control_task_event(self, request: web.Request) -> web.Response:
-        """Send a TaskRouter workspace event for a task the simulator made, signed
-        as Twilio signs it, and move the task's status (options below)."""
+        """Send a TaskRouter workspace event for a task the simulator made (or
+        `latest`), signed as Twilio signs it, and move the task's status (options below)."""
         try:
             event = parse_event_request(await read_json_object(request), self.event_callback_url)
         except ValueError as error:

@@ -43,6 +43,10 @@ Record = dict[str, Any]
 T = TypeVar("T")
 
 
+LATEST_TASK = "latest"
+"""In `POST /__sim/tasks/{WT}/events`: the newest task, for a person at a terminal."""
+
+
 class SimulatorState:
     """The records and settings of one simulator (see `FlexSimulator`).
 
@@ -464,9 +468,13 @@ class SimulatorState:
     def _task_event(self, task_sid: str, event_type: str) -> tuple[Record, Record] | None:
         """Apply `event_type` to a task the simulator made (its assignment
         status; a deleting event hides it from lists): (the task as it is now,
-        a copy; the SIDs of a reservation event). None when there is no such task."""
+        a copy; the SIDs of a reservation event). None when there is no such task.
+        `latest` names the newest task (what `flex-handover dev`'s banner uses)."""
         with self._lock:
-            task = next((t for t in self.tasks if t["sid"] == task_sid), None)
+            if task_sid == LATEST_TASK:
+                task = self.tasks[-1] if self.tasks else None
+            else:
+                task = next((t for t in self.tasks if t["sid"] == task_sid), None)
             if task is None or task.get("deleted"):
                 return None
             task["assignment_status"] = status_after(event_type, task["assignment_status"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib.metadata
+import json
 import os
 import re
 import signal
@@ -69,10 +70,16 @@ async def poll_final(
     while time.monotonic() < deadline:
         async with http.get(url, headers=headers) as response:
             record = await response.json()
-        if record["state"] in ("succeeded", "failed"):
+        if record["state"] in ("succeeded", "failed") and record["aftercare"] != "pending":
             return record
         await asyncio.sleep(0.05)
     raise AssertionError(f"not final after {timeout}s: {record}")
+
+
+async def get_json(url: str) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
 
 
 async def test_dev_runs_with_nothing_but_the_package_and_its_curl_line_works():
@@ -80,7 +87,9 @@ async def test_dev_runs_with_nothing_but_the_package_and_its_curl_line_works():
     process = await start("dev", "--port", str(port), env=clean_env())
     try:
         await wait_healthy(f"http://127.0.0.1:{port}", process)
-        banner = (await asyncio.wait_for(process.stdout.read(2048), 5)).decode()
+        banner = ""
+        while "Every request made to Twilio" not in banner:
+            banner += (await asyncio.wait_for(process.stdout.read(4096), 5)).decode()
         assert "LOCAL FLEX SIMULATOR" in banner
         curl = banner[banner.index("curl -s -X POST") :]
         url = re.search(r"(http://\S+/tools/flex-handover)", curl).group(1)
@@ -94,6 +103,26 @@ async def test_dev_runs_with_nothing_but_the_package_and_its_curl_line_works():
         assert record["state"] == "succeeded"
         assert record["interaction_sid"].startswith("KD")
         assert record["channel_status"] == "active"
+        assert record["conversation_marked"] is True
+        # The journey the banner shows: the bot silenced while the customer waits...
+        conversation_url = re.search(r"curl -s (http://\S+/__sim/conversations/CH\w+)", banner)
+        conversation = await get_json(conversation_url.group(1))
+        assert json.loads(conversation["attributes"])["flexHandover"]["state"] == "handed_over"
+        assert conversation["webhooks"] == []
+        # ...and given back when the agent completes the task.
+        end = re.search(r"curl -s -X POST (http://\S+/events) -d '([^']+)'", banner)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(end.group(1), data=end.group(2).encode()) as response,
+        ):
+            delivered = await response.json()
+        assert json.loads(delivered["deliveries"][0]["body"])["outcome"] == "recorded"
+        deadline = time.monotonic() + 15
+        while len(conversation["webhooks"]) != 1:
+            assert time.monotonic() < deadline, conversation
+            await asyncio.sleep(0.05)
+            conversation = await get_json(conversation_url.group(1))
+        assert json.loads(conversation["attributes"])["flexHandover"]["state"] == "ended"
         tip = re.search(r"curl -s -X POST (http://\S+/__sim/channels) -d '([^']+)'", banner)
         async with (
             aiohttp.ClientSession() as http,

@@ -6,7 +6,7 @@ in the end: each handover the API acknowledged ends `succeeded`, with exactly
 one Interaction in Flex.
 
 Timings are shrunk through the environment, so arq's recovery bound
-(`Settings.recovery_seconds`, 77 s by default) is about 31 s here.
+(`Settings.recovery_seconds`, 92 s by default) is about 46 s here.
 """
 
 from __future__ import annotations
