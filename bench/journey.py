@@ -43,24 +43,21 @@ from commands.dev import EXAMPLE_BOT_URL, simulated_targets
 from standins.flex_simulator import FlexSimulator
 from standins.redis_server import LocalRedisServer, free_port
 
-WHAT_THE_CUSTOMER_SEES = {
-    ("POST", "/v1/Interactions"): "the AI says it is transferring them (the tool's answer)",
-    ("GET", "/Channels/"): "nothing yet: Flex routes the task",
-    ("GET", "/v1/Conversations/"): "",
-    ("POST", "/v1/Conversations/"): "the bot goes quiet (flexHandover.state)",
-    ("GET", "/Webhooks"): "",
-    ("DELETE", "/Webhooks/"): "the bot can no longer answer",
-    ("POST", "/Webhooks"): "the bot answers again",
-    ("GET", "/v1/Users/"): "",
-}
-
 
 def seen(method: str, path: str, marked: bool) -> str:
-    if method == "POST" and path.startswith("/v1/Conversations/") and path.count("/") == 3:
-        return "the agent has closed: the bot may answer" if marked else "the bot goes quiet"
-    for (known_method, fragment), text in WHAT_THE_CUSTOMER_SEES.items():
-        if method == known_method and fragment in path:
-            return text
+    """What the customer experiences when this request is made (marked: the
+    Conversation was marked before)."""
+    conversation = path.startswith("/v1/Conversations/") and path.count("/") == 3
+    if method == "POST" and path == "/v1/Interactions":
+        return "the AI tells them an agent is coming (the tool answered at once)"
+    if "/Channels/" in path:
+        return "nothing yet: Flex routes the task to the queue"
+    if method == "POST" and conversation:
+        return "the agent has closed the task" if marked else "the bot goes quiet (flexHandover)"
+    if method == "DELETE" and "/Webhooks/" in path:
+        return "the bot's webhook is gone: it cannot answer"
+    if method == "POST" and path.endswith("/Webhooks"):
+        return "the bot's webhook is back: the bot answers again"
     return ""
 
 
@@ -109,6 +106,7 @@ async def one_journey(
         raise RuntimeError(f"tool call answered {response.status}: {ack}")
     status_url = api_url + ack["status_url"]
     record = await wait_record(http, status_url, "aftercare")
+    event_sent_at = time.time()
     await post_json(
         http, f"{simulator.base_url}/__sim/tasks/latest/events", {"event_type": "task.completed"}
     )
@@ -120,6 +118,7 @@ async def one_journey(
     ]
     return {
         "ack": acked_at - sent_at,
+        "event_sent_at": event_sent_at,
         "acked_at": acked_at,
         "record": record,
         "ended": ended,
@@ -152,7 +151,13 @@ def print_journey(journey: dict[str, Any]) -> None:
     acked_at = journey["acked_at"]
     print(f"{'ms after ack':>12}  {'request':<70}  what the customer sees")
     marked = False
-    for request in journey["requests"]:
+    event = {
+        "method": "(TaskRouter",
+        "path": "task.completed → POST /webhooks/taskrouter, signed)",
+        "received_at": journey["event_sent_at"],
+    }
+    rows = sorted([*journey["requests"], event], key=lambda r: float(r["received_at"]))
+    for request in rows:
         method, path = request["method"], request["path"]
         text = seen(method, path, marked)
         if method == "POST" and path.startswith("/v1/Conversations/") and path.count("/") == 3:

@@ -197,3 +197,19 @@ def test_wrk_output_is_read_by_its_rows_not_by_a_stray_percentage():
         96.11,
         3,
     )
+
+
+def test_journey_bench_shows_every_request_and_the_hand_back():
+    lines = run_bench("journey.py", "--runs", "1")
+    text = "\n".join(lines)
+    for request in (
+        "POST /v1/Interactions",
+        "/Channels/UO",
+        "(X-Twilio-Webhook-Enabled: false)",
+        "DELETE /v1/Conversations/CH",
+        "task.completed → POST /webhooks/taskrouter",
+    ):
+        assert request in text, text
+    rows = figures(lines)
+    assert rows["handed back"] == "1/1"
+    assert float(rows["ack → Conversation marked"].split()[0]) > 0
