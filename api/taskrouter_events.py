@@ -184,14 +184,26 @@ class TaskRouterEvents:
             return answer(event.handover_id, "ignored", "no such handover (unknown or expired)")
         if result.outcome is EndOutcome.OTHER_ATTEMPT:
             logger.info(
-                "TaskRouter %s for handover %s ignored: the task of another attempt",
+                "TaskRouter %s for handover %s ignored: not the task that reached the agent",
                 event.event_type,
                 event.handover_id,
             )
             return answer(
                 event.handover_id,
                 "ignored",
-                "the task of another attempt (one whose channel failed), not the handover's",
+                "not the task of the attempt that reached the agent (the handover failed, "
+                "or this attempt's channel did)",
+            )
+        if result.outcome is EndOutcome.EARLY:
+            logger.info(
+                "TaskRouter %s for handover %s before its outcome: judged once it finishes",
+                event.event_type,
+                event.handover_id,
+            )
+            return answer(
+                event.handover_id,
+                "recorded",
+                f"{event.event_type} before the outcome: judged when the handover finishes",
             )
         if result.outcome is EndOutcome.DUPLICATE:
             logger.info(

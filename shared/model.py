@@ -143,6 +143,30 @@ class ChannelFailure:
         )
 
 
+EARLY_END_PREFIX = "early_end:"
+"""Record fields `early_end:<attempt>`: a task's end that came before the outcome."""
+
+
+@dataclass(frozen=True)
+class EarlyEnd:
+    """A TaskRouter end event that came before the handover's outcome was known."""
+
+    event_type: str
+    task_sid: str
+    at: float
+
+    @classmethod
+    def parse(cls, value: str) -> EarlyEnd | None:
+        """From `shared/lua/hand_back.lua`'s "event task_sid at"; None if malformed."""
+        parts = value.split(" ")
+        if len(parts) != 3:
+            return None
+        try:
+            return cls(parts[0], parts[1], float(parts[2]))
+        except ValueError:
+            return None
+
+
 @dataclass(frozen=True)
 class HandoverRecord:
     """The status record as read back from Redis."""
@@ -202,6 +226,8 @@ class HandoverRecord:
     handed_back: bool | None = None
     """Whether the Conversation was told the handover ended (and webhooks put back)."""
     restored_webhooks: int = 0
+    early_ends: dict[str, EarlyEnd] = field(default_factory=dict)
+    """Ends that came before the outcome, by the task's attempt id ('' for none)."""
 
     @property
     def deadline_from(self) -> float:
@@ -252,6 +278,7 @@ class HandoverRecord:
             ended_attempt=data.get("ended_attempt") or None,
             handed_back=_optional_flag(data.get("handed_back")),
             restored_webhooks=int(data.get("restored_webhooks") or 0),
+            early_ends=_early_ends(data),
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -321,6 +348,16 @@ def _optional_int(value: object) -> int | None:
 
 def _channel_failure(value: str | None) -> ChannelFailure | None:
     return ChannelFailure.from_dict(json.loads(value)) if value else None
+
+
+def _early_ends(data: dict[str, str]) -> dict[str, EarlyEnd]:
+    ends = {}
+    for name, value in data.items():
+        if name.startswith(EARLY_END_PREFIX):
+            end = EarlyEnd.parse(value)
+            if end is not None:
+                ends[name.removeprefix(EARLY_END_PREFIX)] = end
+    return ends
 
 
 def _optional_flag(value: str | None) -> bool | None:

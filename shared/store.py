@@ -26,6 +26,7 @@ from shared import lua_scripts, redis_keys
 from shared.arq_jobs import hand_back_job
 from shared.model import (
     ChannelFailure,
+    EarlyEnd,
     HandoverError,
     HandoverRecord,
     Status,
@@ -44,7 +45,7 @@ _IN_FLIGHT = ("in_flight_since", "in_flight_attempt")
 # An outcome's Conversation steps start afresh (a replayed handover's earlier ones
 # are done); `fallback_message_sid` stays: at most one fallback per handover.
 _AFTERCARE_RESULTS = ("aftercare", "aftercare_error", "conversation_marked")
-_ENDED_ALREADY, _END_RECORDED, _OTHER_ATTEMPT = 1, 2, 3  # hand_back.lua's; 0: no record
+_ENDED_ALREADY, _END_RECORDED, _OTHER_ATTEMPT, _EARLY_END = 1, 2, 3, 4  # hand_back.lua's
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,10 @@ class EndOutcome(Enum):
     MISSING = "missing"
     """No such record (unknown or expired): nothing written."""
     OTHER_ATTEMPT = "other_attempt"
-    """The task of an attempt that is not the handover's (one whose channel failed)."""
+    """Not the handover's task: a failed handover's, or another attempt's than the
+    one that succeeded (one whose channel failed)."""
+    EARLY = "early"
+    """Before the outcome: kept under its attempt, the hand-back job judges it."""
 
 
 @dataclass(frozen=True)
@@ -295,8 +299,10 @@ class HandoverStore:
         `ended_at`, `ended_by`, `ended_task_sid`, `ended_attempt` (the task's
         `handoverAttempt`, when it carried one) and queue `hand_back_handover`
         (job id `redis_keys.hand_back_job_id`), once per handover, in one round
-        trip (shared/lua/hand_back.lua). The task of another attempt than the
-        handover's (`succeeded_attempt`, or the one in flight) changes nothing."""
+        trip (shared/lua/hand_back.lua). The task of another attempt than the one
+        that succeeded, or of a failed handover, changes nothing; before the
+        outcome, the end is kept under its attempt (`early_end:<attempt>`) and
+        the job queued, to be judged by `promote_early_end`'s caller."""
         timestamp = now()
         enqueue_ms = int(timestamp * 1000)
         reply = await self._hand_back(
@@ -322,7 +328,21 @@ class HandoverStore:
             return EndRecord(EndOutcome.RECORDED)
         if outcome == _OTHER_ATTEMPT:
             return EndRecord(EndOutcome.OTHER_ATTEMPT)
+        if outcome == _EARLY_END:
+            return EndRecord(EndOutcome.EARLY)
         return EndRecord(EndOutcome.MISSING)
+
+    async def promote_early_end(self, handover_id: str, end: EarlyEnd, attempt: str) -> bool:
+        """An end that came before the outcome was the succeeded attempt's task:
+        it ends the handover now, as `record_end` would have."""
+        fields = {
+            "ended_at": repr(end.at),
+            "ended_by": end.event_type,
+            "ended_task_sid": end.task_sid,
+        }
+        if attempt:
+            fields["ended_attempt"] = attempt
+        return await self._set(handover_id, fields)
 
     async def finish_hand_back(self, handover_id: str, fields: dict[str, str]) -> bool:
         """The hand-back job is done (`fields`: `handed_back` and what it did)."""

@@ -54,6 +54,10 @@ class NotAnObject(ValueError):
     """The Conversation's attributes are not a JSON object: merging would overwrite them."""
 
 
+class NotOurMark(ValueError):
+    """The Conversation's `flexHandover` is a newer handover's: not ours to change."""
+
+
 # --------------------------------------------------------------------------
 # Pure: what to write, what to remove, whether the fallback was posted.
 # --------------------------------------------------------------------------
@@ -76,9 +80,9 @@ def merged_attributes(
 ) -> str | None:
     """`attributes` (the Conversation's JSON text) with `changes` merged into its
     `flexHandover` object, every other attribute as it was; None when nothing
-    would change (no write needed), or, with `only_for`, when the mark is not
-    that handover's (a newer handover's mark is not ours to change). Raises
-    NotAnObject rather than overwrite."""
+    would change (no write needed), or, with `only_for`, when there is no mark.
+    Raises NotAnObject rather than overwrite, and, with `only_for`, NotOurMark
+    when the mark is another handover's."""
     try:
         document = json.loads(attributes) if attributes.strip() else {}
     except (ValueError, RecursionError):
@@ -89,8 +93,10 @@ def merged_attributes(
     mark = dict(current) if isinstance(current, dict) else {}
     if current is not None and not isinstance(current, dict):
         raise NotAnObject(f"the Conversation's attribute {MARK} is not a JSON object")
-    if only_for is not None and mark.get("handoverId") != only_for:
+    if only_for is not None and not mark:
         return None
+    if only_for is not None and mark.get("handoverId") != only_for:
+        raise NotOurMark(f"the Conversation's {MARK} is another handover's")
     unchanged = {key: mark.get(key) for key in changes if key != "at"} == {
         key: value for key, value in changes.items() if key != "at"
     }

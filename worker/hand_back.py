@@ -16,6 +16,7 @@ effort: the record says what happened (`handed_back`, `aftercare_error`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -26,7 +27,7 @@ from shared.connections import redis_error_text
 from shared.model import FINAL_STATES, HandoverRecord, Status, now
 from shared.settings import AFTERCARE_SECONDS
 from shared.store import AFTERCARE_PENDING
-from worker.aftercare import ENDED, merge_into_conversation, tried
+from worker.aftercare import ENDED, NotOurMark, merge_into_conversation, tried
 from worker.context import HandoverContext
 from worker.conversation_client import ConversationWebhook
 from worker.errors import FlexError
@@ -43,13 +44,27 @@ async def hand_back_handover(ctx: dict[str, Any], handover_id: str) -> str:
         if record is None:
             logger.warning("hand-back of %s: no status record (expired)", handover_id)
             return "missing"
-        if record.handed_back is not None or record.ended_at is None:
+        if record.handed_back is not None:
             return "done already"
         if record.state not in FINAL_STATES or record.aftercare == AFTERCARE_PENDING:
             if now() < _last_run_by(record, context):
                 raise Retry(defer=HAND_BACK_DEFER_SECONDS)
             logger.warning("hand-back of %s: its handover never finished", handover_id)
+            await context.store.finish_hand_back(
+                handover_id,
+                {
+                    "handed_back": "0",
+                    "aftercare_error": "the hand-back: the handover never finished",
+                },
+            )
             return "abandoned"
+        if record.state != Status.SUCCEEDED:
+            return "nothing to hand back"  # no agent got it: its tasks' ends mean nothing
+        if record.ended_at is None:
+            ended = await _judge_early_end(context, record)
+            if ended is None:
+                return "not the task that reached the agent"
+            record = ended
         return await _hand_back(context, record)
     except RedisError as exc:
         logger.warning(
@@ -65,11 +80,28 @@ def _last_run_by(record: HandoverRecord, context: HandoverContext) -> float:
     return record.deadline_from + settings.max_age_seconds + settings.recovery_seconds
 
 
+async def _judge_early_end(
+    context: HandoverContext, record: HandoverRecord
+) -> HandoverRecord | None:
+    """An end that came before the outcome counts if it was the succeeded attempt's
+    task (or a task that carried no attempt id); then it ends the handover."""
+    attempt = record.succeeded_attempt or ""
+    end = record.early_ends.get(attempt) or record.early_ends.get("")
+    if end is None:
+        logger.info(
+            "hand-back of %s: the task that ended early was another attempt's; waiting for "
+            "the agent's",
+            record.handover_id,
+        )
+        return None
+    await context.store.promote_early_end(record.handover_id, end, attempt)
+    return dataclasses.replace(
+        record, ended_at=end.at, ended_by=end.event_type, ended_task_sid=end.task_sid
+    )
+
+
 async def _hand_back(context: HandoverContext, record: HandoverRecord) -> str:
     handover_id = record.handover_id
-    if record.state != Status.SUCCEEDED:
-        await context.store.finish_hand_back(handover_id, {"handed_back": "0"})
-        return "nothing to hand back"
     target = context.settings.targets.get(record.request.target)
     errors: list[str] = []
     restored = 0
@@ -85,6 +117,17 @@ async def _hand_back(context: HandoverContext, record: HandoverRecord) -> str:
                         only_for=handover_id,
                     ),
                 )
+            except NotOurMark:
+                # A newer handover silenced the bot again: its webhooks are its own.
+                logger.info("hand-back of %s: a newer handover has the Conversation", handover_id)
+                await context.store.finish_hand_back(
+                    handover_id,
+                    {
+                        "handed_back": "0",
+                        "aftercare_error": "a newer handover has the Conversation",
+                    },
+                )
+                return "superseded"
             except (FlexError, ValueError) as error:
                 errors.append(f"marking the Conversation ended: {error}")
             if target is not None and target.return_to_bot and record.removed_webhooks:
@@ -116,14 +159,25 @@ async def _restore(context: HandoverContext, record: HandoverRecord) -> int:
     operator who put it back, must not make two); returns how many were created."""
     conversations, conversation_sid = context.conversations, record.request.conversation_sid
     present = {
-        (webhook.target, webhook.url)
-        for webhook in await conversations.list_webhooks(conversation_sid)
+        _configuration(webhook) for webhook in await conversations.list_webhooks(conversation_sid)
     }
     created = 0
     for removed in map(ConversationWebhook.from_dict, record.removed_webhooks):
-        if (removed.target, removed.url) in present:
+        if _configuration(removed) in present:
             continue
         await conversations.create_webhook(conversation_sid, removed)
-        present.add((removed.target, removed.url))
+        present.add(_configuration(removed))
         created += 1
     return created
+
+
+def _configuration(webhook: ConversationWebhook) -> tuple[object, ...]:
+    """What makes two webhooks the same one, whatever their sids."""
+    return (
+        webhook.target,
+        webhook.url,
+        (webhook.method or "post").lower(),
+        tuple(sorted(webhook.filters)),
+        tuple(sorted(webhook.triggers)),
+        webhook.flow_sid,
+    )

@@ -11,6 +11,7 @@
 -- Returns {'replayed', field, value, ...} (the record after the replay),
 -- {refusal, detail, detail}, or {'read_again'} when what KEYS[6] and KEYS[7] were
 -- read from has changed since: nothing written; the caller reads again and calls again.
+-- What a hand-back recorded about the failed runs' tasks is dropped.
 -- `in_flight_since` is kept: an attempt whose outcome was never learnt may have
 -- created the Interaction, and the replayed run must look for it before sending
 -- (see shared/store.py).
@@ -33,7 +34,13 @@ if latest ~= '' and latest ~= ARGV[1] then
     return {'superseded', latest, other}
   end
 end
-redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'next_attempt_at')
+redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'next_attempt_at', 'ended_at', 'ended_by',
+           'ended_task_sid', 'ended_attempt', 'handed_back', 'restored_webhooks')
+-- The ends of tasks the failed runs made (shared/lua/hand_back.lua) are not the
+-- replayed run's: its own task's end must find the gate open.
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(name, 1, 10) == 'early_end:' then redis.call('HDEL', KEYS[1], name) end
+end
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('HSET', KEYS[1], 'state', STATE.QUEUED, 'replayed_at', ARGV[7], 'updated_at', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[5])

@@ -330,3 +330,109 @@ async def test_the_fallback_is_posted_once_across_a_sigkilled_worker(
 
 async def _done(redis, key: str) -> bool:
     return await redis.hget(key, "aftercare") == "done"
+
+
+# --- ends that come before the outcome ----------------------------------------------
+
+
+async def wait_tasks(simulator, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while len(simulator.tasks) < count:
+        assert time.monotonic() < deadline, simulator.tasks
+        await asyncio.sleep(0.01)
+    return simulator.tasks
+
+
+async def test_the_failing_attempts_task_ending_early_does_not_give_the_bot_back(
+    start_service, simulator
+):
+    """Attempt 1's channel sits in setup, then fails; Flex cancels its task while
+    the worker still reads the channel. Attempt 2 reaches the agent: the early
+    cancel was not its task's, so the bot stays silenced until the agent's own
+    task ends."""
+    seed_bot(simulator)
+    simulator.next_channels(["setup", "setup", "failed"], error_code=19025)
+    service = await start_service(
+        **default_target(silence_webhooks=["https://bot.example.com/"], return_to_bot=True)
+    )
+    handover_id = await service.hand_over()
+    [first_task] = await wait_tasks(simulator, 1)
+    sent = await send_task_event(simulator, service, first_task["sid"], "task.canceled")
+    assert "before the outcome" in json.loads(sent["deliveries"][0]["body"])["reason"]
+
+    record = await service.wait_final(handover_id, timeout=30)
+    assert (record["state"], record["attempts"]) == ("succeeded", 2), record
+    # The hand-back job judged the early end and let it be.
+    await asyncio.sleep(0.5)
+    record = await service.status(handover_id)
+    assert (record["ended_at"], record["handed_back"]) == (None, None), record
+    conversation = simulator.conversation(CONVERSATION_SID)
+    assert json.loads(conversation["attributes"])["flexHandover"]["state"] == "handed_over"
+    assert [w["url"] for w in conversation["webhooks"]] == [CRM_URL]
+
+    agents_task = simulator.tasks[1]
+    assert agents_task["interaction_sid"] == record["interaction_sid"]
+    await send_task_event(simulator, service, agents_task["sid"], "task.completed")
+    ended = await wait_handed_back(service, handover_id)
+    assert (ended["ended_by"], ended["handed_back"], ended["restored_webhooks"]) == (
+        "task.completed",
+        True,
+        1,
+    )
+
+
+async def test_the_agents_task_ending_before_the_outcome_is_written_still_hands_back(
+    start_service, simulator
+):
+    """The task that reached the agent ends while the worker still reads its
+    channel: the end is kept, and once the handover succeeds it ends it."""
+    seed_bot(simulator)
+    simulator.next_channels(["setup", "setup", "active"])
+    service = await start_service(
+        **default_target(silence_webhooks=["https://bot.example.com/"], return_to_bot=True)
+    )
+    handover_id = await service.hand_over()
+    [task] = await wait_tasks(simulator, 1)
+    await send_task_event(simulator, service, task["sid"], "task.canceled")
+
+    ended = await wait_handed_back(service, handover_id)
+
+    assert (ended["state"], ended["attempts"]) == ("succeeded", 1)
+    assert (ended["ended_by"], ended["handed_back"], ended["restored_webhooks"]) == (
+        "task.canceled",
+        True,
+        1,
+    )
+    conversation = simulator.conversation(CONVERSATION_SID)
+    assert json.loads(conversation["attributes"])["flexHandover"]["state"] == "ended"
+    assert sorted(w["url"] for w in conversation["webhooks"]) == sorted([BOT_URL, CRM_URL])
+
+
+async def test_a_newer_handovers_mark_is_left_alone_by_an_older_hand_back(
+    start_service, simulator, redis
+):
+    seed_bot(simulator)
+    service = await start_service(
+        **default_target(silence_webhooks=["https://bot.example.com/"], return_to_bot=True)
+    )
+    handover_id = await service.hand_over()
+    await service.wait_final(handover_id)
+    [task] = simulator.tasks
+    # Meanwhile a newer handover of the conversation marked it (as another deployment might).
+    attributes = json.loads(simulator.conversation(CONVERSATION_SID)["attributes"])
+    attributes["flexHandover"]["handoverId"] = "ho_" + "f" * 32
+    conversation = simulator.conversation(CONVERSATION_SID)
+    simulator.seed_conversation(
+        CONVERSATION_SID,
+        attributes=json.dumps(attributes),
+        webhooks=[{"url": w["url"], "filters": w["filters"]} for w in conversation["webhooks"]],
+    )
+
+    await send_task_event(simulator, service, task["sid"], "task.completed")
+    ended = await wait_handed_back(service, handover_id)
+
+    assert ended["handed_back"] is False
+    assert "newer handover" in ended["aftercare_error"]
+    after = simulator.conversation(CONVERSATION_SID)
+    assert json.loads(after["attributes"]) == attributes  # untouched
+    assert [w["url"] for w in after["webhooks"]] == [CRM_URL]  # the bot stays silenced

@@ -195,7 +195,7 @@ async def test_the_task_of_an_attempt_whose_channel_failed_does_not_end_the_hand
 
     status, body = await send(service, event_for("task.canceled", failed_task))
     assert (status, body["outcome"]) == (200, "ignored"), body
-    assert "another attempt" in body["reason"]
+    assert "not the task of the attempt that reached the agent" in body["reason"]
     assert await snapshot(redis) == before
 
     status, body = await send(service, event_for("task.completed", delivered_task))
@@ -207,27 +207,27 @@ async def test_an_end_event_before_the_outcome_is_recorded_beside_the_queued_han
     start_service, redis
 ):
     """Out of order: the task is canceled while the handover is still queued (no
-    worker yet). The end is recorded; the delivery job stays; the hand-back job waits
-    in the queue with it (the job is the one to wait for the outcome)."""
+    worker yet). Which attempt's task reached the agent is not known yet, so the
+    end is kept under its attempt (none here) and does not end the handover; the
+    delivery job stays; the hand-back job waits in the queue with it to judge it."""
     service = await start_service(worker=False)
     handover_id = await service.hand_over()
 
     status, body = await send(service, task_event("task.canceled", handover_id))
 
     assert (status, body["outcome"]) == (200, "recorded"), body
+    assert "before the outcome" in body["reason"]
     after = await record(redis, handover_id)
-    assert (after["state"], after["ended_by"], after["ended_task_sid"]) == (
-        "queued",
-        "task.canceled",
-        TASK_SID,
-    )
-    assert "ended_attempt" not in after  # this task carried no handoverAttempt
+    assert after["state"] == "queued"
+    assert "ended_at" not in after and "ended_by" not in after
+    event, task_sid, at = after["early_end:"].split(" ")
+    assert (event, task_sid) == ("task.canceled", TASK_SID) and float(at) > 0
     assert sorted(await redis.zrange(redis_keys.QUEUE_NAME, 0, -1)) == sorted(
         [handover_id, redis_keys.hand_back_job_id(handover_id)]
     )
     status, body = await send(service, task_event("task.completed", handover_id))
     assert (status, body["outcome"]) == (200, "duplicate")
-    assert (await record(redis, handover_id))["ended_by"] == "task.canceled"
+    assert (await record(redis, handover_id))["early_end:"].startswith("task.canceled ")
 
 
 async def test_concurrent_deliveries_of_one_event_record_it_once(start_service, redis):
@@ -239,7 +239,8 @@ async def test_concurrent_deliveries_of_one_event_record_it_once(start_service, 
     assert {status for status, _ in answers} == {200}
     assert outcomes == ["duplicate"] * 9 + ["recorded"]
     assert await hand_back_jobs(redis) == [redis_keys.hand_back_job_id(handover_id)]
-    assert (await record(redis, handover_id))["ended_attempt"] == "at_0123456789abcdef"
+    kept = (await record(redis, handover_id))["early_end:at_0123456789abcdef"]
+    assert kept.startswith("task.completed ")
 
 
 # --- acknowledged and ignored ---------------------------------------------------------

@@ -15,6 +15,7 @@ from worker.aftercare import (
     HANDED_OVER,
     MARK,
     NotAnObject,
+    NotOurMark,
     fallback_attributes,
     handover_mark,
     merged_attributes,
@@ -93,7 +94,9 @@ def test_the_hand_back_changes_the_state_and_keeps_the_rest_of_the_mark():
 
 def test_the_hand_back_leaves_a_newer_handovers_mark_alone():
     newer = merged_attributes("{}", mark(handover_id=OTHER_HANDOVER_ID))
-    assert merged_attributes(newer, {"state": ENDED}, only_for=HANDOVER_ID) is None
+    with pytest.raises(NotOurMark):
+        merged_attributes(newer, {"state": ENDED}, only_for=HANDOVER_ID)
+    # No mark at all (marking failed): nothing to write, nothing in the way.
     assert merged_attributes("{}", {"state": ENDED}, only_for=HANDOVER_ID) is None
 
 

@@ -108,6 +108,27 @@ async def test_replay_requeues_a_failed_handover_as_a_stock_arq_job(redis):
     assert await redis.zscore(redis_keys.QUEUE_NAME, handover_id) == job["et"]
 
 
+async def test_a_replay_drops_what_the_failed_runs_tasks_ended(redis):
+    """The replayed run's own task must find the hand-back's gate open."""
+    ends = {
+        "ended_at": "1",
+        "ended_by": "task.canceled",
+        "ended_task_sid": "WT" + "1" * 32,
+        "ended_attempt": "at_1",
+        "handed_back": "0",
+        "restored_webhooks": "0",
+        "early_end:at_2": "task.canceled WT" + "2" * 32 + " 1.0",
+        "early_end:": "task.deleted WT" + "3" * 32 + " 1.0",
+    }
+    handover_id = await store_handover(redis, fallback_message_sid="IM" + "4" * 32, **ends)
+
+    assert (await Replayer(redis, SETTINGS).replay(handover_id)).replayed
+
+    stored = await redis.hgetall(redis_keys.handover_key(handover_id))
+    assert not set(ends) & set(stored), stored
+    assert stored["fallback_message_sid"] == "IM" + "4" * 32  # one fallback a handover, ever
+
+
 async def test_a_second_replay_is_refused_while_the_first_is_queued(redis):
     handover_id = await store_handover(redis)
     assert (await Replayer(redis, SETTINGS).replay(handover_id)).replayed
