@@ -443,7 +443,9 @@ def test_opens_at_is_the_first_open_instant_at_or_after(case):
     assert opened.tzinfo == spec.zone
     assert opened >= moment and spec.is_open(opened)
     if opened > moment:
-        assert not spec.is_open(opened - timedelta(microseconds=1))
+        # In UTC: arithmetic on an aware datetime of its own zone is wall-clock
+        # arithmetic, which lands inside a DST gap instead of just before it.
+        assert not spec.is_open(opened.astimezone(UTC) - timedelta(microseconds=1))
         for fraction in (0.25, 0.5, 0.75):
             assert not spec.is_open(moment + (opened - moment) * fraction)
 
@@ -468,3 +470,13 @@ def test_away_from_a_dst_change_it_is_the_wall_clock_and_the_calendar(case):
         start * 60 <= seconds < end * 60 for start, end in spec.weekly[local.weekday()]
     )
     assert spec.is_open(moment) == expected
+
+
+def test_a_range_starting_inside_the_spring_gap_is_closed_just_before_the_gap_ends():
+    """Found by the property above: 02:00-04:00 on the Sunday Berlin skips 02:00-03:00."""
+    spec = hours({"sun": ["02:00-04:00"]}, zone="Europe/Berlin")
+    before_gap = utc(2026, 3, 29, 0, 59, 59)  # 01:59:59 CET, the gap's last instant before
+    opened = spec.opens_at(before_gap)
+    assert opened.isoformat() == "2026-03-29T03:00:00+02:00"
+    assert not spec.is_open(opened.astimezone(UTC) - timedelta(microseconds=1))
+    assert spec.is_open(opened)
