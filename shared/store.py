@@ -145,9 +145,10 @@ class HandoverStore:
             return RunStart(OTHER_CONVERSATION, conversation_sid=_text(reply[1]))
         return RunStart(MISSING)
 
-    async def start_attempt(self, handover_id: str, attempt_id: str | None = None) -> float:
+    async def start_attempt(self, handover_id: str, attempt_id: str | None = None) -> float | None:
         """Counts the attempt and marks it in flight, with the id its task will
-        carry (`attempt_id`; None: a task without one); returns its `in_flight_since`."""
+        carry (`attempt_id`; None: a task without one); returns its
+        `in_flight_since`, or None when the record is gone or final: send nothing."""
         timestamp = now()
         fields = {"state": Status.RUNNING.value, "in_flight_since": repr(timestamp)}
         clear = ["error", "next_attempt_at", "channel_status"]
@@ -155,14 +156,14 @@ class HandoverStore:
             clear.append("in_flight_attempt")
         else:
             fields["in_flight_attempt"] = attempt_id
-        await self._set(
+        started = await self._set(
             handover_id,
             fields,
             clear=clear,
             increment=["attempts"],
             timestamp=timestamp,
         )
-        return timestamp
+        return timestamp if started else None
 
     async def end_attempt(self, handover_id: str, error: HandoverError, *, ambiguous: bool) -> bool:
         """An attempt failed: if Twilio may still have acted on it, it stays in flight
@@ -282,7 +283,9 @@ class HandoverStore:
     ) -> bool:
         """Webhooks about to be removed from the Conversation, written before they go."""
         return await self._set(
-            handover_id, {"removed_webhooks": json.dumps(list(webhooks), separators=(",", ":"))}
+            handover_id,
+            {"removed_webhooks": json.dumps(list(webhooks), separators=(",", ":"))},
+            after_outcome=True,
         )
 
     async def finish_aftercare(
@@ -290,7 +293,7 @@ class HandoverStore:
     ) -> bool:
         """The Conversation steps are done (`fields`: what they did), releasing the
         claim the final write kept."""
-        return await self._set(handover_id, fields, release=release)
+        return await self._set(handover_id, fields, release=release, after_outcome=True)
 
     async def record_end(
         self, handover_id: str, ended_by: str, task_sid: str, attempt_id: str | None
@@ -342,11 +345,11 @@ class HandoverStore:
         }
         if attempt:
             fields["ended_attempt"] = attempt
-        return await self._set(handover_id, fields)
+        return await self._set(handover_id, fields, after_outcome=True)
 
     async def finish_hand_back(self, handover_id: str, fields: dict[str, str]) -> bool:
         """The hand-back job is done (`fields`: `handed_back` and what it did)."""
-        return await self._set(handover_id, fields)
+        return await self._set(handover_id, fields, after_outcome=True)
 
     async def _set(
         self,
@@ -359,16 +362,19 @@ class HandoverStore:
         timestamp: float | None = None,
         failed: bool = False,
         release: ClaimRelease | None = None,
+        after_outcome: bool = False,
     ) -> bool:
-        """Apply the update; True when the record existed. With `release`, the
-        claim is released in the same script and `release.released` says whether
-        it still was the run's own."""
+        """Apply the update; True when the record existed and took it. A delivery
+        write (not `after_outcome`) is refused once the record is final. With
+        `release`, the claim is released in the same script and
+        `release.released` says whether it still was the run's own."""
         timestamp = timestamp or now()
         fields = {**fields, "updated_at": repr(timestamp)}
         args: list[str | int] = [
             self._ttl if final else 0,
             repr(timestamp) if failed else "",
             release.value if release is not None else "",
+            "" if after_outcome else "1",
             len(clear),
             *clear,
             len(increment),

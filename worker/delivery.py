@@ -137,8 +137,11 @@ class Delivery:
         # FLEX_API_MAX_RPS; waiting is no attempt, and never past the deadline.
         await self._context.rate_limit.acquire(max_defer=self._deadline - now())
         attempt_id = new_attempt_id()
-        self.in_flight_since = await store.start_attempt(handover_id, attempt_id)
-        self.in_flight_attempt = attempt_id
+        started = await store.start_attempt(handover_id, attempt_id)
+        if started is None:
+            # The record is final (or gone): whatever finished it, nothing more is sent.
+            raise FlexError("the handover finished or expired before this attempt: not sent")
+        self.in_flight_since, self.in_flight_attempt = started, attempt_id
         try:
             return await self._context.flex.create_interaction(with_attempt(payload, attempt_id))
         except FlexError as error:

@@ -25,7 +25,7 @@ from arq.worker import Retry
 from redis.exceptions import RedisError
 
 from shared.connections import redis_error_text
-from shared.model import HandoverError, HandoverRecord, Status, now
+from shared.model import FINAL_STATES, HandoverError, HandoverRecord, Status, now
 from shared.settings import Settings, Target
 from shared.store import AFTERCARE_HELD, AFTERCARE_PENDING, FINAL, MISSING, ClaimRelease
 from worker.aftercare import run_aftercare
@@ -202,6 +202,10 @@ async def _requeue_or_fail(
     record = await context.store.get(handover_id)
     if record is None:
         return "missing"
+    if record.state in FINAL_STATES:
+        # The outcome was written (the budget ran out while its answer was on
+        # its way): it stands, and nothing is sent again.
+        return record.state.value
     record = await _account_for_lost_attempt(context, record, error.message)
     settings = context.settings
     time_left = _deadline(record, settings) - now()

@@ -53,7 +53,8 @@ REDIS_ERROR_DEFER_SECONDS = 5.0
 # The longest a create waits in the shared rate limit's queue; longer waits are
 # handed back to arq.
 MAX_WAIT_SECONDS = 60.0
-# Left in the run budget after a rate-limit wait: the create, then writing its outcome.
+# Left in the run budget after a rate-limit wait, besides the create and reading its
+# channel: writing its outcome.
 OUTCOME_MARGIN_SECONDS = 1.0
 # The first wait before a worker that lost Redis is rebuilt; it doubles up to
 # WORKER_RECONNECT_MAX_SECONDS.
@@ -218,10 +219,11 @@ def defer_delay(proposed: float, cap: float) -> float:
 def affordable_wait(run_time_left: float | None, attempt_timeout: float) -> float:
     """The longest a create may wait in the shared rate limit when its run must end
     `run_time_left` from now (None: no run deadline), leaving room for the create
-    itself and for writing its outcome. Negative when the run is already out of time."""
+    itself, reading its channel and writing its outcome. Negative when the run is
+    already out of time."""
     if run_time_left is None:
         return MAX_WAIT_SECONDS
-    return run_time_left - (attempt_timeout + OUTCOME_MARGIN_SECONDS)
+    return run_time_left - (attempt_timeout + CHANNEL_CONFIRM_SECONDS + OUTCOME_MARGIN_SECONDS)
 
 
 def slot_wait(wait: float, affordable: float) -> float:

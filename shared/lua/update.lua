@@ -8,19 +8,26 @@
 -- takes it out of the index, sets another), so the index holds no more than one
 -- TTL's failures without anyone listing it.
 -- KEYS: 1 the record, 2 the failed index, 3 (optional) the claim.
+-- A delivery write ('1' in ARGV[4]) changes nothing in a record that is final: a
+-- run that overran its budget while its final write was on its way, or any other
+-- late write, can never make a finished handover live again (only a replay does).
+-- KEYS: 1 the record, 2 the failed index, 3 (optional) the claim.
 -- ARGV: 1 TTL seconds (0 keeps it), 2 failed-index score ('' for none: the handover
 --       is removed from the index), 3 the claim's value (unused without the key),
---       4 fields to delete count, those field names, fields to increment by one
---       count, those field names, then field/value pairs.
+--       4 '1': a delivery write, refused on a final record ('' for the steps after
+--       the outcome), 5 fields to delete count, those field names, fields to
+--       increment by one count, those field names, then field/value pairs.
 -- Returns {record updated 0/1, claim released 0/1}.
 local released = 0
 if #KEYS > 2 then released = compare_and_delete(KEYS[3], ARGV[3]) end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, released} end
-local n = tonumber(ARGV[4])
-for i = 1, n do redis.call('HDEL', KEYS[1], ARGV[4 + i]) end
-local m = tonumber(ARGV[5 + n])
-for i = 1, m do redis.call('HINCRBY', KEYS[1], ARGV[5 + n + i], 1) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6 + n + m))
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, released} end
+if ARGV[4] == '1' and FINAL[state] then return {0, released} end
+local n = tonumber(ARGV[5])
+for i = 1, n do redis.call('HDEL', KEYS[1], ARGV[5 + i]) end
+local m = tonumber(ARGV[6 + n])
+for i = 1, m do redis.call('HINCRBY', KEYS[1], ARGV[6 + n + i], 1) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7 + n + m))
 if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 local id = redis.call('HGET', KEYS[1], 'handover_id')
 if ARGV[2] ~= '' then

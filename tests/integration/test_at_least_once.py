@@ -295,3 +295,34 @@ async def test_fifty_simultaneous_tool_calls_with_two_workers_make_one_interacti
     assert record["state"] == "succeeded", record
     assert len(simulator.interactions) == 1
     assert len(simulator.requests) == 1
+
+
+async def test_a_budget_that_runs_out_while_the_outcome_is_written_sends_nothing_again(
+    start_service, simulator, monkeypatch
+):
+    """The success is written, but its reply is slow and the run budget strikes
+    meanwhile: the outcome stands, and no second Interaction follows."""
+    from shared.settings import Settings
+
+    monkeypatch.setattr(Settings, "run_budget_seconds", property(lambda self: 1.5))
+    original = HandoverStore.mark_succeeded
+    replies = 0
+
+    async def slow_reply(self, *args: Any, **kwargs: Any) -> bool:
+        nonlocal replies
+        replies += 1
+        written = await original(self, *args, **kwargs)
+        if replies == 1:
+            await asyncio.sleep(3)  # the write is applied; its answer is late
+        return written
+
+    monkeypatch.setattr(HandoverStore, "mark_succeeded", slow_reply)
+    service = await start_service(**FAST_LOOKUP)
+
+    record = await service.wait_final(await service.hand_over(), timeout=20)
+    await asyncio.sleep(1.0)  # what a wrongly requeued job would do, it would do now
+
+    record = await service.status(record["handover_id"])
+    assert record["state"] == "succeeded" and record["attempts"] == 1, record
+    assert len(simulator.interactions) == 1 and len(simulator.requests) == 1
+    assert record["aftercare"] == "done"

@@ -563,9 +563,10 @@ def test_defer_delay_is_never_zero_nor_past_the_cap(proposed, cap, expected):
     assert defer_delay(proposed, cap) == expected
 
 
-def test_affordable_wait_leaves_room_for_the_create_and_its_outcome():
+def test_affordable_wait_leaves_room_for_the_create_its_channel_and_its_outcome():
     assert affordable_wait(None, 10.0) == MAX_WAIT_SECONDS
-    assert affordable_wait(20.0, 10.0) == 20.0 - (10.0 + OUTCOME_MARGIN_SECONDS)
+    expected = 40.0 - (10.0 + CHANNEL_CONFIRM_SECONDS + OUTCOME_MARGIN_SECONDS)
+    assert affordable_wait(40.0, 10.0) == expected
     assert affordable_wait(5.0, 10.0) < 0  # out of time: only a free slot will do
 
 

@@ -143,3 +143,30 @@ async def test_a_failed_channel_ends_the_attempt_and_is_kept_after_success(store
     assert public["channel_failures"] == 1
     assert public["channel_error"] == failure.to_dict()
     assert public["error"] is None
+
+
+@pytest.mark.parametrize("final", ["succeeded", "failed"])
+async def test_a_final_record_takes_no_more_delivery_writes(store, handover_id, redis, final):
+    """A run that overran its budget while its final write was on its way (or any
+    late write) cannot make a finished handover live again."""
+    if final == "succeeded":
+        await store.mark_succeeded(handover_id, "KD" + "1" * 32, "UO" + "2" * 32)
+    else:
+        await store.mark_failed(handover_id, REFUSED)
+    key = redis_keys.handover_key(handover_id)
+    before = await redis.hgetall(key)
+
+    assert await store.mark_retrying(handover_id, TIMEOUT, time.time() + 5) is False
+    assert await store.start_attempt(handover_id, "at_1") is None
+    assert await store.end_attempt(handover_id, TIMEOUT, ambiguous=True) is False
+    assert await store.count_lookup(handover_id) is False
+    assert await store.mark_failed(handover_id, TIMEOUT) is False
+    assert await store.mark_succeeded(handover_id, "KD" + "3" * 32, None) is False
+    assert await redis.hgetall(key) == before
+    # The steps after the outcome still write.
+    assert await store.finish_aftercare(handover_id, {"aftercare": "done"}) is True
+    assert (await redis.hgetall(key))["aftercare"] == "done"
+
+
+async def test_a_missing_record_starts_no_attempt(store):
+    assert await store.start_attempt(new_handover_id(), "at_1") is None
