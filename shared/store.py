@@ -110,6 +110,14 @@ class HandoverStore:
             return None
         return HandoverRecord.from_hash(_decoded(data))
 
+    async def current_handover(self, conversation_sid: str) -> str | None:
+        """The handover the conversation's pointer names (its newest), if any."""
+        value = await cast(  # redis-py types the asyncio client's commands as sync-or-async
+            Awaitable[str | bytes | None],
+            self._redis.get(redis_keys.conversation_key(conversation_sid)),
+        )
+        return None if value is None else _text(value)
+
     async def conversation_of(self, handover_id: str) -> str | None:
         """The record's conversation SID; None when there is no record."""
         value = await cast(  # redis-py types the asyncio client's commands as sync-or-async

@@ -10,7 +10,8 @@ prefixes (the bot's), remembered in the record before they go so the hand-back
 (`worker.hand_back`) can put them back. After a failure, a target's
 `fallback_message` is posted into the Conversation once: the create has no
 idempotency key, so the message carries a marker in its attributes and the
-newest messages are searched for it before any post, also after a crash.
+newest messages are searched for it before any post, also after a crash; and
+none is posted once the conversation has a newer handover.
 
 All of it is best effort and after the fact: a step that fails is tried a few
 times (`worker.retry.aftercare_wait`), logged and shown in the record, and
@@ -269,6 +270,12 @@ async def _post_fallback(
         return
     conversations, conversation_sid = context.conversations, record.request.conversation_sid
     handover_id = record.handover_id
+    newer = await context.store.current_handover(conversation_sid)
+    if newer is not None and newer != handover_id:
+        # A run of ours came back late (killed, or Redis away): the customer asked
+        # again since, and "no agent" would be untrue of that newer handover.
+        outcome.failed("the fallback message", f"not posted: the conversation has {newer}")
+        return
 
     async def post_once() -> str:
         # Also after an unanswered post (this run's or a killed one's): look first.

@@ -18,7 +18,9 @@ import aiohttp
 import pytest
 
 from shared import redis_keys
+from shared.model import HandoverError
 from shared.settings import Settings
+from shared.store import HandoverStore
 from tests.support.outcomes import FAST_RECOVERY, SLACK_SECONDS
 from tests.support.processes import call_tool, clean_env, wait_until
 from tests.support.service import FAST_LOOKUP, service_env
@@ -436,3 +438,24 @@ async def test_a_newer_handovers_mark_is_left_alone_by_an_older_hand_back(
     after = simulator.conversation(CONVERSATION_SID)
     assert json.loads(after["attributes"]) == attributes  # untouched
     assert [w["url"] for w in after["webhooks"]] == [CRM_URL]  # the bot stays silenced
+
+
+async def test_a_late_fallback_is_not_posted_over_a_newer_handover(start_service, simulator, redis):
+    """Handover A failed and its run died before the fallback; the customer asked
+    again and B was handed over. A's job comes back: "no agent" would be untrue."""
+    service = await start_service(worker=False, **default_target(fallback_message=FALLBACK))
+    first = await service.hand_over()
+    store = HandoverStore(redis, 3600)
+    await store.mark_failed(first, HandoverError("gave up"), aftercare=True)  # killed here
+    second = await service.hand_over()
+    assert second != first
+    # A's job comes back after B's (its in-progress key had to expire).
+    await redis.zadd(redis_keys.QUEUE_NAME, {first: int((time.time() + 1) * 1000)})
+    await service.start_worker()
+
+    assert (await service.wait_final(second))["state"] == "succeeded"
+    late = await service.wait_final(first)
+
+    assert late["fallback_message_sid"] is None
+    assert f"the conversation has {second}" in late["aftercare_error"]
+    assert simulator.conversation(CONVERSATION_SID)["messages"] == []
