@@ -161,6 +161,10 @@ async def test_the_lookup_is_not_fooled_by_the_failed_attempts_task(
     assert record["found_by_lookup"] is False
     assert (record["attempts"], record["ambiguous_attempts"], record["lookups"]) == (3, 1, 1)
     assert record["channel_error"]["interaction_sid"] == failed["sid"]
+    # The failed channel was read once, when it failed: the lookup did not send
+    # the run back to it (a lookup by handover id alone would find its task).
+    assert record["channel_failures"] == 1
+    assert simulator.channel_reads(failed["sid"]) == 1
     assert "duplicate" not in caplog.text
     lookups = [p for m, p in simulator.paths if "/Tasks" in p]
     assert lookups and all("handoverAttempt" in p for p in lookups)
@@ -224,3 +228,30 @@ async def test_an_unreadable_channel_is_a_retryable_error_never_failed(flex, sim
         await flex.fetch_channel(kd, uo)
     assert caught.value.retryable and not caught.value.ambiguous
     assert caught.value.message.startswith("reading the channel failed")
+
+
+async def test_at_max_age_a_found_task_whose_channel_failed_fails_the_handover_once(
+    start_service, simulator
+):
+    """The last run's in-flight attempt turns out to have made an Interaction, but
+    its channel failed: at max age that is the end (failed, nothing sent again),
+    and the customer hears the truth."""
+    target = {"workflow_sid": WORKFLOW_SID, "fallback_message": "Sorry, no agent right now."}
+    service = await start_service(
+        HANDOVER_TARGETS=json.dumps({"default": target}),
+        HANDOVER_MAX_AGE_SECONDS="2",
+        HANDOVER_RETRY_BUDGET_SECONDS="0",
+        HANDOVER_REQUEUE_DELAY_SECONDS="10",
+    )
+    simulator.next_channels(["failed"], error_code=19025, error_message="no route")
+    simulator.fail_next(500, after_create=True)  # created, but the worker hears a 500
+
+    record = await service.wait_final(await service.hand_over(), timeout=20)
+
+    assert len(simulator.interactions) == 1 and len(simulator.requests) == 1
+    assert record["state"] == "failed", record
+    assert (record["channel_status"], record["channel_failures"]) == ("failed", 1)
+    assert record["lookups"] >= 1
+    assert "no route" in record["error"]["message"]
+    [message] = simulator.conversation(CONVERSATION_SID)["messages"]
+    assert record["fallback_message_sid"] == message["sid"]
