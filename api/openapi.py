@@ -177,7 +177,8 @@ HANDOVER_PROPERTIES: dict[str, Schema] = {
     },
     "removed_webhooks": {
         "type": "array",
-        "description": "The bot's webhooks removed from the Conversation (URL without query).",
+        "description": "The bot's webhooks removed from the Conversation (URL: scheme, "
+        "host, port and path only).",
         "items": {
             "type": "object",
             "properties": {

@@ -2,7 +2,9 @@
 
 A tool call is acknowledged only after one Lua script has, atomically:
 de-duplicated against the conversation's latest handover (a repeat call gets
-that handover back and is not counted), checked and counted the fixed-window
+that handover back and is not counted while it is live, or succeeded within
+`HANDOVER_DEDUP_SECONDS` and its agent's task has not ended: once the agent gave
+the customer back, asking again is a new handover), checked and counted the fixed-window
 rate limits on new handovers per conversation and per customer identity,
 checked the backlog (`HANDOVER_MAX_PENDING`), written the status record
 (`queued`), written an arq-compatible job record and added it to the queue
@@ -10,9 +12,8 @@ checked the backlog (`HANDOVER_MAX_PENDING`), written the status record
 refused by a rate limit or a full backlog stores nothing at all, nor does one
 that a target declines outside its business hours (the script still answers the
 conversation's live handover, so the model is not told "not handed over" about
-one that is on its way). One round trip for a conversation's first handover;
-with an earlier one, whose record the script may read only through KEYS, it
-first answers that handover's id and the call is made again with its record.
+one that is on its way). One round trip, a repeat call's too: the script reads
+the record of the handover the conversation points to by building its key.
 Concurrent calls share a pipeline (`shared.script_batcher`), each still its own
 script run.
 

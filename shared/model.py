@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from shared.logging import mask_identity, redact
 
@@ -365,14 +366,31 @@ def _optional_flag(value: str | None) -> bool | None:
 
 
 def _public_webhook(hook: dict[str, Any]) -> dict[str, Any]:
-    """A removed webhook as the status endpoint shows it: where it pointed, no query
-    string (a URL's query may carry a token)."""
+    """A removed webhook as the status endpoint shows it: where it pointed, nothing
+    that may carry a secret (`_shown_url`)."""
     url = hook.get("url")
     return {
         "sid": hook.get("sid"),
         "target": hook.get("target"),
-        "url": url.split("?", 1)[0] if isinstance(url, str) else None,
+        "url": _shown_url(url) if isinstance(url, str) else None,
     }
+
+
+def _shown_url(url: str) -> str | None:
+    """Scheme, host, port and path of `url`, rebuilt: no userinfo (`user:pass@`), query
+    or fragment, each of which may carry a credential. None when there is no host to
+    show (not an absolute URL, or one that does not parse): nothing is safe to echo."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _optional_float(value: str | None) -> float | None:

@@ -391,7 +391,7 @@ class Settings:
         "HANDOVER_DEDUP_SECONDS",
         _seconds(0),
         600.0,
-        "a succeeded handover still answers repeat calls this long",
+        "a succeeded handover still answers repeat calls this long, until its task ends",
     )
     max_age_seconds: float = setting(
         "HANDOVER_MAX_AGE_SECONDS",

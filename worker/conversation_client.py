@@ -5,7 +5,10 @@ The same rules as `worker.flex_client`: every call is cut off at the attempt
 timeout, bodies are read up to a bound, and every failure leaves as a
 `FlexError` classified by the answer that came (a read is always worth another
 try; a write that got no answer is ambiguous). What twilio-python hands back is
-upstream input: only text of the expected type is passed on.
+upstream input: only text of the expected type is passed on. A list is one page
+(`page_async`), never `list_async`: that follows `next_page_url` until it has read
+its `limit`, so an answer of empty pages that each link to another would be
+requested without end.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ from shared import sids
 from worker.errors import FlexError
 from worker.flex_client import FlexClient, forget_last_answer
 
-# Twilio allows a handful of conversation-scoped webhooks; more than this is not a bot's.
-WEBHOOK_LIST_LIMIT = 20
 WEBHOOK_PAGE_SIZE = 5
-"""The most a page of conversation webhooks may hold (Twilio's spec; it allows five a Conversation)."""
+"""The most a page of conversation webhooks may hold (Twilio's spec; it allows five a
+Conversation): one page is all of them."""
 MESSAGE_LOOKUP_LIMIT = 50
-"""How many of the newest messages are searched for a fallback already posted."""
+"""How many of the newest messages are searched for a fallback already posted: one page."""
 WEBHOOKS_OFF = "false"
 """`X-Twilio-Webhook-Enabled` on our writes: they must not wake the bot they silence."""
 
@@ -111,11 +113,13 @@ class ConversationClient:
             raise _named(error, "writing the Conversation's attributes") from exc
 
     async def list_webhooks(self, conversation_sid: str) -> list[ConversationWebhook]:
+        """The Conversation's webhooks: one page of WEBHOOK_PAGE_SIZE, all Twilio allows."""
         forget_last_answer()
         try:
-            webhooks = await self._conversation(conversation_sid).webhooks.list_async(
-                limit=WEBHOOK_LIST_LIMIT, page_size=WEBHOOK_PAGE_SIZE
+            page = await self._conversation(conversation_sid).webhooks.page_async(
+                page_size=WEBHOOK_PAGE_SIZE
             )
+            webhooks = list(page)
         except Exception as exc:  # every failure is classified
             raise self._flex.call_failure(
                 exc, "a webhook list", "listing the Conversation's webhooks failed"
@@ -168,12 +172,13 @@ class ConversationClient:
         return _text(getattr(created, "sid", None)) or ""
 
     async def recent_messages(self, conversation_sid: str) -> list[PostedMessage]:
-        """The newest MESSAGE_LOOKUP_LIMIT messages, newest first."""
+        """The newest MESSAGE_LOOKUP_LIMIT messages (one page), newest first."""
         forget_last_answer()
         try:
-            messages = await self._conversation(conversation_sid).messages.list_async(
-                order="desc", limit=MESSAGE_LOOKUP_LIMIT, page_size=MESSAGE_LOOKUP_LIMIT
+            page = await self._conversation(conversation_sid).messages.page_async(
+                order="desc", page_size=MESSAGE_LOOKUP_LIMIT
             )
+            messages = list(page)
         except Exception as exc:  # every failure is classified
             raise self._flex.call_failure(
                 exc, "a message list", "listing the Conversation's messages failed"

@@ -43,6 +43,8 @@ logger = logging.getLogger(f"flex_handover.{__name__}")
 
 # A handover makes one task; more than a few means duplicates, which we only log.
 LOOKUP_LIMIT = 20
+"""The tasks a lookup reads: one page (`page_async`, not `list_async`, which follows
+`next_page_url` until it has read this many, without end for empty linked pages)."""
 MAX_ANSWER_BYTES = 1_000_000
 """The most of any Twilio answer body the worker reads (an Interaction is ~2 KB,
 a page of 20 tasks ~40 KB). A longer one is cut off: ambiguous after a 2xx,
@@ -234,12 +236,12 @@ class FlexClient:
             workspace = self._client.taskrouter.v1.workspaces(
                 sids.url_segment(workspace_sid, sids.WORKSPACE)
             )
-            tasks = await workspace.tasks.list_async(
+            page = await workspace.tasks.page_async(
                 evaluate_task_attributes=expression,
                 assignment_status=list(assignment_statuses),
-                limit=LOOKUP_LIMIT,
                 page_size=LOOKUP_LIMIT,
             )
+            tasks = list(page)
         except Exception as exc:  # every failure is classified
             raise self._read_failure(exc, "a task list", "TaskRouter lookup failed") from exc
         return [task.attributes for task in tasks if isinstance(task.attributes, str)]

@@ -17,17 +17,22 @@
 -- LIMIT_CONVERSATION, LIMIT_IDENTITY, RATE_WINDOW (s), MAX_PENDING, RECORD_TTL (s),
 -- POINTER_TTL (s), JOB_TTL_MS.
 -- Returns {1, id, STATE.QUEUED} (stored), {0, id, state} (the live or recent
--- handover), {2, 'conversation'|'identity', ms left in the window} (rate limited,
--- nothing stored), {3, 'backlog', live handovers} (MAX_PENDING reached, nothing
--- stored) or {4, 'declined', 0} (ARGV[6], no live or recent handover: nothing stored).
+-- handover: recent = succeeded within DEDUP_WINDOW, its task not ended),
+-- {2, 'conversation'|'identity', ms left in the window} (rate limited, nothing
+-- stored), {3, 'backlog', live handovers} (MAX_PENDING reached, nothing stored) or
+-- {4, 'declined', 0} (ARGV[6], no live or recent handover: nothing stored).
 local existing = redis.call('GET', KEYS[1])
 if existing then
-  local current = redis.call('HMGET', HANDOVER_KEY_PREFIX .. existing, 'state', 'finished_at')
+  local current = redis.call('HMGET', HANDOVER_KEY_PREFIX .. existing,
+                             'state', 'finished_at', 'ended_at')
   local state = current[1]
   if LIVE[state] then
     return {0, existing, state}
   end
-  if state == STATE.SUCCEEDED
+  -- A succeeded handover whose task has ended (`ended_at`, shared/lua/hand_back.lua)
+  -- answers nothing: the agent gave the customer back, and asking again is a new
+  -- request for a person.
+  if state == STATE.SUCCEEDED and not current[3]
      and tonumber(ARGV[4]) - tonumber(current[2] or '0') < DEDUP_WINDOW then
     return {0, existing, state}
   end

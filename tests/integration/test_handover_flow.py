@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+import aiohttp
 import pytest
 
 from shared import redis_keys
@@ -214,6 +216,42 @@ async def test_new_handover_after_dedup_window(start_service, simulator):
     assert second["handover_id"] != first["handover_id"]
     await service.wait_final(second["handover_id"])
     assert len(simulator.interactions) == 2
+
+
+async def test_a_call_after_the_agents_task_ended_is_a_new_handover(service, simulator):
+    """Within the de-duplication window, once the agent's task ended (a signed
+    TaskRouter event to /webhooks/taskrouter), the customer asking again for a
+    person gets a new handover and a second Interaction; before the end, a repeat
+    call is the same handover."""
+    _, first, _ = await service.call_tool(session_id=session_header())
+    assert (await service.wait_final(first["handover_id"]))["state"] == "succeeded"
+    status, repeat, _ = await service.call_tool(session_id=session_header())
+    assert (status, repeat["handover_id"], repeat["status"]) == (
+        200,
+        first["handover_id"],
+        "succeeded",
+    )
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{simulator.base_url}/__sim/tasks/latest/events",
+            json={"event_type": "task.completed", "url": f"{service.url}/webhooks/taskrouter"},
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+        [delivery] = (await response.json())["deliveries"]
+    assert json.loads(delivery["body"])["outcome"] == "recorded", delivery
+    assert (await service.status(first["handover_id"]))["ended_by"] == "task.completed"
+
+    status, second, _ = await service.call_tool(session_id=session_header())
+
+    assert status == 202, second
+    assert second["handover_id"] != first["handover_id"]
+    assert (await service.wait_final(second["handover_id"]))["state"] == "succeeded"
+    assert len(simulator.interactions) == 2
+    status, again, _ = await service.call_tool(session_id=session_header())
+    assert (status, again["handover_id"]) == (200, second["handover_id"])
 
 
 async def test_new_handover_after_a_failed_one(service, simulator):

@@ -447,7 +447,9 @@ def test_opens_at_is_the_first_open_instant_at_or_after(case):
         # arithmetic, which lands inside a DST gap instead of just before it.
         assert not spec.is_open(opened.astimezone(UTC) - timedelta(microseconds=1))
         for fraction in (0.25, 0.5, 0.75):
-            assert not spec.is_open(moment + (opened - moment) * fraction)
+            point = moment + (opened - moment) * fraction
+            if point < opened:  # a gap of a few microseconds rounds onto the opening
+                assert not spec.is_open(point)
 
 
 def _same_offset_around(zone: ZoneInfo, day: date) -> bool:

@@ -123,3 +123,72 @@ async def test_a_declined_call_after_a_failed_handover_stores_nothing_new(enqueu
     assert again.declined
     assert sorted(await redis.keys("*")) == keys_before
     assert await redis.get(RATE_KEY) == "1"
+
+
+async def succeed(redis, handover_id: str) -> HandoverStore:
+    store = HandoverStore(redis, 3600)
+    assert await store.mark_succeeded(handover_id, "KDsucceeded", "UOsucceeded")
+    return store
+
+
+async def test_a_repeat_call_after_a_success_is_the_same_handover(enqueuer, script_calls, redis):
+    first = await enqueuer.enqueue(REQUEST)
+    await succeed(redis, first.handover_id)
+    script_calls.clear()
+
+    again = await enqueuer.enqueue(REQUEST)
+
+    assert (again.handover_id, again.created, again.state) == (
+        first.handover_id,
+        False,
+        Status.SUCCEEDED,
+    )
+    assert len(script_calls) == 1
+    assert await redis.get(RATE_KEY) == "1"
+
+
+async def test_a_call_after_the_agents_task_ended_is_a_new_handover(enqueuer, script_calls, redis):
+    """The agent gave the customer back (`ended_at`, from /webhooks/taskrouter):
+    asking again for a person is a new request, well within the de-duplication
+    window, stored in the same one script run."""
+    first = await enqueuer.enqueue(REQUEST)
+    store = await succeed(redis, first.handover_id)
+    await store.record_end(first.handover_id, "task.completed", "WTended", None)
+    script_calls.clear()
+
+    second = await enqueuer.enqueue(REQUEST)
+
+    assert second.created and second.state is Status.QUEUED
+    assert second.handover_id != first.handover_id
+    assert len(script_calls) == 1
+    assert await redis.get(redis_keys.conversation_key(CONVERSATION_SID)) == second.handover_id
+    assert await redis.get(RATE_KEY) == "2"
+    assert await redis.zscore(redis_keys.QUEUE_NAME, second.handover_id) is not None
+    # The next repeat call is de-duplicated against the new one.
+    assert (await enqueuer.enqueue(REQUEST)).handover_id == second.handover_id
+
+
+async def test_an_ended_task_does_not_end_a_live_handover(enqueuer, redis):
+    """An end event may come before the worker wrote the outcome: while the handover
+    is live, a repeat call is still that handover."""
+    first = await enqueuer.enqueue(REQUEST)
+    await HandoverStore(redis, 3600).record_end(first.handover_id, "task.canceled", "WTx", None)
+
+    again = await enqueuer.enqueue(REQUEST)
+
+    assert (again.handover_id, again.created) == (first.handover_id, False)
+
+
+async def test_a_declined_call_after_the_task_ended_stores_nothing(enqueuer, redis):
+    """Outside the target's hours, a handover whose task ended is no reason to say
+    "transferring you": the call is declined."""
+    first = await enqueuer.enqueue(REQUEST)
+    store = await succeed(redis, first.handover_id)
+    await store.record_end(first.handover_id, "task.completed", "WTended", None)
+    keys_before = sorted(await redis.keys("*"))
+
+    again = await enqueuer.enqueue(REQUEST, store_new=False)
+
+    assert again.declined and not again.created
+    assert sorted(await redis.keys("*")) == keys_before
+    assert await redis.get(RATE_KEY) == "1"

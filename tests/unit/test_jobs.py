@@ -219,6 +219,36 @@ def test_to_public_fields():
     }
 
 
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("https://user:s3cret@bot.example/x", "https://bot.example/x"),
+        ("https://s3cret@bot.example/x?key=s3cret#s3cret", "https://bot.example/x"),
+        ("https://user:s3cret@Bot.Example:8443/in/hook", "https://bot.example:8443/in/hook"),
+        ("http://user:s3cret@[2001:db8::1]:8080/x", "http://[2001:db8::1]:8080/x"),
+        ("https://a:b@c:s3cret@bot.example/", "https://bot.example/"),
+        ("https://bot.example", "https://bot.example"),
+        # Nothing a host can be read from: nothing is shown.
+        ("user:s3cret@bot.example/x", None),
+        ("https://user:s3cret@bot.example:port/x", None),
+        ("https://user:s3cret@[::1/x", None),
+        ("", None),
+    ],
+)
+def test_to_public_shows_a_removed_webhook_without_credentials(url, shown):
+    fields = new_handover_record(HANDOVER_ID, make_request(), CREATED_AT)
+    fields["removed_webhooks"] = json.dumps(
+        [{"sid": "WH" + "2" * 32, "target": "webhook", "url": url}]
+    )
+
+    public = HandoverRecord.from_hash(fields).to_public()
+
+    assert public["removed_webhooks"] == [
+        {"sid": "WH" + "2" * 32, "target": "webhook", "url": shown}
+    ]
+    assert "s3cret" not in json.dumps(public)
+
+
 def test_to_public_masks_a_phone_number_or_email_in_the_error_message():
     fields = new_handover_record(HANDOVER_ID, make_request(), CREATED_AT)
     message = "Twilio answered 400: from whatsapp:+14155550123 (ada@example.com) is invalid"
