@@ -7,6 +7,10 @@ Flex simulator on loopback.
 from __future__ import annotations
 
 import json
+import re
+import sys
+import types
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +18,7 @@ import jsonschema_rs
 import pytest
 
 from api import tool_schema
+from standins.redis_server import free_port
 from tests.support.processes import clean_env, wait_until
 from tests.support.service import service_env
 from tests.support.values import (
@@ -170,3 +175,152 @@ async def test_the_schema_route_leaves_the_tool_routes_as_they_were(api_url):
         for path in ("/tools/flex-handover", "/tools/flex-handover/billing"):
             async with http.get(api_url + path, headers=tool_auth()) as response:
                 assert response.status == 405, path
+
+
+# --- the README's examples, run as printed ------------------------------------------------
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def readme_example(containing: str) -> dict[str, Any]:
+    """The one Python block of README's Callers section holding `containing`, run:
+    its module namespace."""
+    section = README.split("\n## Callers\n", 1)[1].split("\n## ", 1)[0]
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if containing in b]
+    namespace: dict[str, Any] = {"__name__": "readme_example"}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    return namespace
+
+
+async def stored(url: str, conversation_sid: str) -> dict[str, Any]:
+    """The conversation's handover as the API holds it (through a repeat call's 200)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{url}/tools/flex-handover",
+            json={"conversation_sid": conversation_sid, "identity": "phone:+14155550100"},
+            headers=tool_auth(),
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+        ack = await response.json()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url + ack["status_url"], headers=admin_auth()) as response,
+    ):
+        return await response.json()
+
+
+async def test_the_readme_plain_backend_example_hands_over(api_url):
+    hand_over = readme_example("async def hand_over(")["hand_over"]
+    conversation = new_conversation_sid(200)
+
+    status, answer = await hand_over(
+        api_url, TOOL_TOKEN, conversation, "whatsapp:+14155550123", reason="refund"
+    )
+    repeat, again = await hand_over(api_url, TOOL_TOKEN, conversation, "whatsapp:+14155550123")
+
+    assert (status, answer["handed_over"]) == (202, True), answer
+    assert (repeat, again["handover_id"]) == (200, answer["handover_id"])
+    assert (await hand_over(api_url, "wrong", conversation, "x"))[0] == 403
+
+
+async def test_the_readme_framework_example_registers_the_tools_and_pins_the_customer(api_url):
+    load_handover_tools = readme_example("async def load_handover_tools(")["load_handover_tools"]
+    tools, call = await load_handover_tools(api_url, TOOL_TOKEN)
+    assert [tool["function"]["name"] for tool in tools] == [
+        "hand_over_to_human",
+        "hand_over_to_human_billing",
+        "hand_over_to_human_after-hours",
+    ]
+    conversation = new_conversation_sid(201)
+    # The model's arguments name another conversation: the application's win.
+    arguments = json.dumps({"reason": "refund", "conversation_sid": new_conversation_sid(202)})
+
+    message = await call(
+        "hand_over_to_human_billing", arguments, conversation, "whatsapp:+14155550123"
+    )
+
+    assert message == "I'm transferring you to a human agent now."
+    record = await stored(api_url, conversation)
+    assert (record["target"], record["conversation_sid"]) == ("billing", conversation)
+
+
+class FakeSession:
+    """What the tool reads of TAC's ConversationSession (src/tac/models/session.py)."""
+
+    def __init__(self, conversation_id: str, address: str, channel: str = "WHATSAPP"):
+        self.conversation_id = conversation_id
+        self.channel = channel
+        self.author_info = types.SimpleNamespace(address=address)
+
+
+class FakeTool:
+    """TACTool as src/tac/tools/base.py defines what the example uses: injected
+    values merged over the caller's arguments, the implementation awaited."""
+
+    def __init__(self, implementation, name: str, description: str):
+        self.implementation, self.name, self.description = implementation, name, description
+        self.injected: dict[str, Any] = {}
+
+    def configure_injection(self, **values: Any) -> FakeTool:
+        self.injected.update(values)
+        return self
+
+    async def __call__(self, **arguments: Any) -> Any:
+        return await self.implementation(**{**arguments, **self.injected})
+
+
+@pytest.fixture
+def fake_tac(monkeypatch):
+    """TAC's modules as far as the example imports them (TAC itself is not a
+    dependency of this project)."""
+    base = types.ModuleType("tac.tools.base")
+    base.InjectedToolArg = type("InjectedToolArg", (), {})
+    base.TACTool = FakeTool
+    base.function_tool = lambda name, description: lambda f: FakeTool(f, name, description)
+    session = types.ModuleType("tac.models.session")
+    session.ConversationSession = FakeSession
+    for name, module in {
+        "tac": types.ModuleType("tac"),
+        "tac.tools": types.ModuleType("tac.tools"),
+        "tac.tools.base": base,
+        "tac.models": types.ModuleType("tac.models"),
+        "tac.models.session": session,
+    }.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+async def test_the_readme_tac_tool_stores_first_and_tells_the_model_the_truth(
+    api_url, fake_tac, monkeypatch
+):
+    monkeypatch.setenv("HANDOVER_URL", f"{api_url}/tools/flex-handover/billing")
+    monkeypatch.setenv("HANDOVER_TOOL_TOKEN", TOOL_TOKEN)
+    create_handover_tool = readme_example("def create_handover_tool(")["create_handover_tool"]
+    conversation = new_conversation_sid(203)
+
+    tool = create_handover_tool(FakeSession(conversation, "whatsapp:+14155550123"))
+    answer = await tool(reason="refund", summary="order 1234 arrived broken")
+    short_number = create_handover_tool(FakeSession(new_conversation_sid(204), "+12345"))
+    refused = await short_number(reason="refund")
+    orchestrator_id = create_handover_tool(FakeSession("conv_123", "+14155550123"))
+    not_a_sid = await orchestrator_id(reason="refund")
+
+    assert tool.name == "hand_over_to_human"
+    assert answer == {"handed_over": True, "message": "I'm transferring you to a human agent now."}
+    record = await stored(api_url, conversation)
+    assert (record["target"], record["identity"]) == ("billing", "whatsapp:+14*******23")
+    assert refused["handed_over"] is False and "E.164" in refused["message"]
+    assert not_a_sid["handed_over"] is False
+    assert "does not name a Conversation" in not_a_sid["message"]
+
+
+async def test_the_readme_tac_tool_says_so_when_the_service_cannot_be_reached(
+    fake_tac, monkeypatch
+):
+    monkeypatch.setenv("HANDOVER_URL", f"http://127.0.0.1:{free_port()}/tools/flex-handover")
+    monkeypatch.setenv("HANDOVER_TOOL_TOKEN", TOOL_TOKEN)
+    example = readme_example("def create_handover_tool(")
+    tool = example["create_handover_tool"](FakeSession(CONVERSATION_SID, "+14155550123"))
+
+    assert await tool(reason="refund") == {"handed_over": False, "message": example["FAILED"]}
