@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
-from hypothesis import HealthCheck, find, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api import tool_schema
@@ -276,43 +276,49 @@ IDENTITIES = mostly(
     | st.tuples(KINDS, IDENTITY_VALUES).map(lambda pair: f"{pair[0]}:{pair[1]}"),
     IDENTITY_VALUES | st.sampled_from([None, 14155550123]),
 )
-FIELD_VALUES = mostly(
-    st.none()
-    | st.text(max_size=40)
-    | st.sampled_from(sorted(set(KNOWN_FIELDS.values()))).flatmap(
-        lambda limit: st.integers(limit - 1, limit + 1).map(lambda size: "x" * size)
-    ),
-    st.sampled_from([True, 0, -1, 2.5, 10**40, [], {}, " " * 3]),
-)
+
+
+def field_values(limit: int) -> st.SearchStrategy[Any]:
+    """A known field's values: text around its limit, null, and what it must not be."""
+    return mostly(
+        st.none()
+        | st.text(max_size=40)
+        | st.integers(limit - 1, limit + 1).map(lambda size: "x" * size),
+        st.sampled_from([True, 0, -1, 2.5, 10**40, [], {}, " " * 3, " " + "x" * limit]),
+    )
+
+
 BODIES = mostly(
     st.fixed_dictionaries(
         {"conversation_sid": SIDS, "identity": IDENTITIES},
-        optional={**{name: FIELD_VALUES for name in KNOWN_FIELDS}, "order": FIELD_VALUES},
+        optional={
+            **{name: field_values(limit) for name, limit in KNOWN_FIELDS.items()},
+            "order": field_values(10),
+        },
     ),
     st.fixed_dictionaries(
-        {}, optional={"conversation_sid": SIDS, "identity": IDENTITIES, "reason": FIELD_VALUES}
+        {},
+        optional={"conversation_sid": SIDS, "identity": IDENTITIES, "reason": field_values(1000)},
     ),
 )
 
 
-@settings(
-    max_examples=300,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-@given(BODIES)
-def test_whatever_the_schema_accepts_the_parser_accepts(body):
-    if VALIDATOR.is_valid(body):
-        assert parser_accepts(body), body
+def test_whatever_the_schema_accepts_the_parser_accepts():
+    accepted = []
 
-
-def test_the_generated_bodies_reach_what_the_schema_accepts():
-    """Else the property above would hold for want of a case."""
-    found = find(
-        BODIES,
-        lambda body: VALIDATOR.is_valid(body) and len(body) > 3,
-        settings=settings(database=None, derandomize=True, max_examples=2000),
+    @settings(
+        max_examples=300,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
     )
-    assert VALIDATOR.is_valid(found)
+    @given(BODIES)
+    def check(body):
+        if VALIDATOR.is_valid(body):
+            accepted.append(body)
+            assert parser_accepts(body), body
+
+    check()
+    # Else the property would hold for want of a case (about 85 of the 300 pass).
+    assert len(accepted) >= 50
