@@ -32,6 +32,7 @@ from api.errors import (
 from api.http_errors import server_logger
 from api.parsing import parse_tool_call
 from api.ready_probe import ReadyProbe
+from api.schema_endpoint import routes as schema_routes
 from shared.connections import Enqueuer, create_redis, write_refusal
 from shared.deadletters import Replayer
 from shared.logging import caller_text, register_secrets
@@ -134,6 +135,7 @@ def create_app(
         [
             web.post("/tools/flex-handover", tool_call),
             web.post("/tools/flex-handover/{target}", tool_call),
+            *schema_routes(settings),
             *admin.routes(),
             *taskrouter_events.routes(settings),
             *openapi.routes(),

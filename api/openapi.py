@@ -16,6 +16,7 @@ from aiohttp import web
 
 from api.parsing import IDENTITY_HEADER, KNOWN_FIELDS, SESSION_HEADER
 from api.taskrouter_events import END_EVENTS, MAX_TASK_ATTRIBUTES_CHARS
+from api.tool_schema import SCHEMA_PATH, TOOL_NAME
 from shared.model import Status
 from shared.settings import DEFAULT_TARGET
 
@@ -26,6 +27,7 @@ Schema = dict[str, Any]
 HANDOVER_ID_PATTERN = "^ho_[0-9a-f]{32}$"
 CONVERSATION_SID_PATTERN = "^CH[0-9a-fA-F]{32}$"
 TARGET_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
+TOOL_NAME_PATTERN = "^hand_over_to_human(_[a-z0-9][a-z0-9_-]{0,63})?$"
 # The shapes that can pass; the last one also admits values the special traits
 # refuse (`whatsapp:bob` answers 400), which a pattern cannot exclude.
 IDENTITY_PATTERN = (
@@ -369,6 +371,62 @@ SCHEMAS: dict[str, Schema] = {
             "identity": {"type": "string"},
         },
     },
+    "ToolFunction": {
+        "type": "object",
+        "description": "An OpenAI-style function definition, to register as is.",
+        "required": ["type", "function"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"const": "function"},
+            "function": {
+                "type": "object",
+                "required": ["name", "description", "parameters"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "pattern": TOOL_NAME_PATTERN},
+                    "description": {"type": "string"},
+                    "parameters": {
+                        "type": "object",
+                        "description": "The same JSON Schema as `input_schema`.",
+                    },
+                },
+            },
+        },
+    },
+    "ToolSchemaDocument": {
+        "type": "object",
+        "required": ["input_schema", "tools", "routes"],
+        "additionalProperties": False,
+        "properties": {
+            "input_schema": {
+                "type": "object",
+                "description": "The tool input as a JSON body, as JSON Schema (draft "
+                "2020-12): `conversation_sid` and `identity` required, with an example.",
+            },
+            "tools": {
+                "type": "array",
+                "description": f"One per target, the default target's (`{TOOL_NAME}`) first.",
+                "items": ref("schemas", "ToolFunction"),
+            },
+            "routes": {
+                "type": "object",
+                "description": "Tool name → the route that answers it.",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["target", "method", "path"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "target": {"type": "string", "pattern": TARGET_NAME_PATTERN},
+                        "method": {"const": "POST"},
+                        "path": {
+                            "type": "string",
+                            "pattern": "^/tools/flex-handover(/[a-z0-9_-]+)?$",
+                        },
+                    },
+                },
+            },
+        },
+    },
     "TaskRouterEvent": {
         "type": "object",
         "description": "A TaskRouter workspace event, as Twilio sends it to the workspace's "
@@ -542,6 +600,25 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": tool_operation(
             "callToolForTarget", "Hand the conversation to a named target", with_target=True
         )
+    },
+    SCHEMA_PATH: {
+        "get": {
+            "operationId": "getToolSchema",
+            "summary": "The tool's JSON Schema and a function definition per target",
+            "description": (
+                "For agent frameworks: the tool input's JSON Schema, an OpenAI-style "
+                "function definition per configured target (`hand_over_to_human`, "
+                "`hand_over_to_human_<target>`: the MCP tools' names) and the route that "
+                "answers each. No secrets; it names the targets, so it takes the tool "
+                "endpoint's credentials."
+            ),
+            "tags": ["tool"],
+            "security": TOOL_SECURITY,
+            "responses": {
+                "200": json_body(ref("schemas", "ToolSchemaDocument"), "The definitions."),
+                **refusals(401, 403),
+            },
+        }
     },
     "/handovers": {
         "get": admin_operation(

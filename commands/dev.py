@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from api.app import create_app
+from api.tool_schema import SCHEMA_PATH, TOOL_PATH
 from shared.listening import bind
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -33,6 +34,8 @@ DEV_WORKFLOW_SID = "WW" + "0" * 32
 EXAMPLE_SESSION = "webhook:conversations__IS" + "0" * 32 + "/CH" + "0" * 32
 EXAMPLE_IDENTITY = "whatsapp:+15555550100"
 EXAMPLE_CONVERSATION = "CH" + "0" * 32
+BACKEND_CONVERSATION = "CH" + "0" * 31 + "1"
+BACKEND_IDENTITY = "whatsapp:+15555550101"
 EXAMPLE_BOT_URL = "https://bot.example.com/ai-assistant/messages"
 DEV_FALLBACK_MESSAGE = (
     "We could not reach an agent right now; we will reply here as soon as one is free."
@@ -127,6 +130,39 @@ def curl_example(host: str, port: int, env: Mapping[str, str] | None = None) -> 
         "  -H 'Content-Type: application/json' \\\n"
         '  -d \'{"reason": "customer asked for a person"}\''
     )
+
+
+def callers_banner(host: str, port: int, env: Mapping[str, str] | None = None) -> list[str]:
+    """The banner's lines for callers that are not an AI Assistant: an agent
+    framework reads the tool's definitions, a backend posts a JSON body (for a
+    conversation of its own, so it makes a handover of its own)."""
+    env = env or {}
+    base = f"http://{_shown_host(host)}:{port}"
+    token = (
+        f"{_bearer_option('HANDOVER_TOOL_TOKENS')} "
+        if _configured(env, "HANDOVER_TOOL_TOKENS")
+        else ""
+    )
+    body = json.dumps(
+        {
+            "conversation_sid": BACKEND_CONVERSATION,
+            "identity": BACKEND_IDENTITY,
+            "reason": "billing dispute",
+        }
+    )
+    return [
+        "Any agent framework: the tool's JSON Schema and a function definition per target:",
+        "",
+        f"curl -s {token}{base}{SCHEMA_PATH}",
+        "",
+        "A plain backend: a JSON body naming the conversation and the customer:",
+        "",
+        f"curl -s -X POST {base}{TOOL_PATH} \\",
+        *([f"  {token.strip()} \\"] if token else []),
+        "  -H 'Content-Type: application/json' \\",
+        f"  -d '{body}'",
+        "",
+    ]
 
 
 def run_dev(host: str, port: int) -> int:
@@ -228,6 +264,7 @@ def _print_banner(
     )
     status_url = f"http://{_shown_host(host)}:{port}/handovers/<handover_id>"
     lines += [f"Then read its status: curl -s {admin}{status_url}", ""]
+    lines += callers_banner(host, port, env)
     lines += [line for tip in tips for line in (tip, "")]
     print("\n".join(lines), flush=True)
     for note in notes:

@@ -134,6 +134,39 @@ async def test_dev_runs_with_nothing_but_the_package_and_its_curl_line_works():
     assert returncode == 0, stderr
 
 
+async def test_dev_prints_a_schema_and_a_plain_backend_call_that_work():
+    """The banner's lines for an agent framework (the tool's definitions) and a
+    plain backend (a JSON body), run as printed: the handover succeeds."""
+    port = free_port()
+    process = await start("dev", "--port", str(port), env=clean_env())
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", process)
+        banner = ""
+        while not re.search(r"A plain backend.*?-d '[^']+'\n", banner, re.DOTALL):
+            banner += (await asyncio.wait_for(process.stdout.read(4096), 5)).decode()
+        framework = banner[banner.index("Any agent framework") :]
+        schema_url = re.search(r"curl -s (http://\S+/tools/flex-handover/schema)\n", framework)
+        document = await get_json(schema_url.group(1))
+        assert document["tools"][0]["function"]["name"] == "hand_over_to_human"
+        assert document["routes"]["hand_over_to_human"]["path"] == "/tools/flex-handover"
+        backend = banner[banner.index("A plain backend") :]
+        url = re.search(r"curl -s -X POST (http://\S+/tools/flex-handover) ", backend).group(1)
+        headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", backend))
+        body = re.search(r"-d '([^']+)'", backend).group(1)
+        assert headers == {"Content-Type": "application/json"}
+        assert {"conversation_sid", "identity"} <= set(json.loads(body))
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data=body.encode(), headers=headers) as response:
+                ack = await response.json()
+                assert response.status == 202, ack
+            record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
+        assert record["state"] == "succeeded", record
+        assert record["conversation_sid"] == json.loads(body)["conversation_sid"]
+    finally:
+        returncode, stderr = await stop(process)
+    assert returncode == 0, stderr
+
+
 async def test_api_and_worker_processes_deliver_a_handover(redis, redis_server, simulator):
     env = clean_env(**service_env(redis_server.url, simulator.base_url))
     port = free_port()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from commands.dev import curl_example, has_tool_authentication
+from commands.dev import callers_banner, curl_example, has_tool_authentication
 
 TOKEN = "dev-tool-token-0123456789abcdef"
 
@@ -27,3 +27,12 @@ def test_has_tool_authentication():
     assert has_tool_authentication({"HANDOVER_TOOL_TOKENS": TOKEN})
     assert has_tool_authentication({"HANDOVER_VERIFY_TWILIO_SIGNATURE": "true"})
     assert not has_tool_authentication({"HANDOVER_VERIFY_TWILIO_SIGNATURE": "false"})
+
+
+def test_the_callers_lines_authenticate_like_the_curl_line():
+    open_lines = "\n".join(callers_banner("0.0.0.0", 8080, {}))
+    assert "Authorization" not in open_lines
+    assert "curl -s http://127.0.0.1:8080/tools/flex-handover/schema" in open_lines
+    lines = "\n".join(callers_banner("127.0.0.1", 8080, {"HANDOVER_TOOL_TOKENS": TOKEN}))
+    assert TOKEN not in lines
+    assert lines.count('-H "Authorization: Bearer ${HANDOVER_TOOL_TOKENS%%,*}"') == 2
