@@ -48,6 +48,8 @@ timeout counts it."""
 Role = Literal["api", "worker", "operator"]
 _TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _TASK_CHANNEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_RESERVED_TARGET_NAMES = frozenset({"schema"})
+"""`/tools/flex-handover/schema` is the tool's definition, not a target's endpoint."""
 _TARGET_KEYS = frozenset(
     {
         "workflow_sid",
@@ -685,6 +687,10 @@ def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Tar
     for name, spec in document.items():
         if not _TARGET_NAME.fullmatch(name):
             raise ValueError(f"target name {name!r} must be lower-case letters, digits, '-' or '_'")
+        if name in _RESERVED_TARGET_NAMES:
+            raise ValueError(
+                f"target name {name!r} is taken by a route: /tools/flex-handover/{name}"
+            )
         if not isinstance(spec, dict):
             raise ValueError(f"target {name!r} must be a JSON object")
         unknown = set(spec) - _TARGET_KEYS

@@ -261,6 +261,10 @@ def test_a_bad_variable_is_reported_by_name(name, value, says):
         ('{"bill ing": {"workflow_sid": "%s"}}' % BILLING_WORKFLOW_SID, "'bill ing' must be lower"),
         ('{"-billing": {"workflow_sid": "%s"}}' % BILLING_WORKFLOW_SID, "'-billing' must be lower"),
         ('{"billing": "%s"}' % BILLING_WORKFLOW_SID, "target 'billing' must be a JSON object"),
+        (
+            '{"schema": {"workflow_sid": "%s"}}' % BILLING_WORKFLOW_SID,
+            "'schema' is taken by a route",
+        ),
         ('{"billing": {}}', "target 'billing' needs workflow_sid"),
         ('{"billing": {"workflow_sid": "WW1"}}', "needs workflow_sid, WW followed by 32"),
         ('{"billing": {"workflow_sid": 5}}', "needs workflow_sid"),
