@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from api import admin, openapi, taskrouter_events
+from api import admin, openapi, taskrouter_events, voice
 from api.app_keys import CLOCK, ENQUEUER, READY_PROBE, REDIS, REPLAYER, SETTINGS, STORE
 from api.auth import auth_middleware, read_body, startup_warnings
 from api.availability import Clock, availability, system_clock
@@ -138,6 +138,7 @@ def create_app(
             *schema_routes(settings),
             *admin.routes(),
             *taskrouter_events.routes(settings),
+            *voice.routes(settings),
             *openapi.routes(),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),

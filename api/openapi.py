@@ -17,11 +17,13 @@ from aiohttp import web
 from api.parsing import IDENTITY_HEADER, KNOWN_FIELDS, SESSION_HEADER
 from api.taskrouter_events import END_EVENTS, MAX_TASK_ATTRIBUTES_CHARS
 from api.tool_schema import SCHEMA_PATH, TOOL_NAME
+from api.voice_twiml import MAX_HANDOFF_DATA_BYTES
 from shared.model import Status
 from shared.settings import DEFAULT_TARGET
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
+TWIML = "text/xml"
 Schema = dict[str, Any]
 
 HANDOVER_ID_PATTERN = "^ho_[0-9a-f]{32}$"
@@ -41,6 +43,11 @@ TOOL_SECURITY: list[dict[str, list[str]]] = [
     {"twilioSignature": []},
 ]
 ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminBearer": []}]
+VOICE_SECURITY: list[dict[str, list[str]]] = [
+    {"twilioSignature": []},
+    {"toolBearer": []},
+    {"toolQueryToken": []},
+]
 OPEN: list[dict[str, list[str]]] = []  # no credentials
 
 
@@ -129,7 +136,28 @@ STATES = [status.value for status in Status]
 # `HandoverRecord.to_public()`, field by field.
 HANDOVER_PROPERTIES: dict[str, Schema] = {
     "handover_id": {"type": "string", "pattern": HANDOVER_ID_PATTERN},
-    "conversation_sid": {"type": "string", "pattern": CONVERSATION_SID_PATTERN},
+    "kind": {
+        "type": "string",
+        "enum": ["conversation", "voice"],
+        "description": "`conversation`: a Conversation handed over through an Interaction "
+        "the worker creates; `voice`: a live call's ConversationRelay handoff, enqueued by "
+        "Twilio from the TwiML `/voice/handoff` answered (`succeeded` at once, no job).",
+    },
+    "conversation_sid": nullable(
+        {
+            "type": "string",
+            "pattern": CONVERSATION_SID_PATTERN,
+            "description": "null for a voice handoff.",
+        }
+    ),
+    "call_sid": nullable(
+        {
+            "type": "string",
+            "pattern": "^CA[0-9a-f]{32}$",
+            "description": "The call of a voice handoff; null otherwise (and for a voice "
+            "handoff whose request had no CallSid).",
+        }
+    ),
     "identity": {"type": "string", "examples": ["whatsapp:+14*******23"]},
     "target": {"type": "string"},
     "state": ref("schemas", "HandoverState"),
@@ -208,6 +236,12 @@ HANDOVER_PROPERTIES: dict[str, Schema] = {
         "type": "integer",
         "minimum": 0,
         "description": "How many removed webhooks the hand-back put back.",
+    },
+    "problem": {
+        "type": ["string", "null"],
+        "description": "What was wrong with a voice handoff's request that was answered "
+        "anyway: no CallSid, HandoffData that is not JSON or over the bound, an unknown "
+        "target (handed to another).",
     },
 }
 
@@ -460,6 +494,31 @@ SCHEMAS: dict[str, Schema] = {
             "reason": {"type": "string"},
         },
     },
+    "VoiceAction": {
+        "type": "object",
+        "description": "Twilio's `<Connect action>` request when a ConversationRelay session "
+        "ends, form-encoded: the call's parameters (Twilio sends more than these, all "
+        "ignored), the session's, and `HandoffData`.",
+        "additionalProperties": {"type": "string"},
+        "properties": {
+            "CallSid": {"type": "string", "pattern": "^CA[0-9a-fA-F]{32}$"},
+            "AccountSid": {"type": "string"},
+            "From": {"type": "string", "description": "The caller; masked in the record."},
+            "To": {"type": "string"},
+            "CallStatus": {"type": "string"},
+            "SessionId": {"type": "string"},
+            "SessionStatus": {"type": "string", "description": "Logged only."},
+            "SessionDuration": {"type": "string"},
+            "ErrorCode": {"type": "string", "description": "Logged only."},
+            "HandoffData": {
+                "type": "string",
+                "description": "The agent's `end` message's `handoffData`, verbatim. Absent "
+                "or blank: the session ended without a handoff (goodbye TwiML). A JSON "
+                f"object's fields go into the task, within {MAX_HANDOFF_DATA_BYTES} bytes; "
+                "anything else goes in as text (`handoffDataText`).",
+            },
+        },
+    },
     "Status": {
         "type": "object",
         "required": ["status"],
@@ -508,6 +567,17 @@ PARAMETERS: dict[str, dict[str, Any]] = {
             "FLEX_WORKFLOW_SID defines); any other name answers 404."
         ),
         "schema": {"type": "string", "pattern": TARGET_NAME_PATTERN},
+    },
+    "VoiceTarget": {
+        "name": "target",
+        "in": "path",
+        "required": True,
+        "description": (
+            "A target configured in HANDOVER_TARGETS. A live call is never refused for it: "
+            f"an unknown name is handed to `{DEFAULT_TARGET}` (or the first target), and the "
+            "record's `problem` says so."
+        ),
+        "schema": {"type": "string"},
     },
     "HandoverId": {
         "name": "handover_id",
@@ -559,6 +629,39 @@ def tool_operation(operation_id: str, summary: str, *, with_target: bool) -> dic
                 links=ack_links,
             ),
             **refusals(400, 401, 403, 404, 413, 415, 429, 503),
+        },
+    }
+
+
+def voice_operation(operation_id: str, summary: str, *, with_target: bool) -> dict[str, Any]:
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": (
+            "The `<Connect action>` URL of the TwiML that starts ConversationRelay. Answers "
+            "TwiML at once, built from the settings: with a non-blank `HandoffData`, "
+            "`<Enqueue workflowSid><Task priority timeout>{task attributes}</Task></Enqueue>` "
+            "(the target's attributes, HandoffData's fields, `handoverId`, `handoverTarget`, "
+            "`from`, `callSid`, `channelType: voice`); without, VOICE_GOODBYE_MESSAGE in "
+            "`<Say>` and `<Hangup/>`. The handover is recorded (kind `voice`, `succeeded`) "
+            "in one Redis round trip, de-duplicated by `CallSid`; if Redis is down or slow "
+            "the TwiML is answered anyway. A request that fails authentication is not "
+            "Twilio's live call and gets the JSON refusal."
+        ),
+        "tags": ["twilio"],
+        "security": VOICE_SECURITY,
+        "parameters": [ref("parameters", "VoiceTarget")] if with_target else [],
+        "requestBody": {
+            "required": False,
+            "content": {FORM: {"schema": ref("schemas", "VoiceAction")}},
+        },
+        "responses": {
+            "200": {
+                "description": "TwiML for the live call: the `<Enqueue>` to Flex, or the "
+                "goodbye and `<Hangup/>`.",
+                "content": {TWIML: {"schema": {"type": "string"}}},
+            },
+            **refusals(400, 401, 403, 413),
         },
     }
 
@@ -728,6 +831,20 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/voice/handoff": {
+        "post": voice_operation(
+            "voiceHandoff",
+            "ConversationRelay's <Connect action>: hand the call to Flex",
+            with_target=False,
+        )
+    },
+    "/voice/handoff/{target}": {
+        "post": voice_operation(
+            "voiceHandoffForTarget",
+            "ConversationRelay's <Connect action>: hand the call to a named target",
+            with_target=True,
+        )
+    },
     "/healthz": {
         "get": open_operation(
             "healthz", "The process is up", {"200": json_body(_status("ok"), "Up.")}
@@ -774,7 +891,11 @@ def build_document() -> dict[str, Any]:
             {"name": "tool", "description": "Called by the AI agent (a Twilio AI Assistant tool)."},
             {"name": "operator", "description": "Need an admin token."},
             {"name": "service", "description": "Probes and this document; no credentials."},
-            {"name": "twilio", "description": "Called by Twilio, signed with the auth token."},
+            {
+                "name": "twilio",
+                "description": "Called by Twilio, signed with the auth token (voice: or a "
+                "tool token).",
+            },
         ],
         "paths": PATHS,
         "components": {
@@ -811,7 +932,8 @@ def build_document() -> dict[str, Any]:
                     "name": "X-Twilio-Signature",
                     "description": "Twilio's request signature, checked with "
                     "TWILIO_AUTH_TOKEN: on the tool endpoint when "
-                    "HANDOVER_VERIFY_TWILIO_SIGNATURE is on, on /webhooks/taskrouter always.",
+                    "HANDOVER_VERIFY_TWILIO_SIGNATURE is on, on /webhooks/taskrouter and "
+                    "/voice/handoff always.",
                 },
                 "adminBearer": {
                     "type": "http",

@@ -218,7 +218,11 @@ async def _run_dev(host: str, port: int) -> None:
         await bind(web.TCPSite(runner, host, port).start(), host, port)
         worker = create_worker(settings, handle_signals=False)
         worker_task = asyncio.create_task(worker.async_run())
-        tips = [] if simulator is None else simulator_tips(simulator_url)
+        tips = (
+            []
+            if simulator is None
+            else [*simulator_tips(simulator_url), *voice_tips(simulator_url, host, port)]
+        )
         _print_banner(host, port, notes, env, tips)
         await _wait_for_stop_signal()
     finally:
@@ -249,6 +253,21 @@ def simulator_tips(simulator_url: str) -> list[str]:
         "Make the next handover fail for good (the customer gets the fallback message): "
         f"curl -s -X POST {simulator_url}/__sim/faults -d '{refused}'",
         f"Every request made to Twilio: curl -s {simulator_url}/__sim/requests",
+    ]
+
+
+def voice_tips(simulator_url: str, host: str, port: int) -> list[str]:
+    """A ConversationRelay voice handoff, played by the simulator as Twilio: the signed
+    `<Connect action>` request with the agent's HandoffData, answered with TwiML."""
+    action = {
+        "url": f"http://{_shown_host(host)}:{port}/voice/handoff",
+        "handoff_data": {"reason": "customer asked for a person", "summary": "refund"},
+    }
+    return [
+        "A voice agent on ConversationRelay hands the call over (the simulator signs and "
+        "sends Twilio's <Connect action> request; the answer is the TwiML that enqueues "
+        f"the call): curl -s -X POST {simulator_url}/__sim/voice/handoff -d "
+        f"'{json.dumps(action)}'",
     ]
 
 

@@ -61,6 +61,14 @@ class Identity:
         return cls(trait, value)
 
 
+KIND_CONVERSATION = "conversation"
+"""A handover of a Conversation (`CH…`): the worker creates its Interaction."""
+KIND_VOICE = "voice"
+"""A live call's ConversationRelay handoff (`api.voice`): Twilio enqueues the call from
+the TwiML the API answered, so the record is written `succeeded` and no job runs. Its
+`conversation_sid` is empty and `call_sid` names the call."""
+
+
 @dataclass(frozen=True)
 class HandoverRequest:
     """What the API accepted: everything the worker needs to build the Interaction."""
@@ -71,7 +79,11 @@ class HandoverRequest:
     tool_input: dict[str, Any] = field(default_factory=dict)
     """The known fields (reason, summary, customer_name, priority, language)."""
     extra_input: dict[str, Any] = field(default_factory=dict)
-    """Every other field the caller sent, kept rather than dropped."""
+    """Every other field the caller sent, kept rather than dropped (a voice handoff's
+    `HandoffData`, as it went into the task)."""
+    kind: str = KIND_CONVERSATION
+    call_sid: str | None = None
+    """The call (`CA…`) of a voice handoff; None for a Conversation's."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +241,8 @@ class HandoverRecord:
     restored_webhooks: int = 0
     early_ends: dict[str, EarlyEnd] = field(default_factory=dict)
     """Ends that came before the outcome, by the task's attempt id ('' for none)."""
+    problem: str | None = None
+    """What was wrong with a voice handoff's request, answered anyway (`api.voice`)."""
 
     @property
     def deadline_from(self) -> float:
@@ -247,6 +261,8 @@ class HandoverRecord:
                 target=data["target"],
                 tool_input=json.loads(data.get("tool_input") or "{}"),
                 extra_input=json.loads(data.get("extra_input") or "{}"),
+                kind=data.get("kind") or KIND_CONVERSATION,
+                call_sid=data.get("call_sid") or None,
             ),
             state=Status(data["state"]),
             attempts=int(data.get("attempts") or 0),
@@ -280,13 +296,16 @@ class HandoverRecord:
             handed_back=_optional_flag(data.get("handed_back")),
             restored_webhooks=int(data.get("restored_webhooks") or 0),
             early_ends=_early_ends(data),
+            problem=data.get("problem") or None,
         )
 
     def to_public(self) -> dict[str, Any]:
         """The JSON the status endpoint answers: no full phone number or e-mail."""
         return {
             "handover_id": self.handover_id,
-            "conversation_sid": self.request.conversation_sid,
+            "kind": self.request.kind,
+            "conversation_sid": self.request.conversation_sid or None,
+            "call_sid": self.request.call_sid,
             "identity": mask_identity(str(self.request.identity)),
             "target": self.request.target,
             "state": self.state.value,
@@ -315,12 +334,18 @@ class HandoverRecord:
             "ended_by": self.ended_by,
             "handed_back": self.handed_back,
             "restored_webhooks": self.restored_webhooks,
+            "problem": redact(self.problem) if self.problem else None,
         }
 
 
 def new_handover_record(handover_id: str, request: HandoverRequest, now: float) -> dict[str, str]:
-    """The fields written when a handover is accepted (state `queued`)."""
+    """The fields written when a handover is accepted (state `queued`); a voice
+    handoff's also name its kind and call."""
+    kind = {} if request.kind == KIND_CONVERSATION else {"kind": request.kind}
+    if request.call_sid is not None:
+        kind["call_sid"] = request.call_sid
     return {
+        **kind,
         "handover_id": handover_id,
         "conversation_sid": request.conversation_sid,
         "identity": str(request.identity),

@@ -16,6 +16,7 @@ HAND_BACK_FUNCTION = "hand_back_handover"
 HAND_BACK_JOB_PREFIX = "hand_back:"
 HANDOVER_KEY_PREFIX = f"{PREFIX}:handover:"
 CONVERSATION_KEY_PREFIX = f"{PREFIX}:conversation:"
+CALL_KEY_PREFIX = f"{PREFIX}:call:"
 CLAIM_KEY_PREFIX = f"{PREFIX}:claim:"
 RATE_KEY_PREFIX = f"{PREFIX}:rate:"
 FAILED_INDEX = f"{PREFIX}:failed"
@@ -31,6 +32,7 @@ WORKER_HEALTH_PREFIX = f"{PREFIX}:worker_health:"
 __all__ = [
     "ARQ_IN_PROGRESS_PREFIX",
     "ARQ_JOB_PREFIX",
+    "CALL_KEY_PREFIX",
     "CLAIM_KEY_PREFIX",
     "CONVERSATION_KEY_PREFIX",
     "FAILED_INDEX",
@@ -47,6 +49,7 @@ __all__ = [
     "WORKER_HEALTH_PREFIX",
     "arq_in_progress_key",
     "arq_job_key",
+    "call_key",
     "claim_key",
     "conversation_key",
     "hand_back_job_id",
@@ -70,6 +73,11 @@ def handover_key(handover_id: str) -> str:
 def conversation_key(conversation_sid: str) -> str:
     """Points a conversation at its latest handover, for de-duplication."""
     return CONVERSATION_KEY_PREFIX + conversation_sid
+
+
+def call_key(call_sid: str) -> str:
+    """Points a call at its voice handoff, for de-duplication by `CallSid`."""
+    return CALL_KEY_PREFIX + call_sid
 
 
 def arq_job_key(handover_id: str) -> str:

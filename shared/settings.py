@@ -63,6 +63,8 @@ _TARGET_KEYS = frozenset(
         "hours",
         "outside_hours",
         "closed_message",
+        "voice_timeout",
+        "wait_url",
     }
 )
 OUTSIDE_HOURS = ("queue", "decline")
@@ -72,6 +74,10 @@ MAX_CLOSED_MESSAGE_CHARS = 500
 MAX_FALLBACK_MESSAGE_CHARS = 1600
 """A Conversations message body's limit, and an SMS's in segments."""
 MAX_AUTHOR_CHARS = 256
+MAX_VOICE_TIMEOUT_SECONDS = 14 * 24 * 3600
+"""TaskRouter's longest task timeout (two weeks); its default is 24 hours."""
+MAX_WAIT_URL_CHARS = 2048
+DEFAULT_VOICE_GOODBYE = "Thank you for calling. Goodbye."
 _VARIABLES = "variables"  # field metadata: the Variables a field is read from
 _READ = "read"  # field metadata: how a field made of several variables is read
 
@@ -107,6 +113,11 @@ class Target:
     outside_hours: Literal["queue", "decline"] = "queue"
     closed_message: str | None = None
     """What the model is told outside `hours` (None: a default saying when agents are back)."""
+    voice_timeout: int | None = None
+    """A voice handoff's `<Task timeout>` in seconds (None: TaskRouter's default, 24 h)."""
+    wait_url: str | None = None
+    """A voice handoff's `<Enqueue waitUrl>`: what the caller hears while waiting (None:
+    Twilio's default hold music)."""
 
 
 @dataclass(frozen=True)
@@ -388,6 +399,13 @@ class Settings:
     )
     handover_message: str = setting(
         "HANDOVER_MESSAGE", _message, DEFAULT_MESSAGE, "what the model is told"
+    )
+    voice_goodbye_message: str = setting(
+        "VOICE_GOODBYE_MESSAGE",
+        _message,
+        DEFAULT_VOICE_GOODBYE,
+        "what a caller hears (`<Say>`, then `<Hangup/>`) when a ConversationRelay session "
+        "ends without a handoff ([voice](#voice-conversationrelay))",
     )
     dedup_seconds: float = setting(
         "HANDOVER_DEDUP_SECONDS",
@@ -718,8 +736,39 @@ def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Tar
             MappingProxyType(dict(attributes)),
             **_target_aftercare(name, spec),
             **_target_hours(name, spec),
+            **_target_voice(name, spec),
         )
     return targets
+
+
+def _target_voice(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A target's keys for a voice handoff (`api.voice`): `voice_timeout`, the
+    task's timeout in seconds, and `wait_url`, the `<Enqueue>`'s hold music."""
+    timeout = spec.get("voice_timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int)
+        or not 1 <= timeout <= MAX_VOICE_TIMEOUT_SECONDS
+    ):
+        raise ValueError(
+            f"target {name!r} voice_timeout must be whole seconds from 1 to "
+            f"{MAX_VOICE_TIMEOUT_SECONDS} (two weeks)"
+        )
+    wait_url = spec.get("wait_url")
+    if wait_url is not None:
+        parts = urlsplit(wait_url) if isinstance(wait_url, str) else None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or len(wait_url) > MAX_WAIT_URL_CHARS
+            or any(ord(char) < 0x21 or ord(char) == 0x7F for char in wait_url)
+        ):
+            raise ValueError(
+                f"target {name!r} wait_url must be an http(s) URL of at most "
+                f"{MAX_WAIT_URL_CHARS} characters, without spaces"
+            )
+    return {"voice_timeout": timeout, "wait_url": wait_url}
 
 
 def _target_aftercare(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ FLEX_USER = "FX"
 CONVERSATION_WEBHOOK = "WH"
 MESSAGE = "IM"
 TASK = "WT"
+CALL = "CA"
 
 _PATTERNS: dict[str, re.Pattern[str]] = {}
 

@@ -34,6 +34,7 @@ from shared.store import (
     EndOutcome,
     HandoverStore,
 )
+from shared.voice_records import VoiceRecorder, voice_script
 from tests.support.values import CONVERSATION_SID
 from worker.arq_worker import PICK_SCRIPT
 from worker.claim import RELEASE_SCRIPT, ClaimReleaser
@@ -192,6 +193,14 @@ async def runs_release_claim(redis) -> None:
     assert await ClaimReleaser(redis).release(ClaimRelease(key, "mine"))
 
 
+async def runs_voice_handoff(redis) -> None:
+    recorder = VoiceRecorder(redis, 3600)
+    call = HandoverRequest("", REQUEST.identity, "default", kind="voice", call_sid="CA" + "1" * 32)
+    first = await recorder.record(new_handover_id(), call, time.time(), None)
+    again = await recorder.record(new_handover_id(), call, time.time(), None)
+    assert first.created and (again.handover_id, again.created) == (first.handover_id, False)
+
+
 async def stored_handover(redis, state: Status = Status.QUEUED) -> str:
     handover_id = new_handover_id()
     record = new_handover_record(handover_id, REQUEST, time.time())
@@ -205,6 +214,7 @@ SCRIPTS: dict[str, tuple[str, Callable[[Any], Awaitable[None]]]] = {
     "shared/lua/begin_run.lua": (BEGIN_SCRIPT, runs_begin_run),
     "shared/lua/replay.lua": (REPLAY_SCRIPT, runs_replay),
     "shared/lua/hand_back.lua": (HAND_BACK_SCRIPT, runs_hand_back),
+    "shared/lua/voice_handoff.lua": (voice_script(3600), runs_voice_handoff),
     "worker/lua/pick.lua": (PICK_SCRIPT, runs_pick),
     "worker/lua/token_bucket.lua": (TOKEN_BUCKET_SCRIPT, runs_token_bucket),
     "worker/lua/release_claim.lua": (RELEASE_SCRIPT, runs_release_claim),

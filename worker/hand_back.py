@@ -10,7 +10,9 @@ handover removed, so the bot answers the customer again.
 An end event can come before the handover's own run has finished (its outcome
 and the Conversation steps after it): then the job comes back later, and gives
 up once the handover is past any run's reach. Like those steps, it is best
-effort: the record says what happened (`handed_back`, `aftercare_error`).
+effort: the record says what happened (`handed_back`, `aftercare_error`). A voice
+handover's task (a call Twilio enqueued, `api.voice`) has no Conversation: its end
+is only recorded (`handed_back: true`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from arq.worker import Retry
 from redis.exceptions import RedisError
 
 from shared.connections import redis_error_text
-from shared.model import FINAL_STATES, HandoverRecord, Status, now
+from shared.model import FINAL_STATES, KIND_VOICE, HandoverRecord, Status, now
 from shared.settings import AFTERCARE_SECONDS
 from shared.store import AFTERCARE_PENDING
 from worker.aftercare import ENDED, NotOurMark, merge_into_conversation, tried
@@ -65,6 +67,11 @@ async def hand_back_handover(ctx: dict[str, Any], handover_id: str) -> str:
             if ended is None:
                 return "not the task that reached the agent"
             record = ended
+        if record.request.kind == KIND_VOICE:
+            # A call Twilio enqueued (api.voice): no Conversation to tell, no webhooks.
+            await context.store.finish_hand_back(handover_id, {"handed_back": "1"})
+            logger.info("voice handover %s ended (%s)", handover_id, record.ended_by)
+            return "voice: nothing to hand back"
         return await _hand_back(context, record)
     except RedisError as exc:
         logger.warning(

@@ -22,7 +22,8 @@ Routes (shapes and checks follow Twilio's OpenAPI specs and `twilio-facts.md`):
 - `GET /v1/Workspaces/{WS}/Tasks` (TaskRouter; every created Interaction makes a task)
 - `/__sim/...`: fault injection, a rate limit, seeded Conversations, TaskRouter
   workspace events (signed with the auth token and POSTed to a loopback
-  callback) and records for other processes (no auth).
+  callback), a ConversationRelay session's signed `<Connect action>` request
+  (`POST /__sim/voice/handoff`) and records for other processes (no auth).
 
 Every error answers with Twilio's JSON error body, so twilio-python raises
 `TwilioRestException` with the right status and code.
@@ -31,7 +32,8 @@ The parts, pure unless said otherwise: `spec_checks` and `conversation_checks`
 (what a valid request is), `auth` (Basic credentials), `errors` (Twilio's error
 bodies), `resources` (the JSON shapes answered), `conversations` (what a
 Conversation holds and how a request changes it), `events` (TaskRouter's
-events, their parameters and signature), `faults` and `rate_limit` (the failure
+events, their parameters and signature), `voice` (the `<Connect action>` request
+Twilio makes when a ConversationRelay session ends), `faults` and `rate_limit` (the failure
 modes and their help), `state` (the records, behind a lock), `app` (the aiohttp
 routes: all the HTTP I/O), `help_text` (`flex-handover simulator --help`),
 `serve` (a blocking run). Outside code imports from this package only the names
@@ -79,6 +81,7 @@ from standins.flex_simulator.help_text import (
     event_options,
     fault_options,
     rate_limit_options,
+    voice_options,
 )
 from standins.flex_simulator.rate_limit import (
     RATE_LIMIT_HELP,
@@ -96,6 +99,7 @@ from standins.flex_simulator.spec_checks import (
     check_params,
     validate_create_interaction,
 )
+from standins.flex_simulator.voice import VOICE_HELP, VOICE_OPTIONS
 
 __all__ = [
     "ASSIGNMENT_STATUSES",
@@ -121,6 +125,8 @@ __all__ = [
     "SEED_HELP",
     "SEED_OPTIONS",
     "UPDATE_CONVERSATION_PARAMS",
+    "VOICE_HELP",
+    "VOICE_OPTIONS",
     "WEBHOOK_ENABLED_HEADER",
     "WEBHOOK_METHODS",
     "WEBHOOK_SID",
@@ -145,4 +151,5 @@ __all__ = [
     "validate_create_message",
     "validate_create_webhook",
     "validate_update_conversation",
+    "voice_options",
 ]

@@ -73,6 +73,12 @@ from standins.flex_simulator.spec_checks import (
     validate_create_interaction,
 )
 from standins.flex_simulator.state import SimulatorState
+from standins.flex_simulator.voice import DELIVERY_TIMEOUT_SECONDS as VOICE_TIMEOUT_SECONDS
+from standins.flex_simulator.voice import (
+    MAX_ANSWER_BYTES,
+    action_params,
+    parse_voice_request,
+)
 
 log = logging.getLogger(f"flex_handover.{__name__}")
 
@@ -202,6 +208,7 @@ class FlexSimulator(SimulatorState):
         app.router.add_post("/__sim/conversations/{sid}", self._control_seed_conversation)
         app.router.add_post("/__sim/tasks/{task_sid}/events", self._control_task_event)
         app.router.add_put("/__sim/event_callback", self._control_event_callback)
+        app.router.add_post("/__sim/voice/handoff", self._control_voice_handoff)
         return app
 
     @web.middleware
@@ -669,6 +676,43 @@ class FlexSimulator(SimulatorState):
         )
         return web.json_response(
             {"sid": params["Sid"], "url": url, "params": params, "deliveries": deliveries}
+        )
+
+    async def _control_voice_handoff(self, request: web.Request) -> web.StreamResponse:
+        """Play Twilio ending a ConversationRelay session: POST the signed
+        `<Connect action>` request and answer with what it answered (options below)."""
+        try:
+            action = parse_voice_request(await read_json_object(request))
+        except ValueError as error:
+            raise bad_request(str(error)) from None
+        if self._auth_token is None:
+            raise bad_request(
+                "The simulator has no auth token to sign the action request with: start it "
+                "with account_sid and auth_token"
+            )
+        params = action_params(action, self.account_sid, session_id=new_sid("VX"))
+        headers = {
+            **signature_header(self._auth_token, action.url, params, action.signature),
+            "User-Agent": "TwilioProxy/1.1",
+            "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
+        }
+        timeout = aiohttp.ClientTimeout(total=VOICE_TIMEOUT_SECONDS)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(action.url, data=params, headers=headers) as answer,
+            ):
+                body = await read_at_most(answer, MAX_ANSWER_BYTES)
+                status, content_type = answer.status, answer.headers.get("Content-Type", "")
+        except (aiohttp.ClientError, TimeoutError) as error:
+            return web.json_response(
+                {"error": f"{type(error).__name__}: {error}", "url": action.url}, status=502
+            )
+        log.info("flex simulator: voice action for %s answered %s", action.call_sid, status)
+        return web.Response(
+            status=status,
+            body=body,
+            headers={"Content-Type": content_type, "X-Sim-Call-Sid": action.call_sid},
         )
 
 

@@ -24,6 +24,7 @@ from standins.flex_simulator.faults import (
     Fault,
 )
 from standins.flex_simulator.rate_limit import RATE_LIMIT_HELP, RateLimit
+from standins.flex_simulator.voice import VOICE_DEFAULTS, VOICE_HELP
 
 _OPTION_COLUMN = 26
 _HELP_WIDTH = 79
@@ -75,6 +76,11 @@ def event_options() -> list[tuple[str, Any]]:
     ]
 
 
+def voice_options() -> list[tuple[str, Any]]:
+    """(name, default) of each `POST /__sim/voice/handoff` option."""
+    return [(name, VOICE_DEFAULTS.get(name)) for name in VOICE_HELP]
+
+
 def control_routes() -> list[tuple[str, str, str]]:
     """(method, path, what it does) of every /__sim route the simulator serves."""
     routes = []
@@ -94,6 +100,7 @@ def control_help() -> str:
     options["PUT", "/__sim/rate_limit"] = (rate_limit_options(), RATE_LIMIT_HELP)
     options["POST", "/__sim/conversations/{sid}"] = (conversation_options(), SEED_HELP)
     options["POST", "/__sim/tasks/{task_sid}/events"] = (event_options(), EVENT_HELP)
+    options["POST", "/__sim/voice/handoff"] = (voice_options(), VOICE_HELP)
     for method, path, doc in control_routes():
         lines.append(_help_row(f"  {method} {path}", doc))
         if (method, path) in options:
@@ -115,6 +122,8 @@ def control_help() -> str:
         '    -d \'{"webhooks": [{"url": "https://bot.example/", "filters": ["onMessageAdded"]}]}\'',
         "  curl -X POST localhost:8081/__sim/tasks/WT…/events \\",
         '    -d \'{"event_type": "task.completed", "url": "http://127.0.0.1:8080/webhooks/taskrouter"}\'',
+        "  curl -X POST localhost:8081/__sim/voice/handoff \\",
+        '    -d \'{"url": "http://127.0.0.1:8080/voice/handoff", "handoff_data": {"reason": "refund"}}\'',
         '  flex-handover simulator --fault \'{"status": 503, "count": 2}\'  # at start-up',
     ]
     return "\n".join(lines)

@@ -33,6 +33,7 @@ from standins.flex_simulator import (
 from standins.redis_server import free_port
 from tests.support.processes import COMMAND, PREFIX, clean_env, wait_healthy
 from tests.support.service import service_env
+from tests.support.twiml import enqueued
 from tests.support.values import (
     ADMIN_TOKEN,
     AUTH_TOKEN,
@@ -162,6 +163,33 @@ async def test_dev_prints_a_schema_and_a_plain_backend_call_that_work():
             record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
         assert record["state"] == "succeeded", record
         assert record["conversation_sid"] == json.loads(body)["conversation_sid"]
+    finally:
+        returncode, stderr = await stop(process)
+    assert returncode == 0, stderr
+
+
+async def test_dev_prints_a_voice_handoff_that_works():
+    """The banner's ConversationRelay line: the simulator signs Twilio's action request,
+    the API answers TwiML that enqueues the call, and the handover is recorded."""
+    port = free_port()
+    process = await start("dev", "--port", str(port), env=clean_env())
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", process)
+        banner = ""
+        while "/__sim/voice/handoff" not in banner or not banner.endswith("\n"):
+            banner += (await asyncio.wait_for(process.stdout.read(4096), 5)).decode()
+        line = next(line for line in banner.splitlines() if "/__sim/voice/handoff" in line)
+        control = re.search(r"curl -s -X POST (http://\S+/__sim/voice/handoff) -d '([^']+)'", line)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(control.group(1), data=control.group(2).encode()) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"].startswith("text/xml")
+                enqueue, _, attributes = enqueued(await response.text())
+            assert enqueue["workflowSid"] == "WW" + "0" * 32
+            assert attributes["channelType"] == "voice" and attributes["reason"]
+            record = await get_json(f"http://127.0.0.1:{port}/handovers/{attributes['handoverId']}")
+        assert (record["kind"], record["state"]) == ("voice", "succeeded")
+        assert record["call_sid"] == attributes["callSid"]
     finally:
         returncode, stderr = await stop(process)
     assert returncode == 0, stderr

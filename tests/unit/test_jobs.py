@@ -180,7 +180,9 @@ def test_to_public_fields():
     assert record.deadline_from == CREATED_AT + 1.0
     assert record.to_public() == {
         "handover_id": HANDOVER_ID,
+        "kind": "conversation",
         "conversation_sid": CONVERSATION_SID,
+        "call_sid": None,
         "identity": "whatsapp:+14*******23",
         "target": "billing",
         "state": "failed",
@@ -216,6 +218,7 @@ def test_to_public_fields():
         "ended_by": "task.completed",
         "handed_back": True,
         "restored_webhooks": 0,
+        "problem": None,
     }
 
 

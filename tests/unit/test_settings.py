@@ -88,6 +88,7 @@ def test_defaults():
         "conversations_api_base_url": TWILIO_CONVERSATIONS_API,
         "taskrouter_api_base_url": TWILIO_TASKROUTER_API,
         "handover_message": DEFAULT_MESSAGE,
+        "voice_goodbye_message": "Thank you for calling. Goodbye.",
         "dedup_seconds": 600.0,
         "max_age_seconds": 900.0,
         "status_ttl_seconds": 7 * 24 * 3600,
