@@ -33,7 +33,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 
-from api.app_keys import REDIS
+from api.app_keys import CLOCK, REDIS
 from api.auth import (
     SIGNATURE_HEADER,
     TOKEN_QUERY_PARAMETER,
@@ -43,6 +43,7 @@ from api.auth import (
     read_body,
     twilio_signature_valid,
 )
+from api.availability import availability
 from api.errors import Forbidden, InvalidBody, Unauthorized
 from api.parsing import body_kind
 from api.voice_twiml import (
@@ -140,6 +141,14 @@ class VoiceHandoff:
         if target is None:  # only a Settings built by hand has no target at all
             logger.error("voice handoff of call %s: no target configured", action.call_sid)
             return twiml(goodbye_twiml(settings.voice_goodbye_message))
+        hours = availability(target, request.app[CLOCK]())
+        if hours.declines:
+            # As the tool endpoint: outside hours a declining target takes nothing,
+            # and the caller hears when agents are back.
+            logger.info(
+                "voice handoff of call %s declined: outside business hours", action.call_sid
+            )
+            return twiml(goodbye_twiml(hours.message(handed_over=False)))
         data = parse_handoff_data(action.handoff_data)
         problems = [*action.problems, *([target_problem] if target_problem else []), *data.problems]
         problem = "; ".join(problems) or None
@@ -159,6 +168,8 @@ class VoiceHandoff:
         attributes = task_attributes(
             target, handover_id, action.call_sid, action.caller, data.fields
         )
+        if not hours.agents_available:
+            return twiml(enqueue_twiml(target, attributes, say=hours.message(handed_over=True)))
         return twiml(enqueue_twiml(target, attributes))
 
     async def _record(

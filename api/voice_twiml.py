@@ -268,9 +268,13 @@ def task_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
 
-def enqueue_twiml(target: Target, attributes: Mapping[str, Any]) -> str:
-    """`<Enqueue workflowSid [waitUrl]><Task [priority] [timeout]>{JSON}</Task></Enqueue>`."""
+def enqueue_twiml(target: Target, attributes: Mapping[str, Any], say: str | None = None) -> str:
+    """`[<Say>say</Say>]<Enqueue workflowSid [waitUrl]><Task [priority] [timeout]>{JSON}
+    </Task></Enqueue>`: `say` tells the caller, first, what they should know (outside
+    the target's business hours, when agents are back)."""
     response = Element("Response")
+    if say:
+        SubElement(response, "Say").text = xml_safe(say)
     enqueue = SubElement(response, "Enqueue", {"workflowSid": target.workflow_sid})
     if target.wait_url:
         enqueue.set("waitUrl", xml_safe(target.wait_url))

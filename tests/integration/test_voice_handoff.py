@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -58,9 +60,7 @@ def voice_env(redis_url: str, simulator: FlexSimulator, **overrides: str) -> dic
         **service_env(
             redis_url,
             simulator.base_url or "",
-            HANDOVER_TARGETS=TARGETS,
-            VOICE_GOODBYE_MESSAGE=GOODBYE,
-            **overrides,
+            **{"HANDOVER_TARGETS": TARGETS, "VOICE_GOODBYE_MESSAGE": GOODBYE, **overrides},
         )
     )
 
@@ -321,3 +321,45 @@ async def test_the_end_of_a_voice_task_is_recorded_with_nothing_to_hand_back(
     # No Conversation was touched.
     assert [r for r in simulator.api_requests if "/Conversations/" in r["path"]] == []
     assert "voice handover" in worker.log()
+
+
+async def test_outside_business_hours_the_caller_hears_when_agents_are_back(
+    processes, redis, redis_server, simulator
+):
+    """As the tool endpoint: a declining target takes nothing and says when agents
+    are back; a queueing one says so, then enqueues the call."""
+    zone = ZoneInfo("Pacific/Auckland")
+    today = datetime.now(zone).date()
+    closed_now = {
+        "time_zone": zone.key,
+        "weekly": {
+            day: ["00:00-24:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        },
+        "closed_dates": [str(today), str(today + timedelta(days=1))],
+    }
+    targets = {
+        "nights": {
+            "workflow_sid": BILLING_WORKFLOW_SID,
+            "hours": closed_now,
+            "outside_hours": "decline",
+        },
+        "queue": {"workflow_sid": BILLING_WORKFLOW_SID, "hours": closed_now},
+    }
+    _, url = await processes.start_api(
+        voice_env(redis_server.url, simulator, HANDOVER_TARGETS=json.dumps(targets))
+    )
+
+    status, _, body = await play_twilio(
+        simulator, f"{url}/voice/handoff/nights", call_sid=CALL_SID, handoff_data=HANDOFF
+    )
+    assert status == 200
+    assert "could not transfer you" in goodbye(body)
+    assert await handover_keys(redis) == []
+
+    status, _, body = await play_twilio(
+        simulator, f"{url}/voice/handoff/queue", call_sid="CA" + "8d" * 16, handoff_data=HANDOFF
+    )
+    assert status == 200
+    enqueue, _, attributes = enqueued(body, said="No agent is available right now")
+    assert enqueue["workflowSid"] == BILLING_WORKFLOW_SID
+    assert len(await handover_keys(redis)) == 1 and attributes["handoverTarget"] == "queue"

@@ -15,12 +15,18 @@ def parse(twiml: str) -> ET.Element:
     return ET.fromstring(twiml.encode("utf-8"))  # noqa: S314 - the service's own answer, checked
 
 
-def enqueued(twiml: str) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+def enqueued(
+    twiml: str, said: str | None = None
+) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
     """The <Enqueue> and <Task> attributes and the task's JSON, after checking that the
-    document is exactly Response > Enqueue > Task, with no text outside the Task."""
+    document is exactly Response > Enqueue > Task, with no text outside the Task (or,
+    with `said`, Response > Say, Enqueue > Task, the Say's text containing `said`)."""
     root = parse(twiml)
-    assert root.tag == "Response" and [child.tag for child in root] == ["Enqueue"], twiml
-    (enqueue,) = root
+    expected = ["Enqueue"] if said is None else ["Say", "Enqueue"]
+    assert root.tag == "Response" and [child.tag for child in root] == expected, twiml
+    if said is not None:
+        assert said in (root[0].text or ""), twiml
+    enqueue = root[-1]
     assert [child.tag for child in enqueue] == ["Task"], twiml
     (task,) = enqueue
     assert len(task) == 0 and not (enqueue.text or "").strip() and not (task.tail or "").strip()
