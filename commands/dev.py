@@ -17,8 +17,10 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from aiohttp import web
+from mcp.types.version import LATEST_HANDSHAKE_VERSION
 
 from api.app import create_app
+from api.mcp_tools import TOOL_NAME
 from shared.listening import bind
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -129,6 +131,44 @@ def curl_example(host: str, port: int, env: Mapping[str, str] | None = None) -> 
     )
 
 
+def mcp_example(host: str, port: int, env: Mapping[str, str] | None = None) -> list[str]:
+    """The banner's MCP lines: where to mount it, and a stateless `tools/call` (no
+    `initialize` needed) for the example conversation, so curl shows the same
+    handover the tool endpoint's line makes."""
+    env = env or {}
+    url = f"http://{_shown_host(host)}:{port}/mcp"
+    token_line = (
+        f"  {_bearer_option('HANDOVER_TOOL_TOKENS')} \\\n"
+        if _configured(env, "HANDOVER_TOOL_TOKENS")
+        else ""
+    )
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": TOOL_NAME,
+            "arguments": {
+                "conversation_sid": EXAMPLE_CONVERSATION,
+                "identity": EXAMPLE_IDENTITY,
+                "reason": "customer asked for a person",
+            },
+        },
+    }
+    return [
+        f"Or as an MCP tool (Streamable HTTP: mount {url} in an MCP client; one call, no "
+        "initialize needed):",
+        "",
+        f"curl -s -X POST {url} \\\n"
+        f"{token_line}"
+        "  -H 'Content-Type: application/json' \\\n"
+        "  -H 'Accept: application/json, text/event-stream' \\\n"
+        f"  -H 'MCP-Protocol-Version: {LATEST_HANDSHAKE_VERSION}' \\\n"
+        f"  -d '{json.dumps(call)}'",
+        "",
+    ]
+
+
 def run_dev(host: str, port: int) -> int:
     asyncio.run(_run_dev(host, port))
     return 0
@@ -228,6 +268,7 @@ def _print_banner(
     )
     status_url = f"http://{_shown_host(host)}:{port}/handovers/<handover_id>"
     lines += [f"Then read its status: curl -s {admin}{status_url}", ""]
+    lines += mcp_example(host, port, env)
     lines += [line for tip in tips for line in (tip, "")]
     print("\n".join(lines), flush=True)
     for note in notes:
