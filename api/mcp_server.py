@@ -225,7 +225,7 @@ class McpEndpoint:
         requested = request.headers.get(MCP_PROTOCOL_VERSION_HEADER)
         if requested is not None and requested not in SUPPORTED_VERSIONS:
             rejection = types.UnsupportedProtocolVersionErrorData(
-                supported=list(SUPPORTED_VERSIONS), requested=requested
+                supported=list(SUPPORTED_VERSIONS), requested=requested[:64]
             )
             unsupported = types.JSONRPCError(
                 jsonrpc="2.0",

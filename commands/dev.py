@@ -207,9 +207,9 @@ async def _run_dev(host: str, port: int) -> None:
         if not has_tool_authentication(env):
             env["HANDOVER_ALLOW_UNAUTHENTICATED"] = "true"
             what = (
-                "the tool endpoint is"
+                "the tool endpoint and /mcp are"
                 if _configured(env, "HANDOVER_ADMIN_TOKENS")
-                else "the tool endpoint and /handovers… are"
+                else "the tool endpoint, /mcp and /handovers… are"
             )
             notes.append(
                 f"!!! NO AUTHENTICATION (no HANDOVER_TOOL_TOKENS): {what} open to anyone "
