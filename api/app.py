@@ -1,8 +1,9 @@
 """The HTTP receiver: acknowledge a tool call as soon as it is stored in Redis.
 
 Kept thin: parsing lives in `api.parsing`, who may call in `api.auth`, the
-refusals in `api.errors`, the enqueue path (de-duplication and rate limits
-included) in `shared.connections`.
+refusals in `api.errors`, the answer (business hours, rate and backlog refusals)
+in `api.handover`, the enqueue path (de-duplication and rate limits included)
+in `shared.connections`, the MCP server in `api.mcp_server`.
 No per-request log line on the tool endpoint: at contact centre volume that is
 the hot path, and access logs would carry query strings (`?token=`).
 """
@@ -16,19 +17,12 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from api import admin, openapi, taskrouter_events, voice
+from api import admin, mcp_server, openapi, taskrouter_events, voice
 from api.app_keys import CLOCK, ENQUEUER, READY_PROBE, REDIS, REPLAYER, SETTINGS, STORE
 from api.auth import auth_middleware, read_body, startup_warnings
-from api.availability import Clock, availability, system_clock
-from api.errors import (
-    ApiError,
-    BacklogFull,
-    BodyTooLarge,
-    HttpError,
-    RateLimited,
-    Unavailable,
-    UnknownTarget,
-)
+from api.availability import Clock, system_clock
+from api.errors import ApiError, BodyTooLarge, HttpError, Unavailable, UnknownTarget
+from api.handover import hand_over
 from api.http_errors import server_logger
 from api.parsing import parse_tool_call
 from api.ready_probe import ReadyProbe
@@ -81,27 +75,8 @@ async def tool_call(request: web.Request) -> web.Response:
         raise UnknownTarget(target)
     body = await read_body(request, settings.max_body_bytes)  # cached if auth read it
     handover = parse_tool_call(request.headers, request.content_type, body, target)
-    agents = availability(settings.targets[target], request.app[CLOCK]())
-    result = await request.app[ENQUEUER].enqueue(handover, store_new=not agents.declines)
-    if result.rate_limited:
-        raise RateLimited(
-            result.limited_by, settings.rate_limit_window_seconds, result.retry_after_seconds
-        )
-    if result.backlog_full:
-        raise BacklogFull(result.retry_after_seconds)
-    if result.declined:  # outside hours, nothing stored: an answer, not a refusal
-        return web.json_response(agents.declined_answer())
-    assert result.state is not None  # noqa: S101 - only a refused call has no state
-    return web.json_response(
-        {
-            "handover_id": result.handover_id,
-            "status": result.state.value,
-            "status_url": f"/handovers/{result.handover_id}",
-            "handed_over": True,
-            **agents.ack_fields(settings.handover_message),
-        },
-        status=202 if result.created else 200,
-    )
+    status, answer = await hand_over(request.app, handover)
+    return web.json_response(answer, status=status)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -140,6 +115,7 @@ def create_app(
             *taskrouter_events.routes(settings),
             *voice.routes(settings),
             *openapi.routes(),
+            *mcp_server.routes(settings),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
         ]

@@ -9,6 +9,10 @@ aiohttp middleware at the bottom only gathers what they need from the request.
   `X-Twilio-Signature` when HANDOVER_VERIFY_TWILIO_SIGNATURE is on.
 - Operator endpoints (`/handovers…`) take an admin token, as a bearer token only
   (a query string ends up in browser history and proxy logs).
+- The MCP endpoint (`/mcp`) takes a tool token as a bearer token only (MCP's
+  authorization rules forbid tokens in the URL; no MCP client signs as Twilio
+  does), after an `Origin` check: a browser page from any origin but loopback
+  ones and HANDOVER_MCP_ALLOWED_ORIGINS gets 403 (DNS rebinding).
 - No credentials → 401 with `WWW-Authenticate: Bearer`; wrong ones → 403.
 - HANDOVER_ALLOW_UNAUTHENTICATED opens only what has no credentials configured:
   a token that is set is always required.
@@ -45,6 +49,8 @@ logger = logging.getLogger(f"flex_handover.{__name__}")
 
 TOOL_PREFIX = "/tools"
 ADMIN_PREFIX = "/handovers"
+MCP_PATH = "/mcp"
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 SIGNATURE_HEADER = "X-Twilio-Signature"
 TOKEN_QUERY_PARAMETER = "token"  # noqa: S105 - the parameter's name, not a token
 BODY_HASH_PARAMETER = "bodySHA256"
@@ -56,6 +62,7 @@ class Scope(enum.Enum):
     OPEN = "open"
     TOOL = "tool"
     ADMIN = "admin"
+    MCP = "mcp"
 
 
 # --- pure pieces ------------------------------------------------------------------
@@ -70,6 +77,9 @@ def scope_of(*paths: str | None) -> Scope:
     for path in paths:
         if path and _under(path, ADMIN_PREFIX):
             return Scope.ADMIN
+    for path in paths:
+        if path and _under(path, MCP_PATH):
+            return Scope.MCP
     return Scope.OPEN
 
 
@@ -121,6 +131,28 @@ class Tokens:
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
+    """Whether a request with this `Origin` header may reach `/mcp`: none sent
+    (not a browser), a loopback origin (`http://localhost:6274`, an inspector on
+    this machine), or one of `allowed` (lower-case `scheme://host[:port]`)."""
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    if origin in allowed:
+        return True
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and parts.hostname in LOOPBACK_HOSTS
+        and (port is None or port > 0)
+        and not (parts.path or parts.query or parts.fragment or parts.username is not None)
+    )
 
 
 def first_value(header: str | None) -> str | None:
@@ -283,6 +315,41 @@ class Authenticator:
             request, Forbidden("The credentials sent with this tool call are not valid.")
         )
 
+    def check_mcp(self, request: web.Request) -> None:
+        """The `Origin` first (a browser page from elsewhere is refused whatever it
+        sends), then a tool token as a bearer token; open as the tool endpoint is."""
+        if not origin_allowed(request.headers.get("Origin"), self.settings.mcp_allowed_origins):
+            raise _refused(
+                request,
+                Forbidden(
+                    "Requests from this Origin may not use the MCP endpoint: only loopback "
+                    "origins and HANDOVER_MCP_ALLOWED_ORIGINS may."
+                ),
+            )
+        if self.tools_open:
+            return
+        if not self.tool_tokens:
+            raise _refused(
+                request,
+                Forbidden(
+                    "The MCP endpoint takes a tool token as 'Authorization: Bearer <token>', "
+                    "and no HANDOVER_TOOL_TOKENS are configured."
+                ),
+            )
+        bearer = bearer_token(request.headers.get("Authorization"))
+        if bearer is None:
+            raise _refused(
+                request,
+                Unauthorized(
+                    "The MCP endpoint needs a tool token: send 'Authorization: Bearer <tool "
+                    "token>' (not accepted in the URL)."
+                ),
+            )
+        if not self.tool_tokens.matches(bearer):
+            raise _refused(
+                request, Forbidden("The tool token sent to the MCP endpoint is not valid.")
+            )
+
     def check_admin(self, request: web.Request) -> None:
         if self.admin_open:
             return
@@ -319,6 +386,8 @@ def auth_middleware(settings: Settings) -> Middleware:
             await authenticator.check_tool_call(request)
         elif scope is Scope.ADMIN:
             authenticator.check_admin(request)
+        elif scope is Scope.MCP:
+            authenticator.check_mcp(request)
         return await handler(request)
 
     return authenticate

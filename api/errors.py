@@ -112,12 +112,34 @@ class UnsupportedMediaType(ApiError):
 
     status = 415
 
-    def __init__(self, content_type: str):
+    def __init__(self, content_type: str, accepted: str = "JSON, a form-encoded body or no body"):
         super().__init__(
             "unsupported_media_type",
-            f"The request body is {content_type.lower()}; send JSON, a form-encoded body or "
-            "no body.",
+            f"The request body is {content_type.lower() or 'unlabelled'}; send {accepted}.",
         )
+
+
+class MethodNotAllowed(ApiError):
+    """405 `method_not_allowed` with `Allow`: a path we answer, not with this method
+    (aiohttp's own 405 is an `HttpError`)."""
+
+    status = 405
+
+    def __init__(self, method: str, path: str, allow: str):
+        super().__init__(
+            "method_not_allowed",
+            f"{method} is not served at {path}; it answers {allow} only.",
+            {"Allow": allow},
+        )
+
+
+class NotAcceptable(ApiError):
+    """406 `not_acceptable`: the caller's `Accept` excludes the one type we answer."""
+
+    status = 406
+
+    def __init__(self, message: str):
+        super().__init__("not_acceptable", message)
 
 
 class RateLimited(ApiError):

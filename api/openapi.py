@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from api.mcp_server import MAX_BATCH, SUPPORTED_VERSIONS
+from api.mcp_tools import EXAMPLE_CONVERSATION_SID
 from api.parsing import IDENTITY_HEADER, KNOWN_FIELDS, SESSION_HEADER
 from api.taskrouter_events import END_EVENTS, MAX_TASK_ATTRIBUTES_CHARS
 from api.tool_schema import SCHEMA_PATH, TOOL_NAME
@@ -43,6 +45,7 @@ TOOL_SECURITY: list[dict[str, list[str]]] = [
     {"twilioSignature": []},
 ]
 ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminBearer": []}]
+MCP_SECURITY: list[dict[str, list[str]]] = [{"toolBearer": []}]
 VOICE_SECURITY: list[dict[str, list[str]]] = [
     {"twilioSignature": []},
     {"toolBearer": []},
@@ -519,6 +522,53 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
     },
+    "JsonRpcRequest": {
+        "type": "object",
+        "description": "A JSON-RPC 2.0 request: `initialize`, `ping`, `tools/list`, "
+        "`tools/call`; without `id` it is a notification (answered 202).",
+        "required": ["jsonrpc", "method"],
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer"]},
+            "method": {"type": "string", "examples": ["initialize", "tools/list", "tools/call"]},
+            "params": {"type": "object"},
+        },
+    },
+    "JsonRpcResult": {
+        "type": "object",
+        "required": ["jsonrpc", "id", "result"],
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer"]},
+            "result": {
+                "type": "object",
+                "description": "A `tools/call` result has `content` (the text to relay and "
+                "the handover id), `structuredContent` (the tool endpoint's answer) and "
+                "`isError` (true for a refusal the model can act on: bad input, a rate "
+                "limit, the backlog, Redis unavailable).",
+            },
+        },
+    },
+    "JsonRpcError": {
+        "type": "object",
+        "required": ["jsonrpc", "id", "error"],
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer", "null"]},
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {
+                        "type": "integer",
+                        "examples": [-32700, -32600, -32601, -32602, -32603, -32022],
+                    },
+                    "message": {"type": "string"},
+                    "data": {},
+                },
+            },
+        },
+    },
     "Status": {
         "type": "object",
         "required": ["status"],
@@ -578,6 +628,14 @@ PARAMETERS: dict[str, dict[str, Any]] = {
             "record's `problem` says so."
         ),
         "schema": {"type": "string"},
+    },
+    "McpProtocolVersion": {
+        "name": "MCP-Protocol-Version",
+        "in": "header",
+        "required": False,
+        "description": "The protocol version of the request (absent: 2025-03-26). "
+        "2026-07-28 requests carry their own `_meta` envelope instead of `initialize`.",
+        "schema": {"type": "string", "enum": list(SUPPORTED_VERSIONS)},
     },
     "HandoverId": {
         "name": "handover_id",
@@ -687,6 +745,98 @@ def open_operation(operation_id: str, summary: str, responses: dict[str, Any]) -
         "security": OPEN,
         "responses": responses,
     }
+
+
+def _json_rpc(message: Schema) -> Schema:
+    return {"oneOf": [message, {"type": "array", "items": message}]}
+
+
+MCP_EXAMPLE_CALL = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {
+        "name": TOOL_NAME,
+        "arguments": {
+            "conversation_sid": EXAMPLE_CONVERSATION_SID,
+            "identity": "whatsapp:+14155550123",
+            "reason": "the customer asked for a person",
+        },
+    },
+}
+
+
+def mcp_not_allowed(operation_id: str, summary: str) -> dict[str, Any]:
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["mcp"],
+        "security": MCP_SECURITY,
+        "responses": {
+            "405": {
+                **json_body(ref("schemas", "Error"), "Not served: answers are JSON, never SSE."),
+                "headers": {
+                    "Allow": {"required": True, "schema": {"type": "string", "const": "POST"}}
+                },
+            },
+            **refusals(401, 403),
+        },
+    }
+
+
+MCP_PATH_ITEM: dict[str, Any] = {
+    "post": {
+        "operationId": "mcp",
+        "summary": "MCP server (Streamable HTTP, stateless, JSON answers)",
+        "description": (
+            "A Model Context Protocol server with one tool per target: "
+            f"`{TOOL_NAME}` (the default target) and `{TOOL_NAME}_<target>`. Each POST "
+            "stands alone (no session): `initialize` negotiates a version but is not "
+            "required. Batches only at 2024-11-05 and 2025-03-26, at most "
+            f"{MAX_BATCH} messages. Protocol problems are JSON-RPC errors; a request from a "
+            "browser Origin other than loopback and HANDOVER_MCP_ALLOWED_ORIGINS is refused "
+            "403. Needs a tool token as a bearer token."
+        ),
+        "tags": ["mcp"],
+        "security": MCP_SECURITY,
+        "parameters": [ref("parameters", "McpProtocolVersion")],
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": _json_rpc(ref("schemas", "JsonRpcRequest")),
+                    "examples": {
+                        "toolsCall": {"value": MCP_EXAMPLE_CALL},
+                        "toolsList": {"value": {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}},
+                    },
+                }
+            },
+        },
+        "responses": {
+            "200": json_body(
+                _json_rpc(
+                    {"oneOf": [ref("schemas", "JsonRpcResult"), ref("schemas", "JsonRpcError")]}
+                ),
+                "The answer: a result or a JSON-RPC error (an array for a batch).",
+            ),
+            "202": {"description": "Only notifications or responses: nothing to answer."},
+            "400": json_body(
+                ref("schemas", "JsonRpcError"),
+                "The message could not be read (-32700, -32600), its protocol version is not "
+                "supported (-32022), or a 2026-07-28 request's envelope or headers are wrong.",
+            ),
+            "404": json_body(
+                ref("schemas", "JsonRpcError"),
+                "A 2026-07-28 request for a method this server does not have (-32601).",
+            ),
+            "406": json_body(ref("schemas", "Error"), "`Accept` excludes application/json."),
+            "415": json_body(ref("schemas", "Error"), "The body is not application/json."),
+            **refusals(401, 403, 413),
+        },
+    },
+    "get": mcp_not_allowed("mcpStream", "No SSE stream (405)"),
+    "delete": mcp_not_allowed("mcpEndSession", "No session to end (405)"),
+}
 
 
 def _status(value: str) -> Schema:
@@ -845,6 +995,7 @@ PATHS: dict[str, dict[str, Any]] = {
             with_target=True,
         )
     },
+    "/mcp": MCP_PATH_ITEM,
     "/healthz": {
         "get": open_operation(
             "healthz", "The process is up", {"200": json_body(_status("ok"), "Up.")}
@@ -896,6 +1047,7 @@ def build_document() -> dict[str, Any]:
                 "description": "Called by Twilio, signed with the auth token (voice: or a "
                 "tool token).",
             },
+            {"name": "mcp", "description": "The MCP server, for any agent that mounts tools."},
         ],
         "paths": PATHS,
         "components": {

@@ -160,7 +160,14 @@ def parse_tool_call(
     headers: Mapping[str, str], content_type: str, body: bytes, target: str
 ) -> HandoverRequest:
     """The whole request: headers win over the JSON body's routing fields."""
-    fields = parse_body(content_type, body)
+    return handover_request(headers, parse_body(content_type, body), target)
+
+
+def handover_request(
+    headers: Mapping[str, str], fields: Mapping[str, Any], target: str
+) -> HandoverRequest:
+    """The tool input already read (a body, or an MCP tool call's arguments with
+    no headers), checked by the same rules and refused in the same words."""
     session_header = headers.get(SESSION_HEADER, "").strip()
     if session_header:
         conversation_sid = parse_session_id(session_header)
@@ -207,6 +214,15 @@ def _conversation_sid(value: str, where: str) -> str:
 
 
 def _parse_json(body: bytes) -> dict[str, Any]:
+    document = read_json(body)
+    if not isinstance(document, dict):
+        raise InvalidBody('must be a JSON object, e.g. {"reason": "…"}.')
+    return document
+
+
+def read_json(body: bytes) -> Any:
+    """Any JSON document, finite numbers only and at most MAX_NESTING deep, or
+    InvalidBody (a JSON-RPC body may be an array: `api.mcp_server` reads it here too)."""
     try:
         # NaN, Infinity and 1e400 are not JSON: they would reach Twilio as invalid JSON.
         document = json.loads(body, parse_float=_finite, parse_constant=_finite)
@@ -220,8 +236,6 @@ def _parse_json(body: bytes) -> dict[str, Any]:
         body.count(b"{") + body.count(b"[") > MAX_NESTING and _nesting_depth(document) > MAX_NESTING
     ):
         raise InvalidBody(f"is nested deeper than {MAX_NESTING} levels.")
-    if not isinstance(document, dict):
-        raise InvalidBody('must be a JSON object, e.g. {"reason": "…"}.')
     return document
 
 

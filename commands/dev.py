@@ -17,9 +17,10 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from aiohttp import web
+from mcp.types.version import LATEST_HANDSHAKE_VERSION
 
 from api.app import create_app
-from api.tool_schema import SCHEMA_PATH, TOOL_PATH
+from api.tool_schema import SCHEMA_PATH, TOOL_NAME, TOOL_PATH
 from shared.listening import bind
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -165,6 +166,44 @@ def callers_banner(host: str, port: int, env: Mapping[str, str] | None = None) -
     ]
 
 
+def mcp_example(host: str, port: int, env: Mapping[str, str] | None = None) -> list[str]:
+    """The banner's MCP lines: where to mount it, and a stateless `tools/call` (no
+    `initialize` needed) for the example conversation, so curl shows the same
+    handover the tool endpoint's line makes."""
+    env = env or {}
+    url = f"http://{_shown_host(host)}:{port}/mcp"
+    token_line = (
+        f"  {_bearer_option('HANDOVER_TOOL_TOKENS')} \\\n"
+        if _configured(env, "HANDOVER_TOOL_TOKENS")
+        else ""
+    )
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": TOOL_NAME,
+            "arguments": {
+                "conversation_sid": EXAMPLE_CONVERSATION,
+                "identity": EXAMPLE_IDENTITY,
+                "reason": "customer asked for a person",
+            },
+        },
+    }
+    return [
+        f"Or as an MCP tool (Streamable HTTP: mount {url} in an MCP client; one call, no "
+        "initialize needed):",
+        "",
+        f"curl -s -X POST {url} \\\n"
+        f"{token_line}"
+        "  -H 'Content-Type: application/json' \\\n"
+        "  -H 'Accept: application/json, text/event-stream' \\\n"
+        f"  -H 'MCP-Protocol-Version: {LATEST_HANDSHAKE_VERSION}' \\\n"
+        f"  -d '{json.dumps(call)}'",
+        "",
+    ]
+
+
 def run_dev(host: str, port: int) -> int:
     asyncio.run(_run_dev(host, port))
     return 0
@@ -203,9 +242,9 @@ async def _run_dev(host: str, port: int) -> None:
         if not has_tool_authentication(env):
             env["HANDOVER_ALLOW_UNAUTHENTICATED"] = "true"
             what = (
-                "the tool endpoint is"
+                "the tool endpoint and /mcp are"
                 if _configured(env, "HANDOVER_ADMIN_TOKENS")
-                else "the tool endpoint and /handovers… are"
+                else "the tool endpoint, /mcp and /handovers… are"
             )
             notes.append(
                 f"!!! NO AUTHENTICATION (no HANDOVER_TOOL_TOKENS): {what} open to anyone "
@@ -283,6 +322,7 @@ def _print_banner(
     )
     status_url = f"http://{_shown_host(host)}:{port}/handovers/<handover_id>"
     lines += [f"Then read its status: curl -s {admin}{status_url}", ""]
+    lines += mcp_example(host, port, env)
     lines += callers_banner(host, port, env)
     lines += [line for tip in tips for line in (tip, "")]
     print("\n".join(lines), flush=True)

@@ -206,6 +206,35 @@ def _tokens(value: str) -> tuple[str, ...]:
     return tokens
 
 
+def _origins(value: str) -> tuple[str, ...]:
+    """Comma-separated `scheme://host[:port]` origins, as a browser sends `Origin`:
+    lower-cased, without a trailing slash, so they compare as sent."""
+    origins = []
+    for origin in (part.strip().rstrip("/").lower() for part in value.split(",")):
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:  # not a number, or out of range
+            port_ok = False
+        if (
+            not port_ok
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username is not None
+            or parts.path
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                f"each origin must be scheme://host[:port], e.g. https://app.example.com, "
+                f"got {origin[:80]!r}"
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
 def _rate(value: str) -> float:
     try:
         number = float(value)
@@ -486,6 +515,13 @@ class Settings:
         "laptop only: opens the tool endpoint if it has no token or signature check, the "
         "operator endpoints if no admin token (warns at start-up; `dev` sets it when no tool "
         "check is set)",
+    )
+    mcp_allowed_origins: tuple[str, ...] = setting(
+        "HANDOVER_MCP_ALLOWED_ORIGINS",
+        _origins,
+        (),
+        "comma-separated browser origins (`https://app.example.com`) that may call `/mcp` "
+        "besides loopback ones; any other `Origin` gets 403 (DNS rebinding)",
     )
     rate_limit_per_conversation: int = setting(
         "HANDOVER_RATE_LIMIT_PER_CONVERSATION",

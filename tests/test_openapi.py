@@ -323,7 +323,7 @@ def test_fuzz_without_credentials(case, live_api: LiveServer):
     # Whatever credentials schemathesis makes up for the security schemes are
     # random, so refused (401 without any, 403 with a wrong one).
     response = case.call_and_validate(base_url=live_api.url, checks=CHECKS, timeout=10)
-    if case.operation.path.startswith(("/tools", "/handovers")):
+    if case.operation.path.startswith(("/tools", "/handovers", "/mcp")):
         assert response.status_code in (401, 403), response.text
 
 

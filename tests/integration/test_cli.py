@@ -151,6 +151,7 @@ async def test_dev_prints_a_schema_and_a_plain_backend_call_that_work():
         assert document["tools"][0]["function"]["name"] == "hand_over_to_human"
         assert document["routes"]["hand_over_to_human"]["path"] == "/tools/flex-handover"
         backend = banner[banner.index("A plain backend") :]
+        backend = backend[: backend.index("'\n") + 2]  # up to the end of its -d line
         url = re.search(r"curl -s -X POST (http://\S+/tools/flex-handover) ", backend).group(1)
         headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", backend))
         body = re.search(r"-d '([^']+)'", backend).group(1)
@@ -163,6 +164,38 @@ async def test_dev_prints_a_schema_and_a_plain_backend_call_that_work():
             record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
         assert record["state"] == "succeeded", record
         assert record["conversation_sid"] == json.loads(body)["conversation_sid"]
+    finally:
+        returncode, stderr = await stop(process)
+    assert returncode == 0, stderr
+
+
+async def test_dev_prints_an_mcp_tools_call_that_hands_over():
+    port = free_port()
+    process = await start("dev", "--port", str(port), env=clean_env())
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", process)
+        banner = ""
+        while "Every request made to Twilio" not in banner:
+            banner += (await asyncio.wait_for(process.stdout.read(4096), 5)).decode()
+        assert f"mount http://127.0.0.1:{port}/mcp in an MCP client" in banner
+        start_at = banner.index(f"curl -s -X POST http://127.0.0.1:{port}/mcp")
+        curl = banner[start_at : banner.index("\n\n", start_at)]
+        url = re.search(r"(http://\S+/mcp)", curl).group(1)
+        headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", curl))
+        body = re.search(r"-d '([^']+)'", curl).group(1)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data=body.encode(), headers=headers) as response:
+                assert response.status == 200, await response.text()
+                answer = await response.json()
+            assert answer["result"]["isError"] is False, answer
+            ack = answer["result"]["structuredContent"]
+            assert ack["handover_id"] in answer["result"]["content"][0]["text"]
+            record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
+        assert record["state"] == "succeeded"
+        assert (
+            record["conversation_sid"]
+            == json.loads(body)["params"]["arguments"]["conversation_sid"]
+        )
     finally:
         returncode, stderr = await stop(process)
     assert returncode == 0, stderr

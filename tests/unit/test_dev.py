@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from commands.dev import callers_banner, curl_example, has_tool_authentication
+import json
+import re
+
+from commands.dev import callers_banner, curl_example, has_tool_authentication, mcp_example
 
 TOKEN = "dev-tool-token-0123456789abcdef"
 
@@ -36,3 +39,14 @@ def test_the_callers_lines_authenticate_like_the_curl_line():
     lines = "\n".join(callers_banner("127.0.0.1", 8080, {"HANDOVER_TOOL_TOKENS": TOKEN}))
     assert TOKEN not in lines
     assert lines.count('-H "Authorization: Bearer ${HANDOVER_TOOL_TOKENS%%,*}"') == 2
+
+
+def test_the_mcp_lines_call_the_tool_and_authenticate_as_the_curl_line_does():
+    lines = "\n".join(mcp_example("0.0.0.0", 8080, {"HANDOVER_TOOL_TOKENS": TOKEN}))
+    assert TOKEN not in lines
+    assert '-H "Authorization: Bearer ${HANDOVER_TOOL_TOKENS%%,*}"' in lines
+    assert "curl -s -X POST http://127.0.0.1:8080/mcp" in lines
+    call = json.loads(re.search(r"-d '([^']+)'", lines).group(1))
+    assert (call["method"], call["params"]["name"]) == ("tools/call", "hand_over_to_human")
+    assert set(call["params"]["arguments"]) >= {"conversation_sid", "identity"}
+    assert "Authorization" not in "\n".join(mcp_example("127.0.0.1", 8080, {}))

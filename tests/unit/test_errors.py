@@ -15,6 +15,8 @@ from api.errors import (
     HttpError,
     InvalidBody,
     InvalidIdentity,
+    MethodNotAllowed,
+    NotAcceptable,
     NotFound,
     RateLimited,
     ServiceUnavailable,
@@ -40,6 +42,8 @@ REFUSALS = [
     (Unavailable(), 503, "unavailable", {"Retry-After": str(errors.RETRY_AFTER_SECONDS)}),
     (BacklogFull(30), 503, "backlog_full", {"Retry-After": "30"}),
     (HttpError(405, "Method Not Allowed", "/healthz"), 405, "method_not_allowed", {}),
+    (MethodNotAllowed("GET", "/mcp", "POST"), 405, "method_not_allowed", {"Allow": "POST"}),
+    (NotAcceptable("Accept JSON."), 406, "not_acceptable", {}),
 ]
 
 
@@ -78,6 +82,11 @@ MESSAGES = [
         UnsupportedMediaType("Application/XML"),
         "The request body is application/xml; send JSON, a form-encoded body or no body.",
     ),
+    (
+        UnsupportedMediaType("", "a JSON-RPC message as application/json"),
+        "The request body is unlabelled; send a JSON-RPC message as application/json.",
+    ),
+    (MethodNotAllowed("GET", "/mcp", "POST"), "GET is not served at /mcp; it answers POST only."),
     (
         RateLimited("identity", 60, 7),
         (

@@ -103,6 +103,7 @@ def test_defaults():
         "verify_twilio_signature": False,
         "trust_proxy_headers": False,
         "allow_unauthenticated": False,
+        "mcp_allowed_origins": (),
         "rate_limit_per_conversation": 5,
         "rate_limit_per_identity": 20,
         "rate_limit_window_seconds": 60,

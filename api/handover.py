@@ -1,0 +1,49 @@
+"""A read tool call becomes a stored handover and its answer: the one path every caller takes.
+
+The tool endpoint (`api.app`) and the MCP tool (`api.mcp_server`) both hand a
+parsed `HandoverRequest` to `hand_over`, so business hours, the enqueue script
+(de-duplication, rate limits, backlog) and the words of the answer are decided
+once: an MCP client and an AI Assistant get the same handover for the same
+conversation, and the same sentence to relay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from api.app_keys import CLOCK, ENQUEUER, SETTINGS
+from api.availability import availability
+from api.errors import BacklogFull, RateLimited
+from shared.model import HandoverRequest
+
+
+async def hand_over(app: web.Application, handover: HandoverRequest) -> tuple[int, dict[str, Any]]:
+    """Store the handover (or find the conversation's live one): (HTTP status, answer).
+
+    202 a new one stored; 200 the live or recent one, or, outside the hours of
+    a target that declines, `handed_over: false` with nothing stored. Raises
+    `RateLimited` or `BacklogFull` (nothing stored); Redis errors propagate.
+    `handover.target` must be a configured target.
+    """
+    settings = app[SETTINGS]
+    agents = availability(settings.targets[handover.target], app[CLOCK]())
+    result = await app[ENQUEUER].enqueue(handover, store_new=not agents.declines)
+    if result.rate_limited:
+        raise RateLimited(
+            result.limited_by, settings.rate_limit_window_seconds, result.retry_after_seconds
+        )
+    if result.backlog_full:
+        raise BacklogFull(result.retry_after_seconds)
+    if result.declined:  # outside hours, nothing stored: an answer, not a refusal
+        return 200, agents.declined_answer()
+    assert result.state is not None  # noqa: S101 - only a refused call has no state
+    answer = {
+        "handover_id": result.handover_id,
+        "status": result.state.value,
+        "status_url": f"/handovers/{result.handover_id}",
+        "handed_over": True,
+        **agents.ack_fields(settings.handover_message),
+    }
+    return (202 if result.created else 200), answer
