@@ -75,6 +75,21 @@ class Availability:
             "message": self.message(handed_over=False),
         }
 
+    def voice_message(self, *, held: bool) -> str:
+        """What a caller hears outside hours: spoken, so no time zone in brackets,
+        and a call is not a conversation that waits (`held`: the call is queued
+        anyway, for the target's bounded `voice_timeout`)."""
+        when = describe(self.opens_at)
+        if self.closed_message is not None:
+            return self.closed_message.replace(OPENS_AT_PLACEHOLDER, when or "not scheduled yet")
+        spoken = when.split(" (", 1)[0] if when else None
+        if held:
+            back = f" Agents are back on {spoken}." if spoken else ""
+            return f"No agent is available right now.{back} Please hold, or call again later."
+        if spoken:
+            return f"No agent is available right now. Agents are back on {spoken}. Please call again then."
+        return "No agent is available right now, and no opening time is scheduled."
+
     def message(self, *, handed_over: bool) -> str:
         when = describe(self.opens_at)
         if self.closed_message is not None:

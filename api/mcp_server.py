@@ -41,6 +41,7 @@ envelopes are read and written as `mcp.types` models.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
@@ -83,7 +84,7 @@ from api.errors import (
     UnsupportedMediaType,
 )
 from api.handover import hand_over
-from api.parsing import handover_request, read_json
+from api.parsing import IDENTITY_HEADER, SESSION_HEADER, handover_request, read_json
 from shared.connections import write_refusal
 from shared.logging import caller_text
 from shared.settings import Settings
@@ -218,6 +219,15 @@ class McpEndpoint:
                 "a JSON-RPC message as application/json",
             )
         body = await read_body(request, self.max_body_bytes)
+        # The host application may pin the conversation and the customer as the
+        # tool endpoint's headers do: then a model cannot name another one.
+        _pinned.set(
+            {
+                name: value.strip()
+                for name in (SESSION_HEADER, IDENTITY_HEADER)
+                if (value := request.headers.get(name, "")).strip()
+            }
+        )
         try:
             decoded = read_json(body)
         except InvalidBody as exc:
@@ -375,7 +385,7 @@ class McpEndpoint:
                 message=f"Unknown tool: {caller_text(params.name, 80)!r}.",
             )
         try:
-            handover = handover_request({}, params.arguments or {}, target)
+            handover = handover_request(_pinned.get(), params.arguments or {}, target)
             _status, answer = await hand_over(ctx.lifespan_context, handover)
         except ApiError as refusal:
             return mcp_tools.refusal_result(refusal)
@@ -387,6 +397,10 @@ class McpEndpoint:
             )
             return mcp_tools.refusal_result(Unavailable())
         return mcp_tools.answer_result(answer)
+
+
+_pinned: ContextVar[dict[str, str]] = ContextVar("flex_handover_mcp_pinned", default={})  # noqa: B039 - never mutated
+"""`X-Session-Id` / `X-Identity` of the HTTP request being served, if it sent them."""
 
 
 def _id_of(decoded: Any) -> types.RequestId | None:

@@ -99,6 +99,11 @@ def parse_form(content_type: str, body: bytes) -> dict[str, str]:
     return fields
 
 
+MIN_VOICE_BODY_BYTES = 64 * 1024
+"""The least an action request may be (HANDOVER_MAX_BODY_BYTES when higher): a
+call's parameters plus an 8 KB HandoffData fit with room to spare."""
+
+
 def twiml(document: str) -> web.Response:
     return web.Response(text=document, content_type=TWIML, charset="utf-8")
 
@@ -108,6 +113,8 @@ class VoiceHandoff:
 
     def __init__(self, settings: Settings):
         self._settings = settings
+        # A live call must not be dropped because the tool endpoint's limit is low.
+        self._max_body = max(settings.max_body_bytes, MIN_VOICE_BODY_BYTES)
         self._tokens = Tokens(settings.tool_tokens)
         token = settings.twilio_auth_token
         self._validator = RequestValidator(token) if token else None
@@ -124,7 +131,7 @@ class VoiceHandoff:
     async def handle(self, request: web.Request) -> web.Response:
         await self._authenticate(request)
         settings = self._settings
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, self._max_body)
         action = read_action(parse_form(request.content_type, body))
         if action.handoff_data is None:
             logger.info(
@@ -142,13 +149,15 @@ class VoiceHandoff:
             logger.error("voice handoff of call %s: no target configured", action.call_sid)
             return twiml(goodbye_twiml(settings.voice_goodbye_message))
         hours = availability(target, request.app[CLOCK]())
-        if hours.declines:
-            # As the tool endpoint: outside hours a declining target takes nothing,
-            # and the caller hears when agents are back.
+        held = target.outside_hours == "queue" and target.voice_timeout is not None
+        if not hours.agents_available and not held:
+            # A call queued until agents are back would hold the caller for hours:
+            # outside hours a call is declined (nothing recorded, the caller told
+            # when agents are back) unless the target queues with a bounded wait.
             logger.info(
                 "voice handoff of call %s declined: outside business hours", action.call_sid
             )
-            return twiml(goodbye_twiml(hours.message(handed_over=False)))
+            return twiml(goodbye_twiml(hours.voice_message(held=False)))
         data = parse_handoff_data(action.handoff_data)
         problems = [*action.problems, *([target_problem] if target_problem else []), *data.problems]
         problem = "; ".join(problems) or None
@@ -169,7 +178,7 @@ class VoiceHandoff:
             target, handover_id, action.call_sid, action.caller, data.fields
         )
         if not hours.agents_available:
-            return twiml(enqueue_twiml(target, attributes, say=hours.message(handed_over=True)))
+            return twiml(enqueue_twiml(target, attributes, say=hours.voice_message(held=True)))
         return twiml(enqueue_twiml(target, attributes))
 
     async def _record(
@@ -238,7 +247,7 @@ class VoiceHandoff:
             return
         signature = request.headers.get(SIGNATURE_HEADER)
         if signature and self._validator is not None:
-            body = await read_body(request, self._settings.max_body_bytes)
+            body = await read_body(request, self._max_body)
             url = public_url(
                 request.scheme,
                 request.host,
@@ -248,6 +257,13 @@ class VoiceHandoff:
             )
             if twilio_signature_valid(self._validator, url, request.content_type, body, signature):
                 return
+            # A live caller hears Twilio's application error: often a proxy that
+            # changed the URL Twilio signed (scheme, host, path prefix).
+            logger.warning(
+                "voice handoff refused: X-Twilio-Signature does not match %s (behind a proxy? "
+                "see HANDOVER_TRUST_PROXY_HEADERS)",
+                caller_text(url.split("?", 1)[0]),
+            )
         if bearer is None and query_token is None and not signature:
             raise _refused(
                 request,

@@ -77,6 +77,20 @@ async def test_tools_call_needs_no_initialize_and_a_repeat_is_the_same_handover(
     assert repeat["result"]["structuredContent"]["handover_id"] == answer["handover_id"]
 
 
+async def test_the_host_can_pin_the_conversation_and_customer_as_on_the_tool_endpoint(api, redis):
+    """A prompt-injected model names another conversation: the host application's
+    X-Session-Id / X-Identity win, as they do on the tool endpoint."""
+    pinned, injected = new_conversation_sid(1301), new_conversation_sid(1302)
+    arguments = {"conversation_sid": injected, "identity": "whatsapp:+14155550999"}
+    headers = {"X-Session-Id": f"conversations__IS{'0' * 32}/{pinned}", "X-Identity": IDENTITY}
+    status, _, answer = await post(api, call(arguments), version="2025-11-25", headers=headers)
+    assert status == 200 and answer["result"]["isError"] is False, answer
+    handover_id = answer["result"]["structuredContent"]["handover_id"]
+    record = await redis.hgetall(redis_keys.handover_key(handover_id))
+    assert (record["conversation_sid"], record["identity"]) == (pinned, IDENTITY)
+    assert await redis.get(redis_keys.conversation_key(injected)) is None
+
+
 BAD_ARGUMENTS = [
     {"identity": IDENTITY},
     {"conversation_sid": "CHnope", "identity": IDENTITY},

@@ -326,8 +326,9 @@ async def test_the_end_of_a_voice_task_is_recorded_with_nothing_to_hand_back(
 async def test_outside_business_hours_the_caller_hears_when_agents_are_back(
     processes, redis, redis_server, simulator
 ):
-    """As the tool endpoint: a declining target takes nothing and says when agents
-    are back; a queueing one says so, then enqueues the call."""
+    """Outside hours a call is declined (told when agents are back, nothing
+    recorded) unless its target queues with a bounded wait (`voice_timeout`): a
+    caller is never held until Monday."""
     zone = ZoneInfo("Pacific/Auckland")
     today = datetime.now(zone).date()
     closed_now = {
@@ -344,22 +345,26 @@ async def test_outside_business_hours_the_caller_hears_when_agents_are_back(
             "outside_hours": "decline",
         },
         "queue": {"workflow_sid": BILLING_WORKFLOW_SID, "hours": closed_now},
+        "hold": {"workflow_sid": BILLING_WORKFLOW_SID, "hours": closed_now, "voice_timeout": 300},
     }
     _, url = await processes.start_api(
         voice_env(redis_server.url, simulator, HANDOVER_TARGETS=json.dumps(targets))
     )
 
-    status, _, body = await play_twilio(
-        simulator, f"{url}/voice/handoff/nights", call_sid=CALL_SID, handoff_data=HANDOFF
-    )
-    assert status == 200
-    assert "could not transfer you" in goodbye(body)
+    for name, call in (("nights", CALL_SID), ("queue", "CA" + "8d" * 16)):
+        status, _, body = await play_twilio(
+            simulator, f"{url}/voice/handoff/{name}", call_sid=call, handoff_data=HANDOFF
+        )
+        assert status == 200
+        said = goodbye(body)
+        assert said.startswith("No agent is available right now. Agents are back on "), said
+        assert said.endswith("Please call again then.") and "(" not in said  # spoken
     assert await handover_keys(redis) == []
 
     status, _, body = await play_twilio(
-        simulator, f"{url}/voice/handoff/queue", call_sid="CA" + "8d" * 16, handoff_data=HANDOFF
+        simulator, f"{url}/voice/handoff/hold", call_sid="CA" + "9e" * 16, handoff_data=HANDOFF
     )
     assert status == 200
-    enqueue, _, attributes = enqueued(body, said="No agent is available right now")
-    assert enqueue["workflowSid"] == BILLING_WORKFLOW_SID
-    assert len(await handover_keys(redis)) == 1 and attributes["handoverTarget"] == "queue"
+    enqueue, task, attributes = enqueued(body, said="Please hold, or call again later.")
+    assert enqueue["workflowSid"] == BILLING_WORKFLOW_SID and task["timeout"] == "300"
+    assert len(await handover_keys(redis)) == 1 and attributes["handoverTarget"] == "hold"
