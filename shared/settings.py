@@ -280,6 +280,16 @@ def _log_level(value: str) -> str:
     return level
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def _log_format(value: str) -> str:
+    lowered = value.lower()
+    if lowered not in LOG_FORMATS:
+        raise ValueError(f"must be text or json, got {_preview(value)}")
+    return lowered
+
+
 def _seconds(minimum: float) -> Callable[[str], float]:
     def parse(value: str) -> float:
         try:
@@ -592,6 +602,13 @@ class Settings:
         "INFO",
         "logs never hold a token, signature, auth token, full phone number or e-mail address "
         "([what never appears in logs](#what-never-appears-in-logs))",
+    )
+    log_format: str = setting(
+        "LOG_FORMAT",
+        _log_format,
+        "text",
+        "`text` for a terminal, or `json`: one JSON object a line, redacted the same way "
+        "([JSON logs](#json-logs))",
     )
 
     @property
