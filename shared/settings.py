@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from shared import sids
 from shared.business_hours import BusinessHours, parse_hours
+from shared.logging import LOG_FORMATS
 
 DEFAULT_TARGET = "default"
 DEFAULT_MESSAGE = "I'm transferring you to a human agent now."
@@ -278,9 +279,6 @@ def _log_level(value: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
     return level
-
-
-LOG_FORMATS = ("text", "json")
 
 
 def _log_format(value: str) -> str:
