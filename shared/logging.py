@@ -23,9 +23,9 @@ logger, so every one of them inherits both.
 `LOG_FORMAT=json` writes each record as one JSON object a line (`JsonFormatter`)
 for a log pipeline to read: the same redacted message and traceback as text,
 plus the handover's fields. Those come from a context variable, not from
-parsing messages: the worker opens `log_context(handover_id=…)` around a job
-and the API one around each request (`log_scope`), code that learns more adds
-to it (`add_log_context`), and every record logged inside carries the fields,
+parsing messages: the worker sets them at a job's start (`set_log_context`)
+and the API one around each request (`api.app.log_scope`), code that learns
+more adds to it (`add_log_context`), and every record logged inside carries the fields,
 whichever module logs it; an `extra={…}` on one call wins over the context.
 The stdlib `logging.Formatter` and `json.dumps` do it in a few lines: a library
 (python-json-logger) would add a dependency and still need the redaction, the
@@ -234,6 +234,12 @@ def log_context(**fields: object) -> Iterator[None]:
         yield
     finally:
         _log_context.reset(token)
+
+
+def set_log_context(**fields: object) -> None:
+    """The current log context becomes `fields` alone: a job's start (arq runs each
+    job in a task of its own, so they last as long as the job)."""
+    _log_context.set(MappingProxyType(_known(fields)))
 
 
 def add_log_context(**fields: object) -> None:
