@@ -29,13 +29,22 @@ from api.ready_probe import ReadyProbe
 from api.schema_endpoint import routes as schema_routes
 from shared.connections import Enqueuer, create_redis, write_refusal
 from shared.deadletters import Replayer
-from shared.logging import caller_text, register_secrets
+from shared.logging import caller_text, log_context, register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
 from shared.store import HandoverStore
 
 logger = logging.getLogger(f"flex_handover.{__name__}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def log_scope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request's log context (`shared.logging`): what a handler learns (the
+    handover's id, its conversation) is on every record logged for the request,
+    and gone before the next request on the same connection."""
+    with log_context():
+        return await handler(request)
 
 
 @web.middleware
@@ -98,7 +107,7 @@ def create_app(
     register_secrets(*settings.secrets)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[json_errors, auth_middleware(settings)],
+        middlewares=[log_scope, json_errors, auth_middleware(settings)],
         # aiohttp's request handler logs a malformed request through this logger:
         # one WARNING line each, not an ERROR traceback (see api.http_errors).
         handler_args={"logger": server_logger},

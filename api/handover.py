@@ -16,6 +16,7 @@ from aiohttp import web
 from api.app_keys import CLOCK, ENQUEUER, SETTINGS
 from api.availability import availability
 from api.errors import BacklogFull, RateLimited
+from shared.logging import add_log_context
 from shared.model import HandoverRequest
 
 
@@ -28,8 +29,10 @@ async def hand_over(app: web.Application, handover: HandoverRequest) -> tuple[in
     `handover.target` must be a configured target.
     """
     settings = app[SETTINGS]
+    add_log_context(conversation_sid=handover.conversation_sid, target=handover.target)
     agents = availability(settings.targets[handover.target], app[CLOCK]())
     result = await app[ENQUEUER].enqueue(handover, store_new=not agents.declines)
+    add_log_context(handover_id=result.handover_id)
     if result.rate_limited:
         raise RateLimited(
             result.limited_by, settings.rate_limit_window_seconds, result.retry_after_seconds

@@ -159,7 +159,7 @@ def _join(children: Sequence[BaseProcess]) -> None:
 
 def _child(host: str, port: int, parent: Connection) -> None:
     settings = Settings.from_env(role="api")  # already checked by the parent
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # The parent handles Ctrl-C; a child stops on the SIGTERM the parent sends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -95,7 +95,7 @@ def run_api(args: argparse.Namespace) -> int:
     from api.server import serve, serve_processes
 
     settings = Settings.from_env(role="api")  # checked here, before any child starts
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.processes > 1:
         return serve_processes(args.host, args.port, args.processes)
     serve(settings, args.host, args.port)  # logs "listening" once the port is bound
@@ -123,7 +123,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from worker.main import run_worker as run
 
     settings = Settings.from_env(role="worker")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     asyncio.run(run(settings))
     return 0
 

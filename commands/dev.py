@@ -251,7 +251,7 @@ async def _run_dev(host: str, port: int) -> None:
                 f"who can reach port {port}. For a laptop only. !!!"
             )
         settings = Settings.from_env(env, role="worker")
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         runner = web.AppRunner(create_app(settings), access_log=None)
         await runner.setup()
         await bind(web.TCPSite(runner, host, port).start(), host, port)

@@ -19,14 +19,31 @@ Each module logs through its own logger, named after it under `flex_handover`:
 `logging.getLogger(f"flex_handover.{__name__}")` (`flex_handover.worker.delivery`).
 `configure_logging` sets the level and the one redacting handler on the root
 logger, so every one of them inherits both.
+
+`LOG_FORMAT=json` writes each record as one JSON object a line (`JsonFormatter`)
+for a log pipeline to read: the same redacted message and traceback as text,
+plus the handover's fields. Those come from a context variable, not from
+parsing messages: the worker sets them at a job's start (`set_log_context`)
+and the API one around each request (`api.app.log_scope`), code that learns
+more adds to it (`add_log_context`), and every record logged inside carries the fields,
+whichever module logs it; an `extra={…}` on one call wins over the context.
+The stdlib `logging.Formatter` and `json.dumps` do it in a few lines: a library
+(python-json-logger) would add a dependency and still need the redaction, the
+field choice and the one-line guarantee written here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import re
 import sys
-from typing import TextIO
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, TextIO
 
 MAX_CALLER_TEXT = 200
 """Characters of a caller-supplied value (a path, a method) that are logged."""
@@ -182,24 +199,123 @@ class RedactingFilter(logging.Filter):
             trace = logging.Formatter().formatException(record.exc_info)
             record.exc_text = redact_bounded(trace, keep_end=True)
             record.exc_info = None
+        context = _log_context.get()
+        for name in LOG_FIELDS:
+            value = record.__dict__.get(name)
+            if value is None:
+                value = context.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                value = caller_text(value)
+            record.__dict__[name] = value
         return True
 
 
-def redacting_handler(stream: TextIO) -> logging.Handler:
-    """The one handler the service logs through: formatted, redacted."""
+# --------------------------------------------------------------------------
+# The handover's fields on every record: a context variable
+# --------------------------------------------------------------------------
+
+LOG_FIELDS = ("handover_id", "conversation_sid", "target", "attempt")
+"""The fields a JSON line carries where they apply (set in the log context or
+passed as `extra`); text lines keep them in their message, as they always did."""
+_log_context: ContextVar[Mapping[str, object]] = ContextVar(
+    "flex_handover_log", default=MappingProxyType({})
+)
+
+
+@contextlib.contextmanager
+def log_context(**fields: object) -> Iterator[None]:
+    """Records logged inside carry `fields` (None: not known, left out); the
+    context before is back on exit, so a job or request never leaks into the next
+    one run by the same task. asyncio copies the context into each task it starts."""
+    token = _log_context.set({**_log_context.get(), **_known(fields)})
+    try:
+        yield
+    finally:
+        _log_context.reset(token)
+
+
+def set_log_context(**fields: object) -> None:
+    """The current log context becomes `fields` alone: a job's start (arq runs each
+    job in a task of its own, so they last as long as the job)."""
+    _log_context.set(MappingProxyType(_known(fields)))
+
+
+def add_log_context(**fields: object) -> None:
+    """Add fields to the current log context, until the enclosing `log_context` ends."""
+    _log_context.set({**_log_context.get(), **_known(fields)})
+
+
+def count_attempt() -> None:
+    """One more delivery attempt: `attempt` goes up by one (from the count the
+    record had when the job started)."""
+    attempt = _log_context.get().get("attempt")
+    add_log_context(attempt=(attempt if isinstance(attempt, int) else 0) + 1)
+
+
+def _known(fields: Mapping[str, object]) -> dict[str, object]:
+    unknown = set(fields) - set(LOG_FIELDS)
+    if unknown:
+        raise TypeError(f"not a log field: {', '.join(sorted(unknown))}")
+    return {name: value for name, value in fields.items() if value not in (None, "")}
+
+
+# U+2028, U+2029 and NEL are legal unescaped in JSON but end a line for many
+# readers (Python's str.splitlines among them): escaped, a record stays one line.
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: `time` (ISO 8601, UTC), `level`, `logger`,
+    `message`, the `LOG_FIELDS` a record carries, and `exc_info` (the traceback).
+
+    It writes what `RedactingFilter` left on the record: use it only behind
+    that filter (`redacting_handler` does)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = datetime.fromtimestamp(record.created, UTC)
+        line: dict[str, Any] = {
+            "time": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in LOG_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                line[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exc_info"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def redacting_handler(stream: TextIO, log_format: str = "text") -> logging.Handler:
+    """The one handler the service logs through: formatted (`text` or `json`), redacted."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     return handler
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """One handler on stderr, redacted; the chatty client loggers kept quiet.
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
+    """One handler on stderr, redacted, in `log_format` (LOG_FORMAT); the chatty
+    client loggers kept quiet.
 
     twilio-python logs every request's headers and URL at INFO, and aiohttp's
     access log would write every query string: both stay at WARNING.
     """
-    handler = redacting_handler(sys.stderr)
+    handler = redacting_handler(sys.stderr, log_format)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

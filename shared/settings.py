@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from shared import sids
 from shared.business_hours import BusinessHours, parse_hours
+from shared.logging import LOG_FORMATS
 
 DEFAULT_TARGET = "default"
 DEFAULT_MESSAGE = "I'm transferring you to a human agent now."
@@ -278,6 +279,13 @@ def _log_level(value: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
     return level
+
+
+def _log_format(value: str) -> str:
+    lowered = value.lower()
+    if lowered not in LOG_FORMATS:
+        raise ValueError(f"must be text or json, got {_preview(value)}")
+    return lowered
 
 
 def _seconds(minimum: float) -> Callable[[str], float]:
@@ -592,6 +600,13 @@ class Settings:
         "INFO",
         "logs never hold a token, signature, auth token, full phone number or e-mail address "
         "([what never appears in logs](#what-never-appears-in-logs))",
+    )
+    log_format: str = setting(
+        "LOG_FORMAT",
+        _log_format,
+        "text",
+        "`text` for a terminal, or `json`: one JSON object a line, redacted the same way "
+        "([JSON logs](#json-logs))",
     )
 
     @property

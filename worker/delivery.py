@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import secrets
 
+from shared.logging import count_attempt
 from shared.model import ChannelFailure, now
 from worker.confirm import UNCONFIRMED, confirm_channel
 from worker.context import HandoverContext
@@ -141,6 +142,7 @@ class Delivery:
         if started is None:
             # The record is final (or gone): whatever finished it, nothing more is sent.
             raise FlexError("the handover finished or expired before this attempt: not sent")
+        count_attempt()  # the store counted it too
         self.in_flight_since, self.in_flight_attempt = started, attempt_id
         try:
             return await self._context.flex.create_interaction(with_attempt(payload, attempt_id))

@@ -26,6 +26,7 @@ from arq.worker import Retry
 from redis.exceptions import RedisError
 
 from shared.connections import redis_error_text
+from shared.logging import add_log_context, set_log_context
 from shared.model import FINAL_STATES, KIND_VOICE, HandoverRecord, Status, now
 from shared.settings import AFTERCARE_SECONDS
 from shared.store import AFTERCARE_PENDING
@@ -41,11 +42,15 @@ logger = logging.getLogger(f"flex_handover.{__name__}")
 async def hand_back_handover(ctx: dict[str, Any], handover_id: str) -> str:
     """arq entry point; returns what it did, for arq's log."""
     context: HandoverContext = ctx["handover"]
+    set_log_context(handover_id=handover_id)
     try:
         record = await context.store.get(handover_id)
         if record is None:
             logger.warning("hand-back of %s: no status record (expired)", handover_id)
             return "missing"
+        add_log_context(
+            conversation_sid=record.request.conversation_sid, target=record.request.target
+        )
         if record.handed_back is not None:
             return "done already"
         if record.state not in FINAL_STATES or record.aftercare == AFTERCARE_PENDING:

@@ -25,6 +25,7 @@ from arq.worker import Retry
 from redis.exceptions import RedisError
 
 from shared.connections import redis_error_text
+from shared.logging import add_log_context, set_log_context
 from shared.model import FINAL_STATES, HandoverError, HandoverRecord, Status, now
 from shared.settings import Settings, Target
 from shared.store import AFTERCARE_HELD, AFTERCARE_PENDING, FINAL, MISSING, ClaimRelease
@@ -49,8 +50,16 @@ async def deliver_handover(
     """arq entry point; returns the final or current state for arq's log. A job
     enqueued before jobs carried the conversation (`shared.arq_jobs`) has none."""
     context: HandoverContext = ctx["handover"]
+    set_log_context(handover_id=handover_id, conversation_sid=conversation_sid)
     try:
         start, claim = await context.claims.begin(context.store, handover_id, conversation_sid)
+        if start.record is not None:
+            request = start.record.request
+            add_log_context(
+                conversation_sid=request.conversation_sid,
+                target=request.target,
+                attempt=start.record.attempts,
+            )
         if start.outcome == MISSING:
             logger.warning(
                 "handover %s: no status record (expired), nothing to deliver", handover_id

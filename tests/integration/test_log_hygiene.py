@@ -9,13 +9,15 @@ a 413, rate-limited calls and Redis going away. It runs twice:
   (twilio and aiohttp.access too): raw records must not hold a secret at all,
   and what the service's redacting handler writes must hold no PII either;
 - as real `flex-handover api` and `flex-handover worker` processes at
-  LOG_LEVEL=DEBUG: their whole stderr is checked.
+  LOG_LEVEL=DEBUG, in both LOG_FORMATs: their whole stderr is checked and, in
+  json, every line is a JSON object and a handover's lines carry its id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import signal
@@ -25,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
+import pytest
 from twilio.request_validator import RequestValidator
 
 from shared.logging import redacting_handler
@@ -70,8 +73,11 @@ def headers(n: int, identity: str, **extra: str) -> dict[str, str]:
 
 async def exercise(
     url: str, simulator: FlexSimulator, wait_final: WaitFinal, signatures: list[str]
-) -> None:
-    """Every path that could log a secret or PII, against the API at `url`."""
+) -> list[str]:
+    """Every path that could log a secret or PII, against the API at `url`; returns
+    the ids of the handovers the worker delivered (the first succeeded, the second
+    failed, the third succeeded)."""
+    delivered: list[str] = []
     async with aiohttp.ClientSession() as http:
 
         async def post(path: str = PATH, **kwargs) -> tuple[int, dict]:
@@ -85,6 +91,7 @@ async def exercise(
         )
         assert status == 202, ack
         assert (await wait_final(ack["handover_id"]))["state"] == "succeeded"
+        delivered.append(ack["handover_id"])
 
         # 2. Twilio 400 whose message holds the phone number (token in the URL).
         simulator.fail_next(
@@ -95,6 +102,7 @@ async def exercise(
         record = await wait_final(ack["handover_id"])
         assert record["state"] == "failed", record
         assert PHONE not in str(record) and EMAIL not in str(record)
+        delivered.append(ack["handover_id"])
 
         # 3. An e-mail identity, signed form body.
         form = {"reason": "billing", "customer_name": "Jane"}
@@ -106,6 +114,7 @@ async def exercise(
         )
         assert status == 202, ack
         assert (await wait_final(ack["handover_id"]))["state"] == "succeeded"
+        delivered.append(ack["handover_id"])
 
         # 4. Wrong and missing credentials.
         identity = f"whatsapp:{PHONE}"
@@ -143,6 +152,7 @@ async def exercise(
             (await post(headers=headers(10 + n, limited, **tool_auth())))[0] for n in range(3)
         ]
         assert statuses == [202, 202, 429]
+    return delivered
 
 
 async def redis_down_call(url: str) -> None:
@@ -221,11 +231,18 @@ async def start_logged(
         )
 
 
-async def test_no_secret_or_pii_in_the_api_and_worker_process_logs(simulator, tmp_path):
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_no_secret_or_pii_in_the_api_and_worker_process_logs(simulator, tmp_path, log_format):
     redis_server = LocalRedisServer()
     redis_server.start()
     env = clean_env(
-        **service_env(redis_server.url, simulator.base_url, LOG_LEVEL="DEBUG", **HYGIENE_ENV)
+        **service_env(
+            redis_server.url,
+            simulator.base_url,
+            LOG_LEVEL="DEBUG",
+            LOG_FORMAT=log_format,
+            **HYGIENE_ENV,
+        )
     )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -248,7 +265,7 @@ async def test_no_secret_or_pii_in_the_api_and_worker_process_logs(simulator, tm
                     assert time.monotonic() < deadline, record
                     await asyncio.sleep(0.05)
 
-        await exercise(url, simulator, wait_final, signatures)
+        delivered = await exercise(url, simulator, wait_final, signatures)
         redis_server.kill()
         await redis_down_call(url)
     finally:
@@ -271,3 +288,33 @@ async def test_no_secret_or_pii_in_the_api_and_worker_process_logs(simulator, tm
     for name, text in logs.items():
         assert_clean(text, signatures, f"the {name} process log")
     assert os.path.getsize(tmp_path / "api.log") > 0  # noqa: ASYNC240 - the processes have stopped
+    if log_format == "json":
+        check_json_logs(logs, delivered)
+
+
+def check_json_logs(logs: dict[str, str], delivered: list[str]) -> None:
+    """Every line a JSON object with the four fields; every line of ours that
+    names a delivered handover carries its id (and its conversation and target)."""
+    records = {
+        name: [json.loads(line) for line in text.splitlines()] for name, text in logs.items()
+    }
+    for name, lines in records.items():
+        assert lines, f"the {name} process logged nothing"
+        for record in lines:
+            assert {"time", "level", "logger", "message"} <= record.keys(), record
+            assert record["time"].endswith("Z"), record
+    for handover_id in delivered:
+        ours = [
+            record
+            for record in records["worker"]
+            if handover_id in record["message"] and record["logger"].startswith("flex_handover.")
+        ]
+        assert ours, f"no worker line names {handover_id}"
+        for record in ours:
+            assert record.get("handover_id") == handover_id, record
+            assert record.get("conversation_sid", "").startswith("CH"), record
+            assert record.get("target") == "default", record
+    attempts = [r for r in records["worker"] if r.get("handover_id") == delivered[1]]
+    assert any(r.get("attempt") == 1 for r in attempts), attempts  # the refused one's first
+    [down] = [r for r in records["api"] if r["message"].startswith("redis unavailable")]
+    assert (down["conversation_sid"], down["target"]) == (new_conversation_sid(20), "default")

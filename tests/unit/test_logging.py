@@ -275,3 +275,178 @@ def test_filter_cuts_a_long_message_and_its_traceback(captured):
     assert trace.endswith(f"a.a. for {MASKED_PHONE}")
     assert len(trace) < MAX_LOG_TEXT + 40
     assert PHONE not in line
+
+
+# --------------------------------------------------------------------------
+# LOG_FORMAT=json: one redacted JSON object a line
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def json_lines():
+    """A logger whose only handler is the service's, in the json format, on a buffer."""
+    import io
+
+    from shared.logging import redacting_handler
+
+    logger = logging.getLogger("flex_handover.test_logging.json")
+    stream = io.StringIO()
+    handler = redacting_handler(stream, "json")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+
+    def lines() -> list[str]:
+        return stream.getvalue().splitlines()
+
+    yield logger, lines
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def parsed(lines) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in lines()]
+
+
+def test_json_lines_carry_time_level_logger_message_and_the_context(json_lines):
+    from datetime import UTC, datetime, timedelta
+
+    from shared.logging import add_log_context, count_attempt, log_context
+
+    logger, lines = json_lines
+    logger.info("before any job")
+    with log_context(handover_id="ho_1", conversation_sid="CH" + "a" * 32):
+        add_log_context(target="billing", attempt=2)
+        count_attempt()
+        logger.warning("handover %s: attempt failed", "ho_1")
+        logger.info("one call names another", extra={"handover_id": "ho_2", "attempt": None})
+    logger.info("after the job")
+    before, during, named, after = parsed(lines)
+    assert before.keys() == after.keys() == {"time", "level", "logger", "message"}
+    assert during == {
+        "time": during["time"],
+        "level": "WARNING",
+        "logger": "flex_handover.test_logging.json",
+        "message": "handover ho_1: attempt failed",
+        "handover_id": "ho_1",
+        "conversation_sid": "CH" + "a" * 32,
+        "target": "billing",
+        "attempt": 3,
+    }
+    assert (named["handover_id"], named["attempt"]) == ("ho_2", 3)  # extra wins; None: not given
+    assert during["time"].endswith("Z")
+    written = datetime.fromisoformat(during["time"])
+    assert written.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - written) < timedelta(minutes=5)
+
+
+def test_the_log_context_is_per_task_and_ends_with_its_block(json_lines):
+    import asyncio
+
+    from shared.logging import add_log_context, log_context
+
+    logger, lines = json_lines
+
+    async def job(handover_id: str) -> None:
+        with log_context(handover_id=handover_id):
+            await asyncio.sleep(0)
+            add_log_context(target=f"t-{handover_id}")
+            await asyncio.sleep(0)
+            logger.info("running")
+
+    async def both() -> None:
+        await asyncio.gather(job("ho_a"), job("ho_b"))
+
+    asyncio.run(both())
+    logger.info("outside")
+    records = parsed(lines)
+    assert sorted((r.get("handover_id", ""), r.get("target", "")) for r in records) == [
+        ("", ""),
+        ("ho_a", "t-ho_a"),
+        ("ho_b", "t-ho_b"),
+    ]
+    with pytest.raises(TypeError, match="not a log field: phone"):
+        add_log_context(phone=PHONE)
+
+
+def test_json_lines_are_redacted_message_exception_and_fields(json_lines):
+    from shared.logging import log_context
+
+    logger, lines = json_lines
+    with log_context(target=f"odd target {PHONE}"):
+        try:
+            raise ValueError(f"Invalid 'From' number {PHONE} for ada@example.com token=abc123")
+        except ValueError:
+            logger.exception("delivery for %s failed", PHONE)
+    [record] = parsed(lines)
+    assert record["message"] == f"delivery for {MASKED_PHONE} failed"
+    assert record["exc_info"].startswith("Traceback (most recent call last):")
+    assert record["exc_info"].endswith(
+        f"ValueError: Invalid 'From' number {MASKED_PHONE} for a***@example.com token=[redacted]"
+    )
+    assert record["target"] == f"odd target {MASKED_PHONE}"
+    text = "\n".join(lines())
+    for value in (PHONE, PHONE[1:], "ada@example.com", "abc123"):
+        assert value not in text
+
+
+def test_json_keeps_non_ascii_and_line_breaks_inside_one_line(json_lines):
+    logger, lines = json_lines
+    message = "Zoë wrote:\nline two\r\nthree\u2028four\u2029five\x85six\x0bseven 日本"
+    logger.info(message)
+    logger.info("next")
+    assert len(lines()) == 2
+    first, second = parsed(lines)
+    assert first["message"] == message
+    assert "Zoë" in lines()[0] and "日本" in lines()[0]  # readable, not \\u-escaped
+    assert second["message"] == "next"
+
+
+def test_a_hostile_megabyte_is_cut_in_json_as_in_text(json_lines):
+    from shared.logging import MAX_CALLER_TEXT, MAX_LOG_TEXT
+
+    logger, lines = json_lines
+    hostile = ("a." * 250_000 + PHONE + "\n") * 2
+    try:
+        raise RuntimeError(hostile)
+    except RuntimeError:
+        logger.exception("caller sent %s", hostile, extra={"conversation_sid": hostile})
+    [line] = lines()
+    [record] = parsed(lines)
+    assert len(record["message"]) < MAX_LOG_TEXT + 40
+    assert record["message"].endswith(" chars)")
+    assert len(record["exc_info"]) < MAX_LOG_TEXT + 40
+    assert len(record["conversation_sid"]) < MAX_CALLER_TEXT + 40
+    assert len(line) < 3 * MAX_LOG_TEXT
+    assert PHONE not in line
+
+
+def test_the_text_format_is_unchanged_by_the_context(capsys):
+    from shared.logging import log_context
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO")
+        with log_context(handover_id="ho_9", target="billing"):
+            logging.getLogger("flex_handover.test").info("handover ho_9 stored")
+        configure_logging("INFO", "json")
+        with log_context(handover_id="ho_9"):
+            logging.getLogger("flex_handover.test").info("handover ho_9 stored")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    text, json_line = capsys.readouterr().err.splitlines()
+    assert text.endswith(" INFO flex_handover.test: handover ho_9 stored")
+    assert json_line.startswith('{"time": "') and '"handover_id": "ho_9"' in json_line
+
+
+def test_an_unknown_log_format_is_refused():
+    import io
+
+    from shared.logging import redacting_handler
+
+    with pytest.raises(ValueError, match="text, json"):
+        redacting_handler(io.StringIO(), "yaml")

@@ -116,6 +116,7 @@ def test_defaults():
         "worker_shutdown_grace_seconds": 10,
         "worker_reconnect_max_seconds": 30.0,
         "log_level": "INFO",
+        "log_format": "text",
     }
     assert (settings.twilio_username, settings.twilio_password) == (None, None)
 
@@ -165,6 +166,7 @@ def test_every_setting_read_from_the_environment():
         "WORKER_RECONNECT_MAX_SECONDS": "4.5",
         "FLEX_API_MAX_RPS": "12.5",
         "LOG_LEVEL": "debug",
+        "LOG_FORMAT": "JSON",
     }
     assert Settings.from_env(env, role="worker") == Settings(
         redis_url="rediss://cache.example.com:6380/2",
@@ -202,6 +204,7 @@ def test_every_setting_read_from_the_environment():
         worker_reconnect_max_seconds=4.5,
         flex_api_max_rps=12.5,
         log_level="DEBUG",
+        log_format="json",
     )
 
 
@@ -245,6 +248,7 @@ def test_every_setting_read_from_the_environment():
         ("WORKER_POLL_DELAY_SECONDS", "0", "at least 0.001 seconds"),
         ("LOG_LEVEL", "TRACE", "DEBUG, INFO, WARNING, ERROR"),
         ("LOG_LEVEL", "critical", "DEBUG, INFO, WARNING, ERROR"),
+        ("LOG_FORMAT", "logfmt", "must be text or json, got 'logfmt'"),
     ],
 )
 def test_a_bad_variable_is_reported_by_name(name, value, says):
