@@ -262,16 +262,17 @@ _STATUS_MEANING = {
 
 def twilio_reason(exc: BaseException) -> str:
     """A failed Twilio read in a few words: what its status means, the status and
-    Twilio's code; never the answer's text, which may echo a URL or a request (pure)."""
-    from twilio.base.exceptions import TwilioRestException
+    Twilio's code (`worker.errors.classify` finds them in a failed page too); never
+    the answer's text, which may echo a URL or a request (pure)."""
+    from worker.errors import classify
 
-    if isinstance(exc, TwilioRestException):
-        status = int(exc.status)
-        meaning = _STATUS_MEANING.get(status) or ("Twilio failed" if status >= 500 else "refused")
-        code = f", code {exc.code}" if exc.code else ""
-        return f"{meaning} (HTTP {status}{code})"
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
     if isinstance(exc, ValueError):
-        return f"not a valid SID ({exc})"
-    return f"cannot reach Twilio ({type(exc).__name__})"
+        return f"not put in a URL ({exc})"
+    error = classify(exc, CHECK_TIMEOUT_SECONDS)
+    if error.status is None:
+        return error.message
+    meaning = _STATUS_MEANING.get(error.status) or (
+        "Twilio failed" if error.status >= 500 else "refused"
+    )
+    code = f", code {error.code}" if error.code else ""
+    return f"{meaning} (HTTP {error.status}{code})"

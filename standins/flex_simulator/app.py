@@ -430,12 +430,12 @@ class FlexSimulator(SimulatorState):
     # --- TaskRouter configuration and the Conversations list (`flex-handover check`) ---
 
     async def _checked_read(
-        self, request: web.Request, route: str, path_params: Mapping[str, str]
+        self, request: web.Request, route: str | None, path_params: Mapping[str, str]
     ) -> dict[str, str]:
         """Authenticate, take the route's fault, then the path as the spec's patterns
         (404 otherwise): the path parameters by the spec's names."""
         self._authenticate(request)
-        fault = self._take_fault(route)
+        fault = self._take_fault(route) if route is not None else None
         if fault is not None:
             await self._raise_fault(fault)
         names = {"WorkspaceSid": "workspace_sid", "Sid": "sid"}
@@ -445,8 +445,9 @@ class FlexSimulator(SimulatorState):
         return path
 
     async def _list_workspaces(self, request: web.Request) -> web.Response:
-        """ListWorkspace: the one workspace of an account that uses Flex."""
-        await self._checked_read(request, "workspaces", {})
+        """ListWorkspace: the one workspace of an account that uses Flex. No faults:
+        `flex-handover check` reads it to try the credentials alone."""
+        await self._checked_read(request, None, {})
         check_params(list(request.query.items()), LIST_WORKSPACES_PARAMS, "query")
         sid = "WS" + "0" * 32
         items = [workspace_resource(sid, self.account_sid, origin(request))]

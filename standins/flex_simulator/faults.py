@@ -150,7 +150,7 @@ FAULT_HELP: dict[str, str] = {
     "GET /v1/Users/…, GET /v1/Workspaces/{WS}/Tasks, GET /v1/Interactions/{KD}/Channels/{UO}, "
     "GET and POST /v1/Conversations/{CH}, …/{CH}/Webhooks[/{WH}] (GET, POST, DELETE), "
     "…/{CH}/Messages (GET, POST), GET /v1/Conversations (conversations); "
-    "GET /v1/Workspaces[/{WS}] (workspaces), …/{WS}/Workflows/{WW} (workflows), "
+    "GET /v1/Workspaces/{WS} (workspaces), …/{WS}/Workflows/{WW} (workflows), "
     "…/{WS}/TaskChannels/{TC or name} (task_channels))",
 }
 
