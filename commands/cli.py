@@ -4,7 +4,7 @@ Each command is a subparser whose `run` default hands the parsed options to the
 code that does the work: api/ and worker/ (imported only when their command
 runs, so `flex-handover --help` stays fast), the Flex simulator in standins/,
 `commands.dev` (the one-command local stack) and `commands.operator_commands`
-(`failed` and `replay`). A new command is one more `_add_…` call in `build_parser`.
+(`failed` and `replay`), `commands.preflight` (`check`). A new command is one more `_add_…` call in `build_parser`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulator(commands)
     _add_failed(commands)
     _add_replay(commands)
+    _add_check(commands)
     return parser
 
 
@@ -312,6 +313,24 @@ def run_replay(args: argparse.Namespace) -> int:
     from commands.operator_commands import replay, run_operator
 
     return run_operator(replay(args.handover_ids))
+
+
+# --- check (commands/preflight.py) ------------------------------------------------------
+
+
+def _add_check(commands: argparse._SubParsersAction[_Parser]) -> None:
+    check = commands.add_parser(
+        "check",
+        help="pre-flight check of the worker's settings: Redis and the Twilio reads "
+        "(creates nothing); one line per check, exit 0 only when all pass",
+    )
+    check.set_defaults(run=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from commands.preflight import run_check as run
+
+    return run()
 
 
 # --- parser helpers ------------------------------------------------------------------

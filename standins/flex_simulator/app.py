@@ -59,14 +59,23 @@ from standins.flex_simulator.resources import (
     list_envelope,
     message_resource,
     new_sid,
+    task_channel_resource,
     task_resource,
     user_resource,
     webhook_resource,
+    workflow_resource,
+    workspace_resource,
 )
 from standins.flex_simulator.spec_checks import (
     FETCH_CHANNEL_PATH_PARAMS,
+    FETCH_TASK_CHANNEL_PATH_PARAMS,
+    FETCH_WORKFLOW_PATH_PARAMS,
+    FETCH_WORKSPACE_PATH_PARAMS,
     FORM_CONTENT_TYPE,
+    LIST_CONVERSATIONS_PARAMS,
+    LIST_WORKSPACES_PARAMS,
     assignment_status_filter,
+    check_params,
     parse_task_expression,
     require_object,
     valid_path_params,
@@ -188,6 +197,12 @@ class FlexSimulator(SimulatorState):
         app.router.add_get("/v1/Interactions/{sid}/Channels/{channel_sid}", self._fetch_channel)
         app.router.add_get("/v1/Users/{sid}", self._fetch_user)
         app.router.add_get("/v1/Workspaces/{workspace_sid}/Tasks", self._list_tasks)
+        app.router.add_get("/v1/Workspaces", self._list_workspaces)
+        app.router.add_get("/v1/Workspaces/{sid}", self._fetch_workspace)
+        workspace = "/v1/Workspaces/{workspace_sid}"
+        app.router.add_get(f"{workspace}/Workflows/{{sid}}", self._fetch_workflow)
+        app.router.add_get(f"{workspace}/TaskChannels/{{sid}}", self._fetch_task_channel)
+        app.router.add_get("/v1/Conversations", self._list_conversations)
         conversation = "/v1/Conversations/{sid}"
         app.router.add_get(conversation, self._fetch_conversation)
         app.router.add_post(conversation, self._update_conversation)
@@ -411,6 +426,60 @@ class FlexSimulator(SimulatorState):
         tasks = self._visible_tasks(workspace_sid, statuses, condition, now)
         resources = [task_resource(task, origin(request), now) for task in tasks]
         return web.json_response(list_envelope(request.url, "tasks", resources, request.query))
+
+    # --- TaskRouter configuration and the Conversations list (`flex-handover check`) ---
+
+    async def _checked_read(
+        self, request: web.Request, route: str | None, path_params: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Authenticate, take the route's fault, then the path as the spec's patterns
+        (404 otherwise): the path parameters by the spec's names."""
+        self._authenticate(request)
+        fault = self._take_fault(route) if route is not None else None
+        if fault is not None:
+            await self._raise_fault(fault)
+        names = {"WorkspaceSid": "workspace_sid", "Sid": "sid"}
+        path = {name: request.match_info[names[name]] for name in path_params}
+        if not valid_path_params(path, path_params):
+            raise not_found(request.path)
+        return path
+
+    async def _list_workspaces(self, request: web.Request) -> web.Response:
+        """ListWorkspace: the one workspace of an account that uses Flex. No faults:
+        `flex-handover check` reads it to try the credentials alone."""
+        await self._checked_read(request, None, {})
+        check_params(list(request.query.items()), LIST_WORKSPACES_PARAMS, "query")
+        sid = "WS" + "0" * 32
+        items = [workspace_resource(sid, self.account_sid, origin(request))]
+        return web.json_response(list_envelope(request.url, "workspaces", items, request.query))
+
+    async def _fetch_workspace(self, request: web.Request) -> web.Response:
+        path = await self._checked_read(request, "workspaces", FETCH_WORKSPACE_PATH_PARAMS)
+        return web.json_response(workspace_resource(path["Sid"], self.account_sid, origin(request)))
+
+    async def _fetch_workflow(self, request: web.Request) -> web.Response:
+        path = await self._checked_read(request, "workflows", FETCH_WORKFLOW_PATH_PARAMS)
+        resource = workflow_resource(
+            path["WorkspaceSid"], path["Sid"], self.account_sid, origin(request)
+        )
+        return web.json_response(resource)
+
+    async def _fetch_task_channel(self, request: web.Request) -> web.Response:
+        path = await self._checked_read(request, "task_channels", FETCH_TASK_CHANNEL_PATH_PARAMS)
+        resource = task_channel_resource(
+            path["WorkspaceSid"], path["Sid"], self.account_sid, origin(request)
+        )
+        return web.json_response(resource)
+
+    async def _list_conversations(self, request: web.Request) -> web.Response:
+        """ListConversation: an empty page (any CH SID names a Conversation, so
+        there is no list of them to give); faults on the `conversations` route."""
+        await self._checked_read(request, "conversations", {})
+        check_params(list(request.query.items()), LIST_CONVERSATIONS_PARAMS, "query")
+        maximum = LIST_CONVERSATIONS_PARAMS["PageSize"].maximum or 1
+        return web.json_response(
+            list_envelope(request.url, "conversations", [], request.query, maximum)
+        )
 
     # --- Conversations: a Conversation, its scoped webhooks and messages ---
 

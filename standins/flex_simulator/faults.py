@@ -23,6 +23,9 @@ FAULT_ROUTES = (
     "conversations",
     "webhooks",
     "messages",
+    "workspaces",
+    "workflows",
+    "task_channels",
 )
 # Routes whose requests act (create, update, delete): `after_create` acts, then faults.
 ACTING_ROUTES = ("interactions", "conversations", "webhooks", "messages")
@@ -146,7 +149,9 @@ FAULT_HELP: dict[str, str] = {
     "route": f"which requests: {', '.join(FAULT_ROUTES)} (POST /v1/Interactions, "
     "GET /v1/Users/…, GET /v1/Workspaces/{WS}/Tasks, GET /v1/Interactions/{KD}/Channels/{UO}, "
     "GET and POST /v1/Conversations/{CH}, …/{CH}/Webhooks[/{WH}] (GET, POST, DELETE), "
-    "…/{CH}/Messages (GET, POST))",
+    "…/{CH}/Messages (GET, POST), GET /v1/Conversations (conversations); "
+    "GET /v1/Workspaces/{WS} (workspaces), …/{WS}/Workflows/{WW} (workflows), "
+    "…/{WS}/TaskChannels/{TC or name} (task_channels))",
 }
 
 

@@ -1,15 +1,18 @@
 """The JSON shapes Twilio answers with (an Interaction, its channel, a task, a
-user, a Conversation, its scoped webhooks and messages, a page of a list), built from the simulator's records: the real
+user, a Conversation, its scoped webhooks and messages, a page of a list, the TaskRouter workspace, workflows and task channels), built from the simulator's records: the real
 twilio-python client parses them, so they follow the specs' schemas field for field."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.sids import pattern as sid_pattern
 from standins.flex_simulator.spec_checks import MAX_PAGE_SIZE, page_params
 
 
@@ -253,4 +256,81 @@ def message_resource(
             "delivery_receipts": f"{url}/Receipts",
             "channel_metadata": f"{url}/ChannelMetadata",
         },
+    }
+
+
+# --- TaskRouter configuration (what `flex-handover check` reads) --------------------
+# Any WS and WW SID names a workspace and workflow that exist, and any unique name or
+# TC SID a task channel: `flex-handover check` passes against the simulator unless a
+# fault (routes workspaces, workflows, task_channels) says otherwise.
+
+_EPOCH = "2024-01-01T00:00:00Z"
+
+
+def workspace_resource(sid: str, account_sid: str, origin: str) -> dict[str, Any]:
+    """The spec's `taskrouter.v1.workspace`."""
+    url = f"{origin}/v1/Workspaces/{sid}"
+    return {
+        "account_sid": account_sid,
+        "date_created": _EPOCH,
+        "date_updated": _EPOCH,
+        "default_activity_name": "Offline",
+        "default_activity_sid": "WA" + "0" * 32,
+        "event_callback_url": None,
+        "events_filter": None,
+        "friendly_name": "Flex Task Assignment",
+        "multi_task_enabled": True,
+        "sid": sid,
+        "timeout_activity_name": "Offline",
+        "timeout_activity_sid": "WA" + "0" * 32,
+        "prioritize_queue_order": "FIFO",
+        "url": url,
+        "links": {"workflows": f"{url}/Workflows", "task_channels": f"{url}/TaskChannels"},
+    }
+
+
+def workflow_resource(
+    workspace_sid: str, sid: str, account_sid: str, origin: str
+) -> dict[str, Any]:
+    """The spec's `taskrouter.v1.workspace.workflow`."""
+    url = f"{origin}/v1/Workspaces/{workspace_sid}/Workflows/{sid}"
+    return {
+        "account_sid": account_sid,
+        "assignment_callback_url": None,
+        "configuration": json.dumps({"task_routing": {"filters": []}}),
+        "date_created": _EPOCH,
+        "date_updated": _EPOCH,
+        "document_content_type": "application/json",
+        "fallback_assignment_callback_url": None,
+        "friendly_name": "Assign to Anyone",
+        "sid": sid,
+        "task_reservation_timeout": 120,
+        "workspace_sid": workspace_sid,
+        "url": url,
+        "links": {"statistics": f"{url}/Statistics"},
+    }
+
+
+def task_channel_resource(
+    workspace_sid: str, sid_or_name: str, account_sid: str, origin: str
+) -> dict[str, Any]:
+    """The spec's `taskrouter.v1.workspace.task_channel`, named by SID or unique name
+    (the SID of a name is the same on every read)."""
+    if re.fullmatch(sid_pattern("TC"), sid_or_name):
+        sid, unique_name = sid_or_name, "default"
+    else:
+        sid = "TC" + hashlib.md5(sid_or_name.encode(), usedforsecurity=False).hexdigest()
+        unique_name = sid_or_name
+    url = f"{origin}/v1/Workspaces/{workspace_sid}/TaskChannels/{sid}"
+    return {
+        "account_sid": account_sid,
+        "date_created": _EPOCH,
+        "date_updated": _EPOCH,
+        "friendly_name": unique_name.capitalize(),
+        "sid": sid,
+        "unique_name": unique_name,
+        "workspace_sid": workspace_sid,
+        "channel_optimized_routing": False,
+        "url": url,
+        "links": {"workspace": f"{origin}/v1/Workspaces/{workspace_sid}"},
     }

@@ -252,3 +252,29 @@ def page_params(query: Mapping[str, str], max_size: int = MAX_PAGE_SIZE) -> tupl
     if page < 0 or not 1 <= size <= max_size:
         raise bad_request(f"Page must be >= 0 and PageSize between 1 and {max_size}")
     return page, size
+
+
+# --- The reads of `flex-handover check` ---------------------------------------------
+# Path parameters of FetchWorkspace, FetchWorkflow and FetchTaskChannel and the query of
+# ListWorkspace and ListConversation in the specs (a test holds them to it). A task
+# channel is named by its TC SID or its unique name: the spec gives no pattern.
+
+FETCH_WORKSPACE_PATH_PARAMS = {"Sid": sid_pattern("WS")}
+FETCH_WORKFLOW_PATH_PARAMS = {"WorkspaceSid": sid_pattern("WS"), "Sid": sid_pattern("WW")}
+FETCH_TASK_CHANNEL_PATH_PARAMS = {"WorkspaceSid": sid_pattern("WS"), "Sid": r"[^/]+"}
+_LIST_PAGING = {
+    "Page": FormParam(type="integer", minimum=0),
+    "PageToken": FormParam(),
+}
+LIST_WORKSPACES_PARAMS: dict[str, FormParam] = {
+    "FriendlyName": FormParam(),
+    "PageSize": FormParam(type="integer", minimum=1, maximum=MAX_PAGE_SIZE),
+    **_LIST_PAGING,
+}
+LIST_CONVERSATIONS_PARAMS: dict[str, FormParam] = {
+    "StartDate": FormParam(),
+    "EndDate": FormParam(),
+    "State": FormParam(enum=("initializing", "inactive", "active", "closed")),
+    "PageSize": FormParam(type="integer", minimum=1, maximum=100),
+    **_LIST_PAGING,
+}

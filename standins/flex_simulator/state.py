@@ -139,9 +139,13 @@ class SimulatorState:
         `interactions` (POST /v1/Interactions), `users` (GET /v1/Users/…),
         `tasks` (GET /v1/Workspaces/{WS}/Tasks), `channels` (GET
         /v1/Interactions/{KD}/Channels/{UO}), `conversations` (GET and POST
-        /v1/Conversations/{CH}), `webhooks` (GET, POST and DELETE
-        /v1/Conversations/{CH}/Webhooks[/{WH}]) or `messages` (GET and POST
-        /v1/Conversations/{CH}/Messages).
+        /v1/Conversations/{CH}, and GET /v1/Conversations), `webhooks` (GET, POST
+        and DELETE /v1/Conversations/{CH}/Webhooks[/{WH}]), `messages` (GET and POST
+        /v1/Conversations/{CH}/Messages), `workspaces` (GET /v1/Workspaces/{WS}),
+        `workflows` (GET …/{WS}/Workflows/{WW}) or `task_channels` (GET
+        …/{WS}/TaskChannels/{TC or unique name}). GET /v1/Workspaces takes no
+        faults: it is how `flex-handover check` tries the credentials, which
+        `account_sid` and `auth_token` make fail.
 
         `hang`: wait that many seconds first. `reset`: close the connection without
         answering. `retry_after`: `Retry-After` header on the answer, any text
