@@ -260,6 +260,25 @@ def _finite(text: str) -> float:
     return number
 
 
+def twilio_form(content_type: str, body: bytes, sent_as: str) -> dict[str, str]:
+    """A Twilio webhook's fields (the first value of each), read as the signature
+    check reads them (`api.auth.twilio_signature_valid`); an empty body has none.
+    `sent_as` ends the refusal of another body: "must be form-encoded, as …"."""
+    kind = body_kind(content_type, body)
+    if kind == "empty":
+        return {}
+    if kind != "form":
+        raise InvalidBody(f"must be form-encoded, as {sent_as}.")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidBody("is not valid form-encoded UTF-8 text.") from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)
+    return fields
+
+
 def _parse_form(body: bytes) -> dict[str, Any]:
     try:
         pairs = parse_qsl(

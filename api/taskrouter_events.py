@@ -25,15 +25,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 from api.app_keys import STORE
 from api.auth import SIGNATURE_HEADER, public_url, read_body, twilio_signature_valid
-from api.errors import Forbidden, InvalidBody, NotConfigured
-from api.parsing import body_kind
+from api.errors import Forbidden, NotConfigured
+from api.parsing import twilio_form
 from shared import sids
 from shared.logging import caller_text
 from shared.settings import Settings
@@ -79,21 +78,8 @@ class Ignored:
 
 
 def parse_form(content_type: str, body: bytes) -> dict[str, str]:
-    """The event's fields (the first value of each), read as the signature check
-    reads them (`api.auth.twilio_signature_valid`). An empty body has none."""
-    kind = body_kind(content_type, body)
-    if kind == "empty":
-        return {}
-    if kind != "form":
-        raise InvalidBody("must be form-encoded, as TaskRouter sends its events.")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidBody("is not valid form-encoded UTF-8 text.") from None
-    fields: dict[str, str] = {}
-    for name, value in pairs:
-        fields.setdefault(name, value)
-    return fields
+    """The event's fields: `api.parsing.twilio_form`."""
+    return twilio_form(content_type, body, "TaskRouter sends its events")
 
 
 def parse_event(fields: Mapping[str, str]) -> HandoverEnd | Ignored:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import parse_qsl
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -44,8 +43,8 @@ from api.auth import (
     twilio_signature_valid,
 )
 from api.availability import availability
-from api.errors import Forbidden, InvalidBody, Unauthorized
-from api.parsing import body_kind
+from api.errors import Forbidden, Unauthorized
+from api.parsing import twilio_form
 from api.voice_twiml import (
     ActionRequest,
     enqueue_twiml,
@@ -82,21 +81,8 @@ def caller_identity(caller: str) -> Identity:
 
 
 def parse_form(content_type: str, body: bytes) -> dict[str, str]:
-    """The request's fields (the first value of each), read as the signature check
-    reads them; an empty body has none. Twilio's action requests are form-encoded."""
-    kind = body_kind(content_type, body)
-    if kind == "empty":
-        return {}
-    if kind != "form":
-        raise InvalidBody("must be form-encoded, as Twilio sends the <Connect> action request.")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidBody("is not valid form-encoded UTF-8 text.") from None
-    fields: dict[str, str] = {}
-    for name, value in pairs:
-        fields.setdefault(name, value)
-    return fields
+    """The action request's fields: `api.parsing.twilio_form`."""
+    return twilio_form(content_type, body, "Twilio sends the <Connect> action request")
 
 
 MIN_VOICE_BODY_BYTES = 64 * 1024
