@@ -195,36 +195,37 @@ async def check_credentials(client: FlexClient) -> Result:
 
 
 async def check_workspace(client: FlexClient, settings: Settings) -> Result:
-    name = "workspace"
-    try:
-        workspace = _workspace(client, settings)
-        await workspace.fetch_async()
-    except Exception as exc:  # noqa: BLE001 - every failure is a line
-        return Result(name, "FAIL", f"{settings.flex_workspace_sid}: {twilio_reason(exc)}")
-    return Result(name, "ok", f"{settings.flex_workspace_sid} exists")
+    return await _fetch_exists(
+        "workspace", str(settings.flex_workspace_sid), lambda: _workspace(client, settings)
+    )
 
 
 async def check_workflow(client: FlexClient, settings: Settings, target: Target) -> Result:
-    name = f"workflow ({target.name})"
-    try:
-        workflow = _workspace(client, settings).workflows(
+    def workflow() -> Any:
+        return _workspace(client, settings).workflows(
             sids.url_segment(target.workflow_sid, sids.WORKFLOW)
         )
-        await workflow.fetch_async()
-    except Exception as exc:  # noqa: BLE001 - every failure is a line
-        return Result(name, "FAIL", f"{target.workflow_sid}: {twilio_reason(exc)}")
-    return Result(name, "ok", f"{target.workflow_sid} exists")
+
+    return await _fetch_exists(f"workflow ({target.name})", target.workflow_sid, workflow)
 
 
 async def check_task_channel(client: FlexClient, settings: Settings, target: Target) -> Result:
     """By unique name or TC SID: `GET …/TaskChannels/{Sid}` takes either."""
-    name = f"task channel ({target.name})"
+
+    def channel() -> Any:
+        return _workspace(client, settings).task_channels(quote(target.task_channel, safe=""))
+
+    return await _fetch_exists(f"task channel ({target.name})", target.task_channel, channel)
+
+
+async def _fetch_exists(name: str, what: str, resource: Callable[[], Any]) -> Result:
+    """One `fetch_async` of a TaskRouter resource: `ok` when it exists, else why not.
+    `resource` builds the context inside the guard (a bad SID raises there)."""
     try:
-        channel = _workspace(client, settings).task_channels(quote(target.task_channel, safe=""))
-        await channel.fetch_async()
+        await resource().fetch_async()
     except Exception as exc:  # noqa: BLE001 - every failure is a line
-        return Result(name, "FAIL", f"{target.task_channel}: {twilio_reason(exc)}")
-    return Result(name, "ok", f"{target.task_channel} exists")
+        return Result(name, "FAIL", f"{what}: {twilio_reason(exc)}")
+    return Result(name, "ok", f"{what} exists")
 
 
 async def check_task_read(client: FlexClient, settings: Settings) -> Result:
