@@ -10,9 +10,11 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 import tomllib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -83,149 +85,158 @@ async def get_json(url: str) -> dict:
         return await response.json()
 
 
-async def test_dev_runs_with_nothing_but_the_package_and_its_curl_line_works():
+class Dev:
+    """One `flex-handover dev` for the tests that follow its banner: its port and
+    what it printed. Started once for the module (each start costs seconds)."""
+
+    def __init__(self, port: int, banner: str):
+        self.port = port
+        self.banner = banner
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     port = free_port()
-    process = await start("dev", "--port", str(port), env=clean_env())
+    log_dir = tmp_path_factory.mktemp("dev")
+    stdout_path, stderr_path = log_dir / "stdout", log_dir / "stderr"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [COMMAND, *PREFIX, "dev", "--port", str(port)],
+            env=clean_env(), stdout=stdout, stderr=stderr,
+        )  # fmt: skip
     try:
-        await wait_healthy(f"http://127.0.0.1:{port}", process)
+        deadline = time.monotonic() + 30
         banner = ""
-        while "Every request made to Twilio" not in banner:
-            banner += (await asyncio.wait_for(process.stdout.read(4096), 5)).decode()
-        assert "LOCAL FLEX SIMULATOR" in banner
-        curl = banner[banner.index("curl -s -X POST") :]
-        url = re.search(r"(http://\S+/tools/flex-handover)", curl).group(1)
-        headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", curl))
-        body = re.search(r"-d '([^']+)'", curl).group(1)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(url, data=body.encode(), headers=headers) as response:
-                assert response.status == 202
-                ack = await response.json()
-            record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
-        assert record["state"] == "succeeded"
-        assert record["interaction_sid"].startswith("KD")
-        assert record["channel_status"] == "active"
-        assert record["conversation_marked"] is True
-        # The journey the banner shows: the bot silenced while the customer waits...
-        conversation_url = re.search(r"curl -s (http://\S+/__sim/conversations/CH\w+)", banner)
-        conversation = await get_json(conversation_url.group(1))
-        assert json.loads(conversation["attributes"])["flexHandover"]["state"] == "handed_over"
-        assert conversation["webhooks"] == []
-        # ...and given back when the agent completes the task.
-        end = re.search(r"curl -s -X POST (http://\S+/events) -d '([^']+)'", banner)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(end.group(1), data=end.group(2).encode()) as response,
-        ):
-            delivered = await response.json()
-        assert json.loads(delivered["deliveries"][0]["body"])["outcome"] == "recorded"
-        deadline = time.monotonic() + 15
-        while len(conversation["webhooks"]) != 1:
-            assert time.monotonic() < deadline, conversation
-            await asyncio.sleep(0.05)
-            conversation = await get_json(conversation_url.group(1))
-        assert json.loads(conversation["attributes"])["flexHandover"]["state"] == "ended"
-        tip = re.search(r"curl -s -X POST (http://\S+/__sim/channels) -d '([^']+)'", banner)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(tip.group(1), data=tip.group(2).encode()) as response,
-        ):
-            assert (response.status, await response.json()) == (200, {"queued": 1})
+        while not ("/__sim/voice/handoff" in banner and banner.endswith("\n")):
+            assert process.poll() is None, f"dev exited early:\n{stderr_path.read_text()}"
+            assert time.monotonic() < deadline, f"no full banner in 30 s:\n{banner}"
+            time.sleep(0.05)
+            banner = stdout_path.read_text(errors="replace")
+        asyncio.run(wait_healthy(f"http://127.0.0.1:{port}", process))
+        yield Dev(port, banner)
     finally:
-        returncode, stderr = await stop(process)
-    assert returncode == 0, stderr
+        process.send_signal(signal.SIGTERM)
+        try:
+            returncode = process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError("dev did not exit within 15 s after SIGTERM") from None
+    assert returncode == 0, stderr_path.read_text(errors="replace")
 
 
-async def test_dev_prints_a_schema_and_a_plain_backend_call_that_work():
+async def test_dev_runs_with_nothing_but_the_package_and_its_curl_line_works(dev: Dev):
+    port, banner = dev.port, dev.banner
+    assert "LOCAL FLEX SIMULATOR" in banner
+    curl = banner[banner.index("curl -s -X POST") :]
+    url = re.search(r"(http://\S+/tools/flex-handover)", curl).group(1)
+    headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", curl))
+    body = re.search(r"-d '([^']+)'", curl).group(1)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body.encode(), headers=headers) as response:
+            assert response.status == 202
+            ack = await response.json()
+        record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
+    assert record["state"] == "succeeded"
+    assert record["interaction_sid"].startswith("KD")
+    assert record["channel_status"] == "active"
+    assert record["conversation_marked"] is True
+    # The journey the banner shows: the bot silenced while the customer waits...
+    conversation_url = re.search(r"curl -s (http://\S+/__sim/conversations/CH\w+)", banner)
+    conversation = await get_json(conversation_url.group(1))
+    assert json.loads(conversation["attributes"])["flexHandover"]["state"] == "handed_over"
+    assert conversation["webhooks"] == []
+    # ...and given back when the agent completes the task.
+    end = re.search(r"curl -s -X POST (http://\S+/events) -d '([^']+)'", banner)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(end.group(1), data=end.group(2).encode()) as response,
+    ):
+        delivered = await response.json()
+    assert json.loads(delivered["deliveries"][0]["body"])["outcome"] == "recorded"
+    deadline = time.monotonic() + 15
+    while len(conversation["webhooks"]) != 1:
+        assert time.monotonic() < deadline, conversation
+        await asyncio.sleep(0.05)
+        conversation = await get_json(conversation_url.group(1))
+    assert json.loads(conversation["attributes"])["flexHandover"]["state"] == "ended"
+    tip = re.search(r"curl -s -X POST (http://\S+/__sim/channels) -d '([^']+)'", banner)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(tip.group(1), data=tip.group(2).encode()) as response,
+    ):
+        assert (response.status, await response.json()) == (200, {"queued": 1})
+    # The tip does what it says: the next handover's first channel fails, a new attempt
+    # follows (and the module's next tests find the simulator as dev started it).
+    other = {**headers, "X-Session-Id": session_header(new_conversation_sid(0xD1))}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body.encode(), headers=other) as response:
+            assert response.status == 202, await response.text()
+            ack = await response.json()
+        record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
+    assert (record["state"], record["attempts"]) == ("succeeded", 2), record
+
+
+async def test_dev_prints_a_schema_and_a_plain_backend_call_that_work(dev: Dev):
     """The banner's lines for an agent framework (the tool's definitions) and a
     plain backend (a JSON body), run as printed: the handover succeeds."""
-    port = free_port()
-    process = await start("dev", "--port", str(port), env=clean_env())
-    try:
-        await wait_healthy(f"http://127.0.0.1:{port}", process)
-        banner = ""
-        while not re.search(r"A plain backend.*?-d '[^']+'\n", banner, re.DOTALL):
-            banner += (await asyncio.wait_for(process.stdout.read(4096), 5)).decode()
-        framework = banner[banner.index("Any agent framework") :]
-        schema_url = re.search(r"curl -s (http://\S+/tools/flex-handover/schema)\n", framework)
-        document = await get_json(schema_url.group(1))
-        assert document["tools"][0]["function"]["name"] == "hand_over_to_human"
-        assert document["routes"]["hand_over_to_human"]["path"] == "/tools/flex-handover"
-        backend = banner[banner.index("A plain backend") :]
-        backend = backend[: backend.index("'\n") + 2]  # up to the end of its -d line
-        url = re.search(r"curl -s -X POST (http://\S+/tools/flex-handover) ", backend).group(1)
-        headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", backend))
-        body = re.search(r"-d '([^']+)'", backend).group(1)
-        assert headers == {"Content-Type": "application/json"}
-        assert {"conversation_sid", "identity"} <= set(json.loads(body))
-        async with aiohttp.ClientSession() as http:
-            async with http.post(url, data=body.encode(), headers=headers) as response:
-                ack = await response.json()
-                assert response.status == 202, ack
-            record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
-        assert record["state"] == "succeeded", record
-        assert record["conversation_sid"] == json.loads(body)["conversation_sid"]
-    finally:
-        returncode, stderr = await stop(process)
-    assert returncode == 0, stderr
+    port, banner = dev.port, dev.banner
+    framework = banner[banner.index("Any agent framework") :]
+    schema_url = re.search(r"curl -s (http://\S+/tools/flex-handover/schema)\n", framework)
+    document = await get_json(schema_url.group(1))
+    assert document["tools"][0]["function"]["name"] == "hand_over_to_human"
+    assert document["routes"]["hand_over_to_human"]["path"] == "/tools/flex-handover"
+    backend = banner[banner.index("A plain backend") :]
+    backend = backend[: backend.index("'\n") + 2]  # up to the end of its -d line
+    url = re.search(r"curl -s -X POST (http://\S+/tools/flex-handover) ", backend).group(1)
+    headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", backend))
+    body = re.search(r"-d '([^']+)'", backend).group(1)
+    assert headers == {"Content-Type": "application/json"}
+    assert {"conversation_sid", "identity"} <= set(json.loads(body))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body.encode(), headers=headers) as response:
+            ack = await response.json()
+            assert response.status == 202, ack
+        record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
+    assert record["state"] == "succeeded", record
+    assert record["conversation_sid"] == json.loads(body)["conversation_sid"]
 
 
-async def test_dev_prints_an_mcp_tools_call_that_hands_over():
-    port = free_port()
-    process = await start("dev", "--port", str(port), env=clean_env())
-    try:
-        await wait_healthy(f"http://127.0.0.1:{port}", process)
-        banner = ""
-        while "Every request made to Twilio" not in banner:
-            banner += (await asyncio.wait_for(process.stdout.read(4096), 5)).decode()
-        assert f"mount http://127.0.0.1:{port}/mcp in an MCP client" in banner
-        start_at = banner.index(f"curl -s -X POST http://127.0.0.1:{port}/mcp")
-        curl = banner[start_at : banner.index("\n\n", start_at)]
-        url = re.search(r"(http://\S+/mcp)", curl).group(1)
-        headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", curl))
-        body = re.search(r"-d '([^']+)'", curl).group(1)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(url, data=body.encode(), headers=headers) as response:
-                assert response.status == 200, await response.text()
-                answer = await response.json()
-            assert answer["result"]["isError"] is False, answer
-            ack = answer["result"]["structuredContent"]
-            assert ack["handover_id"] in answer["result"]["content"][0]["text"]
-            record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
-        assert record["state"] == "succeeded"
-        assert (
-            record["conversation_sid"]
-            == json.loads(body)["params"]["arguments"]["conversation_sid"]
-        )
-    finally:
-        returncode, stderr = await stop(process)
-    assert returncode == 0, stderr
+async def test_dev_prints_an_mcp_tools_call_that_hands_over(dev: Dev):
+    port, banner = dev.port, dev.banner
+    assert f"mount http://127.0.0.1:{port}/mcp in an MCP client" in banner
+    start_at = banner.index(f"curl -s -X POST http://127.0.0.1:{port}/mcp")
+    curl = banner[start_at : banner.index("\n\n", start_at)]
+    url = re.search(r"(http://\S+/mcp)", curl).group(1)
+    headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", curl))
+    body = re.search(r"-d '([^']+)'", curl).group(1)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body.encode(), headers=headers) as response:
+            assert response.status == 200, await response.text()
+            answer = await response.json()
+        assert answer["result"]["isError"] is False, answer
+        ack = answer["result"]["structuredContent"]
+        assert ack["handover_id"] in answer["result"]["content"][0]["text"]
+        record = await poll_final(http, f"http://127.0.0.1:{port}{ack['status_url']}")
+    assert record["state"] == "succeeded"
+    assert record["conversation_sid"] == json.loads(body)["params"]["arguments"]["conversation_sid"]
 
 
-async def test_dev_prints_a_voice_handoff_that_works():
+async def test_dev_prints_a_voice_handoff_that_works(dev: Dev):
     """The banner's ConversationRelay line: the simulator signs Twilio's action request,
     the API answers TwiML that enqueues the call, and the handover is recorded."""
-    port = free_port()
-    process = await start("dev", "--port", str(port), env=clean_env())
-    try:
-        await wait_healthy(f"http://127.0.0.1:{port}", process)
-        banner = ""
-        while "/__sim/voice/handoff" not in banner or not banner.endswith("\n"):
-            banner += (await asyncio.wait_for(process.stdout.read(4096), 5)).decode()
-        line = next(line for line in banner.splitlines() if "/__sim/voice/handoff" in line)
-        control = re.search(r"curl -s -X POST (http://\S+/__sim/voice/handoff) -d '([^']+)'", line)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(control.group(1), data=control.group(2).encode()) as response:
-                assert response.status == 200
-                assert response.headers["Content-Type"].startswith("text/xml")
-                enqueue, _, attributes = enqueued(await response.text())
-            assert enqueue["workflowSid"] == "WW" + "0" * 32
-            assert attributes["channelType"] == "voice" and attributes["reason"]
-            record = await get_json(f"http://127.0.0.1:{port}/handovers/{attributes['handoverId']}")
-        assert (record["kind"], record["state"]) == ("voice", "succeeded")
-        assert record["call_sid"] == attributes["callSid"]
-    finally:
-        returncode, stderr = await stop(process)
-    assert returncode == 0, stderr
+    port, banner = dev.port, dev.banner
+    line = next(line for line in banner.splitlines() if "/__sim/voice/handoff" in line)
+    control = re.search(r"curl -s -X POST (http://\S+/__sim/voice/handoff) -d '([^']+)'", line)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(control.group(1), data=control.group(2).encode()) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/xml")
+            enqueue, _, attributes = enqueued(await response.text())
+        assert enqueue["workflowSid"] == "WW" + "0" * 32
+        assert attributes["channelType"] == "voice" and attributes["reason"]
+        record = await get_json(f"http://127.0.0.1:{port}/handovers/{attributes['handoverId']}")
+    assert (record["kind"], record["state"]) == ("voice", "succeeded")
+    assert record["call_sid"] == attributes["callSid"]
 
 
 async def test_api_and_worker_processes_deliver_a_handover(redis, redis_server, simulator):
