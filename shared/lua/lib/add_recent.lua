@@ -7,10 +7,7 @@
 -- shared/lua/enqueue.lua, voice_handoff.lua, replay.lua.
 local function add_recent(key, id, score, retention)
   redis.call('ZADD', key, score, id)
-  local cutoff = tonumber(score) - retention
-  local oldest = redis.call('ZRANGE', key, 0, RECENT_PRUNE - 1, 'WITHSCORES')
-  for i = 1, #oldest, 2 do
-    if tonumber(oldest[i + 1]) >= cutoff then break end
-    redis.call('ZREM', key, oldest[i])
-  end
+  local stale = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. (tonumber(score) - retention),
+                           'LIMIT', 0, RECENT_PRUNE)
+  if #stale > 0 then redis.call('ZREM', key, unpack(stale)) end
 end
