@@ -434,8 +434,8 @@ SCHEMAS: dict[str, Schema] = {
                 {
                     "type": "number",
                     "minimum": 0,
-                    "description": "How long the oldest queued handover has been due; "
-                    "null when none waits.",
+                    "description": "How long the job at the head of the queue has been "
+                    "due (0: not due yet); null when the queue is empty.",
                 }
             ),
             "throughput": {

@@ -15,8 +15,8 @@ and no walk of the keyspace. The definitions:
   made the handover final (shared/lua/update.lua; a voice handoff's record,
   shared/lua/voice_handoff.lua). A replayed handover that fails again counts again.
 - `throughput`: those counts per minute, oldest first, the last the current minute.
-- `oldest_waiting_seconds`: `shared.backlog`'s: how long the oldest queued handover
-  has been due; None when none waits.
+- `oldest_waiting_seconds`: `shared.backlog`'s: how long the job at the head of
+  the queue has been due (0 when it is not due yet); None when the queue is empty.
 - `targets`: the configured target names (what `GET /handovers?target=` takes).
 """
 
