@@ -1,5 +1,5 @@
-"""The operator's endpoints: a handover's status, the failed ones, and their
-replay. Kept apart from the tool endpoint, which is the hot path.
+"""The operator's endpoints: a handover's status, the lists by state, the summary,
+and a failed one's replay. Kept apart from the tool endpoint, which is the hot path.
 """
 
 from __future__ import annotations
@@ -8,13 +8,15 @@ import re
 
 from aiohttp import web
 
-from api.app_keys import REDIS, REPLAYER, STORE
+from api.app_keys import REDIS, REPLAYER, STORE, SUMMARY
 from api.errors import BadRequest, Conflict, Unavailable, UnknownHandover
-from shared import deadletters
-from shared.deadletters import DEFAULT_LIMIT, MAX_LIMIT, Refusal
+from shared import deadletters, handover_list
+from shared.deadletters import Refusal
+from shared.handover_list import DEFAULT_LIMIT, LISTABLE_STATES, MAX_LIMIT
+from shared.model import now
+from shared.settings import is_target_name
 
 _HANDOVER_ID = re.compile(r"ho_[0-9a-f]{32}")
-LISTABLE_STATES = ("failed",)
 
 
 async def handover_status(request: web.Request) -> web.Response:
@@ -29,22 +31,38 @@ async def handover_status(request: web.Request) -> web.Response:
 
 
 async def list_handovers(request: web.Request) -> web.Response:
-    """GET /handovers?state=failed[&limit=N][&before=CURSOR]: the dead letters,
-    newest failure first, each with its (masked) last error."""
+    """GET /handovers?state=S[&target=NAME][&limit=N][&before=CURSOR]: newest first,
+    each record as the status endpoint shows it (`shared.handover_list`)."""
     query = request.query
     state = query.get("state")
     if state not in LISTABLE_STATES:
         accepted = ", ".join(f"state={name}" for name in LISTABLE_STATES)
         given = "is required" if state is None else f"'{state[:40]}' is not supported"
         raise BadRequest("invalid_state", f"The state parameter {given}; accepted: {accepted}.")
+    target = query.get("target")
+    if target is not None and not is_target_name(target):
+        raise BadRequest(
+            "invalid_target",
+            "The target parameter must be a target's name: lower-case letters, digits, "
+            "'-' or '_', at most 64.",
+        )
     limit = _parse_limit(query.get("limit"))
     try:
-        page = await deadletters.list_failed(request.app[REDIS], limit, query.get("before"))
+        page = await handover_list.list_handovers(
+            request.app[REDIS], state, limit, query.get("before"), target
+        )
     except ValueError as exc:
         raise BadRequest("invalid_cursor", str(exc)) from None
     return web.json_response(
         {"handovers": [record.to_public() for record in page.handovers], "next": page.next}
     )
+
+
+async def handover_summary(request: web.Request) -> web.Response:
+    """GET /handovers/summary: live counts, the last hour's outcomes by minute, the
+    backlog's oldest wait and the targets (`shared.summary` says what each counts)."""
+    summary = await request.app[SUMMARY].read(now())
+    return web.json_response(summary.to_public())
 
 
 async def replay_handover(request: web.Request) -> web.Response:
@@ -69,7 +87,7 @@ async def replay_handover(request: web.Request) -> web.Response:
 
 
 def _parse_limit(raw: str | None) -> int:
-    """Absent: the default; above the maximum: the maximum (list_failed caps it)."""
+    """Absent: the default; above the maximum: the maximum (list_handovers caps it)."""
     if raw is None:
         return DEFAULT_LIMIT
     try:
@@ -88,6 +106,8 @@ def _parse_limit(raw: str | None) -> int:
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/handovers", list_handovers),
+        # Before `{handover_id}`, which would take `summary` for an id.
+        web.get("/handovers/summary", handover_summary),
         web.get("/handovers/{handover_id}", handover_status),
         web.post("/handovers/{handover_id}/replay", replay_handover),
     ]

@@ -18,7 +18,16 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from api import admin, mcp_server, openapi, taskrouter_events, voice
-from api.app_keys import CLOCK, ENQUEUER, READY_PROBE, REDIS, REPLAYER, SETTINGS, STORE
+from api.app_keys import (
+    CLOCK,
+    ENQUEUER,
+    READY_PROBE,
+    REDIS,
+    REPLAYER,
+    SETTINGS,
+    STORE,
+    SUMMARY,
+)
 from api.auth import auth_middleware, read_body, startup_warnings
 from api.availability import Clock, system_clock
 from api.errors import ApiError, BodyTooLarge, HttpError, Unavailable, UnknownTarget
@@ -32,6 +41,7 @@ from shared.deadletters import Replayer
 from shared.logging import caller_text, log_context, register_secrets
 from shared.settings import DEFAULT_TARGET, Settings
 from shared.store import HandoverStore
+from shared.summary import SummaryReader
 
 logger = logging.getLogger(f"flex_handover.{__name__}")
 
@@ -147,6 +157,7 @@ def _redis_context(
         app[ENQUEUER] = Enqueuer(client, settings)
         app[STORE] = HandoverStore(client, settings.status_ttl_seconds)
         app[REPLAYER] = Replayer(client, settings)
+        app[SUMMARY] = SummaryReader(client, tuple(sorted(settings.targets)))
         app[READY_PROBE] = ReadyProbe(client)
         yield
         if redis is None:

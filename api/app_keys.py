@@ -11,12 +11,14 @@ from shared.connections import Enqueuer
 from shared.deadletters import Replayer
 from shared.settings import Settings
 from shared.store import HandoverStore
+from shared.summary import SummaryReader
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 ENQUEUER = web.AppKey("enqueuer", Enqueuer)
 STORE = web.AppKey("store", HandoverStore)
 REPLAYER = web.AppKey("replayer", Replayer)
+SUMMARY = web.AppKey("summary", SummaryReader)
 READY_PROBE = web.AppKey("ready_probe", ReadyProbe)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 """What the tool endpoint reads business hours at (`api.availability.system_clock`)."""

@@ -365,8 +365,100 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {
             "handovers": {"type": "array", "items": ref("schemas", "Handover")},
             "next": nullable(
-                {"type": "string", "description": "Pass as `before` for the next, older page."}
+                {
+                    "type": "string",
+                    "description": "Pass as `before` for the next, older page; null when "
+                    "there is none. A filtered page looks at 2,000 index entries at most, "
+                    "so it may be short, or empty, and still have a `next`.",
+                }
             ),
+        },
+    },
+    "HandoverCounts": {
+        "type": "object",
+        "required": [
+            "queued",
+            "running",
+            "retrying",
+            "succeeded_last_hour",
+            "failed_last_hour",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "queued": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Handover jobs due now that no worker holds (the arq queue).",
+            },
+            "running": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Handover jobs a worker holds (arq's in-progress key).",
+            },
+            "retrying": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Handover jobs due later: waiting for their next attempt.",
+            },
+            "succeeded_last_hour": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Outcomes written in the 60 minutes of `throughput`.",
+            },
+            "failed_last_hour": {"type": "integer", "minimum": 0},
+        },
+    },
+    "ThroughputBucket": {
+        "type": "object",
+        "required": ["start", "succeeded", "failed"],
+        "additionalProperties": False,
+        "properties": {
+            "start": {"type": "integer", "description": "The minute's start, Unix seconds."},
+            "succeeded": {"type": "integer", "minimum": 0},
+            "failed": {"type": "integer", "minimum": 0},
+        },
+    },
+    "HandoverSummary": {
+        "type": "object",
+        "required": [
+            "counts",
+            "oldest_waiting_seconds",
+            "throughput",
+            "targets",
+            "generated_at",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "counts": ref("schemas", "HandoverCounts"),
+            "oldest_waiting_seconds": nullable(
+                {
+                    "type": "number",
+                    "minimum": 0,
+                    "description": "How long the job at the head of the queue has been "
+                    "due (0: not due yet); null when the queue is empty.",
+                }
+            ),
+            "throughput": {
+                "type": "object",
+                "required": ["bucket_seconds", "buckets"],
+                "additionalProperties": False,
+                "properties": {
+                    "bucket_seconds": {"const": 60},
+                    "buckets": {
+                        "type": "array",
+                        "minItems": 60,
+                        "maxItems": 60,
+                        "description": "Oldest first; the last is the current minute.",
+                        "items": ref("schemas", "ThroughputBucket"),
+                    },
+                },
+            },
+            "targets": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The configured targets' names (for `target=`).",
+            },
+            "generated_at": {"type": "number", "description": "Unix seconds."},
         },
     },
     "ToolInput": {
@@ -876,7 +968,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/handovers": {
         "get": admin_operation(
             "listHandovers",
-            "Failed handovers (dead letters), newest failure first",
+            "Handovers in a state, or all of them (`recent`), newest first",
             {
                 "200": json_body(ref("schemas", "HandoverPage"), "One page."),
                 **refusals(400),
@@ -886,7 +978,17 @@ PATHS: dict[str, dict[str, Any]] = {
                     "name": "state",
                     "in": "query",
                     "required": True,
-                    "schema": {"type": "string", "enum": ["failed"]},
+                    "description": "`recent`: every handover, newest queued (created or "
+                    "replayed) first; `failed`: the dead letters, newest failure first; "
+                    "any other: the handovers in that state when read, newest queued first.",
+                    "schema": {"type": "string", "enum": [*STATES, "recent"]},
+                },
+                {
+                    "name": "target",
+                    "in": "query",
+                    "required": False,
+                    "description": "Only this target's handovers.",
+                    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
                 },
                 {
                     "name": "limit",
@@ -903,6 +1005,13 @@ PATHS: dict[str, dict[str, Any]] = {
                     "schema": {"type": "string"},
                 },
             ],
+        )
+    },
+    "/handovers/summary": {
+        "get": admin_operation(
+            "getHandoverSummary",
+            "Live counts, the last hour's outcomes by minute, the oldest wait",
+            {"200": json_body(ref("schemas", "HandoverSummary"), "The summary.")},
         )
     },
     "/handovers/{handover_id}": {

@@ -212,7 +212,11 @@ class VoiceHandoff:
     def _recorder_for(self, request: web.Request) -> VoiceRecorder:
         redis = request.app[REDIS]
         if self._recorder is None or self._recorder_redis is not redis:
-            self._recorder = VoiceRecorder(redis, self._settings.status_ttl_seconds)
+            self._recorder = VoiceRecorder(
+                redis,
+                self._settings.status_ttl_seconds,
+                self._settings.recent_retention_seconds,
+            )
             self._recorder_redis = redis
         return self._recorder
 

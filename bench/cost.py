@@ -334,6 +334,8 @@ async def key_sizes(client: aioredis.Redis, requests: list[HandoverRequest],
     sizes["rate counter (identity)"] = await average_usage(client, identity_keys)
     queue = await client.memory_usage(redis_keys.QUEUE_NAME, samples=0)
     sizes["queue entry (zset / N)"] = queue / len(handover_ids) if queue else None
+    recent = await client.memory_usage(redis_keys.RECENT_INDEX, samples=0)
+    sizes["recent index entry (zset / N)"] = recent / len(handover_ids) if recent else None
     return sizes
 
 
@@ -421,8 +423,10 @@ async def redis_bytes(args: argparse.Namespace) -> tuple[dict, bool]:
         record_after = await average_usage(
             client, [redis_keys.handover_key(h) for h in handover_ids[:100]]
         )
-        for prefix in (redis_keys.CONVERSATION_KEY_PREFIX, redis_keys.RATE_KEY_PREFIX):
+        for prefix in (redis_keys.CONVERSATION_KEY_PREFIX, redis_keys.RATE_KEY_PREFIX,
+                       redis_keys.OUTCOMES_PREFIX):  # fmt: skip
             await unlink_prefix(client, prefix)
+        await client.unlink(redis_keys.RECENT_INDEX)  # the operator's index, a key of its own
         records_only = await settled_memory(client)
         records_only_keys = await client.dbsize()
         await unlink_prefix(client, redis_keys.HANDOVER_KEY_PREFIX)

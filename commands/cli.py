@@ -4,7 +4,8 @@ Each command is a subparser whose `run` default hands the parsed options to the
 code that does the work: api/ and worker/ (imported only when their command
 runs, so `flex-handover --help` stays fast), the Flex simulator in standins/,
 `commands.dev` (the one-command local stack) and `commands.operator_commands`
-(`failed` and `replay`), `commands.preflight` (`check`). A new command is one more `_add_…` call in `build_parser`.
+(`failed`, `list` and `replay`), `commands.preflight` (`check`). A new command is one
+more `_add_…` call in `build_parser`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from commands import arguments
-from shared.deadletters import DEFAULT_LIMIT, MAX_LIMIT
+from shared.handover_list import DEFAULT_LIMIT, LISTABLE_STATES, MAX_LIMIT
 from shared.listening import CannotListen
 from shared.logging import configure_logging, redact
 from shared.settings import Settings, SettingsError
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dev(commands)
     _add_simulator(commands)
     _add_failed(commands)
+    _add_list(commands)
     _add_replay(commands)
     _add_check(commands)
     return parser
@@ -275,7 +277,7 @@ def run_simulator(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- failed and replay (commands/operator_commands.py) ----------------------------------
+# --- failed, list and replay (commands/operator_commands.py) ----------------------------
 
 
 def _add_failed(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -298,6 +300,33 @@ def run_failed(args: argparse.Namespace) -> int:
     from commands.operator_commands import list_failed, run_operator
 
     return run_operator(list_failed(args.limit, args.before, as_json=args.json))
+
+
+def _add_list(commands: argparse._SubParsersAction[_Parser]) -> None:
+    listing = commands.add_parser(
+        "list",
+        help="list handovers in a state, or all of them (recent), newest first "
+        "(needs only REDIS_URL)",
+    )
+    listing.add_argument("--state", choices=LISTABLE_STATES, default="recent")
+    listing.add_argument("--target", help="only this target's handovers")
+    listing.add_argument(
+        "--limit",
+        type=arguments.positive_int,
+        default=DEFAULT_LIMIT,
+        help=f"default {DEFAULT_LIMIT}, at most {MAX_LIMIT}",
+    )
+    listing.add_argument("--before", help="the cursor printed under the previous page")
+    listing.add_argument("--json", action="store_true", help="print the public records as JSON")
+    listing.set_defaults(run=run_list)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from commands.operator_commands import list_handovers, run_operator
+
+    return run_operator(
+        list_handovers(args.state, args.target, args.limit, args.before, as_json=args.json)
+    )
 
 
 def _add_replay(commands: argparse._SubParsersAction[_Parser]) -> None:

@@ -1,7 +1,8 @@
-"""The operator's commands on dead letters, `flex-handover failed` and
+"""The operator's commands, `flex-handover failed`, `flex-handover list` and
 `flex-handover replay`: the same records and refusals as the API's
-/handovers/failed and /handovers/{id}/replay (shared/deadletters.py), for a
-shell with only REDIS_URL, printed as a table, as JSON or one line per id."""
+/handovers?state=… and /handovers/{id}/replay (shared/handover_list.py,
+shared/deadletters.py), for a shell with only REDIS_URL, printed as a table, as
+JSON or one line per id."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from shared import deadletters
+from shared import deadletters, handover_list
 from shared.logging import redact
 from shared.settings import Settings
 
@@ -23,7 +24,7 @@ ERROR_COLUMN_WIDTH = 120  # the full error is in --json
 
 
 def run_operator(command: Coroutine[Any, Any, int]) -> int:
-    """Run `failed` or `replay`; an unreachable Redis is one line, not a traceback."""
+    """Run `failed`, `list` or `replay`; an unreachable Redis is one line, not a traceback."""
     from redis.exceptions import RedisError
 
     try:
@@ -52,6 +53,33 @@ async def list_failed(limit: int, before: str | None, *, as_json: bool) -> int:
     print(failed_table(records))
     if page.next:
         print(f"\nMore: flex-handover failed --before {page.next}")
+    return 0
+
+
+async def list_handovers(
+    state: str, target: str | None, limit: int, before: str | None, *, as_json: bool
+) -> int:
+    """`flex-handover list`: the API's `GET /handovers?state=…`, as a table or the same JSON."""
+    settings = Settings.from_env(role="operator")
+    async with _operator_redis(settings) as redis:
+        try:
+            page = await handover_list.list_handovers(redis, state, limit, before, target)
+        except ValueError as exc:
+            print(f"flex-handover list: {exc}", file=sys.stderr)
+            return 2
+    records = [record.to_public() for record in page.handovers]
+    if as_json:
+        print(json.dumps({"handovers": records, "next": page.next}, indent=2))
+        return 0
+    if records:
+        print(handover_table(records))
+    else:
+        print("No handovers on this page." if page.next else "No handovers.")
+    if page.next:
+        more = f"flex-handover list --state {state}"
+        if target:
+            more += f" --target {target}"
+        print(f"\nMore: {more} --before {page.next}")
     return 0
 
 
@@ -100,11 +128,34 @@ _COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
 )
 
 
+_LIST_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("HANDOVER", lambda r: r["handover_id"]),
+    ("STATE", lambda r: r["state"]),
+    ("CREATED AT (UTC)", lambda r: (r["created_at"] or "")[:19].replace("T", " ")),
+    ("CONVERSATION", lambda r: r["conversation_sid"] or r["call_sid"] or ""),
+    ("IDENTITY", lambda r: r["identity"]),
+    ("TARGET", lambda r: r["target"]),
+    ("ATTEMPTS", lambda r: str(r["attempts"])),
+    ("LAST ERROR", lambda r: _error_text(r["error"])),
+)
+
+
 def failed_table(records: list[dict[str, Any]]) -> str:
     """Left-aligned columns from the public (masked) records."""
-    rows = [[name for name, _ in _COLUMNS]]
-    rows += [[cell(record) for _, cell in _COLUMNS] for record in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
+    return _table(records, _COLUMNS)
+
+
+def handover_table(records: list[dict[str, Any]]) -> str:
+    """`failed_table` with each handover's state and creation time."""
+    return _table(records, _LIST_COLUMNS)
+
+
+def _table(
+    records: list[dict[str, Any]], columns: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...]
+) -> str:
+    rows = [[name for name, _ in columns]]
+    rows += [[cell(record) for _, cell in columns] for record in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns) - 1)]
     return "\n".join(
         "  ".join(
             [*(value.ljust(width) for value, width in zip(row, widths, strict=False)), row[-1]]

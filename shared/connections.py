@@ -7,7 +7,8 @@ that handover back and is not counted while it is live, or succeeded within
 the customer back, asking again is a new handover), checked and counted the fixed-window
 rate limits on new handovers per conversation and per customer identity,
 checked the backlog (`HANDOVER_MAX_PENDING`), written the status record
-(`queued`), written an arq-compatible job record and added it to the queue
+(`queued`), written an arq-compatible job record and added it to the queue,
+and put its id in the recent index the operator's lists read
 (shared/lua/enqueue.lua). No half-stored handover if Redis goes away; a call
 refused by a rate limit or a full backlog stores nothing at all, nor does one
 that a target declines outside its business hours (the script still answers the
@@ -65,6 +66,7 @@ def enqueue_script(settings: Settings) -> str:
             "RECORD_TTL": int(settings.status_ttl_seconds),
             "POINTER_TTL": int(settings.dedup_key_ttl_seconds),
             "JOB_TTL_MS": int(expires_extra_ms),
+            "RECENT_RETENTION": settings.recent_retention_seconds,
         },
     )
 
@@ -192,6 +194,7 @@ class Enqueuer:
                 redis_keys.QUEUE_NAME,
                 redis_keys.rate_conversation_key(request.conversation_sid),
                 redis_keys.rate_identity_key(str(request.identity)),
+                redis_keys.RECENT_INDEX,
             ],
             args=[
                 handover_id,

@@ -19,16 +19,12 @@ from typing import cast
 import redis.asyncio as aioredis
 from arq.constants import expires_extra_ms
 
-from shared import lua_scripts, redis_keys
+from shared import handover_list, lua_scripts, redis_keys
 from shared.arq_jobs import handover_job
+from shared.handover_list import HandoverPage
 from shared.model import HandoverRecord, Status, now
 from shared.settings import Settings
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
-# Fewer index entries than this per round trip would make pruning a long run
-# of expired ids slow for a small page.
-_MIN_BATCH = 50
 _READ_AGAIN = "read_again"
 
 REPLAY_SCRIPT = lua_scripts.script("shared", "replay.lua")
@@ -57,13 +53,6 @@ class ReplayResult:
     @property
     def replayed(self) -> bool:
         return self.refusal is None
-
-
-@dataclass(frozen=True)
-class FailedPage:
-    handovers: list[HandoverRecord]
-    next: str | None
-    """Pass as `before` for the next (older) page; None on the last page."""
 
 
 class ReplayContended(Exception):
@@ -105,6 +94,7 @@ class Replayer:
                 redis_keys.arq_job_key(handover_id),
                 redis_keys.QUEUE_NAME,
                 redis_keys.arq_in_progress_key(handover_id),
+                redis_keys.RECENT_INDEX,
             ]
             conversation, latest = "", ""
             if conversation_sid is not None:
@@ -128,6 +118,7 @@ class Replayer:
                     repr(timestamp),
                     conversation,
                     latest,
+                    self._settings.recent_retention_seconds,
                 ],
             )
             outcome, *rest = [_text(item) for item in reply]
@@ -162,89 +153,12 @@ def _refusal_message(refusal: Refusal, detail: list[str]) -> str:
     )
 
 
-async def list_failed(redis: aioredis.Redis, limit: int, before: str | None = None) -> FailedPage:
-    """Failed handovers, newest failure first, at most `limit` (capped at
-    MAX_LIMIT) of them.
-
-    `before` is a cursor from a previous page's `next`, or a Unix time (only
-    handovers that failed before it). Index entries whose record has expired
-    are dropped from the index as they are met. Raises ValueError for a
-    `before` that is neither.
-    """
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
-    limit = min(limit, MAX_LIMIT)
-    position = parse_cursor(before) if before else None
-    found: list[tuple[HandoverRecord, str]] = []
-    while len(found) <= limit:
-        wanted = max(limit + 1 - len(found), _MIN_BATCH)
-        entries = await _index_entries(redis, position, wanted)
-        if not entries:
-            break
-        async with redis.pipeline(transaction=False) as pipe:
-            for handover_id, _ in entries:
-                pipe.hgetall(redis_keys.handover_key(handover_id))
-            hashes = await pipe.execute()
-        expired = []
-        for (handover_id, score), data in zip(entries, hashes, strict=True):
-            if not data:
-                expired.append(handover_id)
-                continue
-            record = HandoverRecord.from_hash({_text(k): _text(v) for k, v in data.items()})
-            # Replayed since the index was read: it is no dead letter now.
-            if record.state is Status.FAILED:
-                found.append((record, format_cursor(score, handover_id)))
-        if expired:
-            # Safe: nothing re-creates an expired record (ids are never reused).
-            await redis.zrem(redis_keys.FAILED_INDEX, *expired)
-        if len(entries) < wanted:
-            break
-        position = (entries[-1][1], entries[-1][0])
-    page = found[:limit]
-    more = len(found) > limit
-    return FailedPage([record for record, _ in page], page[-1][1] if more else None)
-
-
-def format_cursor(score: float, handover_id: str) -> str:
-    """`<failure time>:<id>`: the id breaks ties between equal failure times."""
-    return f"{score!r}:{handover_id}"
-
-
-def parse_cursor(cursor: str) -> tuple[float, str | None]:
-    """`<failure time>[:<id>]` → (time, id or None); ValueError if malformed."""
-    raw_score, _, handover_id = cursor.partition(":")
-    try:
-        score = float(raw_score)
-    except ValueError:
-        raise ValueError(
-            "The before parameter must be the 'next' value of a previous page, or a Unix time."
-        ) from None
-    if not math.isfinite(score):
-        raise ValueError("The before parameter must be a finite Unix time.")
-    return score, handover_id or None
-
-
-async def _index_entries(
-    redis: aioredis.Redis, position: tuple[float, str | None] | None, count: int
-) -> list[tuple[str, float]]:
-    """Up to `count` (id, failure time) pairs after `position`, newest first.
-
-    Entries sharing the cursor's time come in reverse id order, so those with
-    an id at or above the cursor's were on earlier pages: skip them.
-    """
-    if position is None:
-        top, skip = "+inf", 0
-    else:
-        score, last_id = position
-        if last_id is None:
-            top, skip = f"({score!r}", 0
-        else:
-            ties = await redis.zrangebyscore(redis_keys.FAILED_INDEX, score, score)
-            top, skip = repr(score), sum(1 for tie in ties if _text(tie) >= last_id)
-    entries = await redis.zrevrangebyscore(
-        redis_keys.FAILED_INDEX, top, "-inf", start=skip, num=count, withscores=True
-    )
-    return [(_text(member), float(score)) for member, score in entries]
+async def list_failed(
+    redis: aioredis.Redis, limit: int, before: str | None = None, target: str | None = None
+) -> HandoverPage:
+    """Failed handovers, newest failure first: `handover_list.list_handovers` of
+    `failed` (`before`: a previous page's `next`, or a Unix time)."""
+    return await handover_list.list_handovers(redis, Status.FAILED.value, limit, before, target)
 
 
 def _text(value: str | bytes) -> str:

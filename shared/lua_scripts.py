@@ -4,9 +4,10 @@ Why this exists: the scripts are files, so they read, diff and lint as Lua, and 
 ship as package data (pyproject.toml) read once through `importlib.resources`, from a
 wheel as from a checkout. No script spells a state name, an arq key prefix or a
 deployment's setting: the header declares them as Lua locals, from the `Status` enum
-and `SHARED_CONSTANTS` for every script and from the caller for one script (the
-enqueue script's settings). A function in `shared/lua/lib/` (`compare_and_delete`)
-is written once and put in the header of each script that calls it.
+and `SHARED_CONSTANTS` for every script and from the caller for a few (the enqueue
+script's settings, the records' TTLs). A function in `shared/lua/lib/`
+(`compare_and_delete`, `add_recent`) is written once and put in the header of each
+script that calls it.
 
 Line numbers in a script's error count from the top of the header.
 """
@@ -35,6 +36,11 @@ SHARED_CONSTANTS: dict[str, LuaValue] = {
     # conversation's pointer names (shared/lua/enqueue.lua). Every other key is in KEYS.
     "ARQ_IN_PROGRESS_PREFIX": redis_keys.ARQ_IN_PROGRESS_PREFIX,
     "HANDOVER_KEY_PREFIX": redis_keys.HANDOVER_KEY_PREFIX,
+    # How many of the recent index's oldest entries each new one may prune
+    # (shared/lua/lib/add_recent.lua): more than one, so a backlog of them drains.
+    "RECENT_PRUNE": 2,
+    # The hand-back jobs' ids in the arq queue (shared/lua/summary.lua tells them apart).
+    "HAND_BACK_JOB_PREFIX": redis_keys.HAND_BACK_JOB_PREFIX,
 }
 
 _LIBRARY_PACKAGE = "shared"

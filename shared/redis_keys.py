@@ -20,6 +20,11 @@ CALL_KEY_PREFIX = f"{PREFIX}:call:"
 CLAIM_KEY_PREFIX = f"{PREFIX}:claim:"
 RATE_KEY_PREFIX = f"{PREFIX}:rate:"
 FAILED_INDEX = f"{PREFIX}:failed"
+RECENT_INDEX = f"{PREFIX}:recent"
+OUTCOMES_PREFIX = f"{PREFIX}:outcomes:"
+# A minute's outcome counters live a bit over the hour `GET /handovers/summary` reads.
+OUTCOME_BUCKET_SECONDS = 60
+OUTCOME_BUCKET_TTL_SECONDS = 3600 + 2 * OUTCOME_BUCKET_SECONDS
 RATE_CONVERSATION_PREFIX = RATE_KEY_PREFIX + "conversation:"
 RATE_IDENTITY_PREFIX = RATE_KEY_PREFIX + "identity:"
 # The token bucket every worker shares for POST /v1/Interactions (FLEX_API_MAX_RPS).
@@ -41,11 +46,15 @@ __all__ = [
     "HANDOVER_KEY_PREFIX",
     "HAND_BACK_FUNCTION",
     "HAND_BACK_JOB_PREFIX",
+    "OUTCOMES_PREFIX",
+    "OUTCOME_BUCKET_SECONDS",
+    "OUTCOME_BUCKET_TTL_SECONDS",
     "QUEUE_NAME",
     "RATE_CONVERSATION_PREFIX",
     "RATE_IDENTITY_PREFIX",
     "RATE_KEY_PREFIX",
     "READY_PROBE_KEY",
+    "RECENT_INDEX",
     "WORKER_HEALTH_PREFIX",
     "arq_in_progress_key",
     "arq_job_key",
@@ -55,6 +64,8 @@ __all__ = [
     "hand_back_job_id",
     "hand_back_job_key",
     "handover_key",
+    "outcome_bucket",
+    "outcome_bucket_key",
     "rate_conversation_key",
     "rate_identity_key",
     "worker_health_key",
@@ -68,6 +79,21 @@ def handover_key(handover_id: str) -> str:
 
 # FAILED_INDEX is a sorted set of failed handover ids scored by when they
 # failed: the dead letters that `GET /handovers?state=failed` lists.
+# RECENT_INDEX is a sorted set of every handover id scored by when it was queued
+# (created, or replayed last): what `GET /handovers?state=recent|queued|…` reads
+# (shared/handover_list.py). Each new entry prunes a few of the oldest
+# (shared/lua/lib/add_recent.lua), the reader drops the expired ones it meets.
+
+
+def outcome_bucket(timestamp: float) -> int:
+    """The start (Unix seconds) of the minute `timestamp` falls in."""
+    return int(timestamp // OUTCOME_BUCKET_SECONDS) * OUTCOME_BUCKET_SECONDS
+
+
+def outcome_bucket_key(bucket_start: int) -> str:
+    """A minute's outcome counters: a hash of `succeeded` and `failed` counts, written
+    with the final outcome (shared/lua/update.lua, voice_handoff.lua)."""
+    return f"{OUTCOMES_PREFIX}{bucket_start}"
 
 
 def conversation_key(conversation_sid: str) -> str:

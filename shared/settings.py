@@ -675,6 +675,14 @@ class Settings:
         return int(self.max_age_seconds + self.job_timeout_seconds + self.dedup_seconds) + 1
 
     @property
+    def recent_retention_seconds(self) -> int:
+        """How long a handover stays in the recent index (shared/redis_keys.py,
+        RECENT_INDEX) after it was queued: as long as its record can live, the
+        status TTL counted from its final write, which comes at most the max age
+        plus a job's run after it was queued."""
+        return int(self.status_ttl_seconds + self.max_age_seconds + self.job_timeout_seconds) + 1
+
+    @property
     def twilio_username(self) -> str | None:
         return self.twilio_api_key or self.twilio_account_sid
 
@@ -741,6 +749,11 @@ class Settings:
             if not self.flex_workspace_sid:
                 problems.append("FLEX_WORKSPACE_SID: required")
         return problems
+
+
+def is_target_name(name: str) -> bool:
+    """Whether `name` is spelled as a target's name may be (`HANDOVER_TARGETS`)."""
+    return _TARGET_NAME.fullmatch(name) is not None
 
 
 def parse_targets(raw: str, default_task_channel: str = "chat") -> dict[str, Target]:

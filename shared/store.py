@@ -373,16 +373,21 @@ class HandoverStore:
         after_outcome: bool = False,
     ) -> bool:
         """Apply the update; True when the record existed and took it. A delivery
-        write (not `after_outcome`) is refused once the record is final. With
+        write (not `after_outcome`) is refused once the record is final. A `final`
+        write (its `state` the outcome) counts it in the minute's outcome counters. With
         `release`, the claim is released in the same script and
         `release.released` says whether it still was the run's own."""
         timestamp = timestamp or now()
         fields = {**fields, "updated_at": repr(timestamp)}
+        bucket = redis_keys.outcome_bucket(timestamp)
+        outcome = fields["state"] if final else ""
         args: list[str | int] = [
             self._ttl if final else 0,
             repr(timestamp) if failed else "",
             release.value if release is not None else "",
             "" if after_outcome else "1",
+            outcome,
+            bucket + redis_keys.OUTCOME_BUCKET_TTL_SECONDS,
             len(clear),
             *clear,
             len(increment),
@@ -390,7 +395,11 @@ class HandoverStore:
         ]
         for name, value in fields.items():
             args += (name, value)
-        script_keys = [redis_keys.handover_key(handover_id), redis_keys.FAILED_INDEX]
+        script_keys = [
+            redis_keys.handover_key(handover_id),
+            redis_keys.FAILED_INDEX,
+            redis_keys.outcome_bucket_key(bucket),
+        ]
         if release is not None:
             script_keys.append(release.key)
         updated, released = await self._update(keys=script_keys, args=args)

@@ -2,8 +2,8 @@
 
 A ConversationRelay handoff is answered with TwiML that enqueues the live call
 itself: nothing is left to deliver, so the record is written final (`succeeded`),
-with no arq job, and only so that `GET /handovers/{id}` and the TaskRouter
-hand-back know the handover. The call's pointer (`redis_keys.call_key`) makes a
+with no arq job, and only so that `GET /handovers/{id}`, the operator's lists and
+summary, and the TaskRouter hand-back know the handover. The call's pointer (`redis_keys.call_key`) makes a
 repeated action request for the same call (Twilio retries a webhook) answer the
 first handover id and store nothing new (shared/lua/voice_handoff.lua).
 """
@@ -20,10 +20,16 @@ from shared.model import KIND_VOICE, HandoverRequest, Status, new_handover_recor
 from shared.script_batcher import ScriptBatcher
 
 
-def voice_script(status_ttl_seconds: int) -> str:
-    """shared/lua/voice_handoff.lua with the records' TTL as its constant."""
+def voice_script(status_ttl_seconds: int, recent_retention_seconds: int) -> str:
+    """shared/lua/voice_handoff.lua with the records' TTL and the recent index's
+    retention (`Settings.recent_retention_seconds`) as its constants."""
     return lua_scripts.script(
-        "shared", "voice_handoff.lua", {"RECORD_TTL": int(status_ttl_seconds)}
+        "shared",
+        "voice_handoff.lua",
+        {
+            "RECORD_TTL": int(status_ttl_seconds),
+            "RECENT_RETENTION": int(recent_retention_seconds),
+        },
     )
 
 
@@ -56,17 +62,36 @@ class VoiceRecorder:
     still its own script run (`shared.script_batcher`: a caller that stops
     waiting, on the API's short timeout, does not disturb the others)."""
 
-    def __init__(self, redis: aioredis.Redis, status_ttl_seconds: int):
-        self._script = ScriptBatcher(redis, voice_script(status_ttl_seconds))
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        status_ttl_seconds: int,
+        recent_retention_seconds: int | None = None,
+    ):
+        """`recent_retention_seconds`: `Settings.recent_retention_seconds` (the
+        service passes it; the status TTL without it)."""
+        retention = recent_retention_seconds or status_ttl_seconds
+        self._script = ScriptBatcher(redis, voice_script(status_ttl_seconds, retention))
 
     async def record(
         self, handover_id: str, request: HandoverRequest, now: float, problem: str | None
     ) -> VoiceRecord:
-        keys = [redis_keys.handover_key(handover_id)]
+        bucket = redis_keys.outcome_bucket(now)
+        keys = [
+            redis_keys.handover_key(handover_id),
+            redis_keys.RECENT_INDEX,
+            redis_keys.outcome_bucket_key(bucket),
+        ]
         if request.call_sid:
             keys.append(redis_keys.call_key(request.call_sid))
         fields = new_voice_record(handover_id, request, now, problem)
-        stored, found = await self._script(keys=keys, args=[handover_id, json.dumps(fields)])
+        args = [
+            handover_id,
+            json.dumps(fields),
+            repr(now),
+            bucket + redis_keys.OUTCOME_BUCKET_TTL_SECONDS,
+        ]
+        stored, found = await self._script(keys=keys, args=args)
         return VoiceRecord(_text(found), bool(int(stored)))
 
 

@@ -34,6 +34,7 @@ from shared.store import (
     EndOutcome,
     HandoverStore,
 )
+from shared.summary import SUMMARY_SCRIPT, SummaryReader
 from shared.voice_records import VoiceRecorder, voice_script
 from tests.support.values import CONVERSATION_SID
 from worker.arq_worker import PICK_SCRIPT
@@ -98,6 +99,7 @@ FIRST_KEY = re.compile(r"redis\.call\('(?!TIME')[A-Z]+', ([^,)]+)")
 DERIVED_KEYS = {
     "worker/lua/pick.lua": {"ARQ_IN_PROGRESS_PREFIX .. ids[i]"},
     "shared/lua/enqueue.lua": {"HANDOVER_KEY_PREFIX .. existing"},
+    "shared/lua/summary.lua": {"ARQ_IN_PROGRESS_PREFIX .. due[i]"},
 }
 
 
@@ -201,6 +203,14 @@ async def runs_voice_handoff(redis) -> None:
     assert first.created and (again.handover_id, again.created) == (first.handover_id, False)
 
 
+async def runs_summary(redis) -> None:
+    now = time.time()
+    await redis.zadd(redis_keys.QUEUE_NAME, {"ho_ready": 1, "ho_later": now * 1000 + 60_000})
+    summary = (await SummaryReader(redis, ("default",)).read(now)).to_public()
+    assert summary["counts"]["queued"] == 1 and summary["counts"]["retrying"] == 1
+    assert len(summary["throughput"]["buckets"]) == 60
+
+
 async def stored_handover(redis, state: Status = Status.QUEUED) -> str:
     handover_id = new_handover_id()
     record = new_handover_record(handover_id, REQUEST, time.time())
@@ -214,7 +224,8 @@ SCRIPTS: dict[str, tuple[str, Callable[[Any], Awaitable[None]]]] = {
     "shared/lua/begin_run.lua": (BEGIN_SCRIPT, runs_begin_run),
     "shared/lua/replay.lua": (REPLAY_SCRIPT, runs_replay),
     "shared/lua/hand_back.lua": (HAND_BACK_SCRIPT, runs_hand_back),
-    "shared/lua/voice_handoff.lua": (voice_script(3600), runs_voice_handoff),
+    "shared/lua/voice_handoff.lua": (voice_script(3600, 3600), runs_voice_handoff),
+    "shared/lua/summary.lua": (SUMMARY_SCRIPT, runs_summary),
     "worker/lua/pick.lua": (PICK_SCRIPT, runs_pick),
     "worker/lua/token_bucket.lua": (TOKEN_BUCKET_SCRIPT, runs_token_bucket),
     "worker/lua/release_claim.lua": (RELEASE_SCRIPT, runs_release_claim),

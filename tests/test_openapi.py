@@ -269,6 +269,8 @@ def seed_records(redis_url: str) -> None:
                 mapping={**new_handover_record(handover_id, request, now), **fields},
             )
         client.zadd(redis_keys.FAILED_INDEX, {FAILED_ID: now})
+        client.zadd(redis_keys.RECENT_INDEX, {FAILED_ID: now - 1, SUCCEEDED_ID: now})
+        client.hset(redis_keys.outcome_bucket_key(redis_keys.outcome_bucket(now)), "failed", 1)
     finally:
         client.close()
 

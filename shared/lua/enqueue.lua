@@ -1,6 +1,7 @@
 -- Store a new handover, or answer the conversation's live one (shared/connections.py,
 -- Enqueuer.enqueue): de-duplicate, check and count the rate limits, check the backlog,
--- write the status record, the arq job record and the queue entry, in one step.
+-- write the status record, the arq job record, the queue entry and the recent
+-- index's entry, in one step.
 -- One key is built here, not passed: the status record of the handover the
 -- conversation's pointer names (HANDOVER_KEY_PREFIX .. the pointer's value, the
 -- prefix put in the header by shared/lua_scripts.py). Passing it in KEYS means
@@ -8,14 +9,14 @@
 -- repeat call, on the tool endpoint's path. A standalone Redis only, as arq needs.
 -- KEYS: 1 the conversation pointer, 2 the new status record, 3 the arq job record,
 --       4 the arq queue, 5 the per-conversation rate counter, 6 the per-identity rate
---       counter.
+--       counter, 7 the recent index (RECENT_INDEX).
 -- ARGV: 1 handover id, 2 job bytes, 3 queue score (ms), 4 now (s), 5 the status
 --       record's fields as a JSON object of strings, 6 '1' to store nothing new (a
 --       target outside its business hours that declines: only the live or recent
 --       handover is answered).
 -- Constants (shared/lua_scripts.py, from the settings): DEDUP_WINDOW (s),
 -- LIMIT_CONVERSATION, LIMIT_IDENTITY, RATE_WINDOW (s), MAX_PENDING, RECORD_TTL (s),
--- POINTER_TTL (s), JOB_TTL_MS.
+-- POINTER_TTL (s), JOB_TTL_MS, RECENT_RETENTION (s).
 -- Returns {1, id, STATE.QUEUED} (stored), {0, id, state} (the live or recent
 -- handover: recent = succeeded within DEDUP_WINDOW, its task not ended),
 -- {2, 'conversation'|'identity', ms left in the window} (rate limited, nothing
@@ -78,4 +79,5 @@ redis.call('EXPIRE', KEYS[2], RECORD_TTL)
 redis.call('SET', KEYS[1], ARGV[1], 'EX', POINTER_TTL)
 redis.call('PSETEX', KEYS[3], JOB_TTL_MS, ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+add_recent(KEYS[7], ARGV[1], ARGV[4], RECENT_RETENTION)
 return {1, ARGV[1], STATE.QUEUED}

@@ -175,10 +175,15 @@ async def test_pages_walk_every_failure_newest_first_and_skip_expired_records(
 async def test_bad_list_queries_are_refused_naming_what_is_accepted(service):
     for query, error in [
         ("", "invalid_state"),
-        ("?state=succeeded", "invalid_state"),
+        ("?state=done", "invalid_state"),
         ("?state=failed&limit=0", "invalid_limit"),
         ("?state=failed&limit=ten", "invalid_limit"),
         ("?state=failed&before=yesterday", "invalid_cursor"),
+        ("?state=recent&before=1718000000.5:ho_" + "x" * 32, "invalid_cursor"),
+        ("?state=recent&before=" + "9" * 5000, "invalid_cursor"),
+        ("?state=queued&before=nan", "invalid_cursor"),
+        ("?state=recent&target=Not%20a%20target", "invalid_target"),
+        ("?state=recent&target=" + "a" * 65, "invalid_target"),
     ]:
         status, refusal = await get(service, "/handovers" + query)
         assert (status, refusal["error"]) == (400, error), query

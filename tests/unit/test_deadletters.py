@@ -20,10 +20,9 @@ from shared.deadletters import (
     Refusal,
     ReplayContended,
     Replayer,
-    format_cursor,
     list_failed,
-    parse_cursor,
 )
+from shared.handover_list import format_cursor, parse_cursor
 from shared.model import (
     HandoverError,
     HandoverRequest,
@@ -351,7 +350,8 @@ async def test_entries_no_longer_failed_are_skipped_not_pruned(redis):
 
 def test_cursor_round_trips_and_rejects_junk():
     score = 1718000000.123456
-    assert parse_cursor(format_cursor(score, "ho_1")) == (score, "ho_1")
+    handover_id = new_handover_id()
+    assert parse_cursor(format_cursor(score, handover_id)) == (score, handover_id)
     assert parse_cursor("1718000000") == (1718000000.0, None)
     for junk in ("abc", "nan:ho_1", "inf", ""):
         with pytest.raises(ValueError, match="before parameter"):
