@@ -17,10 +17,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from api import admin, mcp_server, openapi, taskrouter_events, voice
+from api import admin, mcp_server, metrics, openapi, taskrouter_events, voice
 from api.app_keys import (
     CLOCK,
     ENQUEUER,
+    METRICS,
     READY_PROBE,
     REDIS,
     REPLAYER,
@@ -94,7 +95,8 @@ async def tool_call(request: web.Request) -> web.Response:
         raise UnknownTarget(target)
     body = await read_body(request, settings.max_body_bytes)  # cached if auth read it
     handover = parse_tool_call(request.headers, request.content_type, body, target)
-    status, answer = await hand_over(request.app, handover)
+    status, answer, outcome = await hand_over(request.app, handover)
+    request.app[METRICS].called(metrics.TOOL, outcome)
     return web.json_response(answer, status=status)
 
 
@@ -115,15 +117,23 @@ def create_app(
     """The aiohttp application; owns its Redis client unless one is passed in.
     `clock`: what business hours are read at (tests pass their own)."""
     register_secrets(*settings.secrets)
+    counters = metrics.build(settings)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[log_scope, json_errors, auth_middleware(settings)],
+        middlewares=[
+            log_scope,
+            json_errors,
+            # Counts the refusals of the auth middleware too; absent when metrics are off.
+            *([metrics.metrics_middleware(counters)] if counters.enabled else []),
+            auth_middleware(settings),
+        ],
         # aiohttp's request handler logs a malformed request through this logger:
         # one WARNING line each, not an ERROR traceback (see api.http_errors).
         handler_args={"logger": server_logger},
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
+    app[METRICS] = counters
     app.on_startup.append(_log_startup_warnings)
     app.add_routes(
         [
@@ -137,6 +147,7 @@ def create_app(
             *mcp_server.routes(settings),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
+            *metrics.routes(settings),
         ]
     )
     app.cleanup_ctx.append(_redis_context(settings, redis))

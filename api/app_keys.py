@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -13,6 +15,9 @@ from shared.settings import Settings
 from shared.store import HandoverStore
 from shared.summary import SummaryReader
 
+if TYPE_CHECKING:  # api.metrics reads these keys: no import at run time
+    from api.metrics import ApiMetrics
+
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 ENQUEUER = web.AppKey("enqueuer", Enqueuer)
@@ -22,3 +27,5 @@ SUMMARY = web.AppKey("summary", SummaryReader)
 READY_PROBE = web.AppKey("ready_probe", ReadyProbe)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 """What the tool endpoint reads business hours at (`api.availability.system_clock`)."""
+METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")
+"""The app's counters (`api.metrics`); `NoMetrics` when HANDOVER_METRICS=false."""

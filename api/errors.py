@@ -149,6 +149,7 @@ class RateLimited(ApiError):
     status = 429
 
     def __init__(self, limited_by: str | None, window_seconds: int, retry_after: int):
+        self.limited_by = limited_by
         who = "this customer" if limited_by == "identity" else "this conversation"
         super().__init__(
             "rate_limited",

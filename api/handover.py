@@ -16,12 +16,16 @@ from aiohttp import web
 from api.app_keys import CLOCK, ENQUEUER, SETTINGS
 from api.availability import availability
 from api.errors import BacklogFull, RateLimited
+from api.metrics import Outcome
 from shared.logging import add_log_context
 from shared.model import HandoverRequest
 
 
-async def hand_over(app: web.Application, handover: HandoverRequest) -> tuple[int, dict[str, Any]]:
-    """Store the handover (or find the conversation's live one): (HTTP status, answer).
+async def hand_over(
+    app: web.Application, handover: HandoverRequest
+) -> tuple[int, dict[str, Any], Outcome]:
+    """Store the handover (or find the conversation's live one): (HTTP status,
+    answer, what it counts as in `api.metrics`).
 
     202 a new one stored; 200 the live or recent one, or, outside the hours of
     a target that declines, `handed_over: false` with nothing stored. Raises
@@ -40,7 +44,7 @@ async def hand_over(app: web.Application, handover: HandoverRequest) -> tuple[in
     if result.backlog_full:
         raise BacklogFull(result.retry_after_seconds)
     if result.declined:  # outside hours, nothing stored: an answer, not a refusal
-        return 200, agents.declined_answer()
+        return 200, agents.declined_answer(), Outcome.DECLINED
     assert result.state is not None  # noqa: S101 - only a refused call has no state
     answer = {
         "handover_id": result.handover_id,
@@ -49,4 +53,6 @@ async def hand_over(app: web.Application, handover: HandoverRequest) -> tuple[in
         "handed_over": True,
         **agents.ack_fields(settings.handover_message),
     }
-    return (202 if result.created else 200), answer
+    if result.created:
+        return 202, answer, Outcome.STORED
+    return 200, answer, Outcome.DUPLICATE

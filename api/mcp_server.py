@@ -41,6 +41,7 @@ envelopes are read and written as `mcp.types` models.
 from __future__ import annotations
 
 import logging
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -73,7 +74,8 @@ from mcp.types.version import (
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from api import mcp_tools
+from api import mcp_tools, metrics
+from api.app_keys import METRICS
 from api.auth import MCP_PATH, read_body
 from api.errors import (
     ApiError,
@@ -84,6 +86,7 @@ from api.errors import (
     UnsupportedMediaType,
 )
 from api.handover import hand_over
+from api.metrics import ApiMetrics, Outcome
 from api.parsing import IDENTITY_HEADER, SESSION_HEADER, handover_request, read_json
 from shared.connections import write_refusal
 from shared.logging import caller_text
@@ -378,24 +381,38 @@ class McpEndpoint:
     ) -> types.CallToolResult:
         """The tool endpoint's path: the same parsing, `api.handover.hand_over`, the
         same answer; its refusals as tool errors the model reads."""
+        counters = ctx.lifespan_context[METRICS]
+        started = time.perf_counter()
+        try:
+            return await self._hand_over(ctx.lifespan_context, params, counters)
+        finally:
+            counters.answered(metrics.MCP, time.perf_counter() - started)
+
+    async def _hand_over(
+        self, app: web.Application, params: types.CallToolRequestParams, counters: ApiMetrics
+    ) -> types.CallToolResult:
         target = self.targets.get(params.name)
         if target is None:
+            counters.called(metrics.MCP, Outcome.REFUSED, "unknown_target")
             raise MCPError(
                 code=types.INVALID_PARAMS,
                 message=f"Unknown tool: {caller_text(params.name, 80)!r}.",
             )
         try:
             handover = handover_request(_pinned.get(), params.arguments or {}, target)
-            _status, answer = await hand_over(ctx.lifespan_context, handover)
+            _status, answer, outcome = await hand_over(app, handover)
         except ApiError as refusal:
+            counters.refused(metrics.MCP, refusal)
             return mcp_tools.refusal_result(refusal)
         except (RedisError, OSError) as exc:
+            counters.refused(metrics.MCP, exc)
             problem = write_refusal(exc)
             logger.warning(
                 "redis %s while serving an MCP tool call",
                 f"refuses writes ({problem})" if problem else "unavailable",
             )
             return mcp_tools.refusal_result(Unavailable())
+        counters.called(metrics.MCP, outcome)
         return mcp_tools.answer_result(answer)
 
 

@@ -1117,6 +1117,25 @@ PATHS: dict[str, dict[str, Any]] = {
             {"200": json_body(_status("ready"), "Ready."), **refusals(503)},
         )
     },
+    "/metrics": {
+        "get": {
+            **open_operation(
+                "metrics",
+                "Prometheus metrics (text format); absent with HANDOVER_METRICS=false",
+                {
+                    "200": {
+                        "description": "The metrics, in Prometheus' text format 0.0.4.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **refusals(401, 403),
+                },
+            ),
+            "description": (
+                "Open unless HANDOVER_METRICS_TOKEN is set; then it needs "
+                "`Authorization: Bearer <metrics token>` (401 without, 403 for a wrong one)."
+            ),
+        }
+    },
     "/openapi.json": {
         "get": open_operation(
             "openapi",

@@ -6,6 +6,9 @@ connections across them, and supervises them: SIGTERM/SIGINT stop them all;
 a child that dies takes the others down with it, so that Docker's restart
 policy (or any supervisor) starts a clean set rather than a partial one.
 
+Metrics: the children write theirs to one PROMETHEUS_MULTIPROC_DIR, so a scrape
+that reaches any of them counts all (`shared.metrics`).
+
 "listening" is logged only once the port is bound (by every child); a port
 that cannot be bound (taken by another program, no permission) raises
 `CannotListen`, which the console script prints as one line.
@@ -13,21 +16,28 @@ that cannot be bound (taken by another program, no permission) raises
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import cast
 
 from aiohttp import web
+from prometheus_client import multiprocess
 
 from api.app import create_app
 from shared.listening import CannotListen, cannot_listen
 from shared.logging import configure_logging
+from shared.metrics import MULTIPROCESS_ENV
 from shared.settings import Settings
 
 logger = logging.getLogger(f"flex_handover.{__name__}")
@@ -69,9 +79,38 @@ def serve(
         raise cannot_listen(host, port, error) from None
 
 
-def serve_processes(host: str, port: int, processes: int) -> int:
+def serve_processes(host: str, port: int, processes: int, *, metrics: bool = True) -> int:
     """Start `processes` children on one port; 0 after a clean stop, 1 if one
-    died. CannotListen (the others stopped) if one could not bind the port."""
+    died. CannotListen (the others stopped) if one could not bind the port.
+    With `metrics`, the children share a PROMETHEUS_MULTIPROC_DIR (`shared_metrics_dir`)."""
+    with shared_metrics_dir(metrics) as directory:
+        return _serve_processes(host, port, processes, directory)
+
+
+@contextlib.contextmanager
+def shared_metrics_dir(enabled: bool) -> Iterator[str | None]:
+    """Where the children write their metrics, so that one scrape sums them all.
+
+    PROMETHEUS_MULTIPROC_DIR is set before the children are spawned (prometheus-client
+    reads it at import): an operator's own directory, emptied of an earlier run's
+    files first, else a fresh temporary one, removed when the children have stopped."""
+    if not enabled:
+        yield None
+        return
+    given = os.environ.get(MULTIPROCESS_ENV)
+    directory = given or tempfile.mkdtemp(prefix="flex-handover-metrics-")
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROCESS_ENV] = directory
+    try:
+        yield directory
+    finally:
+        if given is None:
+            del os.environ[MULTIPROCESS_ENV]
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve_processes(host: str, port: int, processes: int, metrics_dir: str | None) -> int:
     context = multiprocessing.get_context("spawn")
     pipes = [context.Pipe(duplex=False) for _ in range(processes)]
     children = [
@@ -116,6 +155,8 @@ def serve_processes(host: str, port: int, processes: int) -> int:
         _terminate(children)  # an exception above must not leave children running
         for reader, _ in pipes:
             reader.close()
+        if metrics_dir is not None:
+            _mark_dead(children, metrics_dir)
     return (
         0 if stopping and all(child.exitcode in (0, -signal.SIGTERM) for child in children) else 1
     )
@@ -155,6 +196,13 @@ def _join(children: Sequence[BaseProcess]) -> None:
         if child.is_alive():
             child.kill()
             child.join()
+
+
+def _mark_dead(children: Sequence[BaseProcess], metrics_dir: str) -> None:
+    """Drop the live gauges of children that have exited (their counters stay summed)."""
+    for child in children:
+        if child.pid is not None and not child.is_alive():
+            multiprocess.mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]
 
 
 def _child(host: str, port: int, parent: Connection) -> None:

@@ -32,7 +32,8 @@ from aiohttp import web
 from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 
-from api.app_keys import CLOCK, REDIS
+from api import metrics
+from api.app_keys import CLOCK, METRICS, REDIS
 from api.auth import (
     SIGNATURE_HEADER,
     TOKEN_QUERY_PARAMETER,
@@ -44,6 +45,7 @@ from api.auth import (
 )
 from api.availability import availability
 from api.errors import Forbidden, Unauthorized
+from api.metrics import Outcome
 from api.parsing import twilio_form
 from api.voice_twiml import (
     ActionRequest,
@@ -133,6 +135,7 @@ class VoiceHandoff:
         )
         if target is None:  # only a Settings built by hand has no target at all
             logger.error("voice handoff of call %s: no target configured", action.call_sid)
+            request.app[METRICS].called(metrics.VOICE, Outcome.REFUSED, "not_configured")
             return twiml(goodbye_twiml(settings.voice_goodbye_message))
         hours = availability(target, request.app[CLOCK]())
         held = target.outside_hours == "queue" and target.voice_timeout is not None
@@ -143,6 +146,7 @@ class VoiceHandoff:
             logger.info(
                 "voice handoff of call %s declined: outside business hours", action.call_sid
             )
+            request.app[METRICS].called(metrics.VOICE, Outcome.DECLINED)
             return twiml(goodbye_twiml(hours.voice_message(held=False)))
         data = parse_handoff_data(action.handoff_data)
         problems = [*action.problems, *([target_problem] if target_problem else []), *data.problems]
@@ -187,6 +191,9 @@ class VoiceHandoff:
         except (RedisError, OSError) as exc:
             reason = f"Redis failed: {redis_error_text(exc)}"
         else:
+            request.app[METRICS].called(
+                metrics.VOICE, Outcome.STORED if found.created else Outcome.DUPLICATE
+            )
             if found.created:
                 logger.info(
                     "voice handoff %s of call %s to target %s: enqueued by TwiML",
@@ -201,6 +208,7 @@ class VoiceHandoff:
                     found.handover_id,
                 )
             return found.handover_id
+        request.app[METRICS].called(metrics.VOICE, Outcome.UNAVAILABLE)
         logger.warning(
             "voice handoff %s of call %s answered without its record (%s)",
             handover_id,

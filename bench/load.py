@@ -7,12 +7,16 @@ by round so that all see the same machine noise:
   (b) naive arq: awaits arq's `enqueue_job` per call (3 Redis round trips)
   (c) flex-handover's tool endpoint: authenticated, parsed, de-duplicated,
       rate-limited and stored in Redis (status record + arq job) before the 202
+  (d) the same with HANDOVER_METRICS=false: what counting each call and timing
+      its answer (`api.metrics`) costs is c against d, in the same run
 
 Load generator: wrk (Debian package `wrk`) with bench/wrk_tool_call.lua, every
 request a new conversation; with `--generator python` (or no wrk installed) an
 aiohttp client in this process, which is itself CPU-bound and reads lower.
 Redis runs on the same machine and is flushed between runs. It prints
-requests/s, p50/p99/max latency per receiver and the ratios c/a and c/b.
+requests/s, p50/p99/max latency and CPU per request (the receiver's
+processes, from /proc) per receiver, the ratios c/a and c/b, and c/d (metrics on
+against off: throughput, and CPU per request).
 
     python bench/load.py                                 # 64 connections, 3 rounds x 10 s
     python bench/load.py --connections 16 64 256          # a sweep
@@ -32,6 +36,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -49,7 +54,24 @@ from harness import (
 
 from standins.redis_server import LocalRedisServer, free_port
 
-RECEIVERS = ("bare aiohttp", "naive arq", "flex-handover")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children so far (Linux /proc): an
+    `api --processes N` parent and its N children."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+RECEIVERS = ("bare aiohttp", "naive arq", "flex-handover", "flex-handover, metrics off")
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -60,6 +82,8 @@ class Run:
     p99_ms: float
     max_ms: float
     errors: int
+    requests: int = 0
+    cpu_ms_per_request: float = 0.0
 
 
 @dataclass
@@ -88,10 +112,13 @@ def parse_wrk(output: str) -> Run:
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     socket_errors = re.search(r"Socket errors:.*?(\d+).*?(\d+).*?(\d+).*?(\d+)", output)
-    if not (latency and p50 and p99 and rate):
+    total = re.search(r"(\d+) requests in", output)
+    if not (latency and p50 and p99 and rate and total):
         raise RuntimeError(f"unexpected wrk output:\n{output}")
     try:
-        return _parsed_run(latency, p50, p99, rate, non_2xx, socket_errors)
+        run = _parsed_run(latency, p50, p99, rate, non_2xx, socket_errors)
+        run.requests = int(total.group(1))
+        return run
     except AttributeError:
         raise RuntimeError(f"unexpected wrk output:\n{output}") from None
 
@@ -139,7 +166,7 @@ async def run_python(url: str, connections: int, seconds: float, round_no: int) 
         await asyncio.gather(*(client() for _ in range(connections)))
         elapsed = time.monotonic() - started
     return Run(len(latencies) / elapsed, statistics.median(latencies),
-               percentile(latencies, 0.99), max(latencies), errors)  # fmt: skip
+               percentile(latencies, 0.99), max(latencies), errors, len(latencies))  # fmt: skip
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -155,7 +182,11 @@ async def main(args: argparse.Namespace) -> int:
         await start_process(sys.executable, receiver, "arq", "--port", str(ports["naive arq"]), env=env),
         await start_process(command, "api", "--port", str(ports["flex-handover"]),
                             "--processes", str(args.api_processes), env=env),
+        await start_process(command, "api", "--port", str(ports["flex-handover, metrics off"]),
+                            "--processes", str(args.api_processes),
+                            env={**env, "HANDOVER_METRICS": "false"}),
     ]  # fmt: skip
+    pids = dict(zip(RECEIVERS, (process.pid for process in processes), strict=True))
     client = aioredis.Redis.from_url(redis.url)
     results: dict[int, dict[str, Runs]] = {}
     try:
@@ -169,10 +200,13 @@ async def main(args: argparse.Namespace) -> int:
                     round_no += 1
                     await client.flushall()
                     url = f"http://127.0.0.1:{port}/tools/flex-handover"
+                    cpu = tree_cpu_seconds(pids[name])
                     if generator == "wrk":
                         run = await run_wrk(url, connections, args.seconds, args.threads, round_no)
                     else:
                         run = await run_python(url, connections, args.seconds, round_no)
+                    cpu = tree_cpu_seconds(pids[name]) - cpu
+                    run.cpu_ms_per_request = cpu * 1000 / max(1, run.requests)
                     if round_no > len(RECEIVERS):
                         results[connections][name].runs.append(run)
         print_report(results, args, generator)
@@ -195,21 +229,32 @@ def print_report(
         f"flex-handover in {args.api_processes} process(es), the baselines in one"
     )
     print(
-        f"{'conns':>5} {'receiver':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>6}"
+        f"{'conns':>5} {'receiver':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'cpu ms/req':>10} {'errors':>6}"
     )
     for connections, by_name in results.items():
         for name, runs in by_name.items():
             print(
-                f"{connections:>5} {name:<14} {runs.median('requests_per_second'):>9.0f} "
+                f"{connections:>5} {name:<26} {runs.median('requests_per_second'):>9.0f} "
                 f"{runs.median('p50_ms'):>8.2f} {runs.median('p99_ms'):>8.2f} "
-                f"{runs.median('max_ms'):>8.2f} {runs.errors:>6}"
+                f"{runs.median('max_ms'):>8.2f} {runs.median('cpu_ms_per_request'):>10.4f} "
+                f"{runs.errors:>6}"
             )
-        ours, bare, arq = (by_name[name] for name in ("flex-handover", "bare aiohttp", "naive arq"))
-        rate = "requests_per_second"
+        ours, bare, arq, off = (
+            by_name[name]
+            for name in ("flex-handover", "bare aiohttp", "naive arq", "flex-handover, metrics off")
+        )
+        rate, cpu = "requests_per_second", "cpu_ms_per_request"
         print(
             f"{connections:>5} ratios: c/a {ours.median(rate) / bare.median(rate):.2f}, "
-            f"c/b {ours.median(rate) / arq.median(rate):.2f}"
+            f"c/b {ours.median(rate) / arq.median(rate):.2f}, "
+            f"c/d {ours.median(rate) / off.median(rate):.3f} "
+            f"(cpu/req {_ratio(ours.median(cpu), off.median(cpu)):.3f})"
         )
+
+
+def _ratio(ours: float, theirs: float) -> float:
+    return ours / theirs if theirs else float("nan")
 
 
 def write_json(path: str, results: dict[int, dict[str, Runs]], args: argparse.Namespace,
@@ -221,7 +266,13 @@ def write_json(path: str, results: dict[int, dict[str, Runs]], args: argparse.Na
             "receiver": name,
             **{
                 figure: runs.median(figure)
-                for figure in ("requests_per_second", "p50_ms", "p99_ms", "max_ms")
+                for figure in (
+                    "requests_per_second",
+                    "p50_ms",
+                    "p99_ms",
+                    "max_ms",
+                    "cpu_ms_per_request",
+                )
             },
             "errors": runs.errors,
             "rounds": len(runs.runs),
@@ -244,6 +295,7 @@ def write_json(path: str, results: dict[int, dict[str, Runs]], args: argparse.Na
                 "connections": connections,
                 "c/a": ours / by_name["bare aiohttp"].median("requests_per_second"),
                 "c/b": ours / by_name["naive arq"].median("requests_per_second"),
+                "c/d": ours / by_name["flex-handover, metrics off"].median("requests_per_second"),
             }
             for connections, by_name in results.items()
             for ours in [by_name["flex-handover"].median("requests_per_second")]

@@ -100,7 +100,7 @@ def run_api(args: argparse.Namespace) -> int:
     settings = Settings.from_env(role="api")  # checked here, before any child starts
     configure_logging(settings.log_level, settings.log_format)
     if args.processes > 1:
-        return serve_processes(args.host, args.port, args.processes)
+        return serve_processes(args.host, args.port, args.processes, metrics=settings.metrics)
     serve(settings, args.host, args.port)  # logs "listening" once the port is bound
     return 0
 

@@ -314,6 +314,13 @@ def _integer(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _port(value: str) -> int:
+    port = _integer(0)(value)
+    if port > 65535:
+        raise ValueError(f"must be a port from 0 to 65535, got {value!r}")
+    return port
+
+
 def _task_channel(value: str) -> str:
     if not _TASK_CHANNEL.fullmatch(value):
         raise ValueError(f"must be a task channel unique name such as 'chat', got {value!r}")
@@ -608,6 +615,26 @@ class Settings:
         "`text` for a terminal, or `json`: one JSON object a line, redacted the same way "
         "([JSON logs](#json-logs))",
     )
+    metrics: bool = setting(
+        "HANDOVER_METRICS",
+        _boolean,
+        True,
+        "`GET /metrics` on the API (Prometheus) and the counting behind it; `false`: neither "
+        "([metrics](#metrics))",
+    )
+    metrics_tokens: tuple[str, ...] = setting(
+        "HANDOVER_METRICS_TOKEN",
+        _tokens,
+        (),
+        "comma-separated bearer tokens `/metrics` requires, on the API and the worker; unset: open",
+        hidden=True,
+    )
+    worker_metrics_port: int = setting(
+        "WORKER_METRICS_PORT",
+        _port,
+        0,
+        "the worker's `GET /metrics` port, on all interfaces; 0: off",
+    )
 
     @property
     def run_budget_seconds(self) -> float:
@@ -654,6 +681,7 @@ class Settings:
         values = (
             *self.tool_tokens,
             *self.admin_tokens,
+            *self.metrics_tokens,
             self.twilio_auth_token,
             self.twilio_api_secret,
             redis_password,

@@ -60,16 +60,17 @@ def test_chaos_bench_runs_and_counts_nothing_lost_or_doubled():
     assert int(rows["TaskRouter lookups"]) > 0
 
 
-def test_load_bench_runs_all_three_receivers():
+def test_load_bench_runs_all_four_receivers():
     lines = run_bench(
         "load.py", "--generator", "python", "--rounds", "1", "--seconds", "0.5",
         "--connections", "4",
     )  # fmt: skip
     rows = [line.split() for line in lines if line.split()[:1] == ["4"]]
-    names = [" ".join(row[1:-5]) for row in rows if row[1] != "ratios:"]
-    assert names == ["bare aiohttp", "naive arq", "flex-handover"]
+    names = [" ".join(row[1:-6]) for row in rows if row[1] != "ratios:"]
+    assert names == ["bare aiohttp", "naive arq", "flex-handover", "flex-handover, metrics off"]
     assert all(row[-1] == "0" for row in rows if row[1] != "ratios:")  # errors
-    assert any("ratios: c/a" in line for line in lines)
+    assert all(float(row[-2]) > 0 for row in rows if row[1] != "ratios:")  # cpu ms per request
+    assert any("ratios: c/a" in line and "c/d" in line for line in lines)
 
 
 def test_worker_throughput_bench_reports_its_bound_and_baseline():
@@ -122,7 +123,7 @@ def test_load_bench_writes_its_medians_as_json(tmp_path):
     document = json.loads(results.read_text())
     assert document["bench"] == "load"
     receivers = [row["receiver"] for row in document["results"]]
-    assert receivers == ["bare aiohttp", "naive arq", "flex-handover"]
+    assert receivers == ["bare aiohttp", "naive arq", "flex-handover", "flex-handover, metrics off"]
     assert all(row["connections"] == 2 and row["requests_per_second"] > 0
                and row["p99_ms"] > 0 for row in document["results"])  # fmt: skip
     assert document["ratios"][0]["connections"] == 2

@@ -13,18 +13,21 @@ from shared.store import HandoverStore
 from worker.claim import DeliveryClaims
 from worker.conversation_client import ConversationClient
 from worker.flex_client import FlexClient
+from worker.metrics import WorkerMetrics
 from worker.rate_limit import FlexRateLimit
 
 
 @dataclass
 class HandoverContext:
-    """The settings, the status store, the Flex client, and what is built from them:
+    """The settings, the status store, the Flex client, the metrics, and what is built from them:
     the delivery claims, the rate limit shared by every worker, and the
     Conversations calls of the steps after the outcome."""
 
     settings: Settings
     store: HandoverStore
     flex: FlexClient
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    """The process's counters (`worker.main` passes one for the process's life)."""
     claims: DeliveryClaims = field(init=False)
     rate_limit: FlexRateLimit = field(init=False)
     conversations: ConversationClient = field(init=False)

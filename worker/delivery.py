@@ -26,6 +26,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import time
+
+from arq.worker import Retry
 
 from shared.logging import count_attempt
 from shared.model import ChannelFailure, now
@@ -111,14 +114,20 @@ class Delivery:
         )
         # No new request before the window ends: the record says so meanwhile.
         await store.count_lookup(handover_id, next_attempt_at=window_end)
-        found = await find_interaction(
-            self._context.flex,
-            settings,
-            handover_id,
-            self.in_flight_since,
-            window_end=window_end,
-            attempt_id=self.in_flight_attempt,
-        )
+        metrics = self._context.metrics
+        try:
+            found = await find_interaction(
+                self._context.flex,
+                settings,
+                handover_id,
+                self.in_flight_since,
+                window_end=window_end,
+                attempt_id=self.in_flight_attempt,
+            )
+        except FlexError:
+            metrics.looked_up("failed")
+            raise
+        metrics.looked_up("not_found" if found is None else "found")
         if found is None:
             await store.settle_in_flight(handover_id)
             self.in_flight_since = self.in_flight_attempt = None
@@ -136,7 +145,7 @@ class Delivery:
     async def _send(self, payload: InteractionPayload) -> CreatedInteraction:
         store, handover_id = self._context.store, self._handover_id
         # FLEX_API_MAX_RPS; waiting is no attempt, and never past the deadline.
-        await self._context.rate_limit.acquire(max_defer=self._deadline - now())
+        await self._take_slot()
         attempt_id = new_attempt_id()
         started = await store.start_attempt(handover_id, attempt_id)
         if started is None:
@@ -145,14 +154,30 @@ class Delivery:
         count_attempt()  # the store counted it too
         self.in_flight_since, self.in_flight_attempt = started, attempt_id
         try:
-            return await self._context.flex.create_interaction(with_attempt(payload, attempt_id))
+            created = await self._context.flex.create_interaction(with_attempt(payload, attempt_id))
         except FlexError as error:
+            self._context.metrics.attempted(error)
             await store.end_attempt(
                 handover_id, error.to_handover_error(), ambiguous=error.ambiguous
             )
             if not error.ambiguous:
                 self.in_flight_since = self.in_flight_attempt = None
             raise
+        self._context.metrics.attempted(None)
+        return created
+
+    async def _take_slot(self) -> None:
+        """FLEX_API_MAX_RPS's slot, its wait (or hand-back to arq) counted."""
+        rate_limit, metrics = self._context.rate_limit, self._context.metrics
+        if not rate_limit.max_rps:
+            return
+        started = time.monotonic()
+        try:
+            await rate_limit.acquire(max_defer=self._deadline - now())
+        except Retry:
+            metrics.rate_limit_deferred()
+            raise
+        metrics.rate_limit_waited(time.monotonic() - started)
 
     async def _record_wait(self, error: FlexError, seconds: float) -> None:
         logger.info(

@@ -19,6 +19,9 @@ from twilio.base.exceptions import TwilioException
 
 from shared.model import HandoverError, truncate_message
 
+TIMEOUT, NETWORK = "timeout", "network"
+"""`FlexError.transport`: why no answer came."""
+
 
 class FlexError(Exception):
     """A failed call to Twilio, with what the retry policy needs to know."""
@@ -32,6 +35,7 @@ class FlexError(Exception):
         retryable: bool = False,
         ambiguous: bool = False,
         retry_after: float | None = None,
+        transport: str | None = None,
     ):
         message = truncate_message(message)
         super().__init__(message)
@@ -42,6 +46,8 @@ class FlexError(Exception):
         self.ambiguous = ambiguous
         """The request may have reached Twilio: it might have created the Interaction."""
         self.retry_after = retry_after
+        self.transport = transport
+        """No answer came: `timeout` or `network` (a reset, a refused connection)."""
 
     def to_handover_error(self) -> HandoverError:
         return HandoverError(self.message, self.status, self.code)
@@ -87,13 +93,21 @@ def classify(
         return _http_error(status, body.get("code"), detail)
     if isinstance(exc, TimeoutError):
         return FlexError(
-            f"Twilio did not answer within {attempt_timeout:g}s", retryable=True, ambiguous=True
+            f"Twilio did not answer within {attempt_timeout:g}s",
+            retryable=True,
+            ambiguous=True,
+            transport=TIMEOUT,
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return FlexError(f"could not connect to Twilio: {exc.os_error}", retryable=True)
+        return FlexError(
+            f"could not connect to Twilio: {exc.os_error}", retryable=True, transport=NETWORK
+        )
     if isinstance(exc, (aiohttp.ClientError, ConnectionError)):
         return FlexError(
-            f"connection to Twilio failed: {type(exc).__name__}", retryable=True, ambiguous=True
+            f"connection to Twilio failed: {type(exc).__name__}",
+            retryable=True,
+            ambiguous=True,
+            transport=NETWORK,
         )
     return FlexError(f"unexpected error calling Twilio: {type(exc).__name__}: {exc}")
 

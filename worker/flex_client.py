@@ -209,6 +209,7 @@ class FlexClient:
             code=error.code,
             retryable=True,
             retry_after=error.retry_after,
+            transport=error.transport,
         )
 
     def _failure(self, exc: BaseException, expected: str) -> FlexError:

@@ -182,6 +182,7 @@ async def _account_for_lost_attempt(
         return record
     error = HandoverError(f"attempt {record.attempts} got no answer: {why}")
     await context.store.end_attempt(record.handover_id, error, ambiguous=True)
+    context.metrics.lost_attempt()
     logger.warning(
         "handover %s: %s; its outcome will be looked up", record.handover_id, error.message
     )
@@ -276,6 +277,8 @@ async def _succeed(
         attempt_id=created.attempt_id,
         aftercare=claim is not None,
     )
+    context.metrics.finished(Status.SUCCEEDED, record.request.target)
+    context.metrics.delivered(record.deadline_from)
     how = " (found by TaskRouter lookup)" if created.found_by_lookup else ""
     logger.info(
         "handover %s succeeded: %s%s, channel %s",
@@ -299,6 +302,7 @@ async def _fail(
     await context.store.mark_failed(
         record.handover_id, error, aftercare=fallback_due, release=None if fallback_due else claim
     )
+    context.metrics.finished(Status.FAILED, record.request.target)
     logger.warning("handover %s failed: %s", record.handover_id, error.message)
     return "failed"
 

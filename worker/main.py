@@ -24,6 +24,9 @@ Health: every WORKER_HEALTH_INTERVAL_SECONDS the worker records arq's health
 line under a key named after its host, with a TTL one second longer, so the key
 is there only while it polls and Redis takes its writes (`worker.health`,
 `flex-handover worker --check`).
+
+Metrics: one `WorkerMetrics` for the process's life, across the arq workers an
+outage makes it build, served on WORKER_METRICS_PORT (`worker.metrics`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from worker.flex_client import FlexClient
 from worker.hand_back import hand_back_handover
 from worker.handover import deliver_handover
 from worker.health import WORKER_HEALTH_INTERVAL_SECONDS
+from worker.metrics import WorkerMetrics, metrics_server
 from worker.reconnect import Leftovers
 from worker.retry import reconnect_delays
 
@@ -105,17 +109,21 @@ def create_worker(
     redis_pool: ArqRedis | None = None,
     handle_signals: bool = True,
     leftovers: Leftovers | None = None,
+    metrics: WorkerMetrics | None = None,
     **overrides: Any,
 ) -> HandoverWorker:
     """An arq Worker for the handover queue. Build it inside a running event loop.
-    `leftovers` (from a worker that lost Redis) are cleared once it connects."""
+    `leftovers` (from a worker that lost Redis) are cleared once it connects;
+    `metrics`: the process's (`run_worker`), else the worker's own."""
     register_secrets(*settings.secrets)
+    counters = metrics if metrics is not None else WorkerMetrics(settings.targets)
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["handover"] = HandoverContext(
             settings=settings,
             store=HandoverStore(ctx["redis"], settings.status_ttl_seconds),
             flex=FlexClient(settings),
+            metrics=counters,
         )
         if leftovers:
             await leftovers.clear(ctx["redis"])
@@ -205,6 +213,13 @@ async def run_worker(settings: Settings) -> None:
     """Run arq workers until SIGTERM/SIGINT, building a new one whenever Redis is
     lost, cannot be reached or refuses writes."""
     location = redis_location(settings.redis_url or "")
+    metrics = WorkerMetrics(settings.targets)
+    async with metrics_server(settings, metrics):
+        await _run_workers(settings, metrics, location)
+    logger.info("worker stopped")
+
+
+async def _run_workers(settings: Settings, metrics: WorkerMetrics, location: str) -> None:
     with StopRequest().installed() as stop:
         logger.info(
             "worker starting: redis %s, shutdown grace %ds, recovery_seconds %g "
@@ -216,7 +231,10 @@ async def run_worker(settings: Settings) -> None:
         delays = reconnect_delays(settings.worker_reconnect_max_seconds)
         leftovers = Leftovers()
         while not stop.graceful.is_set():
-            worker = create_worker(settings, handle_signals=False, leftovers=leftovers)
+            worker = create_worker(
+                settings, handle_signals=False, leftovers=leftovers, metrics=metrics
+            )
+            metrics.worker = worker
             trouble = await _run_until_stopped_or_lost(worker, settings, stop, leftovers)
             if trouble is None:
                 break
@@ -231,7 +249,7 @@ async def run_worker(settings: Settings) -> None:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.graceful.wait(), delay)
-    logger.info("worker stopped")
+        metrics.worker = None
 
 
 def redis_trouble(error: BaseException) -> bool:

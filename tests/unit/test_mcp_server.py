@@ -11,8 +11,10 @@ from aiohttp import web
 from mcp.types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 
 from api import mcp_server
+from api.app_keys import METRICS
 from api.auth import Scope, origin_allowed, scope_of
 from api.mcp_server import McpEndpoint, accepts_json, allows_batches, dump, read_message
+from api.metrics import NoMetrics
 from shared.settings import Settings, SettingsError
 
 WORKFLOW_SID = "WW" + "c3" * 16
@@ -176,7 +178,9 @@ def endpoint() -> McpEndpoint:
 
 async def ask(endpoint: McpEndpoint, method: str, params: dict | None = None, version=None):
     request = types.JSONRPCRequest(jsonrpc="2.0", id=1, method=method, params=params)
-    return await endpoint._dispatch(web.Application(), version or LATEST_HANDSHAKE_VERSION, request)
+    app = web.Application()
+    app[METRICS] = NoMetrics()  # what the app's start-up puts there
+    return await endpoint._dispatch(app, version or LATEST_HANDSHAKE_VERSION, request)
 
 
 INITIALIZE = {"capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}

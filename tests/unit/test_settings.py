@@ -117,6 +117,9 @@ def test_defaults():
         "worker_reconnect_max_seconds": 30.0,
         "log_level": "INFO",
         "log_format": "text",
+        "metrics": True,
+        "metrics_tokens": (),
+        "worker_metrics_port": 0,
     }
     assert (settings.twilio_username, settings.twilio_password) == (None, None)
 
