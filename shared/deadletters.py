@@ -85,9 +85,11 @@ class Replayer:
         it writes nothing and answers `read_again`."""
         record_key = redis_keys.handover_key(handover_id)
         for _ in range(MAX_REPLAY_READS):
-            conversation_sid = await cast(  # redis-py types asyncio commands as sync-or-async
-                Awaitable[str | None], self._redis.hget(record_key, "conversation_sid")
+            conversation_sid, finished_at = await cast(  # redis-py types asyncio as sync-or-async
+                Awaitable[list[str | bytes | None]],
+                self._redis.hmget(record_key, ["conversation_sid", "finished_at"]),
             )
+            failed_at = _text(finished_at) if finished_at is not None else ""
             keys = [
                 record_key,
                 redis_keys.FAILED_INDEX,
@@ -95,6 +97,9 @@ class Replayer:
                 redis_keys.QUEUE_NAME,
                 redis_keys.arq_in_progress_key(handover_id),
                 redis_keys.RECENT_INDEX,
+                redis_keys.outcome_bucket_key(
+                    redis_keys.outcome_bucket(float(failed_at)) if failed_at else 0
+                ),
             ]
             conversation, latest = "", ""
             if conversation_sid is not None:
@@ -119,6 +124,7 @@ class Replayer:
                     conversation,
                     latest,
                     self._settings.recent_retention_seconds,
+                    failed_at,
                 ],
             )
             outcome, *rest = [_text(item) for item in reply]

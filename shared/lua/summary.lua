@@ -1,16 +1,22 @@
 -- The live counts and the last hour's outcomes behind GET /handovers/summary
 -- (shared/summary.py, SummaryReader.read), in one step: bounded work, no record read.
 -- From the arq queue (scored by the ms time a job may run), hand-back jobs apart:
--- running = a due entry (score <= now) with arq's in-progress key, queued = a due
--- entry without one, retrying = an entry due later (deferred by arq for a retry).
+-- running = a due entry (score <= now) with arq's in-progress key whose record is
+-- not final, queued = a due entry without one, retrying = an entry due later
+-- (deferred by arq for a retry). A job whose record is final but whose run still
+-- holds the key is doing the Conversation steps after the outcome
+-- (worker/aftercare.py): its handover is counted where it ended, not as running.
 -- At most ARGV[2] entries of each part are looked at; beyond that, the rest of the
 -- part is counted by ZCOUNT as queued or retrying, hand-backs and all (a worker takes
 -- the lowest scores first, so its running jobs are at the head of the due part).
 -- Keys built here, not passed: the in-progress keys are arq's
 -- (ARQ_IN_PROGRESS_PREFIX .. job id, the prefix put in the header by
--- shared/lua_scripts.py) of the job ids read from the queue here: which jobs are due
--- is what the script finds out, so their keys cannot be known before it runs, nor
--- passed in KEYS (as worker/lua/pick.lua). A standalone Redis only, as arq needs.
+-- shared/lua_scripts.py) and the status records (HANDOVER_KEY_PREFIX .. job id: a
+-- handover's job id is its handover id) of the job ids read from the queue here:
+-- which jobs are due is what the script finds out, so their keys cannot be known
+-- before it runs, nor passed in KEYS (as worker/lua/pick.lua). A standalone Redis
+-- only, as arq needs. At most one record read per held job: no more than the
+-- workers' slots.
 -- KEYS: 1 the arq queue, 2.. the minutes' outcome counters (shared/redis_keys.py,
 --       outcome_bucket_key), oldest first.
 -- ARGV: 1 now (ms), 2 how many entries of each part to look at.
@@ -25,7 +31,8 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, li
 for i = 1, #due do
   if is_handover(due[i]) then
     if redis.call('EXISTS', ARQ_IN_PROGRESS_PREFIX .. due[i]) == 1 then
-      running = running + 1
+      local state = redis.call('HGET', HANDOVER_KEY_PREFIX .. due[i], 'state')
+      if not FINAL[state] then running = running + 1 end
     else
       queued = queued + 1
     end

@@ -134,3 +134,72 @@ async def test_pages_miss_and_repeat_nothing_while_new_handovers_arrive(start_se
     assert (await listed(service, "state=recent&limit=2")) == arrived[::-1][:2]
     status, refusal = await get(service, "/handovers?state=recent&before=1.5:ho_" + "Z" * 32)
     assert (status, refusal["error"]) == (400, "invalid_cursor")
+
+
+async def summary_counts(service) -> dict[str, int]:
+    status, summary = await get(service, "/handovers/summary")
+    assert status == 200, summary
+    return summary["counts"]
+
+
+async def test_a_handover_doing_its_conversation_steps_counts_where_it_ended_not_running(
+    service, simulator, redis
+):
+    # The Conversation steps after the outcome hang: the job still holds arq's
+    # in-progress key while the record is already final.
+    simulator.fail_next(503, hang=2.0, route="conversations", count=2)
+    handover_id = await hand_over(service, 1)
+    deadline = time.monotonic() + 10
+    while (await service.status(handover_id))["state"] != "succeeded":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    in_progress = in_progress_key_prefix + handover_id
+    assert await redis.exists(in_progress) == 1  # the run goes on
+
+    counts = await summary_counts(service)
+
+    assert await redis.exists(in_progress) == 1, "the summary was read after the run ended"
+    assert (await service.status(handover_id))["aftercare"] == "pending"
+    assert (counts["running"], counts["queued"], counts["succeeded_last_hour"]) == (0, 0, 1)
+
+
+async def test_a_running_handover_counts_as_running(service, simulator, redis):
+    simulator.fail_next(503, hang=2.0, count=1)  # the create itself hangs, then a retry
+    handover_id = await hand_over(service, 1)
+    deadline = time.monotonic() + 10
+    while not await redis.exists(in_progress_key_prefix + handover_id):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    counts = await summary_counts(service)
+    assert (await service.status(handover_id))["state"] == "running"
+    assert (counts["running"], counts["queued"]) == (1, 0)
+
+
+async def test_a_failure_replayed_to_success_counts_once_as_a_success(service, simulator, redis):
+    simulator.fail_next(400, code=20001, message="Invalid channel")
+    handover_id = await hand_over(service, 1)
+    await finished(service, redis, handover_id, "failed")
+    assert (await summary_counts(service))["failed_last_hour"] == 1
+
+    async with service.http.post(f"{service.url}/handovers/{handover_id}/replay") as response:
+        assert response.status == 202, await response.text()
+    # Taken out of the failures when it is queued again, not when it next ends.
+    counts = await summary_counts(service)
+    assert (counts["failed_last_hour"], counts["succeeded_last_hour"]) == (0, 0)
+    await finished(service, redis, handover_id, "succeeded")
+
+    counts = await summary_counts(service)
+    assert (counts["failed_last_hour"], counts["succeeded_last_hour"]) == (0, 1)
+    _, summary = await get(service, "/handovers/summary")
+    buckets = summary["throughput"]["buckets"]
+    assert sum(b["failed"] for b in buckets) == 0 and sum(b["succeeded"] for b in buckets) == 1
+
+    # Failing again after the replay counts the new failure.
+    simulator.fail_next(400, code=20001, message="Invalid channel")
+    other = await hand_over(service, 2)
+    await finished(service, redis, other, "failed")
+    async with service.http.post(f"{service.url}/handovers/{other}/replay") as response:
+        assert response.status == 202
+    simulator.fail_next(400, code=20001, message="Invalid channel")
+    await finished(service, redis, other, "failed")
+    assert (await summary_counts(service))["failed_last_hour"] == 1
