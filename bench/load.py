@@ -16,7 +16,8 @@ aiohttp client in this process, which is itself CPU-bound and reads lower.
 Redis runs on the same machine and is flushed between runs. It prints
 requests/s, p50/p99/max latency and CPU per request (the receiver's
 processes, from /proc) per receiver, the ratios c/a and c/b, and c/d (metrics on
-against off: throughput, and CPU per request).
+against off: throughput, and CPU per request, also as the median of each round's
+own ratio, the steadier figure on a noisy machine).
 
     python bench/load.py                                 # 64 connections, 3 rounds x 10 s
     python bench/load.py --connections 16 64 256          # a sweep
@@ -195,8 +196,10 @@ async def main(args: argparse.Namespace) -> int:
         round_no = 0
         for connections in args.connections:
             results[connections] = {name: Runs() for name in RECEIVERS}
-            for _ in range(args.rounds + 1):  # the first round warms up and is dropped
-                for name, port in ports.items():
+            for round_index in range(args.rounds + 1):  # the first warms up, dropped
+                # Every other round in reverse order: no receiver always runs first.
+                order = list(ports.items())[:: -1 if round_index % 2 else 1]
+                for name, port in order:
                     round_no += 1
                     await client.flushall()
                     url = f"http://127.0.0.1:{port}/tools/flex-handover"
@@ -249,8 +252,19 @@ def print_report(
             f"{connections:>5} ratios: c/a {ours.median(rate) / bare.median(rate):.2f}, "
             f"c/b {ours.median(rate) / arq.median(rate):.2f}, "
             f"c/d {ours.median(rate) / off.median(rate):.3f} "
-            f"(cpu/req {_ratio(ours.median(cpu), off.median(cpu)):.3f})"
+            f"(cpu/req {_ratio(ours.median(cpu), off.median(cpu)):.3f}; "
+            f"paired by round {paired_ratio(ours, off, cpu):.3f})"
         )
+
+
+def paired_ratio(ours: Runs, theirs: Runs, figure: str) -> float:
+    """The median of each round's own ratio: c and d run back to back in a round,
+    so a ratio within a round cancels the noise that moves both, which the ratio of
+    two medians taken over different rounds does not."""
+    return statistics.median(
+        _ratio(getattr(mine, figure), getattr(other, figure))
+        for mine, other in zip(ours.runs, theirs.runs, strict=True)
+    )
 
 
 def _ratio(ours: float, theirs: float) -> float:
@@ -296,6 +310,11 @@ def write_json(path: str, results: dict[int, dict[str, Runs]], args: argparse.Na
                 "c/a": ours / by_name["bare aiohttp"].median("requests_per_second"),
                 "c/b": ours / by_name["naive arq"].median("requests_per_second"),
                 "c/d": ours / by_name["flex-handover, metrics off"].median("requests_per_second"),
+                "c/d cpu per request, paired": paired_ratio(
+                    by_name["flex-handover"],
+                    by_name["flex-handover, metrics off"],
+                    "cpu_ms_per_request",
+                ),
             }
             for connections, by_name in results.items()
             for ours in [by_name["flex-handover"].median("requests_per_second")]
