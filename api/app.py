@@ -37,9 +37,10 @@ from api.http_errors import server_logger
 from api.parsing import parse_tool_call
 from api.ready_probe import ReadyProbe
 from api.schema_endpoint import routes as schema_routes
-from shared.connections import Enqueuer, create_redis, write_refusal
+from shared.connections import Enqueuer, write_refusal
 from shared.deadletters import Replayer
 from shared.logging import caller_text, log_context, register_secrets
+from shared.redis_client import create_redis
 from shared.settings import DEFAULT_TARGET, Settings
 from shared.store import HandoverStore
 from shared.summary import SummaryReader
@@ -163,7 +164,7 @@ def _redis_context(
     settings: Settings, redis: aioredis.Redis | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        client = redis or create_redis(settings.redis_url or "")
+        client = redis or create_redis(settings.redis)
         app[REDIS] = client
         app[ENQUEUER] = Enqueuer(client, settings)
         app[STORE] = HandoverStore(client, settings.status_ttl_seconds)

@@ -17,7 +17,7 @@ from arq.connections import ArqRedis, create_pool
 
 from shared import redis_keys
 from shared.arq_jobs import job_deserializer, job_serializer
-from shared.connections import arq_redis_settings
+from shared.redis_client import arq_redis_settings
 
 POOL = web.AppKey("pool", ArqRedis)
 

@@ -136,7 +136,7 @@ def check_worker() -> int:
     from worker.health import check
 
     settings = Settings.from_env(role="operator")
-    healthy, message = asyncio.run(check(settings.redis_url or ""))
+    healthy, message = asyncio.run(check(settings.redis))
     print(redact(message), file=sys.stdout if healthy else sys.stderr)
     return 0 if healthy else 1
 

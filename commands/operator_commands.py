@@ -108,9 +108,9 @@ async def replay(handover_ids: Sequence[str]) -> int:
 @contextlib.asynccontextmanager
 async def _operator_redis(settings: Settings) -> AsyncIterator[Redis]:
     """A Redis client for one operator command, closed when it is done."""
-    from shared.connections import create_redis
+    from shared.redis_client import create_redis
 
-    redis = create_redis(settings.redis_url or "")
+    redis = create_redis(settings.redis)
     try:
         yield redis
     finally:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from shared import sids
 from shared.logging import redact, register_secrets
-from shared.settings import Settings, Target
+from shared.settings import RedisTarget, Settings, Target
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -71,7 +71,7 @@ async def run_checks(settings: Settings) -> list[Result]:
     tried once the credentials are refused: each would only say 401 again)."""
     from worker.flex_client import FlexClient
 
-    results = list(await check_redis(settings.redis_url or ""))
+    results = list(await check_redis(settings.redis))
     client = FlexClient(settings)
     try:
         credentials = await bounded(check_credentials(client))
@@ -121,12 +121,12 @@ async def bounded(check: Awaitable[Result], name: str = "twilio credentials") ->
 # --- Redis --------------------------------------------------------------------------
 
 
-async def check_redis(url: str) -> tuple[Result, Result]:
+async def check_redis(where: RedisTarget | str) -> tuple[Result, Result]:
     """Reachable and writable (a scratch key set with a short TTL, then deleted),
     and its eviction policy."""
-    from shared.connections import create_redis
+    from shared.redis_client import create_redis
 
-    redis = create_redis(url)
+    redis = create_redis(where)
     try:
         writable = await check_redis_writable(redis)
         if writable.status != "ok":

@@ -1,4 +1,4 @@
-"""Redis connections and the enqueue path.
+"""The enqueue path (clients come from `shared.redis_client`).
 
 A tool call is acknowledged only after one Lua script has, atomically:
 de-duplicated against the conversation's latest handover (a repeat call gets
@@ -30,10 +30,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from arq.connections import RedisSettings
 from arq.constants import expires_extra_ms
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
@@ -43,8 +41,6 @@ from shared.model import HandoverRequest, Status, new_handover_id, new_handover_
 from shared.script_batcher import ScriptBatcher
 from shared.settings import Settings
 
-REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
-REDIS_COMMAND_TIMEOUT_SECONDS = 5.0
 # The enqueue script's outcomes; 0 (any other) is the live or recent handover found.
 STORED, RATE_LIMITED, BACKLOG_FULL, DECLINED = 1, 2, 3, 4
 # What a call refused for a full backlog is told to wait: the queue drains at
@@ -136,35 +132,6 @@ def _server_message(error: BaseException) -> str:
     if message.startswith("Command # "):
         message = message.partition(" caused error: ")[2].strip("(),'\"")
     return message
-
-
-def redis_location(url: str) -> str:
-    """The Redis URL without its credentials, for logs."""
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-
-
-def create_redis(url: str) -> aioredis.Redis:
-    """A pooled client with bounded waits, so a dead Redis turns into a fast 503."""
-    # redis-py types from_url as returning Any; this says what it makes.
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
-        socket_timeout=REDIS_COMMAND_TIMEOUT_SECONDS,
-        health_check_interval=30,
-    )
-    return client
-
-
-def arq_redis_settings(url: str) -> RedisSettings:
-    """arq's connection settings. No retries of its own: the worker's supervisor
-    (`worker.main.run_worker`) retries with a capped backoff and says why."""
-    settings = RedisSettings.from_dsn(url)
-    settings.conn_timeout = int(REDIS_CONNECT_TIMEOUT_SECONDS)
-    settings.conn_retries = 0
-    return settings
 
 
 class Enqueuer:

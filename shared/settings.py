@@ -122,6 +122,37 @@ class Target:
 
 
 @dataclass(frozen=True)
+class RedisTarget:
+    """How to reach the Redis primary: a URL, or Sentinels that name it (then the
+    URL gives only the password, the database and whether to use TLS)."""
+
+    url: str = field(repr=False)  # may hold a password
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_service: str = "mymaster"
+    sentinel_username: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "rediss"
+
+    @property
+    def location(self) -> str:
+        """Where it is, without credentials: for logs and messages."""
+        parts = urlsplit(self.url)
+        if self.sentinels:
+            via = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            tls = " over TLS" if self.tls else ""
+            db = parts.path.strip("/") or "0"
+            return f"Sentinel master {self.sentinel_service!r} via {via}{tls}, db {db}"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+@dataclass(frozen=True)
 class Variable:
     """One environment variable: how it is checked, its value when unset, what it is for.
 
@@ -258,6 +289,27 @@ def _boolean(value: str) -> bool:
 def _redis_url(value: str) -> str:
     if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must start with redis://, rediss:// or unix://")
+    return value
+
+
+def _sentinels(value: str) -> tuple[tuple[str, int], ...]:
+    """Comma-separated `host:port` of Redis Sentinels (a bracketed IPv6 `[::1]:26379`)."""
+    found = []
+    for position, part in enumerate((p.strip() for p in value.split(",") if p.strip()), 1):
+        parts = urlsplit(f"//{part}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None or port == 0 or parts.username or parts.path:
+            raise ValueError(f"entry {position} must be host:port, e.g. sentinel-1:26379")
+        found.append((parts.hostname, port))
+    return tuple(found)
+
+
+def _file(value: str) -> str:
+    if not os.path.isfile(value):
+        raise ValueError(f"no such file: {value[:200]}")
     return value
 
 
@@ -398,6 +450,52 @@ class Settings:
         "`redis://`, `rediss://` or `unix://`",
         unset="(required; `dev` starts a server)",
         hidden=True,  # may hold a password
+    )
+    redis_sentinels: tuple[tuple[str, int], ...] = setting(
+        "REDIS_SENTINELS",
+        _sentinels,
+        (),
+        "comma-separated `host:port` of Redis Sentinels: the primary is found through them "
+        "(REDIS_URL's host is then unused; its password, database and `rediss://` still apply) "
+        "([Sentinel](#sentinel))",
+    )
+    redis_sentinel_service: str = setting(
+        "REDIS_SENTINEL_SERVICE",
+        str,
+        "mymaster",
+        "the master's name Sentinel knows (`sentinel monitor <name> ...`)",
+    )
+    redis_sentinel_username: str | None = setting(
+        "REDIS_SENTINEL_USERNAME",
+        str,
+        None,
+        "the user the Sentinels require (ACL), if any",
+    )
+    redis_sentinel_password: str | None = setting(
+        "REDIS_SENTINEL_PASSWORD",
+        str,
+        None,
+        "the password the Sentinels require (`requirepass` in sentinel.conf), if any",
+        hidden=True,
+    )
+    redis_tls_ca_file: str | None = setting(
+        "REDIS_TLS_CA_FILE",
+        _file,
+        None,
+        "PEM file of the CA that signed Redis's certificate, with `rediss://`; unset: the "
+        "system's CAs. Certificate and host name are always verified ([TLS](#tls))",
+    )
+    redis_tls_cert_file: str | None = setting(
+        "REDIS_TLS_CERT_FILE",
+        _file,
+        None,
+        "PEM client certificate, when Redis asks for one (`tls-auth-clients yes`)",
+    )
+    redis_tls_key_file: str | None = setting(
+        "REDIS_TLS_KEY_FILE",
+        _file,
+        None,
+        "PEM key of REDIS_TLS_CERT_FILE",
     )
     twilio_account_sid: str | None = setting(
         "TWILIO_ACCOUNT_SID", _sid(sids.ACCOUNT), None, "`AC…`", unset="(worker: required)"
@@ -679,6 +777,7 @@ class Settings:
         (`shared.logging.register_secrets`)."""
         redis_password = urlsplit(self.redis_url or "").password
         values = (
+            self.redis_sentinel_password,
             *self.tool_tokens,
             *self.admin_tokens,
             *self.metrics_tokens,
@@ -709,6 +808,20 @@ class Settings:
         status TTL counted from its final write, which comes at most the max age
         plus a job's run after it was queued."""
         return int(self.status_ttl_seconds + self.max_age_seconds + self.job_timeout_seconds) + 1
+
+    @property
+    def redis(self) -> RedisTarget:
+        """Where Redis is, and how to reach it: what `shared.redis_client` connects to."""
+        return RedisTarget(
+            self.redis_url or "",
+            sentinels=self.redis_sentinels,
+            sentinel_service=self.redis_sentinel_service,
+            sentinel_username=self.redis_sentinel_username,
+            sentinel_password=self.redis_sentinel_password,
+            tls_ca_file=self.redis_tls_ca_file,
+            tls_cert_file=self.redis_tls_cert_file,
+            tls_key_file=self.redis_tls_key_file,
+        )
 
     @property
     def twilio_username(self) -> str | None:
@@ -752,6 +865,21 @@ class Settings:
             )
         if not self.redis_url:
             problems.append("REDIS_URL: required (e.g. redis://localhost:6379/0)")
+        elif urlsplit(self.redis_url).scheme != "rediss":
+            for name, value in (
+                ("REDIS_TLS_CA_FILE", self.redis_tls_ca_file),
+                ("REDIS_TLS_CERT_FILE", self.redis_tls_cert_file),
+                ("REDIS_TLS_KEY_FILE", self.redis_tls_key_file),
+            ):
+                if value:
+                    problems.append(f"{name}: set, but REDIS_URL is not rediss:// (TLS)")
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            problems.append(
+                "REDIS_TLS_CERT_FILE: a client certificate needs REDIS_TLS_KEY_FILE too, "
+                "and the key the certificate"
+            )
+        if self.redis_sentinels and (self.redis_url or "").startswith("unix:"):
+            problems.append("REDIS_SENTINELS: set, but REDIS_URL is a unix:// socket")
         if role != "operator" and not self.targets:
             problems.append("FLEX_WORKFLOW_SID: required (or define targets in HANDOVER_TARGETS)")
         if role == "api":

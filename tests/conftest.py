@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.connections import create_redis
+from shared.redis_client import create_redis
 from shared.settings import Settings
 from standins.flex_simulator import FlexSimulator
 from standins.redis_server import LocalRedisServer

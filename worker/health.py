@@ -18,7 +18,9 @@ import socket
 from redis.exceptions import RedisError
 
 from shared import redis_keys
-from shared.connections import create_redis, redis_error_text, redis_location
+from shared.connections import redis_error_text
+from shared.redis_client import create_redis, redis_location
+from shared.settings import RedisTarget
 
 # How often a worker records its health (arq's `health_check_interval`; set by
 # worker.main). arq keeps the record a second longer, so it vanishes soon after
@@ -28,11 +30,11 @@ from shared.connections import create_redis, redis_error_text, redis_location
 WORKER_HEALTH_INTERVAL_SECONDS = 5
 
 
-async def check(redis_url: str) -> tuple[bool, str]:
+async def check(where: RedisTarget | str) -> tuple[bool, str]:
     """(healthy, one line saying why) for the worker on this host."""
     host = socket.gethostname()
-    location = redis_location(redis_url)
-    redis = create_redis(redis_url)
+    location = redis_location(where)
+    redis = create_redis(where)
     try:
         record = await redis.get(redis_keys.worker_health_key(host))
     except (RedisError, OSError) as exc:

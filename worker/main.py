@@ -45,13 +45,9 @@ from arq.worker import Worker, func
 
 from shared import redis_keys
 from shared.arq_jobs import job_deserializer, job_serializer
-from shared.connections import (
-    arq_redis_settings,
-    redis_error_text,
-    redis_location,
-    write_refusal,
-)
+from shared.connections import redis_error_text, write_refusal
 from shared.logging import register_secrets
+from shared.redis_client import arq_client, arq_redis_settings, redis_location
 from shared.settings import Settings
 from shared.store import HandoverStore
 from worker.arq_worker import HandoverWorker
@@ -78,29 +74,6 @@ REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
-
-
-def arq_client(url: str) -> ArqRedis:
-    """The worker's arq client, made without connecting: as arq's create_pool
-    makes it (the same server, job serializers and queue), minus the I/O.
-
-    Why: create_pool connects inside the call and, when a stop cancels it
-    there, drops the client it made with its socket open; a worker stopped
-    while it connected (a test that ends at once, a SIGTERM at start-up) left
-    an unclosed Connection for the garbage collector, a ResourceWarning in
-    whichever test happened to collect it. A client made here belongs to the
-    worker from the start, and `stop_worker` always closes it.
-    """
-    # redis-py types from_url as returning Any; this says what it makes.
-    client: ArqRedis = ArqRedis.from_url(
-        url,
-        socket_connect_timeout=arq_redis_settings(url).conn_timeout,
-        encoding="utf8",
-    )
-    client.job_serializer = job_serializer
-    client.job_deserializer = job_deserializer
-    client.default_queue_name = redis_keys.QUEUE_NAME
-    return client
 
 
 def create_worker(
@@ -156,8 +129,8 @@ def create_worker(
             ),
         ],
         "queue_name": redis_keys.QUEUE_NAME,
-        "redis_settings": arq_redis_settings(settings.redis_url or ""),
-        "redis_pool": redis_pool or arq_client(settings.redis_url or ""),
+        "redis_settings": arq_redis_settings(settings.redis),
+        "redis_pool": redis_pool or arq_client(settings.redis),
         "on_startup": startup,
         "on_shutdown": shutdown,
         "max_jobs": settings.worker_concurrency,
@@ -212,7 +185,7 @@ class StopRequest:
 async def run_worker(settings: Settings) -> None:
     """Run arq workers until SIGTERM/SIGINT, building a new one whenever Redis is
     lost, cannot be reached or refuses writes."""
-    location = redis_location(settings.redis_url or "")
+    location = redis_location(settings.redis)
     metrics = WorkerMetrics(settings.targets)
     async with metrics_server(settings, metrics):
         await _run_workers(settings, metrics, location)

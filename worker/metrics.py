@@ -27,10 +27,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from shared import metrics as shared_metrics
-from shared.connections import create_redis
 from shared.listening import bind
 from shared.metrics import PREFIX, Access, read_redis, redis_families
 from shared.model import Status, now
+from shared.redis_client import create_redis
 from shared.settings import Settings
 from worker.errors import TIMEOUT, FlexError
 
@@ -178,7 +178,7 @@ async def metrics_server(
         yield None
         return
     metrics.slots = settings.worker_concurrency
-    redis = create_redis(settings.redis_url or "")
+    redis = create_redis(settings.redis)
 
     async def scrape(request: web.Request) -> web.Response:
         access = shared_metrics.scrape_access(

@@ -125,7 +125,7 @@ async def test_a_failing_twilio_read_names_its_check(
 
 
 async def _config_set(url: str, name: str, value: str) -> None:
-    from shared.connections import create_redis
+    from shared.redis_client import create_redis
 
     client = create_redis(url)
     try:

@@ -18,7 +18,7 @@ import pytest
 from arq.constants import in_progress_key_prefix
 
 from shared import redis_keys
-from shared.connections import create_redis
+from shared.redis_client import create_redis
 from shared.settings import Settings
 from shared.store import HandoverStore
 from tests.support.outcomes import (

@@ -25,7 +25,7 @@ import pytest
 from redis.exceptions import OutOfMemoryError
 
 from api.ready_probe import READY_PROBE_REUSE_SECONDS
-from shared.connections import create_redis
+from shared.redis_client import create_redis
 from shared.settings import Settings
 from shared.store import HandoverStore
 from standins.flex_simulator import FlexSimulator

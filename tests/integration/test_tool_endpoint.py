@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shared.connections import create_redis
+from shared.redis_client import create_redis
 from shared.settings import Settings
 from standins.redis_server import free_port
 from tests.support.service import Service, service_env

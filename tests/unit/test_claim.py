@@ -15,8 +15,8 @@ import pytest
 from redis.asyncio import Redis
 
 from shared import redis_keys
-from shared.connections import create_redis
 from shared.model import HandoverRequest, Identity, new_handover_id, new_handover_record
+from shared.redis_client import create_redis
 from shared.settings import Settings
 from shared.store import CLAIM_BUSY, CLAIM_HELD, MISSING, ClaimRelease, HandoverStore
 from tests.support.values import CONVERSATION_SID, new_conversation_sid

@@ -13,7 +13,7 @@ import pytest
 from arq.worker import Retry
 
 from shared import redis_keys
-from shared.connections import create_redis
+from shared.redis_client import create_redis
 from worker import rate_limit
 from worker.rate_limit import FlexRateLimit, burst_for, set_run_deadline
 from worker.retry import MAX_WAIT_SECONDS, MIN_WAIT_SECONDS, OUTCOME_MARGIN_SECONDS

@@ -21,7 +21,8 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-from shared.connections import arq_redis_settings, redis_error_text, write_refusal
+from shared.connections import redis_error_text, write_refusal
+from shared.redis_client import arq_redis_settings
 from shared.settings import Settings
 from worker.main import create_worker, describe_trouble, redis_trouble
 

@@ -9,7 +9,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from shared.connections import create_redis
+from shared.redis_client import create_redis
 from shared.script_batcher import ScriptBatcher
 
 # Appends ARGV[1] to the list KEYS[1]; returns the list's new length and ARGV[1].

@@ -79,6 +79,13 @@ def test_defaults():
         if field.name != "targets"
     } == {
         "redis_url": "redis://localhost:6379/0",
+        "redis_sentinels": (),
+        "redis_sentinel_service": "mymaster",
+        "redis_sentinel_username": None,
+        "redis_sentinel_password": None,
+        "redis_tls_ca_file": None,
+        "redis_tls_cert_file": None,
+        "redis_tls_key_file": None,
         "twilio_account_sid": None,
         "twilio_auth_token": None,
         "twilio_api_key": None,
@@ -791,3 +798,28 @@ def test_bad_business_hours_name_the_variable_and_the_target(extra, says):
     problem = only_problem({**WORKER_ENV, "HANDOVER_TARGETS": raw})
     assert problem.startswith("HANDOVER_TARGETS: target 'billing' ")
     assert says in problem
+
+
+def test_sentinels_are_host_port_pairs_and_a_bad_one_is_named():
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://:secret-pw@unused/3",
+            "REDIS_SENTINELS": " s1:26379,[::1]:26380 ,",
+            "REDIS_SENTINEL_PASSWORD": "sentinel-secret",
+        },
+        role="operator",
+    )
+    assert settings.redis.sentinels == (("s1", 26379), ("::1", 26380))
+    assert settings.redis.location == "Sentinel master 'mymaster' via s1:26379,::1:26380, db 3"
+    assert "sentinel-secret" in settings.secrets and "secret-pw" in settings.secrets
+    assert "secret" not in repr(settings.redis)
+    for bad in ("s1", "s1:0", "s1:x", "s1:26379/0", "user@s1:1"):
+        with pytest.raises(SettingsError, match="REDIS_SENTINELS: entry 1 must be host:port"):
+            Settings.from_env({"REDIS_URL": "redis://x/0", "REDIS_SENTINELS": bad}, role="operator")
+
+
+def test_a_client_certificate_needs_its_key():
+    with pytest.raises(SettingsError, match="REDIS_TLS_CERT_FILE: a client certificate needs"):
+        Settings.from_env(
+            {"REDIS_URL": "rediss://x/0", "REDIS_TLS_CERT_FILE": __file__}, role="operator"
+        )

@@ -17,7 +17,7 @@ from arq.worker import func
 
 from shared import redis_keys
 from shared.arq_jobs import handover_job, job_deserializer, job_serializer
-from shared.connections import arq_redis_settings
+from shared.redis_client import arq_redis_settings
 from tests.support.values import CONVERSATION_SID
 from worker.arq_worker import HandoverWorker
 

@@ -1,0 +1,142 @@
+"""Redis behind Sentinel, for real: one primary, one replica, three Sentinels
+(standins/redis_sentinel.py), the api and the worker as processes, the Flex
+simulator. The primary is SIGKILLed; Sentinel promotes the replica. Meanwhile the
+API answers 503 with Retry-After (never 500), `/readyz` says not ready, the
+worker reconnects to the new primary by itself, and every handover acknowledged
+and replicated before the kill is delivered once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+from redis.asyncio.sentinel import MasterNotFoundError
+
+from shared.redis_client import create_redis
+from shared.settings import Settings
+from shared.store import HandoverStore
+from standins.redis_sentinel import LocalSentinelCluster
+from tests.support.outcomes import assert_each_ended_once, wait_all_final
+from tests.support.processes import COMMAND, PREFIX, call_tool, clean_env, wait_until
+from tests.support.service import service_env
+from tests.support.values import new_conversation_sid
+
+DATA_PASSWORD = "data-pw-not-in-logs-3b7d"
+SENTINEL_PASSWORD = "sentinel-pw-not-in-logs-8e21"
+FAST = {
+    "WORKER_RECONNECT_MAX_SECONDS": "1",
+    "HANDOVER_RETRY_BUDGET_SECONDS": "0.5",
+    "HANDOVER_ATTEMPT_TIMEOUT_SECONDS": "3",
+    "HANDOVER_LOOKUP_GRACE_SECONDS": "0.2",
+}
+
+
+@pytest.fixture
+async def cluster():
+    cluster = LocalSentinelCluster(password=DATA_PASSWORD, sentinel_password=SENTINEL_PASSWORD)
+    await asyncio.to_thread(cluster.start)
+    yield cluster
+    await asyncio.to_thread(cluster.close)
+
+
+async def readyz(api_url: str) -> int:
+    async with aiohttp.ClientSession() as http, http.get(api_url + "/readyz") as response:
+        return response.status
+
+
+async def test_a_failover_is_answered_503_never_500_and_everything_acknowledged_is_delivered(
+    processes, cluster, simulator
+):
+    env = clean_env(**{**service_env("", simulator.base_url, **FAST), **cluster.env()})
+    settings = Settings.from_env(env, role="worker")
+    api, api_url = await processes.start_api(env)
+    worker = await processes.start_worker(env)
+    client = create_redis(settings.redis)
+    try:
+        before = []
+        for n in range(5):
+            status, body, _ = await call_tool(api_url, new_conversation_sid(n))
+            assert status == 202, body
+            before.append(body["handover_id"])
+        store = HandoverStore(client, settings.status_ttl_seconds)
+        await wait_all_final(store, before, timeout=30)
+        # Replicated before the kill: WAIT for the replica to have every write.
+        assert await client.execute_command("WAIT", 1, 5000) == 1
+
+        old = cluster.primary_port()
+        await asyncio.to_thread(cluster.kill_primary)
+        statuses: list[int] = []
+        acknowledged: list[str] = []
+        n, started = 100, time.monotonic()
+        while time.monotonic() - started < 30:
+            n += 1
+            status, body, response = await call_tool(api_url, new_conversation_sid(n))
+            statuses.append(status)
+            if status == 202:
+                acknowledged.append(body["handover_id"])
+                if len(acknowledged) >= 3:
+                    break
+            else:
+                assert (status, body["error"]) == (503, "unavailable"), body
+                assert int(response.headers["Retry-After"]) > 0
+                assert await readyz(api_url) == 503
+            await asyncio.sleep(0.05)
+        assert 503 in statuses, "the failover was never seen: the test proves nothing"
+        assert len(acknowledged) >= 3, statuses
+        assert cluster.primary_port() != old
+        await wait_until(lambda: _ready(api_url), 15, "/readyz says ready on the new primary")
+
+        records = await wait_all_final(store, before + acknowledged, timeout=60)
+        assert_each_ended_once(records, simulator)
+        assert worker.returncode is None, "the worker must reconnect by itself"
+        assert await worker.terminate() == 0
+        assert await api.terminate() == 0
+        for log in (worker.log(), api.log()):
+            assert DATA_PASSWORD not in log and SENTINEL_PASSWORD not in log
+            assert "Traceback" not in log, log
+    finally:
+        await client.aclose()
+
+
+async def _ready(api_url: str) -> bool:
+    return await readyz(api_url) == 200
+
+
+async def test_operator_commands_and_the_health_check_find_the_primary_through_sentinel(
+    processes, cluster, simulator
+):
+    env = clean_env(**{**service_env("", simulator.base_url, **FAST), **cluster.env()})
+    await processes.start_api(env)
+    worker = await processes.start_worker(env)
+
+    async def run(*args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            COMMAND, *PREFIX, *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await asyncio.wait_for(process.communicate(), 30)
+        return process.returncode or 0, output.decode()
+
+    code, output = await run("worker", "--check")
+    assert code == 0 and "healthy" in output, output
+    code, output = await run("list", "--json")
+    assert code == 0 and '"handovers"' in output, output
+    assert DATA_PASSWORD not in output and SENTINEL_PASSWORD not in output
+    assert await worker.terminate() == 0
+
+
+async def test_a_wrong_sentinel_password_is_a_clear_error_not_a_hang(cluster, simulator):
+    env = {**cluster.env(), "REDIS_SENTINEL_PASSWORD": "not-the-password-4f0c"}
+    client = create_redis(Settings.from_env(env, role="operator").redis)
+    started = time.monotonic()
+    try:
+        with pytest.raises(MasterNotFoundError) as raised:
+            await client.ping()
+    finally:
+        await client.aclose()
+    assert time.monotonic() - started < 10
+    assert "invalid username-password pair" in str(raised.value)
+    assert "not-the-password" not in str(raised.value)
