@@ -179,6 +179,20 @@ class Unavailable(ServiceUnavailable):
         super().__init__("unavailable", message, RETRY_AFTER_SECONDS)
 
 
+class NotReplicated(ServiceUnavailable):
+    """503 `not_replicated`: stored on the primary, but too few replicas confirmed it
+    (HANDOVER_MIN_REPLICAS): a failover could lose it. A retry is answered from what
+    was stored (de-duplicated), once the replicas have it."""
+
+    def __init__(self, detail: str):
+        super().__init__(
+            "not_replicated",
+            f"The handover request was not confirmed by enough Redis replicas ({detail}). "
+            "Please try again: a retry is answered with the same handover.",
+            RETRY_AFTER_SECONDS,
+        )
+
+
 class BacklogFull(ServiceUnavailable):
     """503 `backlog_full`: HANDOVER_MAX_PENDING handovers already wait for a worker."""
 

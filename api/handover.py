@@ -15,8 +15,9 @@ from aiohttp import web
 
 from api.app_keys import CLOCK, ENQUEUER, SETTINGS
 from api.availability import availability
-from api.errors import BacklogFull, RateLimited
+from api.errors import BacklogFull, NotReplicated, RateLimited
 from api.metrics import Outcome
+from shared import script_batcher
 from shared.logging import add_log_context
 from shared.model import HandoverRequest
 
@@ -29,13 +30,17 @@ async def hand_over(
 
     202 a new one stored; 200 the live or recent one, or, outside the hours of
     a target that declines, `handed_over: false` with nothing stored. Raises
-    `RateLimited` or `BacklogFull` (nothing stored); Redis errors propagate.
+    `RateLimited` or `BacklogFull` (nothing stored), or `NotReplicated` (stored,
+    too few replicas confirmed it); Redis errors propagate.
     `handover.target` must be a configured target.
     """
     settings = app[SETTINGS]
     add_log_context(conversation_sid=handover.conversation_sid, target=handover.target)
     agents = availability(settings.targets[handover.target], app[CLOCK]())
-    result = await app[ENQUEUER].enqueue(handover, store_new=not agents.declines)
+    try:
+        result = await app[ENQUEUER].enqueue(handover, store_new=not agents.declines)
+    except script_batcher.NotReplicated as exc:
+        raise NotReplicated(str(exc)) from None
     add_log_context(handover_id=result.handover_id)
     if result.rate_limited:
         raise RateLimited(

@@ -28,7 +28,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from redis.exceptions import RedisError
 
 from api.app_keys import METRICS, REDIS, SETTINGS
-from api.errors import ApiError, BacklogFull, Forbidden, RateLimited, Unauthorized, Unavailable
+from api.errors import (
+    ApiError,
+    BacklogFull,
+    Forbidden,
+    NotReplicated,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
 from shared import metrics as shared_metrics
 from shared.metrics import PREFIX, Access, multiprocess_dir, read_redis, redis_families
 from shared.model import now
@@ -54,6 +62,7 @@ class Outcome(StrEnum):
     DECLINED = "declined"
     RATE_LIMITED = "rate_limited"
     BACKLOG_FULL = "backlog_full"
+    NOT_REPLICATED = "not_replicated"
     UNAVAILABLE = "unavailable"
     REFUSED = "refused"
 
@@ -102,6 +111,8 @@ def outcome_of(error: BaseException) -> tuple[Outcome, str]:
         return Outcome.RATE_LIMITED, limit
     if isinstance(error, BacklogFull):
         return Outcome.BACKLOG_FULL, ""
+    if isinstance(error, NotReplicated):
+        return Outcome.NOT_REPLICATED, ""
     if isinstance(error, Unavailable) or not isinstance(error, ApiError):
         return Outcome.UNAVAILABLE, ""
     return Outcome.REFUSED, error.code if error.code in REFUSAL_REASONS else OTHER

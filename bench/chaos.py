@@ -18,6 +18,17 @@ or doubled.
     python bench/chaos.py                          # 2,000 handovers, 3 kills
     python bench/chaos.py --handovers 200 --kills 1 --rate 50   # a quick look
 
+With `--sentinel`, Redis is a primary, a replica and three Sentinels
+(standins/redis_sentinel.py) and the Redis event is a failover instead of a
+restart: the primary is SIGKILLed `--failovers` times, `--failover-every`
+seconds apart, Sentinel promotes the replica, and the killed node comes back as
+the new primary's replica. `--min-replicas N` sets HANDOVER_MIN_REPLICAS: with 0
+the run counts what asynchronous replication lost (acknowledged handovers whose
+record the new primary never had), with 1 it must be 0.
+
+    python bench/chaos.py --sentinel --min-replicas 0 --rate 400 --handovers 4000 --failovers 3
+    python bench/chaos.py --sentinel --min-replicas 1 --rate 400 --handovers 4000 --failovers 3
+
 Timings are shortened so that a killed worker's handovers come back in
 about 49 s (see Settings.recovery_seconds) instead of the default 92 s.
 """
@@ -49,8 +60,10 @@ from harness import (
 from redis.exceptions import RedisError
 
 from shared import redis_keys
+from shared.redis_client import create_redis
 from shared.settings import Settings
 from standins.flex_simulator import Fault, FlexSimulator
+from standins.redis_sentinel import LocalSentinelCluster
 from standins.redis_server import LocalRedisServer, free_port
 
 FINAL_STATES = {"succeeded", "failed"}
@@ -191,12 +204,19 @@ class Workers:
         await self.start(1)
 
 
-async def chaos(workers: Workers, redis: LocalRedisServer, args: argparse.Namespace) -> list[str]:
+async def chaos(
+    workers: Workers, redis: LocalRedisServer | LocalSentinelCluster, args: argparse.Namespace
+) -> list[str]:
     """Kill workers every --kill-every seconds; restart Redis at --redis-restart-at."""
     events: list[tuple[float, str]] = [
         (args.kill_every * (n + 1), "kill") for n in range(args.kills)
     ]
-    if args.redis_restarts:
+    if isinstance(redis, LocalSentinelCluster):
+        events += [
+            (args.redis_restart_at + n * args.failover_every, "failover")
+            for n in range(args.failovers)
+        ]
+    elif args.redis_restarts:
         events.append((args.redis_restart_at, "redis"))
     log, started = [], time.monotonic()
     for at, what in sorted(events):
@@ -204,6 +224,8 @@ async def chaos(workers: Workers, redis: LocalRedisServer, args: argparse.Namesp
         if what == "kill":
             await workers.kill_one()
             log.append(f"{time.monotonic() - started:6.1f}s  SIGKILL a worker, replacement started")
+        elif isinstance(redis, LocalSentinelCluster):
+            log.append(await failover(redis, started))
         else:
             await asyncio.to_thread(redis.kill)
             await asyncio.sleep(args.redis_down)
@@ -213,6 +235,21 @@ async def chaos(workers: Workers, redis: LocalRedisServer, args: argparse.Namesp
                 f"{args.redis_down:g}s (AOF)"
             )
     return log
+
+
+async def failover(cluster: LocalSentinelCluster, started: float) -> str:
+    """SIGKILL the primary, wait for Sentinel to promote the replica, then start the
+    killed node again (Sentinel makes it the new primary's replica)."""
+    old = cluster.primary_port() or 0
+    killed_at = time.monotonic()
+    node = await asyncio.to_thread(cluster.kill_primary)
+    new = await asyncio.to_thread(cluster.wait_promoted, old)
+    promoted_in = time.monotonic() - killed_at
+    await asyncio.to_thread(node.start)
+    return (
+        f"{killed_at - started:6.1f}s  primary :{old} SIGKILLed, :{new} promoted "
+        f"after {promoted_in:.1f}s, :{old} back as a replica"
+    )
 
 
 async def read_records(client: aioredis.Redis, handover_ids: list[str]) -> dict[str, dict]:
@@ -239,7 +276,8 @@ async def wait_until_final(
     deadline = time.monotonic() + timeout
     while True:
         records = await read_records(client, handover_ids)
-        pending = [i for i, r in records.items() if r.get("state") not in FINAL_STATES]
+        # A missing record (lost in a failover) never ends: lost, not waited for.
+        pending = [i for i, r in records.items() if r and r.get("state") not in FINAL_STATES]
         if not pending or time.monotonic() > deadline:
             return records
         await asyncio.sleep(1.0)
@@ -260,6 +298,7 @@ def report(
         by_handover.setdefault(handover_id, []).append(interaction)
     duplicates = sum(len(found) - 1 for found in by_handover.values() if len(found) > 1)
     lost = len(calls.acknowledged) - states["succeeded"] - states["failed"]
+    missing = sum(1 for record in records.values() if not record)
     unrecorded = sum(
         1
         for handover_id, record in records.items()
@@ -276,6 +315,11 @@ def report(
     lookups = sum(int(r.get("lookups") or 0) for r in records.values())
     attempts = sum(int(r.get("attempts") or 0) for r in records.values())
     mix = args.mix
+    if args.sentinel:
+        print(
+            f"Redis: a primary, a replica, 3 Sentinels; {args.failovers} failover(s); "
+            f"HANDOVER_MIN_REPLICAS={args.min_replicas}"
+        )
     print(
         f"chaos run: {args.handovers} handovers at {args.rate:g}/s, 2 workers x "
         f"concurrency {SERVICE_TIMINGS['WORKER_CONCURRENCY']}, Flex latency "
@@ -294,6 +338,7 @@ def report(
         ("succeeded", states["succeeded"]),
         ("failed", states["failed"]),
         ("lost (acknowledged, not final)", lost),
+        ("  of which no record at all", missing),
         ("duplicate Interactions", duplicates),
         ("succeeded without that Interaction", unrecorded),
         ("POST /v1/Interactions requests", len(flex.requests)),
@@ -318,19 +363,26 @@ def report(
 
 async def main(args: argparse.Namespace) -> int:
     command = flex_handover_command()
-    redis = LocalRedisServer()
-    redis.start()
+    redis: LocalRedisServer | LocalSentinelCluster
+    if args.sentinel:
+        redis = LocalSentinelCluster()
+        await asyncio.to_thread(redis.start)
+        redis_env = {**redis.env(), "HANDOVER_MIN_REPLICAS": str(args.min_replicas)}
+    else:
+        redis = LocalRedisServer()
+        redis.start()
+        redis_env = {"REDIS_URL": redis.url}
     flex = ChaosFlex(
         args.mix, args.seed, account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
         latency=args.flex_latency, task_visible_after=args.task_delay,
     )  # fmt: skip
     simulator_url = await flex.start()
     api_port = free_port()
-    env = service_env(redis.url, simulator_url, **SERVICE_TIMINGS)
+    env = {**service_env(redis_env["REDIS_URL"], simulator_url, **SERVICE_TIMINGS), **redis_env}
     settings = Settings.from_env(env, role="worker")
     workers = Workers(command, env)
     processes: list[asyncio.subprocess.Process] = []
-    client = aioredis.Redis.from_url(redis.url, decode_responses=True, socket_timeout=5)
+    client = create_redis(settings.redis)
     try:
         processes.append(await start_process(command, "api", "--port", str(api_port), env=env))
         await wait_listening(api_port)
@@ -367,6 +419,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-restart-at", type=float, default=9.0, help="seconds in")
     parser.add_argument("--redis-down", type=float, default=2.0, help="seconds")
     parser.add_argument("--drain-timeout", type=float, default=600.0, help="seconds")
+    parser.add_argument(
+        "--sentinel",
+        action="store_true",
+        help="a primary, a replica and 3 Sentinels; failovers, not restarts",
+    )
+    parser.add_argument("--failovers", type=int, default=1, help="with --sentinel")
+    parser.add_argument("--failover-every", type=float, default=8.0, help="seconds")
+    parser.add_argument("--min-replicas", type=int, default=0,
+                        help="HANDOVER_MIN_REPLICAS, with --sentinel")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     for name, default in (("5xx", 0.20), ("429", 0.10), ("hangs", 0.02), ("resets", 0.02),
                           ("ambiguous", 0.01)):  # fmt: skip

@@ -38,7 +38,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from shared import lua_scripts, redis_keys
 from shared.arq_jobs import handover_job
 from shared.model import HandoverRequest, Status, new_handover_id, new_handover_record, now
-from shared.script_batcher import ScriptBatcher
+from shared.script_batcher import ReplicaWait, ScriptBatcher
 from shared.settings import Settings
 
 # The enqueue script's outcomes; 0 (any other) is the live or recent handover found.
@@ -138,11 +138,17 @@ class Enqueuer:
     """Stores handover requests as arq jobs; what `POST /tools/flex-handover` calls."""
 
     def __init__(self, redis: aioredis.Redis, settings: Settings):
-        self._script = ScriptBatcher(redis, enqueue_script(settings))
+        wait = (
+            ReplicaWait(settings.min_replicas, int(settings.replica_timeout_seconds * 1000))
+            if settings.min_replicas
+            else None
+        )
+        self._script = ScriptBatcher(redis, enqueue_script(settings), replica_wait=wait)
 
     async def enqueue(self, request: HandoverRequest, *, store_new: bool = True) -> EnqueueResult:
         """Store a new handover, return the conversation's live one, or refuse
         a new one over a rate limit or past HANDOVER_MAX_PENDING: one script run.
+        With HANDOVER_MIN_REPLICAS, `NotReplicated` when too few replicas confirm.
 
         `store_new=False` (a target outside its hours that declines): the live or
         recent handover is still answered, but nothing new is stored or counted."""

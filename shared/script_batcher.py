@@ -7,6 +7,13 @@ of the receiver's CPU. Here calls that arrive while a batch is on the wire go
 out together in the next one, each still its own atomic script run with its
 own answer. An idle receiver sends a batch of one at once, so nothing waits
 for a timer.
+
+With a `ReplicaWait`, the batch ends with Redis's own `WAIT replicas timeout`,
+in the same pipeline (still one round trip): the answers are handed out only
+once that many replicas have every write the batch made, so a failover that
+promotes one of them cannot lose what was acknowledged. When fewer confirm in
+time, every call of the batch gets `NotReplicated` instead of its answer (its
+writes stay on the primary: a retry is answered from them, de-duplicated).
 """
 
 from __future__ import annotations
@@ -14,21 +21,49 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 MAX_BATCH = 256
 
 _Call = tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]
 
 
+@dataclass(frozen=True)
+class ReplicaWait:
+    """`WAIT replicas timeout_ms` after each batch (HANDOVER_MIN_REPLICAS)."""
+
+    replicas: int
+    timeout_ms: int
+
+
+class NotReplicated(RedisError):
+    """Written on the primary, but fewer replicas than asked for confirmed it in time."""
+
+    def __init__(self, confirmed: int, wait: ReplicaWait):
+        super().__init__(
+            f"{confirmed} of {wait.replicas} replica(s) confirmed the write within "
+            f"{wait.timeout_ms} ms"
+        )
+        self.confirmed = confirmed
+        self.wait = wait
+
+
 class ScriptBatcher:
     """`await batcher(keys, args)` runs the script like `Script.__call__` does."""
 
-    def __init__(self, redis: aioredis.Redis, script: str, max_batch: int = MAX_BATCH):
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        script: str,
+        max_batch: int = MAX_BATCH,
+        replica_wait: ReplicaWait | None = None,
+    ):
         self._redis = redis
+        self._replica_wait = replica_wait
         self._script = script
         self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
         self._max_batch = max_batch
@@ -79,7 +114,21 @@ class ScriptBatcher:
         return results
 
     async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+        wait = self._replica_wait
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
+            if wait is not None:
+                pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        if wait is None:
+            return results
+        confirmed = results.pop()
+        if isinstance(confirmed, Exception):
+            problem: Exception = confirmed
+        elif int(confirmed) < wait.replicas:
+            problem = NotReplicated(int(confirmed), wait)
+        else:
+            return results
+        # A script that failed keeps its own error (NoScriptError: sent again).
+        return [result if isinstance(result, Exception) else problem for result in results]

@@ -313,6 +313,18 @@ def _file(value: str) -> str:
     return value
 
 
+def _replica_timeout(value: str) -> float:
+    """WAIT's timeout: above 0 (WAIT 0 would wait for ever) and below the Redis
+    command timeout (5 s), so a slow replica is a clear 503, not a client timeout."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"must be seconds, got {_preview(value)}") from None
+    if not 0.001 <= seconds <= 4.0:
+        raise ValueError(f"must be between 0.001 and 4 seconds, got {value!r}")
+    return seconds
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -477,6 +489,20 @@ class Settings:
         None,
         "the password the Sentinels require (`requirepass` in sentinel.conf), if any",
         hidden=True,
+    )
+    min_replicas: int = setting(
+        "HANDOVER_MIN_REPLICAS",
+        _integer(0),
+        0,
+        "replicas that must have a handover before it is acknowledged (Redis `WAIT`); none in "
+        "time: 503 `not_replicated`, the caller retries. 0: off "
+        "([nothing acknowledged lost](#nothing-acknowledged-lost-on-failover))",
+    )
+    replica_timeout_seconds: float = setting(
+        "HANDOVER_REPLICA_TIMEOUT_SECONDS",
+        _replica_timeout,
+        1.0,
+        "how long the acknowledgement waits for HANDOVER_MIN_REPLICAS (at most 4)",
     )
     redis_tls_ca_file: str | None = setting(
         "REDIS_TLS_CA_FILE",

@@ -83,6 +83,8 @@ def test_defaults():
         "redis_sentinel_service": "mymaster",
         "redis_sentinel_username": None,
         "redis_sentinel_password": None,
+        "min_replicas": 0,
+        "replica_timeout_seconds": 1.0,
         "redis_tls_ca_file": None,
         "redis_tls_cert_file": None,
         "redis_tls_key_file": None,

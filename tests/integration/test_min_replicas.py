@@ -1,0 +1,134 @@
+"""HANDOVER_MIN_REPLICAS: a handover is acknowledged only once a replica has it.
+
+A real primary and a real replica (`--replicaof`), the API and the worker in
+this process, the Flex simulator. With the replica stopped (SIGSTOP) the tool
+call waits HANDOVER_REPLICA_TIMEOUT_SECONDS and is answered 503 `not_replicated`
+with Retry-After; the retry, once the replica runs again, is answered from
+what the first call stored (the same handover), which is delivered once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from shared.redis_client import create_redis
+from shared.script_batcher import NotReplicated, ReplicaWait, ScriptBatcher
+from shared.settings import Settings
+from standins.redis_server import LocalRedisServer
+from tests.support.processes import wait_until
+from tests.support.service import Service, service_env
+from tests.support.values import new_conversation_sid, session_header
+
+
+@pytest.fixture
+async def replicated():
+    primary = LocalRedisServer(appendfsync="always")
+    primary.start()
+    replica = LocalRedisServer(extra_args=["--replicaof", "127.0.0.1", str(primary.port)])
+    replica.start()
+    client = create_redis(primary.url)
+
+    async def synced() -> bool:
+        info = await client.info("replication")
+        return info.get("connected_slaves") == 1 and info["slave0"]["state"] == "online"
+
+    await wait_until(synced, 20, "the replica in sync")
+    yield primary, replica
+    await client.aclose()
+    if replica.process is not None:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    replica.close()
+    primary.close()
+
+
+async def start(primary: LocalRedisServer, simulator, **overrides: str) -> Service:
+    env = service_env(primary.url, simulator.base_url, **overrides)
+    return await Service(Settings.from_env(env, role="worker")).start()
+
+
+async def test_an_acknowledged_handover_is_on_the_replica_already(replicated, simulator):
+    primary, replica = replicated
+    service = await start(primary, simulator, HANDOVER_MIN_REPLICAS="1")
+    on_replica = create_redis(replica.url)
+    try:
+        await service.stop_worker()  # the record as the ack left it, nothing after
+        status, body, _ = await service.call_tool(
+            session_id=session_header(new_conversation_sid(1))
+        )
+        assert status == 202, body
+        # Read at once from the replica: WAIT made sure it had it before the 202.
+        record = await on_replica.hgetall(f"flex_handover:handover:{body['handover_id']}")
+        assert record["state"] == "queued", record
+        assert await on_replica.zscore("flex_handover:queue", body["handover_id"]) is not None
+    finally:
+        await on_replica.aclose()
+        await service.stop()
+
+
+async def test_a_replica_that_does_not_confirm_is_a_503_and_the_retry_is_the_same_handover(
+    replicated, simulator
+):
+    primary, replica = replicated
+    service = await start(
+        primary, simulator, HANDOVER_MIN_REPLICAS="1", HANDOVER_REPLICA_TIMEOUT_SECONDS="0.3"
+    )
+    conversation = session_header(new_conversation_sid(2))
+    try:
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        status, body, response = await service.call_tool(session_id=conversation)
+        waited = time.monotonic() - started
+        assert (status, body["error"]) == (503, "not_replicated"), body
+        assert "0 of 1 replica(s) confirmed the write within 300 ms" in body["message"]
+        assert int(response.headers["Retry-After"]) > 0
+        assert 0.25 <= waited < 3, waited
+
+        os.kill(replica.process.pid, signal.SIGCONT)
+        status, retried, _ = await service.call_tool(session_id=conversation)
+        assert status == 200, retried  # what the first call stored, de-duplicated
+        record = await service.wait_final(retried["handover_id"])
+        assert record["state"] == "succeeded"
+        assert len(simulator.interactions) == 1
+    finally:
+        await service.stop()
+
+
+async def test_without_min_replicas_a_stopped_replica_changes_nothing(replicated, simulator):
+    primary, replica = replicated
+    service = await start(primary, simulator)
+    try:
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        status, body, _ = await service.call_tool(
+            session_id=session_header(new_conversation_sid(3))
+        )
+        assert status == 202, body
+        assert time.monotonic() - started < 1
+    finally:
+        await service.stop()
+
+
+async def test_one_wait_answers_every_call_of_a_batch(redis_server, redis):
+    """No replica at all: each of a batch of concurrent calls gets NotReplicated,
+    after one WAIT, and a batch without a ReplicaWait is not held up."""
+    batcher = ScriptBatcher(
+        redis, "return redis.call('INCR', KEYS[1])", replica_wait=ReplicaWait(1, 200)
+    )
+    await redis.config_resetstat()
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(batcher(["counter"], []) for _ in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(result, NotReplicated) for result in results), results
+    assert time.monotonic() - started < 2
+    waits = (await redis.info("commandstats")).get("cmdstat_wait", {}).get("calls", 0)
+    assert 1 <= waits <= 3  # one per batch: a first call alone, then the rest together
+    assert int(await redis.get("counter")) == 20  # written on the primary all the same
+
+    plain = ScriptBatcher(redis, "return redis.call('INCR', KEYS[1])")
+    assert await plain(["counter"], []) == 21
