@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 import aiohttp
 import pytest
 from redis.asyncio.sentinel import MasterNotFoundError
 
+from shared.model import FINAL_STATES
 from shared.redis_client import create_redis
 from shared.settings import Settings
 from shared.store import HandoverStore
@@ -140,3 +142,94 @@ async def test_a_wrong_sentinel_password_is_a_clear_error_not_a_hang(cluster, si
     assert time.monotonic() - started < 10
     assert "invalid username-password pair" in str(raised.value)
     assert "not-the-password" not in str(raised.value)
+
+
+async def flood(api_url: str, count: int, concurrency: int, acknowledged: dict[str, str]) -> int:
+    """`count` new conversations, `concurrency` at a time; a 503 or no answer is
+    sent again, as a caller would. Returns how many calls were sent again."""
+    resent = 0
+    numbers = iter(range(1000, 1000 + count))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+        async def caller() -> None:
+            nonlocal resent
+            for number in numbers:
+                conversation = new_conversation_sid(number)
+                for _ in range(300):
+                    try:
+                        status, body, _ = await call_tool(api_url, conversation, http=http)
+                    except (aiohttp.ClientError, TimeoutError):
+                        status, body = 0, {}
+                    if status in (200, 202):
+                        acknowledged[conversation] = body["handover_id"]
+                        break
+                    assert status in (0, 503), (status, body)  # never a 500
+                    resent += 1
+                    await asyncio.sleep(0.1)
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return resent
+
+
+@pytest.mark.parametrize("min_replicas", [1, 0])
+async def test_a_primary_killed_mid_flood_loses_and_doubles_nothing_acknowledged(
+    processes, cluster, simulator, min_replicas, capsys
+):
+    """The chaos test: a flood of handovers, the primary SIGKILLed in the middle of
+    it, Sentinel promotes the replica. With HANDOVER_MIN_REPLICAS=1 every
+    acknowledged handover ends once; with 0 the test reports what the failover
+    lost (asynchronous replication), and still no Interaction is doubled."""
+    env = clean_env(
+        **{
+            **service_env("", simulator.base_url, **FAST),
+            **cluster.env(),
+            "HANDOVER_MIN_REPLICAS": str(min_replicas),
+            "HANDOVER_RATE_LIMIT_PER_IDENTITY": "0",  # one customer identity floods
+        }
+    )
+    settings = Settings.from_env(env, role="worker")
+    _, api_url = await processes.start_api(env)
+    await processes.start_worker(env)
+    acknowledged: dict[str, str] = {}
+    client = create_redis(settings.redis)
+    try:
+        sending = asyncio.create_task(flood(api_url, 400, 16, acknowledged))
+        await wait_until(lambda: len(acknowledged) >= 100, 30, "100 handovers acknowledged")
+        old = cluster.primary_port()
+        at_kill = len(acknowledged)
+        node = await asyncio.to_thread(cluster.kill_primary)
+        await asyncio.to_thread(cluster.wait_promoted, old)
+        # Back as the new primary's replica (Sentinel reconfigures it): until then,
+        # HANDOVER_MIN_REPLICAS=1 has no replica to confirm anything.
+        await asyncio.to_thread(node.start)
+        resent = await sending
+        assert cluster.primary_port() != old
+        assert resent > 0, "no call met the failover: the test proves nothing"
+
+        store = HandoverStore(client, settings.status_ttl_seconds)
+        records = {}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            records = {h: await store.get(h) for h in acknowledged.values()}
+            if all(r is None or r.state.value in ("succeeded", "failed") for r in records.values()):
+                break
+            await asyncio.sleep(0.5)
+        missing = [h for h, r in records.items() if r is None]
+        unfinished = [
+            h for h, r in records.items() if r is not None and r.state not in FINAL_STATES
+        ]
+        assert not unfinished, unfinished
+        per_conversation = Counter(i["conversation_sid"] for i in simulator.interactions)
+        doubled = {c: n for c, n in per_conversation.items() if n > 1}
+        assert not doubled, doubled
+        if min_replicas:
+            assert not missing, f"acknowledged with a replica's confirmation, then lost: {missing}"
+            assert {r.state.value for r in records.values()} == {"succeeded"}
+        with capsys.disabled():
+            print(
+                f"\n[failover, HANDOVER_MIN_REPLICAS={min_replicas}] "
+                f"{len(acknowledged)} acknowledged ({at_kill} before the kill), "
+                f"{len(missing)} lost, {resent} calls sent again, 0 doubled"
+            )
+    finally:
+        await client.aclose()

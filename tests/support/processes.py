@@ -166,19 +166,22 @@ async def _output(process: ServiceProcess | asyncio.subprocess.Process) -> str:
     return (await process.stderr.read()).decode(errors="replace")
 
 
-async def call_tool(api_url: str, conversation_sid: str) -> tuple[int, Any, aiohttp.ClientResponse]:
+async def call_tool(
+    api_url: str, conversation_sid: str, http: aiohttp.ClientSession | None = None
+) -> tuple[int, Any, aiohttp.ClientResponse]:
     """One tool call to a real API process, with the tests' tool token: its
-    status, its JSON body, and the (read) response for its headers."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{api_url}/tools/flex-handover",
-            json={"reason": "a test's tool call"},
-            headers={
-                "X-Session-Id": session_header(conversation_sid),
-                "X-Identity": "phone:+14155550123",
-                **tool_auth(),
-            },
-        ) as response,
-    ):
-        return response.status, await response.json(), response
+    status, its JSON body, and the (read) response for its headers. `http`: a
+    session to send it on (a flood's), else one of its own."""
+    if http is None:
+        async with aiohttp.ClientSession() as own:
+            return await call_tool(api_url, conversation_sid, own)
+    async with http.post(
+        f"{api_url}/tools/flex-handover",
+        json={"reason": "a test's tool call"},
+        headers={
+            "X-Session-Id": session_header(conversation_sid),
+            "X-Identity": "phone:+14155550123",
+            **tool_auth(),
+        },
+    ) as response:
+        return response.status, await response.json(content_type=None), response
