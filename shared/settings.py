@@ -615,6 +615,20 @@ class Settings:
         "`text` for a terminal, or `json`: one JSON object a line, redacted the same way "
         "([JSON logs](#json-logs))",
     )
+    ui_session_seconds: int = setting(
+        "HANDOVER_UI_SESSION_SECONDS",
+        _integer(60),
+        8 * 3600,
+        "how long a sign-in to the operator page (`/ui`) lasts, from sign-in (not renewed "
+        "by use) ([the operator page](#the-operator-page))",
+    )
+    ui_secure_cookie: bool = setting(
+        "HANDOVER_UI_SECURE_COOKIE",
+        _boolean,
+        True,
+        "the operator page's session cookie is `Secure` (sent over https only); `false` for "
+        "plain http on a laptop (`dev` sets it)",
+    )
     metrics: bool = setting(
         "HANDOVER_METRICS",
         _boolean,
