@@ -1187,13 +1187,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             **open_operation(
                 "operatorPageFile",
-                "One of the operator page's files (its style sheet and script)",
+                "One of the operator page's files (its style sheet, script and icon)",
                 {
                     "200": {
                         "description": "The file.",
                         "content": {
                             "text/css": {"schema": {"type": "string"}},
                             "text/javascript": {"schema": {"type": "string"}},
+                            "image/svg+xml": {"schema": {"type": "string"}},
                         },
                     },
                     **refusals(404),

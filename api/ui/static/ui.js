@@ -8,7 +8,7 @@
   const LIST_LIMIT = 50;
   const FAILED_LIMIT = 20;
   const SVG = "http://www.w3.org/2000/svg";
-  const state = { csrf: null, open: false, timer: null, selected: null, busy: false };
+  const state = { csrf: null, open: false, timer: null, selected: null, busy: false, again: false };
 
   class SignedOut extends Error {}
 
@@ -152,7 +152,10 @@
   function renderChart(throughput) {
     const chart = $("chart");
     const buckets = throughput.buckets;
-    const left = 34, top = 10, width = 596, height = 105;
+    // Drawn at the chart's own width, so bars and labels keep their proportions.
+    const full = Math.max(Math.round(chart.getBoundingClientRect().width), 320);
+    chart.setAttribute("viewBox", "0 0 " + full + " 140");
+    const left = 34, top = 10, width = full - left - 10, height = 105;
     const peak = Math.max(1, ...buckets.map((b) => b.succeeded + b.failed));
     const step = width / Math.max(buckets.length, 1);
     const nodes = [
@@ -181,8 +184,10 @@
   // --- the lists ----------------------------------------------------------------------
 
   function idButton(record) {
-    const button = el("button", record.handover_id, "link");
+    // The id shortened in the lists (the detail shows it whole).
+    const button = el("button", record.handover_id.slice(0, 11) + "…", "link");
     button.type = "button";
+    button.title = record.handover_id;
     button.dataset.id = record.handover_id;
     button.addEventListener("click", () => openDetail(record.handover_id));
     return button;
@@ -294,22 +299,36 @@
 
   // --- refreshing ---------------------------------------------------------------------
 
+  function listQuery() {
+    const query = new URLSearchParams({ state: $("state-filter").value, limit: String(LIST_LIMIT) });
+    if ($("target-filter").value) query.set("target", $("target-filter").value);
+    return query.toString();
+  }
+
+  function filterChanged() {
+    // Nothing listed under the old filter stays on screen under the new one.
+    document.querySelector("#recent tbody").replaceChildren();
+    refresh();
+  }
+
   async function refresh() {
-    if (state.busy) return;
+    if (state.busy) {
+      state.again = true; // a filter changed or a replay answered: one more round after this one
+      return;
+    }
     state.busy = true;
     try {
-      const query = new URLSearchParams({ state: $("state-filter").value, limit: String(LIST_LIMIT) });
-      if ($("target-filter").value) query.set("target", $("target-filter").value);
+      const query = listQuery();
       const [summary, recent, failed] = await Promise.all([
         api("GET", "/handovers/summary"),
-        api("GET", "/handovers?" + query.toString()),
+        api("GET", "/handovers?" + query),
         api("GET", "/handovers?state=failed&limit=" + FAILED_LIMIT),
       ]);
       for (const answer of [summary, recent, failed]) {
         if (answer.status !== 200) throw new Error((answer.body && answer.body.message) || ("HTTP " + answer.status));
       }
       renderSummary(summary.body);
-      renderRecent(recent.body.handovers);
+      if (query === listQuery()) renderRecent(recent.body.handovers);
       renderFailed(failed.body.handovers);
       await loadDetail();
       $("problem").textContent = "";
@@ -318,6 +337,10 @@
       if (!(error instanceof SignedOut)) $("problem").textContent = "Could not refresh: " + error.message;
     } finally {
       state.busy = false;
+      if (state.again && state.timer !== null) {
+        state.again = false;
+        refresh();
+      }
     }
   }
 
@@ -325,8 +348,8 @@
     $("sign-in-form").addEventListener("submit", signIn);
     $("sign-out").addEventListener("click", signOut);
     $("detail-close").addEventListener("click", closeDetail);
-    $("state-filter").addEventListener("change", refresh);
-    $("target-filter").addEventListener("change", refresh);
+    $("state-filter").addEventListener("change", filterChanged);
+    $("target-filter").addEventListener("change", filterChanged);
     const { body } = await api("GET", "/ui/session");
     if (body && body.signed_in) signedIn(body); else showSignIn("");
   }
