@@ -506,8 +506,8 @@ class Settings:
         "HANDOVER_ADMIN_TOKENS",
         _tokens,
         (),
-        "comma-separated admin tokens for `/handovers…` (status, list, replay), bearer only; "
-        "unset: 403",
+        "comma-separated admin tokens for `/handovers…` (status, list, replay), as a bearer "
+        "token or through the operator page's sign-in (`/ui`); unset: 403",
         hidden=True,
     )
     verify_twilio_signature: bool = setting(
