@@ -28,6 +28,8 @@ from api.app_keys import (
     SETTINGS,
     STORE,
     SUMMARY,
+    UI_SESSIONS,
+    UI_SIGN_INS,
 )
 from api.auth import auth_middleware, read_body, startup_warnings
 from api.availability import Clock, system_clock
@@ -37,6 +39,8 @@ from api.http_errors import server_logger
 from api.parsing import parse_tool_call
 from api.ready_probe import ReadyProbe
 from api.schema_endpoint import routes as schema_routes
+from api.ui import page as ui_page
+from api.ui.sessions import SessionStore, SignInLimiter
 from shared.connections import Enqueuer, write_refusal
 from shared.deadletters import Replayer
 from shared.logging import caller_text, log_context, register_secrets
@@ -136,6 +140,7 @@ def create_app(
     app[CLOCK] = clock
     app[METRICS] = counters
     app.on_startup.append(_log_startup_warnings)
+    app.on_response_prepare.append(ui_page.security_headers)
     app.add_routes(
         [
             web.post("/tools/flex-handover", tool_call),
@@ -149,6 +154,7 @@ def create_app(
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             *metrics.routes(settings),
+            *ui_page.routes(),
         ]
     )
     app.cleanup_ctx.append(_redis_context(settings, redis))
@@ -171,6 +177,8 @@ def _redis_context(
         app[REPLAYER] = Replayer(client, settings)
         app[SUMMARY] = SummaryReader(client, tuple(sorted(settings.targets)))
         app[READY_PROBE] = ReadyProbe(client)
+        app[UI_SESSIONS] = SessionStore(client, settings.ui_session_seconds)
+        app[UI_SIGN_INS] = SignInLimiter(client)
         yield
         if redis is None:
             await client.aclose()

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from api.availability import Clock
 from api.ready_probe import ReadyProbe
+from api.ui.sessions import SessionStore, SignInLimiter
 from shared.connections import Enqueuer
 from shared.deadletters import Replayer
 from shared.settings import Settings
@@ -25,6 +26,8 @@ STORE = web.AppKey("store", HandoverStore)
 REPLAYER = web.AppKey("replayer", Replayer)
 SUMMARY = web.AppKey("summary", SummaryReader)
 READY_PROBE = web.AppKey("ready_probe", ReadyProbe)
+UI_SESSIONS = web.AppKey("ui_sessions", SessionStore)
+UI_SIGN_INS = web.AppKey("ui_sign_ins", SignInLimiter)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 """What the tool endpoint reads business hours at (`api.availability.system_clock`)."""
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")

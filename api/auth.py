@@ -8,7 +8,8 @@ aiohttp middleware at the bottom only gathers what they need from the request.
   as `Authorization: Bearer …` or as `?token=…` in the tool URL, or a valid
   `X-Twilio-Signature` when HANDOVER_VERIFY_TWILIO_SIGNATURE is on.
 - Operator endpoints (`/handovers…`) take an admin token, as a bearer token only
-  (a query string ends up in browser history and proxy logs).
+  (a query string ends up in browser history and proxy logs), or the operator
+  page's session cookie (`api.ui.sessions`), with its CSRF token on a replay.
 - The MCP endpoint (`/mcp`) takes a tool token as a bearer token only (MCP's
   authorization rules forbid tokens in the URL; no MCP client signs as Twilio
   does), after an `Origin` check: a browser page from any origin but loopback
@@ -39,9 +40,11 @@ from aiohttp.typedefs import Middleware
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
+from api.app_keys import UI_SESSIONS
 from api.errors import ApiError, BodyTooLarge, Forbidden, InvalidBody, Unauthorized
 from api.http_errors import report_malformed_body
 from api.parsing import body_kind
+from api.ui.sessions import cookie_name, require_session
 from shared.logging import caller_text
 from shared.settings import Settings
 
@@ -280,6 +283,7 @@ class Authenticator:
             self.tool_tokens or self.validator
         )
         self.admin_open = settings.allow_unauthenticated and not self.admin_tokens
+        self.session_cookie = cookie_name(settings.ui_secure_cookie)
 
     async def check_tool_call(self, request: web.Request) -> None:
         if self.tools_open:
@@ -350,7 +354,9 @@ class Authenticator:
                 request, Forbidden("The tool token sent to the MCP endpoint is not valid.")
             )
 
-    def check_admin(self, request: web.Request) -> None:
+    async def check_admin(self, request: web.Request) -> None:
+        """An admin token as a bearer token, or else the operator page's session
+        cookie (`api.ui.sessions.require_session`: CSRF on what changes something)."""
         if self.admin_open:
             return
         if not self.admin_tokens:
@@ -363,11 +369,19 @@ class Authenticator:
             )
         bearer = bearer_token(request.headers.get("Authorization"))
         if bearer is None:
+            cookie = request.cookies.get(self.session_cookie)
+            if cookie is not None:
+                try:
+                    await require_session(request.app[UI_SESSIONS], request, cookie)
+                except ApiError as refusal:
+                    raise _refused(request, refusal) from None
+                return
             raise _refused(
                 request,
                 Unauthorized(
                     "Operator endpoints need an admin token: send "
-                    "'Authorization: Bearer <admin token>' (not accepted in the URL)."
+                    "'Authorization: Bearer <admin token>' (not accepted in the URL), "
+                    "or sign in to the operator page at /ui."
                 ),
             )
         if not self.admin_tokens.matches(bearer):
@@ -385,7 +399,7 @@ def auth_middleware(settings: Settings) -> Middleware:
         if scope is Scope.TOOL:
             await authenticator.check_tool_call(request)
         elif scope is Scope.ADMIN:
-            authenticator.check_admin(request)
+            await authenticator.check_admin(request)
         elif scope is Scope.MCP:
             authenticator.check_mcp(request)
         return await handler(request)

@@ -76,6 +76,20 @@ class Forbidden(ApiError):
         super().__init__("forbidden", message)
 
 
+class CsrfRefused(ApiError):
+    """403 `csrf`: a state-changing request signed in by the operator page's session
+    cookie, without the session's `X-CSRF-Token` (or with another one)."""
+
+    status = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "csrf",
+            "This request is signed in by a session cookie and changes something: send the "
+            "session's CSRF token as the X-CSRF-Token header (GET /ui/session answers it).",
+        )
+
+
 class NotFound(ApiError):
     """404: no such handover, target or path."""
 
@@ -154,6 +168,22 @@ class RateLimited(ApiError):
         super().__init__(
             "rate_limited",
             f"Too many handovers were requested for {who} within {window_seconds} seconds. "
+            f"Try again in {retry_after} seconds.",
+            {"Retry-After": str(retry_after)},
+        )
+
+
+class TooManySignIns(ApiError):
+    """429 `too_many_sign_ins`: this client address failed to sign in to the operator
+    page too often within a minute; not even the right token is checked until
+    `Retry-After` has passed."""
+
+    status = 429
+
+    def __init__(self, limit: int, retry_after: int):
+        super().__init__(
+            "too_many_sign_ins",
+            f"More than {limit} failed sign-ins from this address within a minute. "
             f"Try again in {retry_after} seconds.",
             {"Retry-After": str(retry_after)},
         )

@@ -44,7 +44,7 @@ TOOL_SECURITY: list[dict[str, list[str]]] = [
     {"toolQueryToken": []},
     {"twilioSignature": []},
 ]
-ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminBearer": []}]
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminBearer": []}, {"uiSession": []}]
 MCP_SECURITY: list[dict[str, list[str]]] = [{"toolBearer": []}]
 VOICE_SECURITY: list[dict[str, list[str]]] = [
     {"twilioSignature": []},
@@ -667,12 +667,44 @@ SCHEMAS: dict[str, Schema] = {
         "additionalProperties": False,
         "properties": {"status": {"type": "string"}},
     },
+    "UiSession": {
+        "type": "object",
+        "required": ["signed_in", "open", "csrf_token", "expires_at"],
+        "additionalProperties": False,
+        "properties": {
+            "signed_in": {"type": "boolean"},
+            "open": {
+                "type": "boolean",
+                "description": "HANDOVER_ALLOW_UNAUTHENTICATED with no admin token: the "
+                "operator endpoints are open, no sign-in is needed.",
+            },
+            "csrf_token": {
+                "type": ["string", "null"],
+                "description": "Send it as `X-CSRF-Token` with every request the session "
+                "cookie signs in that is not a GET.",
+            },
+            "expires_at": {**TIMESTAMP, "type": ["string", "null"]},
+        },
+    },
+    "UiSignIn": {
+        "type": "object",
+        "required": ["token"],
+        "properties": {"token": {"type": "string", "description": "An admin token."}},
+    },
 }
 
 
 # --- parameters and operations ----------------------------------------------------------
 
 PARAMETERS: dict[str, dict[str, Any]] = {
+    "CsrfToken": {
+        "name": "X-CSRF-Token",
+        "in": "header",
+        "required": False,
+        "description": "The session's CSRF token (`GET /ui/session`); required with a live "
+        "session.",
+        "schema": {"type": "string"},
+    },
     "SessionId": {
         "name": SESSION_HEADER,
         "in": "header",
@@ -1136,6 +1168,115 @@ PATHS: dict[str, dict[str, Any]] = {
             ),
         }
     },
+    "/ui": {
+        "get": {
+            **open_operation(
+                "operatorPage",
+                "The operator page (HTML; it reads the operator endpoints once signed in)",
+                {
+                    "200": {
+                        "description": "The page. It holds no data: its script asks for it.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            ),
+            "tags": ["ui"],
+        }
+    },
+    "/ui/static/{name}": {
+        "get": {
+            **open_operation(
+                "operatorPageFile",
+                "One of the operator page's files (its style sheet, script and icon)",
+                {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            "text/css": {"schema": {"type": "string"}},
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "image/svg+xml": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **refusals(404),
+                },
+            ),
+            "tags": ["ui"],
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "examples": {"script": {"value": "ui.js"}, "style": {"value": "ui.css"}},
+                }
+            ],
+        }
+    },
+    "/ui/session": {
+        "get": {
+            **open_operation(
+                "getUiSession",
+                "Whether this browser is signed in to the operator page, and its CSRF token",
+                {
+                    "200": json_body(ref("schemas", "UiSession"), "The session's state."),
+                    **refusals(503),
+                },
+            ),
+            "tags": ["ui"],
+        },
+        "post": {
+            **open_operation(
+                "signInToUi",
+                "Sign in to the operator page with an admin token: a session cookie",
+                {
+                    "200": json_body(
+                        ref("schemas", "UiSession"),
+                        "Signed in: `Set-Cookie` carries the session (HttpOnly, "
+                        "SameSite=Strict, Path=/, Max-Age HANDOVER_UI_SESSION_SECONDS; Secure "
+                        "and named `__Host-flex_handover_session` unless "
+                        "HANDOVER_UI_SECURE_COOKIE=false, then `flex_handover_session`). "
+                        "With HANDOVER_ALLOW_UNAUTHENTICATED and no admin token, `open` and "
+                        "no cookie.",
+                    ),
+                    **refusals(400, 401, 403, 413, 415),
+                    "429": error_response(
+                        "`too_many_sign_ins`: more than 5 failed sign-ins from this address "
+                        "within a minute; not even the right token is checked until "
+                        "`Retry-After` seconds have passed.",
+                        retry_after=True,
+                    ),
+                    **refusals(503),
+                },
+            ),
+            "tags": ["ui"],
+            "description": (
+                "The admin token goes in the body, never the URL. 401 for a wrong or missing "
+                "one, 403 when no HANDOVER_ADMIN_TOKENS are configured."
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {"schema": ref("schemas", "UiSignIn")},
+                    FORM: {"schema": ref("schemas", "UiSignIn")},
+                },
+            },
+        },
+        "delete": {
+            **open_operation(
+                "signOutOfUi",
+                "Sign out of the operator page: the session ends, the cookie is cleared",
+                {
+                    "204": {"description": "Signed out (or there was no live session)."},
+                    "403": error_response(
+                        "`csrf`: a live session, without its `X-CSRF-Token` header."
+                    ),
+                    **refusals(503),
+                },
+            ),
+            "tags": ["ui"],
+            "parameters": [ref("parameters", "CsrfToken")],
+        },
+    },
     "/openapi.json": {
         "get": open_operation(
             "openapi",
@@ -1168,7 +1309,10 @@ def build_document() -> dict[str, Any]:
         },
         "tags": [
             {"name": "tool", "description": "Called by the AI agent (a Twilio AI Assistant tool)."},
-            {"name": "operator", "description": "Need an admin token."},
+            {
+                "name": "operator",
+                "description": "Need an admin token, or the operator page's session cookie.",
+            },
             {"name": "service", "description": "Probes and this document; no credentials."},
             {
                 "name": "twilio",
@@ -1176,6 +1320,7 @@ def build_document() -> dict[str, Any]:
                 "tool token).",
             },
             {"name": "mcp", "description": "The MCP server, for any agent that mounts tools."},
+            {"name": "ui", "description": "The operator page and its sign-in."},
         ],
         "paths": PATHS,
         "components": {
@@ -1219,6 +1364,15 @@ def build_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "A token from HANDOVER_ADMIN_TOKENS (header only).",
+                },
+                "uiSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "__Host-flex_handover_session",
+                    "description": "The operator page's session cookie (`POST /ui/session`; "
+                    "`flex_handover_session` with HANDOVER_UI_SECURE_COOKIE=false). A request "
+                    "it signs in that is not a GET (a replay) also needs the session's "
+                    "`X-CSRF-Token` header, else 403 `csrf`.",
                 },
             },
         },

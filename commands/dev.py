@@ -250,6 +250,8 @@ async def _run_dev(host: str, port: int) -> None:
                 f"!!! NO AUTHENTICATION (no HANDOVER_TOOL_TOKENS): {what} open to anyone "
                 f"who can reach port {port}. For a laptop only. !!!"
             )
+        # The operator page over plain http: a Secure cookie would not come back.
+        env.setdefault("HANDOVER_UI_SECURE_COOKIE", "false")
         settings = Settings.from_env(env, role="worker")
         configure_logging(settings.log_level, settings.log_format)
         runner = web.AppRunner(create_app(settings), access_log=None)
@@ -322,6 +324,8 @@ def _print_banner(
     )
     status_url = f"http://{_shown_host(host)}:{port}/handovers/<handover_id>"
     lines += [f"Then read its status: curl -s {admin}{status_url}", ""]
+    sign_in = " (sign in with an admin token)" if admin else ""
+    lines += [f"Watch it on the operator page{sign_in}: http://{_shown_host(host)}:{port}/ui", ""]
     lines += mcp_example(host, port, env)
     lines += callers_banner(host, port, env)
     lines += [line for tip in tips for line in (tip, "")]

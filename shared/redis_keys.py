@@ -33,6 +33,10 @@ FLEX_API_RATE_KEY = f"{PREFIX}:flex_api_rate"
 READY_PROBE_KEY = f"{PREFIX}:ready_probe"
 # arq's health-check key, one per worker host (container): `flex-handover worker --check`.
 WORKER_HEALTH_PREFIX = f"{PREFIX}:worker_health:"
+# The operator page's sign-ins (api/ui/sessions.py): a session by its token's hash,
+# and the failed sign-ins of one client address in the current minute.
+UI_SESSION_PREFIX = f"{PREFIX}:ui_session:"
+UI_SIGN_IN_FAILURES_PREFIX = f"{PREFIX}:ui_sign_in_failures:"
 
 __all__ = [
     "ARQ_IN_PROGRESS_PREFIX",
@@ -55,6 +59,8 @@ __all__ = [
     "RATE_KEY_PREFIX",
     "READY_PROBE_KEY",
     "RECENT_INDEX",
+    "UI_SESSION_PREFIX",
+    "UI_SIGN_IN_FAILURES_PREFIX",
     "WORKER_HEALTH_PREFIX",
     "arq_in_progress_key",
     "arq_job_key",
@@ -68,6 +74,8 @@ __all__ = [
     "outcome_bucket_key",
     "rate_conversation_key",
     "rate_identity_key",
+    "ui_session_key",
+    "ui_sign_in_failures_key",
     "worker_health_key",
 ]
 
@@ -146,3 +154,15 @@ def rate_identity_key(identity: str) -> str:
 def worker_health_key(host: str) -> str:
     """arq's health-check record of the worker on `host` (a container's hostname)."""
     return WORKER_HEALTH_PREFIX + host
+
+
+def ui_session_key(token_digest: str) -> str:
+    """An operator page session, named by the sha256 (hex) of its cookie's token: the
+    token itself is never stored, so a read of Redis cannot sign anyone in."""
+    return UI_SESSION_PREFIX + token_digest
+
+
+def ui_sign_in_failures_key(client: str) -> str:
+    """Counts one client address's failed sign-ins to the operator page in a minute;
+    the address is hashed so that no key name holds it."""
+    return UI_SIGN_IN_FAILURES_PREFIX + hashlib.sha256(client.encode("utf-8")).hexdigest()[:32]

@@ -630,8 +630,8 @@ class Settings:
         "HANDOVER_ADMIN_TOKENS",
         _tokens,
         (),
-        "comma-separated admin tokens for `/handovers…` (status, list, replay), bearer only; "
-        "unset: 403",
+        "comma-separated admin tokens for `/handovers…` (status, list, replay), as a bearer "
+        "token or through the operator page's sign-in (`/ui`); unset: 403",
         hidden=True,
     )
     verify_twilio_signature: bool = setting(
@@ -738,6 +738,20 @@ class Settings:
         "text",
         "`text` for a terminal, or `json`: one JSON object a line, redacted the same way "
         "([JSON logs](#json-logs))",
+    )
+    ui_session_seconds: int = setting(
+        "HANDOVER_UI_SESSION_SECONDS",
+        _integer(60),
+        8 * 3600,
+        "how long a sign-in to the operator page (`/ui`) lasts, from sign-in (not renewed "
+        "by use) ([the operator page](#the-operator-page))",
+    )
+    ui_secure_cookie: bool = setting(
+        "HANDOVER_UI_SECURE_COOKIE",
+        _boolean,
+        True,
+        "the operator page's session cookie is `Secure` (sent over https only); `false` for "
+        "plain http on a laptop (`dev` sets it)",
     )
     metrics: bool = setting(
         "HANDOVER_METRICS",

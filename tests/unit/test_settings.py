@@ -126,6 +126,8 @@ def test_defaults():
         "worker_reconnect_max_seconds": 30.0,
         "log_level": "INFO",
         "log_format": "text",
+        "ui_session_seconds": 8 * 3600,
+        "ui_secure_cookie": True,
         "metrics": True,
         "metrics_tokens": (),
         "worker_metrics_port": 0,
@@ -261,6 +263,9 @@ def test_every_setting_read_from_the_environment():
         ("LOG_LEVEL", "TRACE", "DEBUG, INFO, WARNING, ERROR"),
         ("LOG_LEVEL", "critical", "DEBUG, INFO, WARNING, ERROR"),
         ("LOG_FORMAT", "logfmt", "must be text or json, got 'logfmt'"),
+        ("HANDOVER_UI_SESSION_SECONDS", "59", "at least 60"),
+        ("HANDOVER_UI_SESSION_SECONDS", "8h", "whole number"),
+        ("HANDOVER_UI_SECURE_COOKIE", "maybe", "true or false"),
     ],
 )
 def test_a_bad_variable_is_reported_by_name(name, value, says):

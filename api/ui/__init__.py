@@ -1,0 +1,1 @@
+"""The operator page (`GET /ui`): its routes, static files and sessions."""
