@@ -61,7 +61,7 @@ def arq_client(where: RedisTarget | str) -> ArqRedis:
     it connected (a test that ends at once, a SIGTERM at start-up) left an
     unclosed Connection for the garbage collector. A client made here belongs to
     the worker from the start, and `stop_worker` always closes it."""
-    client: ArqRedis = _client(target_of(where), ArqRedis, encoding="utf8")
+    client: ArqRedis = _client(target_of(where), ArqRedis, arq=True, encoding="utf8")
     client.job_serializer = job_serializer
     client.job_deserializer = job_deserializer
     client.default_queue_name = redis_keys.QUEUE_NAME
@@ -96,13 +96,17 @@ def arq_redis_settings(where: RedisTarget | str) -> RedisSettings:
     return settings
 
 
-def _client(target: RedisTarget, redis_class: type[aioredis.Redis], **options: Any) -> Any:
-    options |= {
-        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
-        "socket_timeout": REDIS_COMMAND_TIMEOUT_SECONDS,
-        "health_check_interval": HEALTH_CHECK_SECONDS,
-        **_tls_options(target),
-    }
+def _client(
+    target: RedisTarget, redis_class: type[aioredis.Redis], *, arq: bool = False, **options: Any
+) -> Any:
+    options |= {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS, **_tls_options(target)}
+    # arq's pool as arq makes it: no command timeout or health check of ours (with
+    # them, stopping an in-process worker after a burst of jobs could hang).
+    if not arq:
+        options |= {
+            "socket_timeout": REDIS_COMMAND_TIMEOUT_SECONDS,
+            "health_check_interval": HEALTH_CHECK_SECONDS,
+        }
     if not target.sentinels:
         return redis_class.from_url(target.url, **options)
     parts = urlsplit(target.url)
