@@ -1,8 +1,9 @@
 """The operator page in a real browser: Debian's Chromium (/usr/bin/chromium, never
 a downloaded build) driven by Playwright, against the real API, worker and Flex
 simulator. Signs in, sees handovers appear, opens one, makes one fail through the
-simulator and replays it, signs out; saves the README's screenshot
-(docs/images/ui.png).
+simulator and replays it, signs out; takes a screenshot, into the test's temporary
+directory, or with UPDATE_SCREENSHOT=1 over the README's (docs/images/ui.png), so
+a test run does not change a tracked file.
 
 Without the browser this FAILS (.ci/run installs it); set UI_BROWSER_TESTS=skip
 to skip it on purpose.
@@ -22,7 +23,7 @@ from tests.integration.test_operator_lists import finished, hand_over
 from tests.support.values import ADMIN_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "docs" / "images" / "ui.png"
+README_SCREENSHOT = ROOT / "docs" / "images" / "ui.png"
 CHROMIUM = Path(os.environ.get("UI_BROWSER", "/usr/bin/chromium"))
 CHROMIUM_FOUND = CHROMIUM.is_file()  # at import: no blocking call inside the fixture
 CHROMIUM_ARGS = [
@@ -72,7 +73,7 @@ async def browser_page() -> AsyncIterator[tuple[Any, list[str]]]:
 
 
 async def test_sign_in_watch_open_replay_and_sign_out(
-    browser_page, start_service, simulator, redis
+    browser_page, start_service, simulator, redis, tmp_path
 ):
     from playwright.async_api import expect
 
@@ -169,8 +170,11 @@ async def test_sign_in_watch_open_replay_and_sign_out(
 
     assert "+14155550123" not in await page.content()  # no raw number anywhere
     await page.locator("#count-queued").scroll_into_view_if_needed()
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOT), full_page=True)
+    screenshot = (
+        README_SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / "ui.png"
+    )
+    await page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     await page.click("#sign-out")
     await expect(page.locator("#sign-in")).to_be_visible()
