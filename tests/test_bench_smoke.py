@@ -214,3 +214,17 @@ def test_journey_bench_shows_every_request_and_the_hand_back():
     rows = figures(lines)
     assert rows["handed back"] == "1/1"
     assert float(rows["ack → Conversation marked"].split()[0]) > 0
+
+
+def test_replica_wait_bench_compares_wait_against_none():
+    lines = run_bench(
+        "replica_wait.py", "--generator", "python", "--rounds", "1", "--seconds", "0.4",
+        "--connections", "4",
+    )  # fmt: skip
+    rows = [line.split() for line in lines if line.split()[:1] == ["4"]]
+    assert any(row[1:3] == ["no", "WAIT"] for row in rows), lines
+    assert any(row[1:3] == ["WAIT", "1"] for row in rows), lines
+    measured = [row for row in rows if row[1] != "WAIT/no"]
+    assert all(row[-1] == "0" for row in measured)  # errors
+    assert all(float(row[-2]) > 0 and float(row[-3]) > 0 for row in measured)  # cpu per request
+    assert any(line.split()[1:2] == ["WAIT/no"] and "paired" in line for line in lines)
