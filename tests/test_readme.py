@@ -57,3 +57,18 @@ def test_the_layout_table_names_every_module_and_nothing_that_is_gone():
     assert modules - named - listed == set(), "modules missing from README's Layout table"
     gone = {name for name in named if not (ROOT / name).exists()}
     assert gone == set(), "README's Layout table names files that do not exist"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation but `-` and `_` dropped,
+    spaces to `-`."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_link_to_a_section_names_a_heading_that_exists():
+    readme = (ROOT / "README.md").read_text()
+    body = re.sub(r"```.*?```", "", readme, flags=re.S)  # no headings in code blocks
+    anchors = {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", body, flags=re.M)}
+    linked = set(re.findall(r"\]\(#([^)]+)\)", readme))
+    assert linked - anchors == set()
