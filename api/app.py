@@ -177,7 +177,7 @@ def _redis_context(
         app[REPLAYER] = Replayer(client, settings)
         app[SUMMARY] = SummaryReader(client, tuple(sorted(settings.targets)))
         app[READY_PROBE] = ReadyProbe(client)
-        app[UI_SESSIONS] = SessionStore(client, settings.ui_session_seconds)
+        app[UI_SESSIONS] = SessionStore(client, settings.ui_session_seconds, settings.admin_tokens)
         app[UI_SIGN_INS] = SignInLimiter(client)
         yield
         if redis is None:

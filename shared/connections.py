@@ -139,7 +139,11 @@ class Enqueuer:
 
     def __init__(self, redis: aioredis.Redis, settings: Settings):
         wait = (
-            ReplicaWait(settings.min_replicas, int(settings.replica_timeout_seconds * 1000))
+            ReplicaWait(
+                settings.min_replicas,
+                int(settings.replica_timeout_seconds * 1000),
+                redis_keys.REPLICA_WAIT_FENCE,
+            )
             if settings.min_replicas
             else None
         )

@@ -69,9 +69,12 @@ def arq_client(where: RedisTarget | str) -> ArqRedis:
 
 
 def arq_redis_settings(where: RedisTarget | str) -> RedisSettings:
-    """arq's connection settings (its Worker logs them; a `create_pool` of them
-    connects as `arq_client` does). No retries of arq's own: the worker's
-    supervisor (`worker.main.run_worker`) retries with a capped backoff and says why."""
+    """arq's connection settings, for what arq's Worker reads of them (the worker
+    is always given its pool, `arq_client`; a `create_pool` of these under
+    Sentinel would lack the Sentinels' password and TLS files: use `arq_client`).
+    Their repr holds the password: never log it (the logs mask it anyway). No
+    retries of arq's own: the worker's supervisor (`worker.main.run_worker`)
+    retries with a capped backoff and says why."""
     target = target_of(where)
     if target.sentinels:
         parts = urlsplit(target.url)

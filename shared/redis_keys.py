@@ -31,6 +31,9 @@ RATE_IDENTITY_PREFIX = RATE_KEY_PREFIX + "identity:"
 FLEX_API_RATE_KEY = f"{PREFIX}:flex_api_rate"
 # Written (with a short PX) by /readyz to learn whether Redis takes writes.
 READY_PROBE_KEY = f"{PREFIX}:ready_probe"
+# Written before each WAIT (shared/script_batcher.py, ReplicaWait): a counter, no TTL,
+# one key whatever the traffic.
+REPLICA_WAIT_FENCE = f"{PREFIX}:replica_wait_fence"
 # arq's health-check key, one per worker host (container): `flex-handover worker --check`.
 WORKER_HEALTH_PREFIX = f"{PREFIX}:worker_health:"
 # The operator page's sign-ins (api/ui/sessions.py): a session by its token's hash,
@@ -59,6 +62,7 @@ __all__ = [
     "RATE_KEY_PREFIX",
     "READY_PROBE_KEY",
     "RECENT_INDEX",
+    "REPLICA_WAIT_FENCE",
     "UI_SESSION_PREFIX",
     "UI_SIGN_IN_FAILURES_PREFIX",
     "WORKER_HEALTH_PREFIX",

@@ -34,10 +34,18 @@ _Call = tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]
 
 @dataclass(frozen=True)
 class ReplicaWait:
-    """`WAIT replicas timeout_ms` after each batch (HANDOVER_MIN_REPLICAS)."""
+    """`WAIT replicas timeout_ms` after each batch (HANDOVER_MIN_REPLICAS).
+
+    `fence_key` is written (INCR) just before the WAIT: since Redis 7.2, and in
+    Valkey, WAIT waits only for the connection's own last write, and a batch
+    that wrote nothing (every call a repeat, answered from a handover a previous
+    batch stored) would check an old position and pass while the replicas still
+    lack that handover. After the fence write, a pass means the replicas have
+    everything the primary had when the batch ran."""
 
     replicas: int
     timeout_ms: int
+    fence_key: str
 
 
 class NotReplicated(RedisError):
@@ -119,11 +127,15 @@ class ScriptBatcher:
             for keys, args, _ in batch:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             if wait is not None:
+                pipe.incr(wait.fence_key)
                 pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         if wait is None:
             return results
         confirmed = results.pop()
+        fenced = results.pop()
+        if isinstance(fenced, Exception):
+            confirmed = fenced
         if isinstance(confirmed, Exception):
             problem: Exception = confirmed
         elif int(confirmed) < wait.replicas:

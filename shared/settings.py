@@ -287,8 +287,16 @@ def _boolean(value: str) -> bool:
 
 
 def _redis_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must start with redis://, rediss:// or unix://")
+    if parts.query or parts.fragment:
+        # redis-py would let `?ssl_cert_reqs=none` or `?socket_timeout=` override
+        # what this service sets: TLS verification and timeouts are not the URL's.
+        raise ValueError(
+            "must have no query string: the database goes in the path (/0), TLS files in "
+            "REDIS_TLS_CA_FILE / REDIS_TLS_CERT_FILE / REDIS_TLS_KEY_FILE"
+        )
     return value
 
 
@@ -365,7 +373,7 @@ def _seconds(minimum: float) -> Callable[[str], float]:
     return parse
 
 
-def _integer(minimum: int) -> Callable[[str], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
             number = int(value)
@@ -373,6 +381,8 @@ def _integer(minimum: int) -> Callable[[str], int]:
             raise ValueError(f"must be a whole number, got {value!r}") from None
         if number < minimum:
             raise ValueError(f"must be at least {minimum}, got {value!r}")
+        if maximum is not None and number > maximum:
+            raise ValueError(f"must be at most {maximum}, got {value!r}")
         return number
 
     return parse
@@ -741,10 +751,11 @@ class Settings:
     )
     ui_session_seconds: int = setting(
         "HANDOVER_UI_SESSION_SECONDS",
-        _integer(60),
+        _integer(60, 7 * 24 * 3600),
         8 * 3600,
         "how long a sign-in to the operator page (`/ui`) lasts, from sign-in (not renewed "
-        "by use) ([the operator page](#the-operator-page))",
+        "by use; at most a week; it ends sooner if its admin token is removed) "
+        "([the operator page](#the-operator-page))",
     )
     ui_secure_cookie: bool = setting(
         "HANDOVER_UI_SECURE_COOKIE",

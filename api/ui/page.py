@@ -14,7 +14,7 @@ import json
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
@@ -102,6 +102,9 @@ async def sign_in(request: web.Request) -> web.Response:
             "The operator page is disabled: admin tokens are not configured "
             "(set HANDOVER_ADMIN_TOKENS)."
         )
+    if _cross_site(request):
+        # Another site's form posting wrong tokens would lock the operator out.
+        raise Forbidden("Sign in from the operator page itself (/ui), not another site.")
     body = await read_body(request, settings.max_body_bytes)
     token = _token_of(request.content_type, body)
     client = client_address(request, settings.trust_proxy_headers)
@@ -113,7 +116,8 @@ async def sign_in(request: web.Request) -> web.Response:
     store = request.app[UI_SESSIONS]
     name = cookie_name(settings.ui_secure_cookie)
     await store.end(request.cookies.get(name))  # a sign-in replaces the browser's session
-    cookie, session = await store.create()
+    assert token is not None  # noqa: S101 - it matched an admin token
+    cookie, session = await store.create(token)
     response = web.json_response(_answer(session))
     response.set_cookie(
         name,
@@ -150,6 +154,19 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     """on_response_prepare: every answer under /ui, refusals too."""
     if request.path == UI_PREFIX or request.path.startswith(UI_PREFIX + "/"):
         response.headers.update(SECURITY_HEADERS)
+
+
+def _cross_site(request: web.Request) -> bool:
+    """A browser says where a request comes from: `Sec-Fetch-Site` (every current
+    browser), else `Origin`. A client that sends neither (curl) is not a browser
+    another site can drive."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc.lower() != request.host.lower()
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,8 +4,10 @@ limit on failed sign-ins.
 - A session is a random 32-byte token in an HttpOnly, SameSite=Strict cookie.
   Redis holds only the token's sha256 (`shared.redis_keys.ui_session_key`) with
   the session's CSRF token and its end; the key expires then too. The lifetime
-  (HANDOVER_UI_SESSION_SECONDS) counts from the sign-in: using the page does
-  not extend it.
+  (HANDOVER_UI_SESSION_SECONDS, at most a week) counts from the sign-in: using
+  the page does not extend it. The session also keeps the sha256 of the admin
+  token it was opened with, and is over once that token is no longer configured
+  (a rotated-out token signs nobody in, by cookie either).
 - A request that the cookie signs in and that changes something (any method but
   GET, HEAD, OPTIONS) must carry the session's CSRF token in `X-CSRF-Token`.
   `require_session` is the one check; `api.auth` calls it for the operator
@@ -24,7 +26,7 @@ import hmac
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -75,14 +77,17 @@ class SessionStore:
         self,
         redis: aioredis.Redis,
         lifetime_seconds: int,
+        admin_tokens: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ):
         self._redis = redis
         self.lifetime_seconds = lifetime_seconds
+        self._admin_digests = frozenset(token_digest(token) for token in admin_tokens)
         self._clock = clock
 
-    async def create(self) -> tuple[str, Session]:
-        """A new session: the cookie's token (never stored) and the session."""
+    async def create(self, admin_token: str) -> tuple[str, Session]:
+        """A new session opened with `admin_token`: the cookie's token (never
+        stored) and the session."""
         token = secrets.token_urlsafe(_TOKEN_BYTES)
         session = Session(
             secrets.token_urlsafe(_TOKEN_BYTES), self._clock() + self.lifetime_seconds
@@ -90,7 +95,12 @@ class SessionStore:
         key = redis_keys.ui_session_key(token_digest(token))
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
-                key, mapping={"csrf": session.csrf_token, "expires_at": repr(session.expires_at)}
+                key,
+                mapping={
+                    "csrf": session.csrf_token,
+                    "expires_at": repr(session.expires_at),
+                    "admin": token_digest(admin_token),
+                },
             )
             pipe.expire(key, self.lifetime_seconds)
             await pipe.execute()
@@ -109,6 +119,8 @@ class SessionStore:
             session = Session(str(fields["csrf"]), float(fields["expires_at"]))
         except (KeyError, ValueError):
             return None
+        if fields.get("admin") not in self._admin_digests:
+            return None  # its admin token was removed from HANDOVER_ADMIN_TOKENS
         return session if session.expires_at > self._clock() else None
 
     async def end(self, token: str | None) -> None:
@@ -142,8 +154,14 @@ class SignInLimiter:
             raise TooManySignIns(self.limit, retry_after)
 
     async def succeeded(self, client: str) -> None:
-        """The attempt was right: it does not count as a failure."""
-        await self._redis.decr(redis_keys.ui_sign_in_failures_key(client))
+        """The attempt was right: it does not count as a failure. Should the window
+        have ended in between, the key the DECR makes lives one window too, never
+        for ever."""
+        key = redis_keys.ui_sign_in_failures_key(client)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.decr(key)
+            pipe.expire(key, self.window_seconds, nx=True)
+            await pipe.execute()
 
 
 def client_address(request: web.Request, trust_proxy_headers: bool) -> str:
@@ -151,7 +169,8 @@ def client_address(request: web.Request, trust_proxy_headers: bool) -> str:
     (HANDOVER_TRUST_PROXY_HEADERS) the address that proxy appended last to
     `X-Forwarded-For` (the values before it are the client's to choose)."""
     if trust_proxy_headers:
-        forwarded = request.headers.get("X-Forwarded-For", "")
+        # Every header line, joined: a proxy may add its own line, not extend one.
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
         last = forwarded.rsplit(",", 1)[-1].strip()
         if last:
             return last[:64]

@@ -17,7 +17,6 @@ import time
 import pytest
 
 from shared.redis_client import create_redis
-from shared.script_batcher import NotReplicated, ReplicaWait, ScriptBatcher
 from shared.settings import Settings
 from standins.redis_server import LocalRedisServer
 from tests.support.processes import wait_until
@@ -51,16 +50,28 @@ async def start(primary: LocalRedisServer, simulator, **overrides: str) -> Servi
     return await Service(Settings.from_env(env, role="worker")).start()
 
 
-async def test_an_acknowledged_handover_is_on_the_replica_already(replicated, simulator):
+async def test_the_ack_waits_for_the_replica_and_the_replica_has_the_handover(
+    replicated, simulator
+):
     primary, replica = replicated
-    service = await start(primary, simulator, HANDOVER_MIN_REPLICAS="1")
+    service = await start(
+        primary, simulator, HANDOVER_MIN_REPLICAS="1", HANDOVER_REPLICA_TIMEOUT_SECONDS="4"
+    )
     on_replica = create_redis(replica.url)
     try:
         await service.stop_worker()  # the record as the ack left it, nothing after
+        os.kill(replica.process.pid, signal.SIGSTOP)  # replication held up...
+        resume = asyncio.get_running_loop().call_later(
+            0.5, os.kill, replica.process.pid, signal.SIGCONT
+        )  # ...for half a second
+        started = time.monotonic()
         status, body, _ = await service.call_tool(
             session_id=session_header(new_conversation_sid(1))
         )
+        waited = time.monotonic() - started
+        resume.cancel()
         assert status == 202, body
+        assert 0.45 <= waited < 4, f"the 202 came {waited:.2f}s in: it did not wait for the replica"
         # Read at once from the replica: WAIT made sure it had it before the 202.
         record = await on_replica.hgetall(f"flex_handover:handover:{body['handover_id']}")
         assert record["state"] == "queued", record
@@ -88,6 +99,14 @@ async def test_a_replica_that_does_not_confirm_is_a_503_and_the_retry_is_the_sam
         assert int(response.headers["Retry-After"]) > 0
         assert 0.25 <= waited < 3, waited
 
+        # A retry while the replica still lacks the handover, on a connection that
+        # never wrote: the repeat writes nothing, and must not pass for confirmed
+        # (since Redis 7.2 and in Valkey, WAIT waits for the connection's own
+        # writes only; the fence write before it makes it wait for this one's).
+        await service.app_redis().connection_pool.disconnect()
+        status, body, _ = await service.call_tool(session_id=conversation)
+        assert (status, body["error"]) == (503, "not_replicated"), body
+
         os.kill(replica.process.pid, signal.SIGCONT)
         status, retried, _ = await service.call_tool(session_id=conversation)
         assert status == 200, retried  # what the first call stored, de-duplicated
@@ -111,24 +130,3 @@ async def test_without_min_replicas_a_stopped_replica_changes_nothing(replicated
         assert time.monotonic() - started < 1
     finally:
         await service.stop()
-
-
-async def test_one_wait_answers_every_call_of_a_batch(redis_server, redis):
-    """No replica at all: each of a batch of concurrent calls gets NotReplicated,
-    after one WAIT, and a batch without a ReplicaWait is not held up."""
-    batcher = ScriptBatcher(
-        redis, "return redis.call('INCR', KEYS[1])", replica_wait=ReplicaWait(1, 200)
-    )
-    await redis.config_resetstat()
-    started = time.monotonic()
-    results = await asyncio.gather(
-        *(batcher(["counter"], []) for _ in range(20)), return_exceptions=True
-    )
-    assert all(isinstance(result, NotReplicated) for result in results), results
-    assert time.monotonic() - started < 2
-    waits = (await redis.info("commandstats")).get("cmdstat_wait", {}).get("calls", 0)
-    assert 1 <= waits <= 3  # one per batch: a first call alone, then the rest together
-    assert int(await redis.get("counter")) == 20  # written on the primary all the same
-
-    plain = ScriptBatcher(redis, "return redis.call('INCR', KEYS[1])")
-    assert await plain(["counter"], []) == 21

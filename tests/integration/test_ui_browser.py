@@ -108,7 +108,9 @@ async def test_sign_in_watch_open_replay_and_sign_out(
         "rows => rows.map(row => row.dataset.id)"
     ) == [billing, first]
     await expect(page.locator("#count-succeeded_last_hour")).to_have_text("2", timeout=WAIT_MS)
-    await expect(page.locator("#chart rect.ok")).to_have_count(1, timeout=WAIT_MS)
+    # One bar, or two if the successes fell either side of a minute's end.
+    await expect(page.locator("#chart rect.ok").first).to_be_visible(timeout=WAIT_MS)
+    assert 1 <= await page.locator("#chart rect.ok").count() <= 2
 
     # One fails at Flex; it is listed with its error and a replay button.
     simulator.fail_next(400, code=20001, message="Invalid channel")

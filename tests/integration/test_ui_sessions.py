@@ -54,7 +54,9 @@ async def test_sign_in_sets_a_bounded_http_only_strict_secure_cookie(service, re
     token = cookie.value
     key = redis_keys.ui_session_key(hashlib.sha256(token.encode()).hexdigest())
     fields = await redis.hgetall(key)
-    assert set(fields) == {"csrf", "expires_at"} and fields["csrf"] == answer["csrf_token"]
+    assert set(fields) == {"csrf", "expires_at", "admin"}
+    assert fields["csrf"] == answer["csrf_token"]
+    assert fields["admin"] == hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
     assert 8 * 3600 - 5 < await redis.ttl(key) <= 8 * 3600
     for name in await redis.keys("*"):
         assert token not in name
@@ -254,3 +256,38 @@ async def test_open_mode_needs_no_sign_in_and_no_admin_token_disables_it(start_s
         assert response.status == 403
     status, state = await get(closed.anonymous, closed.url + "/ui/session")
     assert (status, state["signed_in"]) == (200, False)
+
+
+async def test_another_site_cannot_post_a_sign_in(service):
+    """A page elsewhere could send wrong tokens from the operator's browser and lock
+    them out at 429: a cross-site sign-in is refused before it counts."""
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "https://evil.example"}):  # fmt: skip
+        for _ in range(7):
+            async with service.anonymous.post(
+                service.url + "/ui/session", data={"token": "wrong"}, headers=headers
+            ) as response:
+                assert response.status == 403, headers
+    async with service.anonymous.post(
+        service.url + "/ui/session",
+        json={"token": ADMIN_TOKEN},
+        headers={"Sec-Fetch-Site": "same-origin", "Origin": service.url},
+    ) as response:
+        assert response.status == 200  # not locked out by any of the above
+
+
+async def test_removing_the_admin_token_ends_its_sessions(start_service, redis):
+    first = await start_service(worker=False)
+    async with first.anonymous.post(
+        first.url + "/ui/session", json={"token": ADMIN_TOKEN}
+    ) as response:
+        assert response.status == 200
+        token = SimpleCookie(response.headers["Set-Cookie"])[SECURE_COOKIE].value
+    headers = {"Cookie": f"{SECURE_COOKIE}={token}"}
+    status, _ = await get(first.anonymous, first.url + "/handovers/summary", headers=headers)
+    assert status == 200
+    rotated = await start_service(
+        worker=False, HANDOVER_ADMIN_TOKENS="a-new-admin-token-0123456789"
+    )
+    status, _ = await get(rotated.anonymous, rotated.url + "/handovers/summary", headers=headers)
+    assert status == 401

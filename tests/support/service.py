@@ -90,6 +90,13 @@ class Service:
             await self.start_worker()
         return self
 
+    def app_redis(self) -> Any:
+        """The API's own Redis client (api.app_keys.REDIS)."""
+        from api.app_keys import REDIS
+
+        assert self._runner is not None
+        return self._runner.app[REDIS]
+
     async def start_worker(self) -> None:
         self._worker = create_worker(self.settings, handle_signals=False)
         self._worker_task = asyncio.create_task(self._worker.async_run())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from shared.redis_client import create_redis
-from shared.script_batcher import ScriptBatcher
+from shared.script_batcher import NotReplicated, ReplicaWait, ScriptBatcher
 
 # Appends ARGV[1] to the list KEYS[1]; returns the list's new length and ARGV[1].
 APPEND = (Path(__file__).parent / "lua" / "append.lua").read_text()
@@ -90,3 +91,28 @@ async def test_cancelling_the_sender_cancels_its_callers_instead_of_leaving_them
     for call in calls:
         with pytest.raises(asyncio.CancelledError):
             await call
+
+
+async def test_one_wait_answers_every_call_of_a_batch(redis):
+    """A server with no replica: each of a batch of concurrent calls gets
+    NotReplicated after one WAIT (preceded by its fence write), its own write done on
+    the primary all the same; a batcher without a ReplicaWait sends no WAIT."""
+    batcher = ScriptBatcher(redis, APPEND, replica_wait=ReplicaWait(1, 200, "fence"))
+    await redis.config_resetstat()
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(batcher(["list"], [str(n)]) for n in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(result, NotReplicated) for result in results), results
+    assert "0 of 1 replica(s) confirmed the write within 200 ms" in str(results[0])
+    assert time.monotonic() - started < 2
+    stats = await redis.info("commandstats")
+    waits = stats.get("cmdstat_wait", {}).get("calls", 0)
+    assert 1 <= waits <= 3  # one per batch: a first call alone, then the rest together
+    assert stats.get("cmdstat_incrby", {}).get("calls", 0) == waits  # a fence before each
+    assert await redis.llen("list") == 20
+
+    await redis.config_resetstat()
+    plain = ScriptBatcher(redis, APPEND)
+    assert await plain(["list"], ["21"]) == [21, "21"]
+    assert "cmdstat_wait" not in await redis.info("commandstats")

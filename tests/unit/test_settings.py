@@ -830,3 +830,19 @@ def test_a_client_certificate_needs_its_key():
         Settings.from_env(
             {"REDIS_URL": "rediss://x/0", "REDIS_TLS_CERT_FILE": __file__}, role="operator"
         )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["rediss://x:6380/0?ssl_cert_reqs=none", "redis://x/0?socket_timeout=600", "redis://x/0#f"],
+)
+def test_a_redis_url_with_a_query_string_is_refused(url):
+    """redis-py would let the query override TLS verification and timeouts."""
+    with pytest.raises(SettingsError, match="REDIS_URL: must have no query string"):
+        Settings.from_env({"REDIS_URL": url}, role="operator")
+
+
+def test_an_operator_session_lasts_at_most_a_week():
+    env = {"REDIS_URL": "redis://x/0", "HANDOVER_UI_SESSION_SECONDS": str(7 * 24 * 3600 + 1)}
+    with pytest.raises(SettingsError, match="HANDOVER_UI_SESSION_SECONDS: must be at most 604800"):
+        Settings.from_env(env, role="operator")

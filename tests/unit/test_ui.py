@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import fakeredis
 import pytest
+from multidict import CIMultiDict
 
 from api.errors import CsrfRefused, TooManySignIns, Unauthorized
 from api.ui import page
@@ -25,6 +26,7 @@ from api.ui.sessions import (
 from shared import redis_keys
 
 ROOT = Path(__file__).resolve().parents[2]
+ADMIN = "an-admin-token-of-the-tests-0001"
 
 
 class Clock:
@@ -42,12 +44,13 @@ def fake_redis():
 
 async def test_a_session_is_stored_by_its_hash_and_ends_at_its_lifetime(fake_redis):
     clock = Clock()
-    store = SessionStore(fake_redis, 3600, clock)
-    token, session = await store.create()
+    store = SessionStore(fake_redis, 3600, (ADMIN,), clock)
+    token, session = await store.create(ADMIN)
     assert len(token) >= 43 and len(session.csrf_token) >= 43 and token != session.csrf_token
     key = redis_keys.ui_session_key(hashlib.sha256(token.encode()).hexdigest())
     assert await fake_redis.ttl(key) == 3600
     assert token not in str(await fake_redis.hgetall(key))
+    assert ADMIN not in str(await fake_redis.hgetall(key))
     assert await store.find(token) == session
 
     clock.at += 3599
@@ -58,12 +61,19 @@ async def test_a_session_is_stored_by_its_hash_and_ends_at_its_lifetime(fake_red
 
 @pytest.mark.parametrize("cookie", [None, "", "x" * 200, "not-a-session"])
 async def test_no_session_for_a_missing_or_unknown_cookie(fake_redis, cookie):
-    assert await SessionStore(fake_redis, 60).find(cookie) is None
+    assert await SessionStore(fake_redis, 60, (ADMIN,)).find(cookie) is None
+
+
+async def test_a_session_ends_when_its_admin_token_is_no_longer_configured(fake_redis):
+    old, new = ADMIN, "the-admin-token-that-replaced-it"
+    token, session = await SessionStore(fake_redis, 60, (old, new)).create(old)
+    assert await SessionStore(fake_redis, 60, (new, old)).find(token) == session
+    assert await SessionStore(fake_redis, 60, (new,)).find(token) is None  # rotated out
 
 
 async def test_ending_a_session(fake_redis):
-    store = SessionStore(fake_redis, 60)
-    token, _ = await store.create()
+    store = SessionStore(fake_redis, 60, (ADMIN,))
+    token, _ = await store.create(ADMIN)
     await store.end(token)
     assert await store.find(token) is None
     await store.end(None)  # nothing to end
@@ -77,8 +87,8 @@ def test_csrf_comparison():
 
 
 async def test_require_session_wants_the_csrf_token_on_what_changes_something(fake_redis):
-    store = SessionStore(fake_redis, 60)
-    token, session = await store.create()
+    store = SessionStore(fake_redis, 60, (ADMIN,))
+    token, session = await store.create(ADMIN)
 
     def request(method: str, headers: dict[str, str] | None = None):
         return SimpleNamespace(method=method, headers=headers or {})
@@ -111,16 +121,24 @@ async def test_the_sign_in_limit_counts_attempts_and_takes_back_successes(fake_r
     key = redis_keys.ui_sign_in_failures_key("10.0.0.1")
     assert "10.0.0.1" not in key and 0 < await fake_redis.ttl(key) <= 60
 
+    # A success whose window ended meanwhile leaves a key that expires, not one for ever.
+    late = redis_keys.ui_sign_in_failures_key("10.0.0.3")
+    await limiter.succeeded("10.0.0.3")
+    assert int(await fake_redis.get(late)) == -1 and 0 < await fake_redis.ttl(late) <= 60
+
 
 def test_the_client_address():
-    def request(forwarded: str | None):
-        headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+    def request(*forwarded: str):
+        headers = CIMultiDict(("X-Forwarded-For", line) for line in forwarded)
         return SimpleNamespace(remote="10.1.1.1", headers=headers)
 
     assert client_address(request("1.2.3.4"), trust_proxy_headers=False) == "10.1.1.1"
     # Behind a proxy you run: the address it appended, not what the client sent.
     assert client_address(request("6.6.6.6, 1.2.3.4"), trust_proxy_headers=True) == "1.2.3.4"
-    assert client_address(request(None), trust_proxy_headers=True) == "10.1.1.1"
+    assert client_address(request(), trust_proxy_headers=True) == "10.1.1.1"
+    # A proxy that adds its own header line: the last line's last value, not the
+    # client's forged first line.
+    assert client_address(request("6.6.6.6", "1.2.3.4"), trust_proxy_headers=True) == "1.2.3.4"
 
 
 def test_the_cookie_is_host_prefixed_only_when_secure():
