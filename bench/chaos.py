@@ -22,7 +22,8 @@ With `--sentinel`, Redis is a primary, a replica and three Sentinels
 (standins/redis_sentinel.py) and the Redis event is a failover instead of a
 restart: the primary is SIGKILLed `--failovers` times, `--failover-every`
 seconds apart, Sentinel promotes the replica, and the killed node comes back as
-the new primary's replica. `--min-replicas N` sets HANDOVER_MIN_REPLICAS: with 0
+the new primary's replica (the next failover waits until it has resynced, unless
+`--no-resync-wait`). `--min-replicas N` sets HANDOVER_MIN_REPLICAS: with 0
 the run counts what asynchronous replication lost (acknowledged handovers whose
 record the new primary never had), with 1 it must be 0.
 
@@ -225,7 +226,7 @@ async def chaos(
             await workers.kill_one()
             log.append(f"{time.monotonic() - started:6.1f}s  SIGKILL a worker, replacement started")
         elif isinstance(redis, LocalSentinelCluster):
-            log.append(await failover(redis, started))
+            log.append(await failover(redis, started, not args.no_resync_wait))
         else:
             await asyncio.to_thread(redis.kill)
             await asyncio.sleep(args.redis_down)
@@ -237,18 +238,27 @@ async def chaos(
     return log
 
 
-async def failover(cluster: LocalSentinelCluster, started: float) -> str:
+async def failover(cluster: LocalSentinelCluster, started: float, wait_for_sync: bool) -> str:
     """SIGKILL the primary, wait for Sentinel to promote the replica, then start the
-    killed node again (Sentinel makes it the new primary's replica)."""
+    killed node again (Sentinel makes it the new primary's replica) and, unless
+    told not to, wait until it has resynced: a failover before that promotes a
+    replica that lacks everything written since it came back."""
     old = cluster.primary_port() or 0
     killed_at = time.monotonic()
     node = await asyncio.to_thread(cluster.kill_primary)
     new = await asyncio.to_thread(cluster.wait_promoted, old)
     promoted_in = time.monotonic() - killed_at
     await asyncio.to_thread(node.start)
+    if not wait_for_sync:
+        return (
+            f"{killed_at - started:6.1f}s  primary :{old} SIGKILLed, :{new} promoted "
+            f"after {promoted_in:.1f}s, :{old} started again (not waited for)"
+        )
+    await asyncio.to_thread(cluster.wait_in_sync, node)
     return (
         f"{killed_at - started:6.1f}s  primary :{old} SIGKILLed, :{new} promoted "
-        f"after {promoted_in:.1f}s, :{old} back as a replica"
+        f"after {promoted_in:.1f}s, :{old} a replica in sync "
+        f"{time.monotonic() - killed_at:.1f}s after the kill"
     )
 
 
@@ -426,6 +436,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--failovers", type=int, default=1, help="with --sentinel")
     parser.add_argument("--failover-every", type=float, default=8.0, help="seconds")
+    parser.add_argument(
+        "--no-resync-wait",
+        action="store_true",
+        help="fail over again before the last killed node has resynced",
+    )
     parser.add_argument("--min-replicas", type=int, default=0,
                         help="HANDOVER_MIN_REPLICAS, with --sentinel")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)

@@ -213,6 +213,21 @@ class LocalSentinelCluster:
             time.sleep(0.05)
         raise RedisServerError(f"no replica was promoted within {timeout:g}s")
 
+    def wait_in_sync(self, node: LocalRedisServer, timeout: float = 60.0) -> None:
+        """Until `node` (started again after a kill) is a replica of the primary with
+        its link up: Sentinel has reconfigured it and it has resynced."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = _replication(node)
+            if (
+                info.get("role") == "slave"
+                and info.get("master_link_status") == "up"
+                and info.get("master_port") == self.primary_port()
+            ):
+                return
+            time.sleep(0.05)
+        raise RedisServerError(f"the node on :{node.port} did not resync within {timeout:g}s")
+
     def close(self) -> None:
         for process in self._sentinels:
             process.terminate()

@@ -12,7 +12,7 @@ import time
 from arq.constants import in_progress_key_prefix
 
 from shared import redis_keys
-from tests.support.processes import COMMAND, PREFIX, clean_env
+from tests.support.processes import COMMAND, PREFIX, clean_env, run_command
 from tests.support.service import service_env
 from tests.support.values import new_conversation_sid, session_header
 
@@ -272,12 +272,7 @@ async def test_cli_lists_and_replays_with_nothing_but_redis_url(
     env = clean_env(REDIS_URL=redis_server.url)
 
     async def run(*args: str) -> tuple[int, str]:
-        process = await asyncio.create_subprocess_exec(
-            COMMAND, *PREFIX, *args, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        output, _ = await asyncio.wait_for(process.communicate(), 30)
-        return process.returncode, output.decode()
+        return await run_command(env, *args)
 
     code, listing = await run("failed", "--json")
     assert code == 0, listing

@@ -22,7 +22,7 @@ from shared.settings import Settings
 from shared.store import HandoverStore
 from standins.redis_sentinel import LocalSentinelCluster
 from tests.support.outcomes import assert_each_ended_once, wait_all_final
-from tests.support.processes import COMMAND, PREFIX, call_tool, clean_env, wait_until
+from tests.support.processes import call_tool, clean_env, run_command, wait_until
 from tests.support.service import service_env
 from tests.support.values import new_conversation_sid
 
@@ -117,17 +117,9 @@ async def test_operator_commands_and_the_health_check_find_the_primary_through_s
     await processes.start_api(env)
     worker = await processes.start_worker(env)
 
-    async def run(*args: str) -> tuple[int, str]:
-        process = await asyncio.create_subprocess_exec(
-            COMMAND, *PREFIX, *args, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        output, _ = await asyncio.wait_for(process.communicate(), 30)
-        return process.returncode or 0, output.decode()
-
-    code, output = await run("worker", "--check")
+    code, output = await run_command(env, "worker", "--check")
     assert code == 0 and "healthy" in output, output
-    code, output = await run("list", "--json")
+    code, output = await run_command(env, "list", "--json")
     assert code == 0 and '"handovers"' in output, output
     assert DATA_PASSWORD not in output and SENTINEL_PASSWORD not in output
     assert await worker.terminate() == 0

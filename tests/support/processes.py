@@ -166,6 +166,17 @@ async def _output(process: ServiceProcess | asyncio.subprocess.Process) -> str:
     return (await process.stderr.read()).decode(errors="replace")
 
 
+async def run_command(env: dict[str, str], *args: str, timeout: float = 30) -> tuple[int, str]:
+    """One `flex-handover ...` command to its end: its exit code and its output
+    (stdout and stderr together)."""
+    process = await asyncio.create_subprocess_exec(
+        COMMAND, *PREFIX, *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    return process.returncode or 0, output.decode()
+
+
 async def call_tool(
     api_url: str, conversation_sid: str, http: aiohttp.ClientSession | None = None
 ) -> tuple[int, Any, aiohttp.ClientResponse]:
