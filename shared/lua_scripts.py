@@ -39,6 +39,9 @@ SHARED_CONSTANTS: dict[str, LuaValue] = {
     # How many of the recent index's oldest entries each new one may prune
     # (shared/lua/lib/add_recent.lua): more than one, so a backlog of them drains.
     "RECENT_PRUNE": 2,
+    # How many expired entries of the failed index a failure may remove
+    # (shared/lua/update.lua): a bound on one write's work, far above one a failure.
+    "FAILED_PRUNE": 100,
     # The hand-back jobs' ids in the arq queue (shared/lua/summary.lua tells them apart).
     "HAND_BACK_JOB_PREFIX": redis_keys.HAND_BACK_JOB_PREFIX,
 }

@@ -4,10 +4,11 @@
 -- fourth key, also release the run's delivery claim (compare_and_delete, as
 -- worker/lua/release_claim.lua), whether or not the record still exists: the outcome
 -- and the claim's end in one round trip.
--- A failure also drops from the failed index every entry that failed more than a TTL
--- ago: that record has expired (the failure set its TTL, and only a replay, which
--- takes it out of the index, sets another), so the index holds no more than one
--- TTL's failures without anyone listing it.
+-- A failure also drops from the failed index up to FAILED_PRUNE entries that failed
+-- more than a TTL ago: their records have expired (the failure set the TTL, and only
+-- a replay, which takes it out of the index, sets another). Each failure adds one
+-- and may remove many, so the index holds about one TTL's failures without anyone
+-- listing it, and no single write does unbounded work.
 -- A delivery write ('1' in ARGV[4]) changes nothing in a record that is final: a
 -- run that overran its budget while its final write was on its way, or any other
 -- late write, can never make a finished handover live again (only a replay does),
@@ -36,7 +37,9 @@ if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 local id = redis.call('HGET', KEYS[1], 'handover_id')
 if ARGV[2] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[2], id)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[1])))
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf',
+                           '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[1])), 'LIMIT', 0, FAILED_PRUNE)
+  if #stale > 0 then redis.call('ZREM', KEYS[2], unpack(stale)) end
 elseif tonumber(ARGV[1]) > 0 then
   redis.call('ZREM', KEYS[2], id)
 end

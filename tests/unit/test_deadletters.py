@@ -23,6 +23,7 @@ from shared.deadletters import (
     list_failed,
 )
 from shared.handover_list import format_cursor, parse_cursor
+from shared.lua_scripts import SHARED_CONSTANTS
 from shared.model import (
     HandoverError,
     HandoverRequest,
@@ -35,6 +36,7 @@ from shared.settings import Settings, SettingsError
 from shared.store import HandoverStore
 from tests.support.values import WORKFLOW_SID, new_conversation_sid
 
+FAILED_PRUNE = SHARED_CONSTANTS["FAILED_PRUNE"]
 SETTINGS = Settings(status_ttl_seconds=3600)
 
 
@@ -322,7 +324,8 @@ async def test_expired_records_are_dropped_and_pruned_from_the_index(redis):
 @pytest.mark.parametrize("stale", [1, 500])
 async def test_each_failure_prunes_entries_failed_more_than_a_ttl_ago(redis, stale):
     """Their records have expired (the failure set the TTL): the next failure
-    drops them, so the index stays bounded when nobody lists it. Entries
+    drops up to FAILED_PRUNE of them, so the index stays bounded when nobody
+    lists it and no write does unbounded work. Entries
     within the TTL, one a minute short of it included, are kept."""
     ttl, now = SETTINGS.status_ttl_seconds, time.time()
     expired = {new_handover_id(): now - ttl - 60 - n for n in range(stale)}
@@ -332,7 +335,13 @@ async def test_each_failure_prunes_entries_failed_more_than_a_ttl_ago(redis, sta
 
     failed_now = await store_handover(redis)  # the worker's final write
 
-    assert set(await redis.zrange(redis_keys.FAILED_INDEX, 0, -1)) == {*recent, failed_now}
+    left = set(await redis.zrange(redis_keys.FAILED_INDEX, 0, -1)) - {*recent, failed_now}
+    assert len(left) == max(0, stale - FAILED_PRUNE)  # a bounded prune per write...
+    assert left <= set(expired)  # ...of the oldest: the recent ones are kept
+    while left:  # ...and each failure prunes on: a backlog drains
+        await store_handover(redis)
+        left = set(await redis.zrange(redis_keys.FAILED_INDEX, 0, -1)) & set(expired)
+    assert set(recent) <= set(await redis.zrange(redis_keys.FAILED_INDEX, 0, -1))
 
 
 async def test_entries_no_longer_failed_are_skipped_not_pruned(redis):
