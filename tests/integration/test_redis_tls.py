@@ -7,6 +7,7 @@ or no client certificate is refused, and said so, with nothing acknowledged.
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import aiohttp
@@ -91,7 +92,9 @@ async def test_api_and_worker_deliver_over_verified_tls(processes, tls_redis, tl
     [
         ("other CA", "certificate verify failed"),
         ("wrong host name", "certificate verify failed"),
-        ("no client certificate", "certificate required"),
+        # TLS 1.3: the server refuses the missing certificate after the handshake,
+        # and its alert may or may not arrive before the connection is closed.
+        ("no client certificate", "certificate required|Connection reset by peer"),
         ("plain redis://", "Connection"),
     ],
 )
@@ -115,7 +118,7 @@ async def test_a_connection_that_does_not_verify_is_refused_and_nothing_is_ackno
     try:
         with pytest.raises(Exception) as raised:
             await client.ping()
-        assert expected in str(raised.value), raised.value
+        assert re.search(expected, str(raised.value)), raised.value
     finally:
         await client.aclose()
 
