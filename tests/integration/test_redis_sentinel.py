@@ -198,7 +198,9 @@ async def test_a_primary_killed_mid_flood_loses_and_doubles_nothing_acknowledged
         # HANDOVER_MIN_REPLICAS=1 has no replica to confirm anything.
         await asyncio.to_thread(node.start)
         resent = await sending
-        assert cluster.primary_port() != old
+        # No check of who is primary now: wait_promoted saw the replica promoted, and
+        # the restarted node may be promoted back by a later failover (a loaded
+        # machine can stall a primary past Sentinel's down-after-milliseconds).
         assert resent > 0, "no call met the failover: the test proves nothing"
 
         store = HandoverStore(client, settings.status_ttl_seconds)
