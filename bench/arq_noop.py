@@ -47,7 +47,7 @@ async def drain(
                 job_id = f"ho_{n:032x}"
                 pipe.psetex(redis_keys.arq_job_key(job_id), expires_extra_ms,
                             handover_job(job_id, CONVERSATION_SID, now_ms))  # fmt: skip
-                pipe.zadd(redis_keys.QUEUE_NAME, {job_id: now_ms + n})
+                pipe.zadd(redis_keys.QUEUE_NAME, {redis_keys.handover_job_id(job_id): now_ms + n})
             await pipe.execute()
     worker = worker_class(
         functions=[func(noop, name=redis_keys.HANDOVER_FUNCTION, keep_result=0)],

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_failed(commands)
     _add_list(commands)
     _add_replay(commands)
+    _add_migrate_keys(commands)
     _add_check(commands)
     return parser
 
@@ -342,6 +343,21 @@ def run_replay(args: argparse.Namespace) -> int:
     from commands.operator_commands import replay, run_operator
 
     return run_operator(replay(args.handover_ids))
+
+
+def _add_migrate_keys(commands: argparse._SubParsersAction[_Parser]) -> None:
+    migrate = commands.add_parser(
+        "migrate-keys",
+        help="rename the keys an earlier version wrote before the hash tag (the worker "
+        "does it at start; needs only REDIS_URL)",
+    )
+    migrate.set_defaults(run=run_migrate_keys)
+
+
+def run_migrate_keys(args: argparse.Namespace) -> int:
+    from commands.operator_commands import migrate_keys, run_operator
+
+    return run_operator(migrate_keys())
 
 
 # --- check (commands/preflight.py) ------------------------------------------------------

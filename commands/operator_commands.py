@@ -1,5 +1,5 @@
-"""The operator's commands, `flex-handover failed`, `flex-handover list` and
-`flex-handover replay`: the same records and refusals as the API's
+"""The operator's commands, `flex-handover failed`, `flex-handover list`,
+`flex-handover replay` and `flex-handover migrate-keys`: the same records and refusals as the API's
 /handovers?state=… and /handovers/{id}/replay (shared/handover_list.py,
 shared/deadletters.py), for a shell with only REDIS_URL, printed as a table, as
 JSON or one line per id."""
@@ -103,6 +103,21 @@ async def replay(handover_ids: Sequence[str]) -> int:
                 refusal = result.refusal.value if result.refusal else "unknown"
                 print(f"{handover_id}: refused ({refusal}): {result.message}")
     return 1 if refused else 0
+
+
+async def migrate_keys() -> int:
+    """`flex-handover migrate-keys`: rename an earlier version's keys now (the
+    worker does it at start); says what moved."""
+    from shared.key_migration import migrate_legacy_keys
+
+    settings = Settings.from_env(role="operator")
+    async with _operator_redis(settings) as redis:
+        report = await migrate_legacy_keys(redis)
+    print(
+        f"moved {report.jobs_moved} queued jobs and renamed {report.keys_renamed} other keys; "
+        f"{report.keys_left} left as they were (their new name was taken)"
+    )
+    return 0
 
 
 @contextlib.asynccontextmanager

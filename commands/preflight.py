@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from shared import sids
+from shared import redis_keys, sids
 from shared.logging import redact, register_secrets
 from shared.settings import RedisTarget, Settings, Target
 
@@ -139,7 +139,7 @@ async def check_redis(where: RedisTarget | str) -> tuple[Result, Result]:
 async def check_redis_writable(redis: Redis) -> Result:
     from redis.exceptions import RedisError
 
-    key = f"flex_handover:check:{uuid.uuid4().hex}"
+    key = f"{redis_keys.PREFIX}:check:{uuid.uuid4().hex}"
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             await redis.set(key, "1", px=SCRATCH_TTL_MS)

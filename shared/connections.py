@@ -138,16 +138,9 @@ class Enqueuer:
     """Stores handover requests as arq jobs; what `POST /tools/flex-handover` calls."""
 
     def __init__(self, redis: aioredis.Redis, settings: Settings):
-        wait = (
-            ReplicaWait(
-                settings.min_replicas,
-                int(settings.replica_timeout_seconds * 1000),
-                redis_keys.REPLICA_WAIT_FENCE,
-            )
-            if settings.min_replicas
-            else None
+        self._script = ScriptBatcher(
+            redis, enqueue_script(settings), replica_wait=ReplicaWait.of(settings)
         )
-        self._script = ScriptBatcher(redis, enqueue_script(settings), replica_wait=wait)
 
     async def enqueue(self, request: HandoverRequest, *, store_new: bool = True) -> EnqueueResult:
         """Store a new handover, return the conversation's live one, or refuse

@@ -95,7 +95,7 @@ class Replayer:
                 redis_keys.FAILED_INDEX,
                 redis_keys.arq_job_key(handover_id),
                 redis_keys.QUEUE_NAME,
-                redis_keys.arq_in_progress_key(handover_id),
+                redis_keys.arq_in_progress_key(redis_keys.handover_job_id(handover_id)),
                 redis_keys.RECENT_INDEX,
                 redis_keys.outcome_bucket_key(
                     redis_keys.outcome_bucket(float(failed_at)) if failed_at else 0

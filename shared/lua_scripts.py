@@ -44,6 +44,8 @@ SHARED_CONSTANTS: dict[str, LuaValue] = {
     "FAILED_PRUNE": 100,
     # The hand-back jobs' ids in the arq queue (shared/lua/summary.lua tells them apart).
     "HAND_BACK_JOB_PREFIX": redis_keys.HAND_BACK_JOB_PREFIX,
+    # A delivery job's id is HANDOVER_JOB_PREFIX .. its handover id (redis_keys.py).
+    "HANDOVER_JOB_PREFIX": redis_keys.HANDOVER_JOB_PREFIX,
 }
 
 _LIBRARY_PACKAGE = "shared"

@@ -1,4 +1,14 @@
-"""Every Redis key and queue name the service uses, in one place."""
+"""Every Redis key and queue name the service uses, in one place.
+
+Every key carries one hash tag, `{flex_handover}` (KEY_TAG): the product's keys
+through PREFIX, arq's through the job ids (`handover_job_id`, `hand_back_job_id`:
+arq names a job's keys `arq:job:<job id>`, ...) and the queue's name, and arq's
+one global key (`arq:abort`) is renamed to ARQ_ABORT_KEY by worker/arq_worker.py.
+So in Redis Cluster every key is in one slot, and every script and transaction
+touches one slot, as the cluster requires: cluster mode buys failover and a
+managed service, not sharding (README, "Redis Cluster"). Keys written before the
+tag are renamed by shared/key_migration.py.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +17,20 @@ import hashlib
 from arq.constants import in_progress_key_prefix as ARQ_IN_PROGRESS_PREFIX
 from arq.constants import job_key_prefix as ARQ_JOB_PREFIX
 
-PREFIX = "flex_handover"
+KEY_TAG = "{flex_handover}"
+PREFIX = KEY_TAG
+# What PREFIX was before the hash tag (shared/key_migration.py renames those keys).
+LEGACY_PREFIX = "flex_handover"
 QUEUE_NAME = f"{PREFIX}:queue"
 HANDOVER_FUNCTION = "deliver_handover"
 # The job that tells the Conversation its handover ended (`/webhooks/taskrouter`),
 # queued once per handover under the job id `hand_back_job_id(handover_id)`.
 HAND_BACK_FUNCTION = "hand_back_handover"
-HAND_BACK_JOB_PREFIX = "hand_back:"
+HAND_BACK_JOB_PREFIX = f"{KEY_TAG}:hand_back:"
+# A handover's delivery job id is HANDOVER_JOB_PREFIX + its handover id.
+HANDOVER_JOB_PREFIX = f"{KEY_TAG}:"
+# arq's abort set, `arq:abort` in arq, under the tag (worker/arq_worker.py).
+ARQ_ABORT_KEY = f"{KEY_TAG}:arq:abort"
 HANDOVER_KEY_PREFIX = f"{PREFIX}:handover:"
 CONVERSATION_KEY_PREFIX = f"{PREFIX}:conversation:"
 CALL_KEY_PREFIX = f"{PREFIX}:call:"
@@ -42,6 +59,7 @@ UI_SESSION_PREFIX = f"{PREFIX}:ui_session:"
 UI_SIGN_IN_FAILURES_PREFIX = f"{PREFIX}:ui_sign_in_failures:"
 
 __all__ = [
+    "ARQ_ABORT_KEY",
     "ARQ_IN_PROGRESS_PREFIX",
     "ARQ_JOB_PREFIX",
     "CALL_KEY_PREFIX",
@@ -50,9 +68,12 @@ __all__ = [
     "FAILED_INDEX",
     "FLEX_API_RATE_KEY",
     "HANDOVER_FUNCTION",
+    "HANDOVER_JOB_PREFIX",
     "HANDOVER_KEY_PREFIX",
     "HAND_BACK_FUNCTION",
     "HAND_BACK_JOB_PREFIX",
+    "KEY_TAG",
+    "LEGACY_PREFIX",
     "OUTCOMES_PREFIX",
     "OUTCOME_BUCKET_SECONDS",
     "OUTCOME_BUCKET_TTL_SECONDS",
@@ -73,6 +94,7 @@ __all__ = [
     "conversation_key",
     "hand_back_job_id",
     "hand_back_job_key",
+    "handover_job_id",
     "handover_key",
     "outcome_bucket",
     "outcome_bucket_key",
@@ -118,9 +140,14 @@ def call_key(call_sid: str) -> str:
     return CALL_KEY_PREFIX + call_sid
 
 
+def handover_job_id(handover_id: str) -> str:
+    """The arq job id of a handover's delivery: its handover id under the tag."""
+    return HANDOVER_JOB_PREFIX + handover_id
+
+
 def arq_job_key(handover_id: str) -> str:
-    """arq's own job record; the arq job id is the handover id."""
-    return ARQ_JOB_PREFIX + handover_id
+    """arq's own job record of the handover's delivery."""
+    return ARQ_JOB_PREFIX + handover_job_id(handover_id)
 
 
 def hand_back_job_id(handover_id: str) -> str:

@@ -27,6 +27,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from shared import redis_keys
+from shared.settings import Settings
+
 MAX_BATCH = 256
 
 _Call = tuple[Sequence[Any], Sequence[Any], asyncio.Future[Any]]
@@ -46,6 +49,17 @@ class ReplicaWait:
     replicas: int
     timeout_ms: int
     fence_key: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> ReplicaWait | None:
+        """HANDOVER_MIN_REPLICAS' wait, or None when it is 0."""
+        if not settings.min_replicas:
+            return None
+        return cls(
+            settings.min_replicas,
+            int(settings.replica_timeout_seconds * 1000),
+            redis_keys.REPLICA_WAIT_FENCE,
+        )
 
 
 class NotReplicated(RedisError):

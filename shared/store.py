@@ -17,7 +17,7 @@ import json
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from arq.constants import expires_extra_ms
@@ -33,6 +33,7 @@ from shared.model import (
     now,
     truncate_message,
 )
+from shared.script_batcher import ReplicaWait, ScriptBatcher
 
 UPDATE_SCRIPT = lua_scripts.script("shared", "update.lua")
 BEGIN_SCRIPT = lua_scripts.script("shared", "begin_run.lua")
@@ -89,10 +90,26 @@ class EndRecord:
 
 
 class HandoverStore:
-    def __init__(self, redis: aioredis.Redis, status_ttl_seconds: int):
+    """`replica_wait` (the worker's, with HANDOVER_MIN_REPLICAS): every update of a
+    record returns only once that many replicas have it, so the in-flight mark
+    written before each `POST /v1/Interactions` (`start_attempt`) survives any
+    failover: a run repeated after one looks in TaskRouter before it sends again,
+    never sending a second time unknowingly. Not confirmed: `NotReplicated`, and
+    the caller sends nothing."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        status_ttl_seconds: int,
+        replica_wait: ReplicaWait | None = None,
+    ):
         self._redis = redis
         self._ttl = status_ttl_seconds
-        self._update = redis.register_script(UPDATE_SCRIPT)
+        self._update: Any = (
+            redis.register_script(UPDATE_SCRIPT)
+            if replica_wait is None
+            else ScriptBatcher(redis, UPDATE_SCRIPT, replica_wait=replica_wait)
+        )
         self._begin = redis.register_script(BEGIN_SCRIPT)
         self._hand_back = redis.register_script(HAND_BACK_SCRIPT)
 

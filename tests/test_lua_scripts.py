@@ -22,6 +22,7 @@ import pytest
 from shared import redis_keys
 from shared.connections import Enqueuer, enqueue_script
 from shared.deadletters import REPLAY_SCRIPT, Refusal, Replayer
+from shared.key_migration import LEGACY_QUEUE, MIGRATE_JOB_SCRIPT
 from shared.lua_scripts import SHARED_CONSTANTS, lua_literal, script
 from shared.model import HandoverRequest, Identity, Status, new_handover_id, new_handover_record
 from shared.settings import Settings
@@ -101,7 +102,7 @@ DERIVED_KEYS = {
     "shared/lua/enqueue.lua": {"HANDOVER_KEY_PREFIX .. existing"},
     "shared/lua/summary.lua": {
         "ARQ_IN_PROGRESS_PREFIX .. due[i]",
-        "HANDOVER_KEY_PREFIX .. due[i]",
+        "HANDOVER_KEY_PREFIX .. handover_id",
     },
 }
 
@@ -221,6 +222,18 @@ async def stored_handover(redis, state: Status = Status.QUEUED) -> str:
     return handover_id
 
 
+async def runs_migrate_job(redis) -> None:
+    await redis.zadd(LEGACY_QUEUE, {"ho_old": 7})
+    await redis.set("arq:job:ho_old", "job")
+    keys = [LEGACY_QUEUE, redis_keys.QUEUE_NAME, "arq:job:ho_old", "arq:job:new"]
+    keys += ["arq:in-progress:ho_old", "arq:in-progress:new", "arq:retry:ho_old", "arq:retry:new"]
+    script = redis.register_script(MIGRATE_JOB_SCRIPT)
+    assert await script(keys=keys, args=["ho_old", "new"]) == 1
+    assert await redis.zrange(redis_keys.QUEUE_NAME, 0, -1, withscores=True) == [("new", 7.0)]
+    assert await redis.get("arq:job:new") == "job"
+    assert await script(keys=keys, args=["ho_old", "new"]) == 0
+
+
 SCRIPTS: dict[str, tuple[str, Callable[[Any], Awaitable[None]]]] = {
     "shared/lua/enqueue.lua": (enqueue_script(SETTINGS), runs_enqueue),
     "shared/lua/update.lua": (UPDATE_SCRIPT, runs_update),
@@ -229,6 +242,7 @@ SCRIPTS: dict[str, tuple[str, Callable[[Any], Awaitable[None]]]] = {
     "shared/lua/hand_back.lua": (HAND_BACK_SCRIPT, runs_hand_back),
     "shared/lua/voice_handoff.lua": (voice_script(3600, 3600), runs_voice_handoff),
     "shared/lua/summary.lua": (SUMMARY_SCRIPT, runs_summary),
+    "shared/lua/migrate_job.lua": (MIGRATE_JOB_SCRIPT, runs_migrate_job),
     "worker/lua/pick.lua": (PICK_SCRIPT, runs_pick),
     "worker/lua/token_bucket.lua": (TOKEN_BUCKET_SCRIPT, runs_token_bucket),
     "worker/lua/release_claim.lua": (RELEASE_SCRIPT, runs_release_claim),

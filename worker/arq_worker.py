@@ -14,10 +14,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import arq.jobs
+import arq.worker
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 
-from shared import lua_scripts
+from shared import lua_scripts, redis_keys
+
+# arq's one global key, its abort set `arq:abort`, is a module constant that its
+# Worker uses in the transaction ending every job: renamed here under the keys'
+# hash tag (shared/redis_keys.py), or in Redis Cluster that transaction would
+# cross slots and fail. arq offers no setting for it. Checked by
+# tests/unit/test_arq_internals.py.
+for _module in (arq.worker, arq.jobs):
+    _module.abort_jobs_ss = redis_keys.ARQ_ABORT_KEY  # type: ignore[attr-defined]
 
 # Picks ready jobs for every free slot: worker/lua/pick.lua.
 PICK_SCRIPT = lua_scripts.script("worker", "pick.lua")

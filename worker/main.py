@@ -46,8 +46,10 @@ from arq.worker import Worker, func
 from shared import redis_keys
 from shared.arq_jobs import job_deserializer, job_serializer
 from shared.connections import redis_error_text, write_refusal
+from shared.key_migration import migrate_if_needed
 from shared.logging import register_secrets
 from shared.redis_client import arq_client, arq_redis_settings, redis_location
+from shared.script_batcher import ReplicaWait
 from shared.settings import Settings
 from shared.store import HandoverStore
 from worker.arq_worker import HandoverWorker
@@ -94,10 +96,13 @@ def create_worker(
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["handover"] = HandoverContext(
             settings=settings,
-            store=HandoverStore(ctx["redis"], settings.status_ttl_seconds),
+            store=HandoverStore(
+                ctx["redis"], settings.status_ttl_seconds, ReplicaWait.of(settings)
+            ),
             flex=FlexClient(settings),
             metrics=counters,
         )
+        await migrate_if_needed(ctx["redis"])  # before the first job is taken
         if leftovers:
             await leftovers.clear(ctx["redis"])
         logger.info(

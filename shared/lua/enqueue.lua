@@ -6,11 +6,12 @@
 -- conversation's pointer names (HANDOVER_KEY_PREFIX .. the pointer's value, the
 -- prefix put in the header by shared/lua_scripts.py). Passing it in KEYS means
 -- reading the pointer first and checking it here: a second round trip on every
--- repeat call, on the tool endpoint's path. A standalone Redis only, as arq needs.
+-- repeat call, on the tool endpoint's path. It carries the keys' hash tag
+-- (shared/redis_keys.py), so in Redis Cluster it is in the slot of KEYS.
 -- KEYS: 1 the conversation pointer, 2 the new status record, 3 the arq job record,
 --       4 the arq queue, 5 the per-conversation rate counter, 6 the per-identity rate
 --       counter, 7 the recent index (RECENT_INDEX).
--- ARGV: 1 handover id, 2 job bytes, 3 queue score (ms), 4 now (s), 5 the status
+-- ARGV: 1 handover id (its job id: HANDOVER_JOB_PREFIX .. it), 2 job bytes, 3 queue score (ms), 4 now (s), 5 the status
 --       record's fields as a JSON object of strings, 6 '1' to store nothing new (a
 --       target outside its business hours that declines: only the live or recent
 --       handover is answered).
@@ -78,6 +79,6 @@ redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('EXPIRE', KEYS[2], RECORD_TTL)
 redis.call('SET', KEYS[1], ARGV[1], 'EX', POINTER_TTL)
 redis.call('PSETEX', KEYS[3], JOB_TTL_MS, ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], HANDOVER_JOB_PREFIX .. ARGV[1])
 add_recent(KEYS[7], ARGV[1], ARGV[4], RECENT_RETENTION)
 return {1, ARGV[1], STATE.QUEUED}

@@ -7,7 +7,7 @@
 --       in (shared/lua/update.lua), 8 the pointer of the record's conversation
 --       (absent if the record was not found), 9 the status record of the handover the
 --       pointer named (absent when it named none, or this one).
--- ARGV: 1 handover id, 2 job bytes, 3 queue score (ms), 4 job TTL (ms), 5 record TTL
+-- ARGV: 1 handover id (its job id: HANDOVER_JOB_PREFIX .. it), 2 job bytes, 3 queue score (ms), 4 job TTL (ms), 5 record TTL
 --       (s), 6 pointer TTL (s), 7 now (s), 8 the record's conversation SID as read
 --       ('' if not found), 9 the pointer's value as read ('' for none), 10 the recent
 --       index's retention (s), 11 the record's finished_at as read ('' for none).
@@ -58,7 +58,7 @@ if tonumber(redis.call('HGET', KEYS[7], STATE.FAILED) or '0') > 0 then
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PSETEX', KEYS[3], ARGV[4], ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], HANDOVER_JOB_PREFIX .. ARGV[1])
 add_recent(KEYS[6], ARGV[1], ARGV[7], tonumber(ARGV[10]))
 local record = redis.call('HGETALL', KEYS[1])
 table.insert(record, 1, 'replayed')

@@ -11,12 +11,13 @@
 -- the lowest scores first, so its running jobs are at the head of the due part).
 -- Keys built here, not passed: the in-progress keys are arq's
 -- (ARQ_IN_PROGRESS_PREFIX .. job id, the prefix put in the header by
--- shared/lua_scripts.py) and the status records (HANDOVER_KEY_PREFIX .. job id: a
--- handover's job id is its handover id) of the job ids read from the queue here:
--- which jobs are due is what the script finds out, so their keys cannot be known
--- before it runs, nor passed in KEYS (as worker/lua/pick.lua). A standalone Redis
--- only, as arq needs. At most one record read per held job: no more than the
--- workers' slots.
+-- shared/lua_scripts.py) and the status records (HANDOVER_KEY_PREFIX .. handover
+-- id, the job id without HANDOVER_JOB_PREFIX) of the job ids read from the queue
+-- here: which jobs are due is what the script finds out, so their keys cannot be
+-- known before it runs, nor passed in KEYS (as worker/lua/pick.lua). They carry
+-- the keys' hash tag (shared/redis_keys.py), so in Redis Cluster they are in the
+-- queue's slot. At most one record read per held job: no more than the workers'
+-- slots.
 -- KEYS: 1 the arq queue, 2.. the minutes' outcome counters (shared/redis_keys.py,
 --       outcome_bucket_key), oldest first.
 -- ARGV: 1 now (ms), 2 how many entries of each part to look at.
@@ -26,12 +27,14 @@ local prefix = #HAND_BACK_JOB_PREFIX
 local function is_handover(job)
   return string.sub(job, 1, prefix) ~= HAND_BACK_JOB_PREFIX
 end
+local job_prefix = #HANDOVER_JOB_PREFIX
 local queued, running, retrying = 0, 0, 0
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit)
 for i = 1, #due do
   if is_handover(due[i]) then
     if redis.call('EXISTS', ARQ_IN_PROGRESS_PREFIX .. due[i]) == 1 then
-      local state = redis.call('HGET', HANDOVER_KEY_PREFIX .. due[i], 'state')
+      local handover_id = string.sub(due[i], job_prefix + 1)
+      local state = redis.call('HGET', HANDOVER_KEY_PREFIX .. handover_id, 'state')
       if not FINAL[state] then running = running + 1 end
     else
       queued = queued + 1

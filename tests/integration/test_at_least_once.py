@@ -244,7 +244,7 @@ async def test_two_workers_running_the_same_handover_make_one_interaction(
     await redis.psetex(
         redis_keys.arq_job_key(duplicate), expires_extra_ms, old_job(handover_id, enqueue_ms)
     )
-    await redis.zadd(redis_keys.QUEUE_NAME, {duplicate: enqueue_ms})
+    await redis.zadd(redis_keys.QUEUE_NAME, {redis_keys.handover_job_id(duplicate): enqueue_ms})
     simulator.latency = 0.3
 
     await asyncio.gather(service.start_worker(), other.start_worker())

@@ -112,7 +112,10 @@ async def test_the_api_process_declines_or_queues_outside_hours(processes, redis
     record = await redis.hgetall(redis_keys.handover_key(handover_id))
     assert (record["state"], record["target"]) == ("queued", "nights-queue")
     assert await redis.exists(redis_keys.arq_job_key(handover_id)) == 1
-    assert await redis.zscore(redis_keys.QUEUE_NAME, handover_id) is not None
+    assert (
+        await redis.zscore(redis_keys.QUEUE_NAME, redis_keys.handover_job_id(handover_id))
+        is not None
+    )
 
     # A target whose hours cover now answers as before, plus agents_available.
     status, body = await post_tool(url, "always", new_conversation_sid(3))

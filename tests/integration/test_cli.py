@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from shared import redis_keys
 from standins.flex_simulator import (
     CHANNEL_HELP,
     CHANNEL_OPTIONS,
@@ -324,7 +325,7 @@ async def test_api_processes_share_the_port_and_stop_together(redis, redis_serve
                     },
                 ) as response:
                     assert response.status == 202
-        assert await redis.zcard("flex_handover:queue") == 20
+        assert await redis.zcard(redis_keys.QUEUE_NAME) == 20
         assert len(servers) == 2
     finally:
         code, log = await stop(api)

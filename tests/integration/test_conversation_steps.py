@@ -450,7 +450,9 @@ async def test_a_late_fallback_is_not_posted_over_a_newer_handover(start_service
     second = await service.hand_over()
     assert second != first
     # A's job comes back after B's (its in-progress key had to expire).
-    await redis.zadd(redis_keys.QUEUE_NAME, {first: int((time.time() + 1) * 1000)})
+    await redis.zadd(
+        redis_keys.QUEUE_NAME, {redis_keys.handover_job_id(first): int((time.time() + 1) * 1000)}
+    )
     await service.start_worker()
 
     assert (await service.wait_final(second))["state"] == "succeeded"

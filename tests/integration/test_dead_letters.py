@@ -9,8 +9,6 @@ import asyncio
 import json
 import time
 
-from arq.constants import in_progress_key_prefix
-
 from shared import redis_keys
 from tests.support.processes import COMMAND, PREFIX, clean_env, run_command
 from tests.support.service import service_env
@@ -35,7 +33,9 @@ async def arq_done(redis, handover_id: str, timeout: float = 10.0) -> None:
     """arq clears its in-progress key just after our job returns: until then a
     replay is refused as still finishing."""
     deadline = time.monotonic() + timeout
-    while await redis.exists(in_progress_key_prefix + handover_id):
+    while await redis.exists(
+        redis_keys.arq_in_progress_key(redis_keys.handover_job_id(handover_id))
+    ):
         assert time.monotonic() < deadline, f"arq still running {handover_id}"
         await asyncio.sleep(0.02)
 
@@ -52,7 +52,7 @@ async def post(service, path: str) -> tuple[int, dict]:
 
 async def nothing_queued(redis, handover_id: str) -> bool:
     return await redis.zscore(
-        redis_keys.QUEUE_NAME, handover_id
+        redis_keys.QUEUE_NAME, redis_keys.handover_job_id(handover_id)
     ) is None and not await redis.exists(redis_keys.arq_job_key(handover_id))
 
 

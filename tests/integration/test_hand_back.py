@@ -223,7 +223,7 @@ async def test_an_end_event_before_the_outcome_is_recorded_beside_the_queued_han
     event, task_sid, at = after["early_end:"].split(" ")
     assert (event, task_sid) == ("task.canceled", TASK_SID) and float(at) > 0
     assert sorted(await redis.zrange(redis_keys.QUEUE_NAME, 0, -1)) == sorted(
-        [handover_id, redis_keys.hand_back_job_id(handover_id)]
+        [redis_keys.handover_job_id(handover_id), redis_keys.hand_back_job_id(handover_id)]
     )
     status, body = await send(service, task_event("task.completed", handover_id))
     assert (status, body["outcome"]) == (200, "duplicate")

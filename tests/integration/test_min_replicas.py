@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from shared import redis_keys
 from shared.redis_client import create_redis
 from shared.settings import Settings
 from standins.redis_server import LocalRedisServer
@@ -73,9 +74,14 @@ async def test_the_ack_waits_for_the_replica_and_the_replica_has_the_handover(
         assert status == 202, body
         assert 0.45 <= waited < 4, f"the 202 came {waited:.2f}s in: it did not wait for the replica"
         # Read at once from the replica: WAIT made sure it had it before the 202.
-        record = await on_replica.hgetall(f"flex_handover:handover:{body['handover_id']}")
+        record = await on_replica.hgetall(redis_keys.handover_key(body["handover_id"]))
         assert record["state"] == "queued", record
-        assert await on_replica.zscore("flex_handover:queue", body["handover_id"]) is not None
+        assert (
+            await on_replica.zscore(
+                redis_keys.QUEUE_NAME, redis_keys.handover_job_id(body["handover_id"])
+            )
+            is not None
+        )
     finally:
         await on_replica.aclose()
         await service.stop()
@@ -128,5 +134,38 @@ async def test_without_min_replicas_a_stopped_replica_changes_nothing(replicated
         )
         assert status == 202, body
         assert time.monotonic() - started < 1
+    finally:
+        await service.stop()
+
+
+async def test_the_worker_sends_nothing_until_a_replica_has_its_in_flight_mark(
+    replicated, simulator
+):
+    """With HANDOVER_MIN_REPLICAS the worker's writes wait too: the mark it writes
+    before each POST /v1/Interactions must be on a replica first, or a failover
+    could lose it and a repeated run would send a second time without looking."""
+    primary, replica = replicated
+    service = await start(
+        primary, simulator, HANDOVER_MIN_REPLICAS="1", HANDOVER_REPLICA_TIMEOUT_SECONDS="0.3"
+    )
+    try:
+        await service.stop_worker()
+        status, body, _ = await service.call_tool(
+            session_id=session_header(new_conversation_sid(4))
+        )
+        assert status == 202, body
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        await service.start_worker()
+        record_key = redis_keys.handover_key(body["handover_id"])
+        await wait_until(
+            lambda: service.app_redis().hget(record_key, "attempts"), 10, "an attempt counted"
+        )
+        await asyncio.sleep(1.0)  # the worker had the time to send
+        assert simulator.requests == [], "sent to Flex before a replica had the in-flight mark"
+
+        os.kill(replica.process.pid, signal.SIGCONT)
+        record = await service.wait_final(body["handover_id"], timeout=20)
+        assert record["state"] == "succeeded"
+        assert len(simulator.interactions) == 1
     finally:
         await service.stop()

@@ -9,8 +9,6 @@ import asyncio
 import json
 import time
 
-from arq.constants import in_progress_key_prefix
-
 from shared import redis_keys
 from tests.integration.test_dead_letters import cli
 from tests.support.values import new_conversation_sid, session_header
@@ -39,7 +37,9 @@ async def finished(service, redis, handover_id: str, state: str) -> None:
     record = await service.wait_final(handover_id)
     assert record["state"] == state, record
     deadline = time.monotonic() + 10
-    while await redis.exists(in_progress_key_prefix + handover_id):  # arq's run ends
+    while await redis.exists(
+        redis_keys.arq_in_progress_key(redis_keys.handover_job_id(handover_id))
+    ):  # arq's run ends
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
 
@@ -153,7 +153,7 @@ async def test_a_handover_doing_its_conversation_steps_counts_where_it_ended_not
     while (await service.status(handover_id))["state"] != "succeeded":
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
-    in_progress = in_progress_key_prefix + handover_id
+    in_progress = redis_keys.arq_in_progress_key(redis_keys.handover_job_id(handover_id))
     assert await redis.exists(in_progress) == 1  # the run goes on
 
     counts = await summary_counts(service)
@@ -167,7 +167,9 @@ async def test_a_running_handover_counts_as_running(service, simulator, redis):
     simulator.fail_next(503, hang=2.0, count=1)  # the create itself hangs, then a retry
     handover_id = await hand_over(service, 1)
     deadline = time.monotonic() + 10
-    while not await redis.exists(in_progress_key_prefix + handover_id):
+    while not await redis.exists(
+        redis_keys.arq_in_progress_key(redis_keys.handover_job_id(handover_id))
+    ):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
     counts = await summary_counts(service)

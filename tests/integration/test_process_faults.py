@@ -15,7 +15,6 @@ import time
 
 import aiohttp
 import pytest
-from arq.constants import in_progress_key_prefix
 
 from shared import redis_keys
 from shared.redis_client import create_redis
@@ -142,8 +141,13 @@ async def test_sigterm_requeues_what_is_still_running_for_another_worker(
     assert "still running: cancelling, arq re-queues them" in stopping.log()
 
     # Back in the queue, not held by an in-progress key.
-    assert await redis.zscore(redis_keys.QUEUE_NAME, handover_id) is not None
-    assert not await redis.exists(in_progress_key_prefix + handover_id)
+    assert (
+        await redis.zscore(redis_keys.QUEUE_NAME, redis_keys.handover_job_id(handover_id))
+        is not None
+    )
+    assert not await redis.exists(
+        redis_keys.arq_in_progress_key(redis_keys.handover_job_id(handover_id))
+    )
     await processes.start_worker(env)
     records = await wait_all_final(
         HandoverStore(redis, settings.status_ttl_seconds), [handover_id], delivered_within

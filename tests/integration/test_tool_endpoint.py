@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from shared import redis_keys
 from shared.redis_client import create_redis
 from shared.settings import Settings
 from standins.redis_server import free_port
@@ -230,7 +231,7 @@ async def test_api_recovers_when_redis_comes_back(redis_server, simulator):
         assert status == 202, body
         client = create_redis(own.url)
         try:
-            assert await client.exists(f"flex_handover:handover:{body['handover_id']}") == 1
+            assert await client.exists(redis_keys.handover_key(body["handover_id"])) == 1
         finally:
             await client.aclose()
     finally:
@@ -245,7 +246,7 @@ async def test_tool_input_beyond_ascii_is_stored_exactly_as_sent(service, redis)
     }
     status, ack, _ = await service.call_tool(session_id=session_header(), json=tool_input)
     assert status == 202, ack
-    stored = await redis.hgetall(f"flex_handover:handover:{ack['handover_id']}")
+    stored = await redis.hgetall(redis_keys.handover_key(ack["handover_id"]))
     assert json.loads(stored["tool_input"]) == {"reason": tool_input["reason"]}
     assert json.loads(stored["extra_input"]) == {"order": tool_input["order"]}
     assert stored["state"] == "queued" and stored["attempts"] == "0"

@@ -75,3 +75,15 @@ async def test_the_arq_attributes_relied_on_exist_after_construction():
         assert worker.pool is not None  # the client create_worker gave it, unconnected
     finally:
         await worker.pool.aclose()
+
+
+def test_arqs_abort_set_is_renamed_under_the_key_tag():
+    import arq.jobs
+    import arq.worker
+
+    from shared import redis_keys
+
+    for module in (arq.worker, arq.jobs):
+        assert module.abort_jobs_ss == redis_keys.ARQ_ABORT_KEY, RECHECK
+    source = inspect.getsource(arq.worker.Worker.finish_job)
+    assert "abort_jobs_ss" in source, f"arq {arq.VERSION}: finish_job no longer names it. {RECHECK}"

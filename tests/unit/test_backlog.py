@@ -49,7 +49,7 @@ async def finish(redis, store: HandoverStore, handover_id: str, state: Status) -
         await store.mark_succeeded(handover_id, "KD" + "1" * 32, None)
     else:
         await store.mark_failed(handover_id, HandoverError("Twilio answered 400", 400))
-    await redis.zrem(redis_keys.QUEUE_NAME, handover_id)
+    await redis.zrem(redis_keys.QUEUE_NAME, redis_keys.handover_job_id(handover_id))
 
 
 async def test_past_the_cap_a_new_handover_is_refused_and_nothing_is_stored(redis):

@@ -68,7 +68,7 @@ async def store_handover(
 
 async def nothing_queued(redis, handover_id: str) -> bool:
     return await redis.zscore(
-        redis_keys.QUEUE_NAME, handover_id
+        redis_keys.QUEUE_NAME, redis_keys.handover_job_id(handover_id)
     ) is None and not await redis.exists(redis_keys.arq_job_key(handover_id))
 
 
@@ -106,7 +106,10 @@ async def test_replay_requeues_a_failed_handover_as_a_stock_arq_job(redis):
         "et": job["et"],
     }
     assert expires_extra_ms - 100_000 < await redis.pttl(redis_keys.arq_job_key(handover_id))
-    assert await redis.zscore(redis_keys.QUEUE_NAME, handover_id) == job["et"]
+    assert (
+        await redis.zscore(redis_keys.QUEUE_NAME, redis_keys.handover_job_id(handover_id))
+        == job["et"]
+    )
 
 
 async def test_a_replay_drops_what_the_failed_runs_tasks_ended(redis):
@@ -177,7 +180,9 @@ async def test_failed_handover_whose_arq_run_is_still_finishing_is_refused(redis
     """The worker writes `failed` before arq deletes the job and the queue entry:
     a replay in between would be wiped by that clean-up."""
     handover_id = await store_handover(redis)
-    await redis.psetex(in_progress_key_prefix + handover_id, 4_000, b"1")
+    await redis.psetex(
+        in_progress_key_prefix + redis_keys.handover_job_id(handover_id), 4_000, b"1"
+    )
 
     result = await Replayer(redis, SETTINGS).replay(handover_id)
 

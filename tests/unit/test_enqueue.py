@@ -163,7 +163,10 @@ async def test_a_call_after_the_agents_task_ended_is_a_new_handover(enqueuer, sc
     assert len(script_calls) == 1
     assert await redis.get(redis_keys.conversation_key(CONVERSATION_SID)) == second.handover_id
     assert await redis.get(RATE_KEY) == "2"
-    assert await redis.zscore(redis_keys.QUEUE_NAME, second.handover_id) is not None
+    assert (
+        await redis.zscore(redis_keys.QUEUE_NAME, redis_keys.handover_job_id(second.handover_id))
+        is not None
+    )
     # The next repeat call is de-duplicated against the new one.
     assert (await enqueuer.enqueue(REQUEST)).handover_id == second.handover_id
 

@@ -98,7 +98,7 @@ async def test_a_replay_moves_the_handover_to_the_top(redis):
     old = (await enqueuer.enqueue(request(1))).handover_id
     newer = (await enqueuer.enqueue(request(2))).handover_id
     await store.mark_failed(old, HandoverError("Twilio answered 400", 400))
-    await redis.zrem(redis_keys.QUEUE_NAME, old)  # arq ends the run
+    await redis.zrem(redis_keys.QUEUE_NAME, redis_keys.handover_job_id(old))  # arq ends the run
 
     assert (await Replayer(redis, SETTINGS).replay(old)).replayed
 
@@ -241,15 +241,15 @@ async def test_the_summary_counts_the_queue_hand_backs_apart(redis):
     await redis.zadd(
         redis_keys.QUEUE_NAME,
         {
-            "ho_running": now_ms - 9000,
-            "ho_old": now_ms - 5000,
-            "ho_new": now_ms - 100,
+            redis_keys.handover_job_id("ho_running"): now_ms - 9000,
+            redis_keys.handover_job_id("ho_old"): now_ms - 5000,
+            redis_keys.handover_job_id("ho_new"): now_ms - 100,
             redis_keys.hand_back_job_id("ho_x"): now_ms - 7000,
-            "ho_later": now_ms + 60_000,
+            redis_keys.handover_job_id("ho_later"): now_ms + 60_000,
             redis_keys.hand_back_job_id("ho_y"): now_ms + 60_000,
         },
     )
-    await redis.set(redis_keys.arq_in_progress_key("ho_running"), "1")
+    await redis.set(redis_keys.arq_in_progress_key(redis_keys.handover_job_id("ho_running")), "1")
     minute = redis_keys.outcome_bucket(now)
     await redis.hset(redis_keys.outcome_bucket_key(minute), mapping={"succeeded": 3, "failed": 1})
     await redis.hset(redis_keys.outcome_bucket_key(minute - 3600), "succeeded", 50)  # too old
@@ -271,7 +271,7 @@ async def test_the_summary_counts_the_queue_hand_backs_apart(redis):
 
 async def test_the_summary_is_bounded_past_its_scan(redis):
     now = time.time()
-    due = {f"ho_{n}": int(now * 1000) - n for n in range(2_500)}
+    due = {redis_keys.handover_job_id(f"ho_{n}"): int(now * 1000) - n for n in range(2_500)}
     await redis.zadd(redis_keys.QUEUE_NAME, due)
 
     summary = (await SummaryReader(redis, ()).read(now)).to_public()

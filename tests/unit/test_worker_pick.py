@@ -27,7 +27,7 @@ async def store_jobs(pool, ids: list[str]) -> None:
     for n, job_id in enumerate(ids):
         await pool.psetex(redis_keys.arq_job_key(job_id), expires_extra_ms,
                           handover_job(job_id, CONVERSATION_SID, now_ms))  # fmt: skip
-        await pool.zadd(redis_keys.QUEUE_NAME, {job_id: now_ms + n})
+        await pool.zadd(redis_keys.QUEUE_NAME, {redis_keys.handover_job_id(job_id): now_ms + n})
 
 
 def make_worker(pool, ran: list[str], max_jobs: int, hold: asyncio.Event | None = None):
@@ -70,7 +70,9 @@ async def test_a_dead_runs_jobs_at_the_head_do_not_hide_newer_ones(redis, redis_
         stuck = [f"ho_stuck{n:025d}" for n in range(50)]  # far more than queue_read_limit
         await store_jobs(pool, [*stuck, "ho_fresh"])
         for job_id in stuck:
-            await pool.psetex(in_progress_key_prefix + job_id, 60_000, b"1")
+            await pool.psetex(
+                in_progress_key_prefix + redis_keys.handover_job_id(job_id), 60_000, b"1"
+            )
         ran: list[str] = []
         await run_until(make_worker(pool, ran, max_jobs=5), lambda: ran)
         assert ran == ["ho_fresh"]
@@ -97,7 +99,10 @@ async def test_picks_no_more_than_the_free_slots_and_refills_as_they_free(redis,
             # start together, each after its own reads of Redis, so the order in
             # which their functions begin is not the queue's.
             assert sorted(ran) == ids[:4]
-            in_progress = [await pool.exists(in_progress_key_prefix + i) for i in ids]
+            in_progress = [
+                await pool.exists(in_progress_key_prefix + redis_keys.handover_job_id(i))
+                for i in ids
+            ]
             assert in_progress == [1, 1, 1, 1, 0, 0]
             hold.set()
             while len(ran) < 6 or await pool.zcard(redis_keys.QUEUE_NAME):

@@ -9,7 +9,8 @@
 -- (ARQ_IN_PROGRESS_PREFIX .. job id, the prefix put in the header by
 -- shared/lua_scripts.py) for job ids read from the queue here. Which jobs are ready
 -- and free is what the script finds out, so their keys cannot be known before it
--- runs, nor passed in KEYS. So: a standalone Redis only, as arq needs anyway.
+-- runs, nor passed in KEYS. The job ids carry the keys' hash tag
+-- (shared/redis_keys.py), so in Redis Cluster these keys are in the queue's slot.
 -- KEYS: 1 the queue.
 -- ARGV: 1 now (ms), 2 how many, 3 in-progress TTL (ms), 4 scan limit.
 -- Returns {job id, score, job id, score, ...}.
