@@ -111,6 +111,9 @@ async def migrate_keys() -> int:
     from shared.key_migration import migrate_legacy_keys
 
     settings = Settings.from_env(role="operator")
+    if settings.redis.cluster:
+        print("nothing to migrate: an earlier version could not run on a Redis Cluster")
+        return 0
     async with _operator_redis(settings) as redis:
         report = await migrate_legacy_keys(redis)
     print(

@@ -67,9 +67,12 @@ def tagged_job_id(legacy_job_id: str) -> str:
     return redis_keys.HANDOVER_JOB_PREFIX + legacy_job_id
 
 
-async def migrate_if_needed(redis: Any) -> MigrationReport:
-    """Migrate when an earlier version's keys are there (one EXISTS otherwise)."""
-    if not await redis.exists(*LEGACY_MARKERS):
+async def migrate_if_needed(redis: Any, *, cluster: bool = False) -> MigrationReport:
+    """Migrate when an earlier version's keys are there (one EXISTS otherwise).
+    Never on a Redis Cluster: an earlier version could not have run there (its
+    scripts touched keys of several slots, which a cluster refuses), and its
+    untagged names live in other slots, out of this client's reach."""
+    if cluster or not await redis.exists(*LEGACY_MARKERS):
         return MigrationReport()
     report = await migrate_legacy_keys(redis)
     logger.warning(

@@ -13,6 +13,9 @@ them follow a failover and verify TLS the same way:
 - TLS with `rediss://`: the server's certificate and host name are always
   verified, against `REDIS_TLS_CA_FILE` or the system's CAs; a client
   certificate when one is set. With Sentinels, their connections use TLS too.
+- a Redis Cluster (`REDIS_CLUSTER`): every key is in one slot, so a plain client
+  to the primary that serves it does (`shared.redis_cluster`), found from
+  REDIS_URL's node and found again when the slot moves.
 
 Bounded waits everywhere (connect 2 s, a command 5 s), so a dead Redis turns into
 a fast 503, not a hung request.
@@ -25,10 +28,12 @@ from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio.connection import parse_url
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from shared import redis_keys
 from shared.arq_jobs import job_deserializer, job_serializer
+from shared.redis_cluster import SlotOwnerPool
 from shared.settings import RedisTarget
 
 REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
@@ -110,6 +115,8 @@ def _client(
             "socket_timeout": REDIS_COMMAND_TIMEOUT_SECONDS,
             "health_check_interval": HEALTH_CHECK_SECONDS,
         }
+    if target.cluster:
+        return redis_class.from_pool(_slot_owner_pool(target, options))
     if not target.sentinels:
         return redis_class.from_url(target.url, **options)
     parts = urlsplit(target.url)
@@ -135,6 +142,13 @@ def _client(
         ssl=target.tls,
         **options,
     )
+
+
+def _slot_owner_pool(target: RedisTarget, options: dict[str, Any]) -> SlotOwnerPool:
+    url_options: dict[str, Any] = dict(parse_url(target.url))
+    url_options.pop("connection_class", None)  # rediss:// is target.tls
+    seed = (url_options.pop("host", None) or "localhost", url_options.pop("port", None) or 6379)
+    return SlotOwnerPool([seed], ssl=target.tls, **url_options, **options)
 
 
 def _tls_options(target: RedisTarget) -> dict[str, Any]:

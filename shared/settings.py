@@ -128,6 +128,8 @@ class RedisTarget:
 
     url: str = field(repr=False)  # may hold a password
     sentinels: tuple[tuple[str, int], ...] = ()
+    cluster: bool = False
+    """The URL names a Redis Cluster node: connect to the owner of the keys' slot."""
     sentinel_service: str = "mymaster"
     sentinel_username: str | None = field(default=None, repr=False)
     sentinel_password: str | None = field(default=None, repr=False)
@@ -148,6 +150,9 @@ class RedisTarget:
             tls = " over TLS" if self.tls else ""
             db = parts.path.strip("/") or "0"
             return f"Sentinel master {self.sentinel_service!r} via {via}{tls}, db {db}"
+        if self.cluster:
+            tls = " over TLS" if self.tls else ""
+            return f"Redis Cluster via {parts.hostname or ''}:{parts.port or 6379}{tls}"
         port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
@@ -480,6 +485,14 @@ class Settings:
         "comma-separated `host:port` of Redis Sentinels: the primary is found through them "
         "(REDIS_URL's host is then unused; its password, database and `rediss://` still apply) "
         "([Sentinel](#sentinel))",
+    )
+    redis_cluster: bool = setting(
+        "REDIS_CLUSTER",
+        _boolean,
+        False,
+        "REDIS_URL names a node of a Redis Cluster (or a managed service's cluster-mode "
+        "endpoint): the primary serving the keys' one slot is found from it "
+        "([Redis Cluster](#redis-cluster))",
     )
     redis_sentinel_service: str = setting(
         "REDIS_SENTINEL_SERVICE",
@@ -866,6 +879,7 @@ class Settings:
         return RedisTarget(
             self.redis_url or "",
             sentinels=self.redis_sentinels,
+            cluster=self.redis_cluster,
             sentinel_service=self.redis_sentinel_service,
             sentinel_username=self.redis_sentinel_username,
             sentinel_password=self.redis_sentinel_password,
@@ -931,6 +945,15 @@ class Settings:
             )
         if self.redis_sentinels and (self.redis_url or "").startswith("unix:"):
             problems.append("REDIS_SENTINELS: set, but REDIS_URL is a unix:// socket")
+        if self.redis_cluster:
+            if self.redis_sentinels:
+                problems.append("REDIS_CLUSTER: a cluster has no Sentinels; unset REDIS_SENTINELS")
+            if (self.redis_url or "").startswith("unix:"):
+                problems.append("REDIS_CLUSTER: set, but REDIS_URL is a unix:// socket")
+            elif (urlsplit(self.redis_url or "").path.strip("/") or "0") != "0":
+                problems.append(
+                    "REDIS_CLUSTER: a cluster has database 0 only; REDIS_URL names another"
+                )
         if role != "operator" and not self.targets:
             problems.append("FLEX_WORKFLOW_SID: required (or define targets in HANDOVER_TARGETS)")
         if role == "api":

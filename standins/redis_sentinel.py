@@ -107,7 +107,6 @@ class LocalSentinelCluster:
 
     def start(self, timeout: float = 30.0) -> None:
         for node in self.nodes:
-            (node.data_dir).mkdir(parents=True, exist_ok=True)
             node.start()
         self._wait_replicas_synced(timeout)
         for index, port in enumerate(self.sentinel_ports):

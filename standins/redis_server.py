@@ -158,6 +158,7 @@ class LocalRedisServer:
         write: under `everysec` a busy disk may keep writes in memory for up to 2 s."""
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="flex-handover-redis-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.binary = binary or find_server_binary()
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -102,7 +102,8 @@ def create_worker(
             flex=FlexClient(settings),
             metrics=counters,
         )
-        await migrate_if_needed(ctx["redis"])  # before the first job is taken
+        # Before the first job is taken.
+        await migrate_if_needed(ctx["redis"], cluster=settings.redis.cluster)
         if leftovers:
             await leftovers.clear(ctx["redis"])
         logger.info(

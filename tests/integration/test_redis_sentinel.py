@@ -12,7 +12,6 @@ import asyncio
 import time
 from collections import Counter
 
-import aiohttp
 import pytest
 from redis.asyncio.sentinel import MasterNotFoundError
 
@@ -21,6 +20,7 @@ from shared.redis_client import create_redis
 from shared.settings import Settings
 from shared.store import HandoverStore
 from standins.redis_sentinel import LocalSentinelCluster
+from tests.support.flood import FAST, flood, readyz
 from tests.support.outcomes import assert_each_ended_once, wait_all_final
 from tests.support.processes import call_tool, clean_env, run_command, wait_until
 from tests.support.service import service_env
@@ -28,12 +28,6 @@ from tests.support.values import new_conversation_sid
 
 DATA_PASSWORD = "data-pw-not-in-logs-3b7d"
 SENTINEL_PASSWORD = "sentinel-pw-not-in-logs-8e21"
-FAST = {
-    "WORKER_RECONNECT_MAX_SECONDS": "1",
-    "HANDOVER_RETRY_BUDGET_SECONDS": "0.5",
-    "HANDOVER_ATTEMPT_TIMEOUT_SECONDS": "3",
-    "HANDOVER_LOOKUP_GRACE_SECONDS": "0.2",
-}
 
 
 @pytest.fixture
@@ -42,11 +36,6 @@ async def cluster():
     await asyncio.to_thread(cluster.start)
     yield cluster
     await asyncio.to_thread(cluster.close)
-
-
-async def readyz(api_url: str) -> int:
-    async with aiohttp.ClientSession() as http, http.get(api_url + "/readyz") as response:
-        return response.status
 
 
 async def test_a_failover_is_answered_503_never_500_and_everything_acknowledged_is_delivered(
@@ -137,33 +126,6 @@ async def test_a_wrong_sentinel_password_is_a_clear_error_not_a_hang(cluster, si
     assert time.monotonic() - started < 10
     assert "invalid username-password pair" in str(raised.value)
     assert "not-the-password" not in str(raised.value)
-
-
-async def flood(api_url: str, count: int, concurrency: int, acknowledged: dict[str, str]) -> int:
-    """`count` new conversations, `concurrency` at a time; a 503 or no answer is
-    sent again, as a caller would. Returns how many calls were sent again."""
-    resent = 0
-    numbers = iter(range(1000, 1000 + count))
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-
-        async def caller() -> None:
-            nonlocal resent
-            for number in numbers:
-                conversation = new_conversation_sid(number)
-                for _ in range(300):
-                    try:
-                        status, body, _ = await call_tool(api_url, conversation, http=http)
-                    except (aiohttp.ClientError, TimeoutError):
-                        status, body = 0, {}
-                    if status in (200, 202):
-                        acknowledged[conversation] = body["handover_id"]
-                        break
-                    assert status in (0, 503), (status, body)  # never a 500
-                    resent += 1
-                    await asyncio.sleep(0.1)
-
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return resent
 
 
 @pytest.mark.parametrize("min_replicas", [1, 0])

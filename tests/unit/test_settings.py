@@ -80,6 +80,7 @@ def test_defaults():
     } == {
         "redis_url": "redis://localhost:6379/0",
         "redis_sentinels": (),
+        "redis_cluster": False,
         "redis_sentinel_service": "mymaster",
         "redis_sentinel_username": None,
         "redis_sentinel_password": None,
@@ -846,3 +847,21 @@ def test_an_operator_session_lasts_at_most_a_week():
     env = {"REDIS_URL": "redis://x/0", "HANDOVER_UI_SESSION_SECONDS": str(7 * 24 * 3600 + 1)}
     with pytest.raises(SettingsError, match="HANDOVER_UI_SESSION_SECONDS: must be at most 604800"):
         Settings.from_env(env, role="operator")
+
+
+def test_a_cluster_url_names_a_node_on_database_0_and_no_sentinels():
+    settings = Settings.from_env(
+        {"REDIS_URL": "rediss://:pw-9c1@node-a.example:7000/0", "REDIS_CLUSTER": "true"},
+        role="operator",
+    )
+    assert settings.redis.cluster and settings.redis.tls
+    assert settings.redis.location == "Redis Cluster via node-a.example:7000 over TLS"
+    assert Settings.from_env({"REDIS_URL": "redis://x/0"}, role="operator").redis.cluster is False
+    for extra, says in [
+        ({"REDIS_URL": "redis://x/2"}, "REDIS_CLUSTER: a cluster has database 0 only"),
+        ({"REDIS_URL": "unix:///run/redis.sock"}, "REDIS_CLUSTER: set, but REDIS_URL is a unix"),
+        ({"REDIS_SENTINELS": "s1:26379"}, "REDIS_CLUSTER: a cluster has no Sentinels"),
+    ]:
+        env = {"REDIS_URL": "redis://x/0", "REDIS_CLUSTER": "1", **extra}
+        with pytest.raises(SettingsError, match=says):
+            Settings.from_env(env, role="operator")
