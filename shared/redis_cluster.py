@@ -8,8 +8,9 @@ this: arq's pool (`ArqRedis`) is a plain `Redis`, arq watches keys inside its
 transactions, which the cluster client does not support, and WAIT has no key to
 route by. So this pool asks a node (`CLUSTER SLOTS`: the URL's node first, then
 the ones it has heard of) which primary serves the slot and connects there, and a
-connection whose node answers MOVED, ASK, TRYAGAIN or CLUSTERDOWN (the slot moved
-in a failover or a resharding, or the cluster is down) is dropped and the owner
+connection whose node answers MOVED, ASK, TRYAGAIN, CLUSTERDOWN or refuses a
+script a key it no longer holds (the slot moved in a failover or a resharding,
+or the cluster is down) is dropped and the owner
 looked up again for the next one: what redis-py's Sentinel pool does on READONLY.
 The caller sees a connection error meanwhile: the API answers 503 with
 Retry-After, the worker reconnects.
@@ -34,7 +35,16 @@ logger = logging.getLogger(f"flex_handover.{__name__}")
 SLOT = key_slot(redis_keys.KEY_TAG.encode())
 """The one slot every key hashes to."""
 # The answers that mean "the slot is not (or no longer, or not yet) served here".
-REDIRECTS = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+# A script cannot be redirected: while the slot migrates, one that touches a key
+# already moved is refused with the last one (a key of another slot would be
+# "...keys that do not hash to the same slot", a bug, not a move).
+REDIRECTS = (
+    "MOVED ",
+    "ASK ",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "Script attempted to access a non local key in a cluster node",
+)
 
 Address = tuple[str, int]
 
