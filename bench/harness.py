@@ -67,6 +67,9 @@ def service_env(redis_url: str, simulator_url: str, **overrides: str) -> dict[st
         "HANDOVER_RATE_LIMIT_PER_IDENTITY": "0",
         "HANDOVER_RATE_LIMIT_PER_CONVERSATION": "0",
         "HANDOVER_MAX_PENDING": "100000000",
+        # No cap of our own unless a bench sets one (rate_limit.py, priority.py):
+        # the benches measure the worker, not Twilio's 20/s.
+        "FLEX_API_MAX_RPS": "0",
         "PYTHONPATH": str(ROOT),
     }
     env.update(overrides)

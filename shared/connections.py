@@ -7,7 +7,8 @@ that handover back and is not counted while it is live, or succeeded within
 the customer back, asking again is a new handover), checked and counted the fixed-window
 rate limits on new handovers per conversation and per customer identity,
 checked the backlog (`HANDOVER_MAX_PENDING`), written the status record
-(`queued`), written an arq-compatible job record and added it to the queue,
+(`queued`), written an arq-compatible job record and added it to the queue
+(scored by the target's priority, `shared.queue_order`),
 and put its id in the recent index the operator's lists read
 (shared/lua/enqueue.lua). No half-stored handover if Redis goes away; a call
 refused by a rate limit or a full backlog stores nothing at all, nor does one
@@ -38,6 +39,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from shared import lua_scripts, redis_keys
 from shared.arq_jobs import handover_job
 from shared.model import HandoverRequest, Status, new_handover_id, new_handover_record, now
+from shared.queue_order import head_starts_ms, queue_score
 from shared.script_batcher import ReplicaWait, ScriptBatcher
 from shared.settings import Settings
 
@@ -141,6 +143,9 @@ class Enqueuer:
         self._script = ScriptBatcher(
             redis, enqueue_script(settings), replica_wait=ReplicaWait.of(settings)
         )
+        self._head_starts_ms = head_starts_ms(
+            settings.targets, settings.priority_head_start_seconds
+        )
 
     async def enqueue(self, request: HandoverRequest, *, store_new: bool = True) -> EnqueueResult:
         """Store a new handover, return the conversation's live one, or refuse
@@ -169,7 +174,7 @@ class Enqueuer:
             args=[
                 handover_id,
                 job,
-                enqueue_ms,
+                queue_score(enqueue_ms, self._head_starts_ms.get(request.target, 0)),
                 repr(timestamp),
                 record,
                 "1" if not store_new else "0",

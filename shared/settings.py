@@ -700,6 +700,14 @@ class Settings:
     rate_limit_window_seconds: int = setting(
         "HANDOVER_RATE_LIMIT_WINDOW_SECONDS", _integer(1), 60, "the rate-limit window"
     )
+    priority_head_start_seconds: float = setting(
+        "HANDOVER_PRIORITY_HEAD_START_SECONDS",
+        _seconds(0),
+        120.0,
+        "how far ahead in the queue a handover to the target with the highest `priority` "
+        "goes (others in proportion to theirs): it is never overtaken by one that came more "
+        "than this after it ([Urgent first](#urgent-first)); 0: first come, first served",
+    )
     max_pending: int = setting(
         "HANDOVER_MAX_PENDING",
         _integer(0),
@@ -721,9 +729,10 @@ class Settings:
     flex_api_max_rps: float = setting(
         "FLEX_API_MAX_RPS",
         _rate,
-        0.0,
+        18.0,
         "`POST /v1/Interactions` per second for all workers together (a token bucket in "
-        "Redis), to stay under Twilio's limits; 0: no limit",
+        "Redis): 90 % of Twilio's documented 20 per second per account; raise it with "
+        "your account's limit ([Under Twilio's cap](#under-twilios-cap)); 0: no limit",
     )
     worker_concurrency: int = setting(
         "WORKER_CONCURRENCY", _integer(1), 50, "handovers per worker process at once"

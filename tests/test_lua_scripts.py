@@ -40,7 +40,7 @@ from shared.voice_records import VoiceRecorder, voice_script
 from tests.support.values import CONVERSATION_SID
 from worker.arq_worker import PICK_SCRIPT
 from worker.claim import RELEASE_SCRIPT, ClaimReleaser
-from worker.rate_limit import TOKEN_BUCKET_SCRIPT, FlexRateLimit
+from worker.rate_limit import TOKEN_BUCKET_SCRIPT, FlexRateLimit, pick_gate
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -181,7 +181,8 @@ async def runs_replay(redis) -> None:
 async def runs_pick(redis) -> None:
     await redis.zadd(redis_keys.QUEUE_NAME, {"ho_ready": 1, "ho_later": 2**50})
     picked = await redis.register_script(PICK_SCRIPT)(
-        keys=[redis_keys.QUEUE_NAME], args=[int(time.time() * 1000), 5, 5000, 100]
+        keys=[redis_keys.QUEUE_NAME, redis_keys.FLEX_API_RATE_KEY],
+        args=[int(time.time() * 1000), 5, 5000, 100, *pick_gate(10)],
     )
     assert picked == ["ho_ready", "1"]
     assert await redis.exists(redis_keys.arq_in_progress_key("ho_ready")) == 1

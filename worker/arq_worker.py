@@ -4,7 +4,9 @@ How jobs are picked up (`HandoverWorker`): one Lua script (`lua/pick.lua`) takes
 every free slot's job from the ready part of the queue in one round trip,
 skipping jobs whose in-progress key exists (running elsewhere, or left by a dead
 run); while the slots are full it takes jobs as slots free up rather than after
-`poll_delay`. The arq internals this needs are listed here (ARQ_WORKER_METHODS,
+`poll_delay`. With FLEX_API_MAX_RPS it takes no more than the shared rate can
+serve within about a second (`worker.rate_limit.PICK_AHEAD_SECONDS`), so a
+backlog stays in the queue, where priority orders it. The arq internals this needs are listed here (ARQ_WORKER_METHODS,
 ARQ_WORKER_ATTRIBUTES) for the minor pinned in pyproject.toml, and checked by
 tests/unit/test_arq_internals.py.
 """
@@ -20,6 +22,7 @@ from arq.utils import timestamp_ms
 from arq.worker import Worker
 
 from shared import lua_scripts, redis_keys
+from worker.rate_limit import pick_gate
 
 # arq's one global key, its abort set `arq:abort`, is a module constant that its
 # Worker uses in the transaction ending every job: renamed here under the keys'
@@ -101,7 +104,7 @@ class HandoverWorker(Worker):
     of after `poll_delay`; when idle it polls every `poll_delay` as arq does.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, flex_api_max_rps: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reached_redis = False
         """Redis answered this worker's first ping (its client exists from the start)."""
@@ -114,6 +117,7 @@ class HandoverWorker(Worker):
         self._slot_freed = asyncio.Event()
         self._pick_scan_limit = max(PICK_SCAN_MIN, PICK_SCAN_PER_SLOT * self.max_jobs)
         self._pick_batch = max(1, int(self.max_jobs * PICK_BATCH_FRACTION))
+        self._pick_gate = pick_gate(flex_api_max_rps)
 
     async def main(self) -> None:
         await self._reach_redis()
@@ -165,12 +169,13 @@ class HandoverWorker(Worker):
         if self._pick_script is None:
             self._pick_script = self.pool.register_script(PICK_SCRIPT)
         picked = await self._pick_script(
-            keys=[self.queue_name],
+            keys=[self.queue_name, redis_keys.FLEX_API_RATE_KEY],
             args=[
                 timestamp_ms(),
                 free,
                 int(self.in_progress_timeout_s * 1000),
                 self._pick_scan_limit,
+                *self._pick_gate,
             ],
         )
         for job_id_b, score in zip(picked[::2], picked[1::2], strict=True):

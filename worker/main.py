@@ -151,6 +151,7 @@ def create_worker(
         "handle_signals": handle_signals,
         "health_check_key": redis_keys.worker_health_key(socket.gethostname()),
         "health_check_interval": WORKER_HEALTH_INTERVAL_SECONDS,
+        "flex_api_max_rps": settings.flex_api_max_rps,
     }
     options.update(overrides)
     return HandoverWorker(**options)

@@ -73,8 +73,36 @@ def set_run_deadline(loop_time: float | None) -> None:
     _run_deadline.set(loop_time)
 
 
+# How far ahead a pick counts the bucket's free slots (worker/lua/pick.lua). A
+# worker picks no more jobs than the bucket can serve within this, so a backlog
+# waits in the queue, in priority order, rather than in worker slots behind
+# reservations: at concurrency 50 and 18/s, a full set of slots would hold ~2.8 s
+# of reservations, and an urgent handover arriving then would wait behind them.
+# One second keeps the pipe full across a poll (WORKER_POLL_DELAY_SECONDS, 0.5 s
+# by default) and bounds that wait to about a second.
+PICK_AHEAD_SECONDS = 1.0
+
+
 def burst_for(max_rps: float) -> int:
     return max(1, math.floor(max_rps * BURST_SECONDS))
+
+
+def horizon_us(max_rps: float) -> int:
+    """How far ahead of now a legitimate TAT can be: the longest wait plus a burst."""
+    return math.ceil(MAX_WAIT_SECONDS * 1_000_000 + (burst_for(max_rps) + 1) * 1_000_000 / max_rps)
+
+
+def pick_gate(max_rps: float) -> list[int]:
+    """ARGV 5-8 of worker/lua/pick.lua: the bucket's interval, burst, how far
+    ahead to count and horizon, all µs; zeros (no gate) when the rate is off."""
+    if not max_rps:
+        return [0, 0, 0, 0]
+    return [
+        math.ceil(1_000_000 / max_rps),
+        burst_for(max_rps),
+        int(PICK_AHEAD_SECONDS * 1_000_000),
+        horizon_us(max_rps),
+    ]
 
 
 class FlexRateLimit:
@@ -97,9 +125,7 @@ class FlexRateLimit:
         self._attempt_timeout = attempt_timeout
         self._interval_us = 1_000_000 / max_rps if max_rps else 0.0
         # No reservation is ever further ahead than the longest wait plus a burst.
-        self._horizon_us = math.ceil(
-            MAX_WAIT_SECONDS * 1_000_000 + (self.burst + 1) * self._interval_us
-        )
+        self._horizon_us = horizon_us(max_rps) if max_rps else 0
         self._script = redis.register_script(TOKEN_BUCKET_SCRIPT) if max_rps else None
 
     async def take(self, max_wait: float, now_us: int | None = None) -> tuple[bool, float]:

@@ -53,6 +53,9 @@ def service_env(redis_url: str, simulator_url: str, **overrides: Any) -> dict[st
         "HANDOVER_REQUEUE_DELAY_SECONDS": "0.1",
         "WORKER_CONCURRENCY": "20",
         "WORKER_POLL_DELAY_SECONDS": "0.01",
+        # The default (18/s, under Twilio's cap) would pace every test's creates;
+        # tests/integration/test_global_rate_limit.py and test_priority.py test it.
+        "FLEX_API_MAX_RPS": "0",
         "HANDOVER_TOOL_TOKENS": TOOL_TOKEN,
         "HANDOVER_ADMIN_TOKENS": ADMIN_TOKEN,
     }

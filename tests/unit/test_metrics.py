@@ -224,3 +224,20 @@ def test_a_bad_worker_metrics_port_is_named(port):
 
     with pytest.raises(SettingsError, match="WORKER_METRICS_PORT"):
         Settings.from_env({**WORKER_ENV, "WORKER_METRICS_PORT": port}, role="worker")
+
+
+def test_a_head_start_is_not_counted_as_waiting():
+    # Scored 120 s before it arrived (a priority's head start), arrived 2 s ago.
+    assert backlog_of(5, [("job", 0.0)], now=122.0, created_at=120.0) == Backlog(5, 2.0)
+    # A retry due later than it arrived waits from when it is due.
+    assert backlog_of(5, [("job", 110_000.0)], now=122.0, created_at=50.0) == Backlog(5, 12.0)
+
+
+async def test_read_backlog_reads_the_head_handovers_arrival(redis):
+    job_id = redis_keys.handover_job_id("ho_head")
+    await redis.zadd(redis_keys.QUEUE_NAME, {job_id: 880_000, "other": 990_000})
+    await redis.hset(redis_keys.handover_key("ho_head"), "created_at", "997.5")
+    assert await read_backlog(redis, now=1000.0) == Backlog(2, 2.5)
+    hand_back = redis_keys.HAND_BACK_JOB_PREFIX + "ho_head"
+    await redis.zadd(redis_keys.QUEUE_NAME, {hand_back: 870_000})
+    assert await read_backlog(redis, now=1000.0) == Backlog(3, 130.0)

@@ -1,6 +1,7 @@
 """worker.arq_worker.HandoverWorker: one script picks jobs for every free slot and
 skips jobs in progress, so a dead run's leftovers at the head of the queue
-(in progress until their key expires) do not hide the jobs behind them.
+(in progress until their key expires) do not hide the jobs behind them; with a
+rate, it picks no more than the rate serves within a second.
 
 Against the suite's real Redis: the pick is a Lua script.
 """
@@ -19,7 +20,8 @@ from shared import redis_keys
 from shared.arq_jobs import handover_job, job_deserializer, job_serializer
 from shared.redis_client import arq_redis_settings
 from tests.support.values import CONVERSATION_SID
-from worker.arq_worker import HandoverWorker
+from worker.arq_worker import PICK_SCRIPT, HandoverWorker
+from worker.rate_limit import pick_gate
 
 
 async def store_jobs(pool, ids: list[str]) -> None:
@@ -115,5 +117,45 @@ async def test_picks_no_more_than_the_free_slots_and_refills_as_they_free(redis,
             for job_task in worker.tasks.values():
                 job_task.cancel()
             await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
+    finally:
+        await pool.aclose()
+
+
+async def redis_now_us(pool) -> int:
+    seconds, micros = await pool.time()
+    return seconds * 1_000_000 + micros
+
+
+async def test_with_a_rate_a_pick_takes_only_what_the_bucket_serves_within_a_second(
+    redis, redis_server
+):
+    """FLEX_API_MAX_RPS=10: a slot every 100 ms, a burst of 1, counted a second
+    ahead. The bucket is only read: the jobs reserve their own slots."""
+    pool = await create_pool(arq_redis_settings(redis_server.url))
+    try:
+        ids = [f"ho_{n:032d}" for n in range(30)]
+        await store_jobs(pool, ids)
+        pick = pool.register_script(PICK_SCRIPT)
+        keys = [redis_keys.QUEUE_NAME, redis_keys.FLEX_API_RATE_KEY]
+
+        async def picked_with(tat_ahead_s: float | None, gate: list[int]) -> int:
+            await pool.delete(
+                *(in_progress_key_prefix + redis_keys.handover_job_id(i) for i in ids)
+            )
+            if tat_ahead_s is None:
+                await pool.delete(redis_keys.FLEX_API_RATE_KEY)
+            else:
+                tat = await redis_now_us(pool) + int(tat_ahead_s * 1_000_000)
+                await pool.set(redis_keys.FLEX_API_RATE_KEY, tat)
+            found = await pick(keys=keys, args=[int(time.time() * 1000), 50, 5000, 100, *gate])
+            return len(found) // 2
+
+        gate = pick_gate(10)
+        assert gate[:3] == [100_000, 1, 1_000_000]
+        assert await picked_with(None, gate) == 11  # idle: a second's slots and the burst
+        assert await picked_with(0.5, gate) == 6  # half a second already reserved
+        assert await picked_with(1.3, gate) == 0  # reserved past the second: wait in the queue
+        assert await picked_with(3600, gate) == 11  # past any wait: a clock stepped back
+        assert await picked_with(1.3, pick_gate(0)) == 30  # no rate, no gate
     finally:
         await pool.aclose()
