@@ -167,6 +167,20 @@ def test_rate_limit_bench_runs_both_modes_and_loses_nothing():
     assert any(line.startswith("limit on vs off") for line in lines)
 
 
+def test_priority_bench_runs_with_and_without_a_head_start_and_loses_nothing():
+    lines = run_bench(
+        "priority.py", "--handovers", "30", "--urgent", "3", "--rate", "20",
+        "--workers", "1", "--concurrency", "5",
+    )  # fmt: skip
+    rows = figures(lines)
+    for mode in ("on", "baseline"):
+        assert rows[f"{mode} succeeded"] == "33"
+        assert rows[f"{mode} lost (not final)"] == "0"
+        assert rows[f"{mode} duplicate Interactions"] == "0"
+        assert float(rows[f"{mode} drain rate (creates/s)"]) > 0
+    assert any(line.startswith("head start vs none: urgent p99") for line in lines)
+
+
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:37749/tools/flex-handover
   1 threads and 256 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev
