@@ -6,9 +6,11 @@ stored the way the API stores them (shared.connections.Enqueuer), then one
 process) answering POST /v1/Interactions after --flex-latency seconds.
 
 It prints handovers/s and their ratio to the bound min(concurrency / latency,
-FLEX_API_MAX_RPS when set), the worker's CPU milliseconds per handover, and
-the same for a bare loop of twilio `create_async` calls at the same
-concurrency (bench/create_loop.py: the client library's own cost, with as
+FLEX_API_MAX_RPS when set), the worker's CPU milliseconds per handover (alone,
+and with the Redis server's), the same for the naive arq worker a user would
+write (bench/naive_worker.py: stock arq, one bounded create and one status key,
+same backlog, same simulator), and for a bare loop of twilio `create_async`
+calls at the same concurrency (bench/create_loop.py: the client library's own cost, with as
 many connections as coroutines, as the worker has one per job slot), measured
 in the same run; then time from acknowledgement to Interaction created (p50/p99)
 for a paced run at half the bound, where it should be the Flex latency plus a
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -48,6 +52,15 @@ from standins.flex_simulator import FlexSimulator
 from standins.redis_server import LocalRedisServer
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Drained:
+    per_second: float
+    cpu_ms: float
+    """The worker process's CPU per handover."""
+    redis_cpu_ms: float
+    """The Redis server's CPU per handover, in the same span."""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -73,23 +86,25 @@ async def wait_created(flex: FlexSimulator, count: int, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def drain(env: dict[str, str], flex: FlexSimulator, enqueuer: Enqueuer, count: int,
-                offset: int) -> tuple[float, float]:  # fmt: skip
-    """A backlog of `count`, one worker: (handovers/s, worker CPU ms per handover)."""
+async def drain(command: list[str], env: dict[str, str], flex: FlexSimulator,
+                enqueuer: Enqueuer, count: int, offset: int, redis_pid: int) -> Drained:  # fmt: skip
+    """A backlog of `count`, one worker process running `command`."""
     await enqueue(enqueuer, offset, count)
     already = len(flex.interactions)
-    worker = await start_process(flex_handover_command(), "worker", env=env)
+    worker = await start_process(*command, env=env)
     try:
         await wait_created(flex, already + 1, 30)  # started: imports and connections done
         cpu_started, started = cpu_seconds(worker.pid), time.perf_counter()
+        redis_started = cpu_seconds(redis_pid)
         first = len(flex.interactions)
         await wait_created(flex, already + count, 120 + count / 10)
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(worker.pid) - cpu_started
+        redis_cpu = cpu_seconds(redis_pid) - redis_started
     finally:
         await stop_processes([worker])
     done = already + count - first
-    return done / elapsed, cpu * 1000 / done
+    return Drained(done / elapsed, cpu * 1000 / done, redis_cpu * 1000 / done)
 
 
 async def bare_loop(simulator_url: str, count: int, concurrency: int) -> tuple[float, float]:
@@ -127,15 +142,14 @@ async def time_to_interaction(env: dict[str, str], flex: FlexSimulator, enqueuer
                 HandoverRequest(f"CH{offset + n:032x}", identity, "default")
             )
             acked[result.handover_id] = time.time()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            created = {
-                i["routing"]["properties"]["attributes"].get("handoverId"): i["received_at"]
-                for i in flex.interactions
-            }
-            if all(h in created for h in acked):
-                break
-            await asyncio.sleep(0.1)
+        # len() only while waiting: this process is also the simulator, and
+        # reading every Interaction each tick stalled it once thousands were kept.
+        with contextlib.suppress(RuntimeError):  # those created are still reported
+            await wait_created(flex, already + 1 + count, 60)
+        created = {
+            i["routing"]["properties"]["attributes"].get("handoverId"): i["received_at"]
+            for i in flex.interactions
+        }
     finally:
         await stop_processes([worker])
     # The simulator records an Interaction when it creates it, after its latency
@@ -163,11 +177,20 @@ async def main(args: argparse.Namespace) -> int:
             if max_rps:
                 bound = min(bound, max_rps)
             count = max(concurrency * 2, int(bound * args.seconds))
-            rate, cpu_ms = await drain(env, flex, enqueuer, count, offset)
+            redis_pid = redis.process.pid if redis.process else 0
+            ours = await drain([flex_handover_command(), "worker"], env, flex, enqueuer,
+                               count, offset, redis_pid)  # fmt: skip
+            offset += count
+            await client.flushall()
+            naive_command = [sys.executable, str(ROOT / "bench" / "naive_worker.py"),
+                             "--redis-url", redis.url, "--flex-url", simulator_url,
+                             "--concurrency", str(concurrency),
+                             "--poll-delay", str(args.poll_delay)]  # fmt: skip
+            naive = await drain(naive_command, env, flex, enqueuer, count, offset, redis_pid)
             offset += count
             await client.flushall()
             bare_rate, bare_cpu_ms = await bare_loop(simulator_url, count, concurrency)
-            rows.append((concurrency, count, rate, bound, cpu_ms, bare_rate, bare_cpu_ms))
+            rows.append((concurrency, count, bound, ours, naive, bare_rate, bare_cpu_ms))
         concurrency = args.concurrency[-1]
         env = service_env(redis.url, simulator_url, WORKER_CONCURRENCY=str(concurrency),
                           WORKER_POLL_DELAY_SECONDS=str(args.poll_delay),
@@ -190,11 +213,27 @@ async def main(args: argparse.Namespace) -> int:
         f"process, poll delay {args.poll_delay * 1000:.0f} ms, {os.cpu_count()} CPUs"
     )
     print(f"{'conc':>5} {'handovers':>9} {'per s':>8} {'bound':>8} {'ratio':>6} "
-          f"{'cpu ms':>7} {'bare/s':>8} {'bare cpu':>8} {'cpu x':>6}")  # fmt: skip
-    for concurrency, count, rate, bound, cpu_ms, bare_rate, bare_cpu_ms in rows:
+          f"{'cpu ms':>7} {'+redis':>7} {'naive/s':>8} {'naive ms':>8} {'+redis':>7} "
+          f"{'bare/s':>8} {'bare ms':>8} {'x naive':>7} {'x bare':>6}")  # fmt: skip
+    for concurrency, count, bound, ours, naive, bare_rate, bare_cpu_ms in rows:
         print(
-            f"{concurrency:>5} {count:>9} {rate:>8.1f} {bound:>8.0f} {rate / bound:>6.2f} "
-            f"{cpu_ms:>7.2f} {bare_rate:>8.1f} {bare_cpu_ms:>8.2f} {cpu_ms / bare_cpu_ms:>6.2f}"
+            f"{concurrency:>5} {count:>9} {ours.per_second:>8.1f} {bound:>8.0f} "
+            f"{ours.per_second / bound:>6.2f} {ours.cpu_ms:>7.2f} "
+            f"{ours.cpu_ms + ours.redis_cpu_ms:>7.2f} {naive.per_second:>8.1f} "
+            f"{naive.cpu_ms:>8.2f} {naive.cpu_ms + naive.redis_cpu_ms:>7.2f} "
+            f"{bare_rate:>8.1f} {bare_cpu_ms:>8.2f} {ours.cpu_ms / naive.cpu_ms:>7.2f} "
+            f"{ours.cpu_ms / bare_cpu_ms:>6.2f}"
+        )
+    print(
+        "ratios: cpu ms per handover of the worker process (+redis: with the Redis "
+        "server's); x naive / x bare: ours over the naive arq worker's and the bare loop's"
+    )
+    for concurrency, _, _, ours, naive, _, _ in rows:
+        print(
+            f"  concurrency {concurrency}: handovers/s x{ours.per_second / naive.per_second:.2f} "
+            f"of naive arq, cpu/handover x{ours.cpu_ms / naive.cpu_ms:.2f} (worker), "
+            f"x{(ours.cpu_ms + ours.redis_cpu_ms) / (naive.cpu_ms + naive.redis_cpu_ms):.2f} "
+            "(worker + redis)"
         )
     if latencies:
         print(

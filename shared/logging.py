@@ -202,13 +202,10 @@ class RedactingFilter(logging.Filter):
         context = _log_context.get()
         for name in LOG_FIELDS:
             value = record.__dict__.get(name)
-            if value is None:
-                value = context.get(name)
-            if value is None:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool):
-                value = caller_text(value)
-            record.__dict__[name] = value
+            if value is not None:
+                record.__dict__[name] = _field_text(value)
+            elif (known := context.get(name)) is not None:
+                record.__dict__[name] = known  # redacted when it was set (`_known`)
         return True
 
 
@@ -255,10 +252,19 @@ def count_attempt() -> None:
 
 
 def _known(fields: Mapping[str, object]) -> dict[str, object]:
+    """The fields as records carry them: redacted once here, not on every record
+    logged while they are set."""
     unknown = set(fields) - set(LOG_FIELDS)
     if unknown:
         raise TypeError(f"not a log field: {', '.join(sorted(unknown))}")
-    return {name: value for name, value in fields.items() if value not in (None, "")}
+    return {name: _field_text(value) for name, value in fields.items() if value not in (None, "")}
+
+
+def _field_text(value: object) -> object:
+    """A field's value as logged: a count as it is, anything else `caller_text`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return caller_text(value)
 
 
 # U+2028, U+2029 and NEL are legal unescaped in JSON but end a line for many

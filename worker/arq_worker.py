@@ -6,7 +6,9 @@ skipping jobs whose in-progress key exists (running elsewhere, or left by a dead
 run); while the slots are full it takes jobs as slots free up rather than after
 `poll_delay`. With FLEX_API_MAX_RPS it takes no more than the shared rate can
 serve within about a second (`worker.rate_limit.PICK_AHEAD_SECONDS`), so a
-backlog stays in the queue, where priority orders it. The arq internals this needs are listed here (ARQ_WORKER_METHODS,
+backlog stays in the queue, where priority orders it. A job whose create is
+answered may lend its slot to the next job (`lend_slot`) for the rest of its
+run, so the slots count creates in flight rather than channel reads. The arq internals this needs are listed here (ARQ_WORKER_METHODS,
 ARQ_WORKER_ATTRIBUTES) for the minor pinned in pyproject.toml, and checked by
 tests/unit/test_arq_internals.py.
 """
@@ -14,6 +16,7 @@ tests/unit/test_arq_internals.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import arq.jobs
@@ -49,6 +52,16 @@ PICK_BATCH_FRACTION = 0.05
 # How long one poll iteration keeps taking jobs as slots free before arq's
 # bookkeeping (finished tasks, health check) runs again.
 BUSY_ITERATION_SECONDS = 1.0
+# Jobs that may have lent their slot back (`HandoverWorker.lend_slot`), per
+# slot: once its create is answered, a handover mostly waits (the channel's
+# first read is 0.2 s later, then the Conversation steps), and a slot held
+# through that halved the creates a worker kept in flight (BENCHMARKS.md,
+# worker_throughput). Bounded, so a worker never runs more than
+# (1 + FOLLOW_UPS_PER_SLOT) x WORKER_CONCURRENCY jobs; when they are all out,
+# a job keeps its slot to the end, as before.
+FOLLOW_UPS_PER_SLOT = 1
+LEND_SLOT = "lend_slot"
+"""The ctx key of `HandoverWorker.lend_slot` (absent under a stock arq worker)."""
 
 
 # arq's Worker internals that HandoverWorker and `stop_worker` rely on, none of
@@ -118,6 +131,9 @@ class HandoverWorker(Worker):
         self._pick_scan_limit = max(PICK_SCAN_MIN, PICK_SCAN_PER_SLOT * self.max_jobs)
         self._pick_batch = max(1, int(self.max_jobs * PICK_BATCH_FRACTION))
         self._pick_gate = pick_gate(flex_api_max_rps)
+        self._lent: set[str] = set()
+        self._follow_ups = FOLLOW_UPS_PER_SLOT * self.max_jobs
+        self.ctx[LEND_SLOT] = self.lend_slot
 
     async def main(self) -> None:
         await self._reach_redis()
@@ -183,10 +199,32 @@ class HandoverWorker(Worker):
             await self.sem.acquire()  # never waits: `free` slots were free
             self.job_counter += 1
             task = self.loop.create_task(self.run_job(job_id, int(float(score))))
-            task.add_done_callback(self._job_done)
+            task.add_done_callback(functools.partial(self._job_done, job_id))
             self.tasks[job_id] = task
         return len(picked) // 2
 
-    def _job_done(self, _task: asyncio.Task[None]) -> None:
+    def lend_slot(self, job_id: str) -> bool:
+        """Give the running job `job_id`'s slot to the next job, while it finishes
+        what is left of its run (see FOLLOW_UPS_PER_SLOT). False, and the slot
+        kept, when none may be lent: all lent already, or arq's burst mode, which
+        frees slots its own way."""
+        if self.burst or job_id in self._lent or job_id not in self.tasks:
+            return False
+        if len(self._lent) >= self._follow_ups:
+            return False
+        self._lent.add(job_id)
         self._release_sem_dec_counter_on_complete()
+        self._slot_freed.set()
+        return True
+
+    @property
+    def following_up(self) -> int:
+        """Jobs running on a lent slot."""
+        return len(self._lent)
+
+    def _job_done(self, job_id: str, _task: asyncio.Task[None]) -> None:
+        if job_id in self._lent:
+            self._lent.discard(job_id)  # its slot went back when it was lent
+        else:
+            self._release_sem_dec_counter_on_complete()
         self._slot_freed.set()

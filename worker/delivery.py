@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import Callable
 
 from arq.worker import Retry
 
@@ -47,6 +48,8 @@ class Delivery:
     """One run's attempts for one handover; remembers whether one is in flight.
 
     `deadline` (epoch seconds) is the handover's: no wait of this run reaches past it.
+    `on_answered` is called when a create or a lookup has given an Interaction
+    (the worker may then lend the run's job slot: `worker.arq_worker`).
     """
 
     def __init__(
@@ -56,8 +59,10 @@ class Delivery:
         in_flight_since: float | None,
         deadline: float,
         in_flight_attempt: str | None = None,
+        on_answered: Callable[[], object] = lambda: None,
     ):
         self._context = context
+        self._on_answered = on_answered
         self._handover_id = handover_id
         self.in_flight_since = in_flight_since
         self.in_flight_attempt = in_flight_attempt
@@ -71,6 +76,8 @@ class Delivery:
             with attempt:
                 found = await self.settle()
                 created = found if found is not None else await self._send(payload)
+                # What is left mostly waits (the channel's first read is later).
+                self._on_answered()
                 return await self.confirm(created)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from arq.worker import Retry
@@ -30,6 +32,7 @@ from shared.model import FINAL_STATES, HandoverError, HandoverRecord, Status, no
 from shared.settings import Settings, Target
 from shared.store import AFTERCARE_HELD, AFTERCARE_PENDING, FINAL, MISSING, ClaimRelease
 from worker.aftercare import run_aftercare
+from worker.arq_worker import LEND_SLOT
 from worker.context import HandoverContext
 from worker.delivery import Delivery
 from worker.errors import FlexError
@@ -77,12 +80,22 @@ async def deliver_handover(
                 # A run stopped between the outcome and its Conversation steps.
                 await _aftercare(context, start.record, claim)
                 return start.record.state.value
-            return await _run_claimed(context, start.record, claim)
+            return await _run_claimed(context, start.record, claim, _slot_lender(ctx))
     except RedisError as exc:
         logger.warning(
             "handover %s: redis error, retrying later: %s", handover_id, redis_error_text(exc)
         )
         raise Retry(defer=REDIS_ERROR_DEFER_SECONDS) from exc
+
+
+def _slot_lender(ctx: dict[str, Any]) -> Callable[[], object]:
+    """Lends this run's job slot once its create is answered (HandoverWorker's
+    `lend_slot`); does nothing under a stock arq worker."""
+    lend_slot = ctx.get(LEND_SLOT)
+    job_id = ctx.get("job_id")
+    if lend_slot is None or job_id is None:
+        return lambda: None
+    return functools.partial(lend_slot, job_id)
 
 
 def _log_claim_holder(handover_id: str, holder_value: str | None) -> None:
@@ -96,11 +109,14 @@ def _log_claim_holder(handover_id: str, holder_value: str | None) -> None:
 
 
 async def _run_claimed(
-    context: HandoverContext, record: HandoverRecord, claim: ClaimRelease
+    context: HandoverContext,
+    record: HandoverRecord,
+    claim: ClaimRelease,
+    on_answered: Callable[[], object],
 ) -> str:
     """The run, then the Conversation steps its outcome calls for: a final write
     that kept the claim left them due (`worker.aftercare`)."""
-    state = await _run_within_budget(context, record, claim)
+    state = await _run_within_budget(context, record, claim, on_answered)
     if claim.released is None and state in _FINAL_VALUES:
         finished = await context.store.get(record.handover_id)
         if finished is not None and finished.aftercare == AFTERCARE_PENDING:
@@ -127,14 +143,17 @@ async def _aftercare(context: HandoverContext, record: HandoverRecord, claim: Cl
 
 
 async def _run_within_budget(
-    context: HandoverContext, record: HandoverRecord, claim: ClaimRelease
+    context: HandoverContext,
+    record: HandoverRecord,
+    claim: ClaimRelease,
+    on_answered: Callable[[], object],
 ) -> str:
     """`_deliver` within the run budget, so arq's job timeout never strikes first."""
     handover_id = record.handover_id
     try:
         async with asyncio.timeout(context.settings.run_budget_seconds) as budget:
             set_run_deadline(budget.when())  # how long a rate-limit wait may last
-            return await _deliver(context, record, claim)
+            return await _deliver(context, record, claim, on_answered)
     except TimeoutError:
         # A slow Redis, a slow name lookup: treat it like a timed-out attempt.
         error = FlexError("the delivery run overran its time budget", retryable=True)
@@ -148,14 +167,25 @@ async def _run_within_budget(
         )
 
 
-async def _deliver(context: HandoverContext, record: HandoverRecord, claim: ClaimRelease) -> str:
+async def _deliver(
+    context: HandoverContext,
+    record: HandoverRecord,
+    claim: ClaimRelease,
+    on_answered: Callable[[], object],
+) -> str:
     """`record` was read under the claim (`begin_run`): no run that held it
-    before us left it final, and it is marked running."""
+    before us left it final, and it is marked running. `on_answered` is called
+    once a create is answered with an Interaction."""
     settings, handover_id = context.settings, record.handover_id
     record = await _account_for_lost_attempt(context, record, "its run stopped before an answer")
     deadline = _deadline(record, settings)
     delivery = Delivery(
-        context, handover_id, record.in_flight_since, deadline, record.in_flight_attempt
+        context,
+        handover_id,
+        record.in_flight_since,
+        deadline,
+        record.in_flight_attempt,
+        on_answered=on_answered,
     )
     if now() >= deadline:
         return await _give_up(context, delivery, record, _expiry_reason(record), claim)

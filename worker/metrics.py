@@ -156,6 +156,7 @@ class WorkerMetrics:
     def slot_families(self) -> list[Metric]:
         """This process's job slots, read now."""
         busy = self.worker.job_counter if self.worker is not None else 0
+        lent = getattr(self.worker, "following_up", 0)
         return [
             GaugeMetricFamily(
                 PREFIX + "worker_slots", "Job slots of this worker (WORKER_CONCURRENCY).",
@@ -163,6 +164,12 @@ class WorkerMetrics:
             ),
             GaugeMetricFamily(
                 PREFIX + "worker_slots_busy", "Job slots running a job now.", value=busy
+            ),
+            GaugeMetricFamily(
+                PREFIX + "worker_slots_lent",
+                "Jobs finishing on a lent slot: their create was answered, the channel "
+                "read and the Conversation steps remain.",
+                value=lent,
             ),
         ]  # fmt: skip
 

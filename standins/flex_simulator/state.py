@@ -95,6 +95,10 @@ class SimulatorState:
         self.latency = latency
         self.task_visible_after = task_visible_after
         self.interactions: list[Record] = []
+        # By sid, beside the lists (kept in order): a channel read or a task
+        # fetch must not cost more as a benchmark's thousands of records pile up.
+        self._interaction_by_sid: dict[str, Record] = {}
+        self._task_by_sid: dict[str, Record] = {}
         self.requests: list[Record] = []
         self.tasks: list[Record] = []
         self.paths: list[tuple[str, str]] = []
@@ -231,7 +235,7 @@ class SimulatorState:
     def channel_reads(self, interaction_sid: str) -> int:
         """How often the Interaction's channel was fetched."""
         with self._lock:
-            record = next((r for r in self.interactions if r["sid"] == interaction_sid), None)
+            record = self._interaction_by_sid.get(interaction_sid)
             return 0 if record is None else int(record["channel_reads"])
 
     def set_rate_limit(
@@ -315,6 +319,8 @@ class SimulatorState:
             records = (self.interactions, self.requests, self.tasks, self.paths)
             for kept in (*records, self.api_requests, self.events):
                 kept.clear()
+            self._interaction_by_sid.clear()
+            self._task_by_sid.clear()
             self.users.clear()
             self.conversations.clear()
             for queue in self._faults.values():
@@ -405,15 +411,17 @@ class SimulatorState:
             record["channel_reads"] = 0
             self.interactions.append(record)
             self.tasks.append(task)
+            self._interaction_by_sid[record["sid"]] = record
+            self._task_by_sid[task["sid"]] = task
         return record, task
 
     def _interaction(self, sid: str) -> tuple[Record, Record] | None:
         """An Interaction's record and its task; None when there is no such Interaction."""
         with self._lock:
-            record = next((r for r in self.interactions if r["sid"] == sid), None)
+            record = self._interaction_by_sid.get(sid)
             if record is None:
                 return None
-            task = next(t for t in self.tasks if t["sid"] == record["task_sid"])
+            task = self._task_by_sid[record["task_sid"]]
         return record, task
 
     def _read_channel(
@@ -478,7 +486,7 @@ class SimulatorState:
             if task_sid == LATEST_TASK:
                 task = self.tasks[-1] if self.tasks else None
             else:
-                task = next((t for t in self.tasks if t["sid"] == task_sid), None)
+                task = self._task_by_sid.get(task_sid)
             if task is None or task.get("deleted"):
                 return None
             task["assignment_status"] = status_after(event_type, task["assignment_status"])

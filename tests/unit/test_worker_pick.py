@@ -20,7 +20,7 @@ from shared import redis_keys
 from shared.arq_jobs import handover_job, job_deserializer, job_serializer
 from shared.redis_client import arq_redis_settings
 from tests.support.values import CONVERSATION_SID
-from worker.arq_worker import PICK_SCRIPT, HandoverWorker
+from worker.arq_worker import LEND_SLOT, PICK_SCRIPT, HandoverWorker
 from worker.rate_limit import pick_gate
 
 
@@ -157,5 +157,50 @@ async def test_with_a_rate_a_pick_takes_only_what_the_bucket_serves_within_a_sec
         assert await picked_with(1.3, gate) == 0  # reserved past the second: wait in the queue
         assert await picked_with(3600, gate) == 11  # past any wait: a clock stepped back
         assert await picked_with(1.3, pick_gate(0)) == 30  # no rate, no gate
+    finally:
+        await pool.aclose()
+
+
+async def test_a_job_may_lend_its_slot_once_and_no_more_than_the_follow_ups_are_lent(
+    redis, redis_server
+):
+    """Two slots, one follow-up per slot: two jobs lend theirs, the next two
+    cannot and keep theirs, so four run and two wait; when all end, every slot
+    is back exactly once (arq's counter and semaphore as at the start)."""
+    pool = await create_pool(arq_redis_settings(redis_server.url))
+    try:
+        ids = [f"ho_{n:032d}" for n in range(6)]
+        await store_jobs(pool, ids)
+        lent: list[bool] = []
+        hold = asyncio.Event()
+
+        async def job(ctx: dict[str, Any], handover_id: str, conversation_sid: str) -> None:
+            lent.append(ctx[LEND_SLOT](ctx["job_id"]))
+            assert not ctx[LEND_SLOT](ctx["job_id"])  # once only
+            await hold.wait()
+
+        worker = make_worker(pool, [], max_jobs=2)
+        worker.functions[redis_keys.HANDOVER_FUNCTION] = func(
+            job, name=redis_keys.HANDOVER_FUNCTION, keep_result=0
+        )
+        task = asyncio.create_task(worker.async_run())
+        try:
+            deadline = time.monotonic() + 5
+            while len(lent) < 4:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # no fifth job starts: both slots are held
+            assert sorted(lent) == [False, False, True, True]
+            assert (worker.following_up, worker.job_counter) == (2, 2)
+            hold.set()
+            while len(lent) < 6 or await pool.zcard(redis_keys.QUEUE_NAME) or worker.job_counter:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            # arq's semaphore holds max_jobs + 1, and a second release would raise.
+            assert (worker.following_up, worker.job_counter, worker.sem._value) == (0, 0, 3)
+        finally:
+            hold.set()
+            task.cancel()
+            await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
     finally:
         await pool.aclose()

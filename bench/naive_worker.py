@@ -1,0 +1,88 @@
+"""The peer for bench/worker_throughput.py: the arq worker a user would write.
+
+Stock `arq.Worker` on the same queue and the same job records as the service
+(shared.arq_jobs), a job that makes one bounded `create_async` and writes one
+status key: no claim, no TaskRouter lookup, no retry policy, no rate limit, no
+logging. The twilio client gets a connection per job slot, as the service's
+worker has (aiohttp's default pool of 100 would cap it at 100 in flight), so
+the comparison is of the work per handover, not of a pool setting.
+
+    python bench/naive_worker.py --redis-url redis://… --flex-url http://… --concurrency 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from aiohttp import ClientSession, TCPConnector
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+from harness import ACCOUNT_SID, AUTH_TOKEN, WORKFLOW_SID, WORKSPACE_SID
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from shared import redis_keys
+from shared.arq_jobs import job_deserializer, job_serializer
+
+CREATE_TIMEOUT_SECONDS = 10.0
+STATUS_TTL_SECONDS = 3600
+
+
+async def deliver(ctx: dict[str, Any], handover_id: str, conversation_sid: str) -> None:
+    client: Client = ctx["twilio"]
+    async with asyncio.timeout(CREATE_TIMEOUT_SECONDS):  # twilio-python ignores its own
+        interaction = await client.flex_api.v1.interaction.create_async(
+            channel={
+                "type": "whatsapp",
+                "initiated_by": "customer",
+                "properties": {"media_channel_sid": conversation_sid},
+            },
+            routing={
+                "properties": {
+                    "workspace_sid": WORKSPACE_SID,
+                    "workflow_sid": WORKFLOW_SID,
+                    "task_channel_unique_name": "chat",
+                    "attributes": {"from": "whatsapp:+15555550100", "handoverId": handover_id},
+                }
+            },
+        )
+    await ctx["redis"].set(
+        f"naive:status:{handover_id}", f"succeeded {interaction.sid}", ex=STATUS_TTL_SECONDS
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    async def startup(ctx: dict[str, Any]) -> None:
+        http = AsyncTwilioHttpClient(pool_connections=False)
+        http.session = ClientSession(connector=TCPConnector(limit=max(100, args.concurrency)))
+        client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http)
+        client.flex_api.base_url = args.flex_url
+        ctx["twilio"], ctx["http"] = client, http
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await ctx["http"].close()
+
+    worker = Worker(
+        functions=[func(deliver, name=redis_keys.HANDOVER_FUNCTION, keep_result=0)],
+        queue_name=redis_keys.QUEUE_NAME,
+        redis_settings=RedisSettings.from_dsn(args.redis_url),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        max_jobs=args.concurrency,
+        keep_result=0,
+        poll_delay=args.poll_delay,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+    )
+    worker.run()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--flex-url", required=True)
+    parser.add_argument("--concurrency", type=int, required=True)
+    parser.add_argument("--poll-delay", type=float, default=0.05)
+    main(parser.parse_args())
