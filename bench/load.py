@@ -15,7 +15,7 @@ request a new conversation; with `--generator python` (or no wrk installed) an
 aiohttp client in this process, which is itself CPU-bound and reads lower.
 Redis runs on the same machine and is flushed between runs. It prints
 requests/s, p50/p99/max latency and CPU per request (the receiver's
-processes, from /proc) per receiver, the ratios c/a and c/b, and c/d (metrics on
+processes, and with the Redis server's, from /proc) per receiver, the ratios c/a and c/b, and c/d (metrics on
 against off: throughput, and CPU per request, also as the median of each round's
 own ratio, the steadier figure on a noisy machine).
 
@@ -85,6 +85,12 @@ class Run:
     errors: int
     requests: int = 0
     cpu_ms_per_request: float = 0.0
+    redis_cpu_ms_per_request: float = 0.0
+    """The Redis server's CPU in the same run, per request."""
+
+    @property
+    def total_cpu_ms_per_request(self) -> float:
+        return self.cpu_ms_per_request + self.redis_cpu_ms_per_request
 
 
 @dataclass
@@ -188,6 +194,7 @@ async def main(args: argparse.Namespace) -> int:
                             env={**env, "HANDOVER_METRICS": "false"}),
     ]  # fmt: skip
     pids = dict(zip(RECEIVERS, (process.pid for process in processes), strict=True))
+    redis_pid = redis.process.pid if redis.process else 0
     client = aioredis.Redis.from_url(redis.url)
     results: dict[int, dict[str, Runs]] = {}
     try:
@@ -204,12 +211,15 @@ async def main(args: argparse.Namespace) -> int:
                     await client.flushall()
                     url = f"http://127.0.0.1:{port}/tools/flex-handover"
                     cpu = tree_cpu_seconds(pids[name])
+                    redis_cpu = tree_cpu_seconds(redis_pid)
                     if generator == "wrk":
                         run = await run_wrk(url, connections, args.seconds, args.threads, round_no)
                     else:
                         run = await run_python(url, connections, args.seconds, round_no)
                     cpu = tree_cpu_seconds(pids[name]) - cpu
+                    redis_cpu = tree_cpu_seconds(redis_pid) - redis_cpu
                     run.cpu_ms_per_request = cpu * 1000 / max(1, run.requests)
+                    run.redis_cpu_ms_per_request = redis_cpu * 1000 / max(1, run.requests)
                     if round_no > len(RECEIVERS):
                         results[connections][name].runs.append(run)
         print_report(results, args, generator)
@@ -233,7 +243,7 @@ def print_report(
     )
     print(
         f"{'conns':>5} {'receiver':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'cpu ms/req':>10} {'errors':>6}"
+        f"{'cpu ms/req':>10} {'+redis':>8} {'errors':>6}"
     )
     for connections, by_name in results.items():
         for name, runs in by_name.items():
@@ -241,7 +251,7 @@ def print_report(
                 f"{connections:>5} {name:<26} {runs.median('requests_per_second'):>9.0f} "
                 f"{runs.median('p50_ms'):>8.2f} {runs.median('p99_ms'):>8.2f} "
                 f"{runs.median('max_ms'):>8.2f} {runs.median('cpu_ms_per_request'):>10.4f} "
-                f"{runs.errors:>6}"
+                f"{runs.median('total_cpu_ms_per_request'):>8.4f} {runs.errors:>6}"
             )
         ours, bare, arq, off = (
             by_name[name]
@@ -254,6 +264,14 @@ def print_report(
             f"c/d {ours.median(rate) / off.median(rate):.3f} "
             f"(cpu/req {_ratio(ours.median(cpu), off.median(cpu)):.3f}; "
             f"paired by round {paired_ratio(ours, off, cpu):.3f})"
+        )
+        total = "total_cpu_ms_per_request"
+        print(
+            f"{connections:>5} cpu per request, c over a: receiver alone "
+            f"x{_ratio(ours.median(cpu), bare.median(cpu)):.2f} (paired "
+            f"{paired_ratio(ours, bare, cpu):.2f}), receiver + Redis "
+            f"x{_ratio(ours.median(total), bare.median(total)):.2f} (paired "
+            f"{paired_ratio(ours, bare, total):.2f})"
         )
 
 
@@ -286,6 +304,7 @@ def write_json(path: str, results: dict[int, dict[str, Runs]], args: argparse.Na
                     "p99_ms",
                     "max_ms",
                     "cpu_ms_per_request",
+                    "total_cpu_ms_per_request",
                 )
             },
             "errors": runs.errors,
@@ -310,6 +329,11 @@ def write_json(path: str, results: dict[int, dict[str, Runs]], args: argparse.Na
                 "c/a": ours / by_name["bare aiohttp"].median("requests_per_second"),
                 "c/b": ours / by_name["naive arq"].median("requests_per_second"),
                 "c/d": ours / by_name["flex-handover, metrics off"].median("requests_per_second"),
+                "c/a cpu per request with Redis, paired": paired_ratio(
+                    by_name["flex-handover"],
+                    by_name["bare aiohttp"],
+                    "total_cpu_ms_per_request",
+                ),
                 "c/d cpu per request, paired": paired_ratio(
                     by_name["flex-handover"],
                     by_name["flex-handover, metrics off"],

@@ -35,6 +35,7 @@ field choice and the one-line guarantee written here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -80,6 +81,7 @@ def register_secrets(*values: str | None) -> None:
     known = set(_secrets)
     known.update(v for v in values if v and len(v) >= _MIN_SECRET_LENGTH)
     _secrets = tuple(sorted(known, key=len, reverse=True))
+    _field_text_of.cache_clear()  # a text remembered before may hold a new secret
 
 
 def mask_phone(match: re.Match[str]) -> str:
@@ -202,10 +204,10 @@ class RedactingFilter(logging.Filter):
         context = _log_context.get()
         for name in LOG_FIELDS:
             value = record.__dict__.get(name)
+            if value is None:
+                value = context.get(name)
             if value is not None:
                 record.__dict__[name] = _field_text(value)
-            elif (known := context.get(name)) is not None:
-                record.__dict__[name] = known  # redacted when it was set (`_known`)
         return True
 
 
@@ -252,18 +254,25 @@ def count_attempt() -> None:
 
 
 def _known(fields: Mapping[str, object]) -> dict[str, object]:
-    """The fields as records carry them: redacted once here, not on every record
-    logged while they are set."""
     unknown = set(fields) - set(LOG_FIELDS)
     if unknown:
         raise TypeError(f"not a log field: {', '.join(sorted(unknown))}")
-    return {name: _field_text(value) for name, value in fields.items() if value not in (None, "")}
+    return {name: value for name, value in fields.items() if value not in (None, "")}
 
 
 def _field_text(value: object) -> object:
-    """A field's value as logged: a count as it is, anything else `caller_text`."""
+    """A field's value as logged: a count as it is, anything else `caller_text`
+    (a text remembered: a job logs the same handover id and conversation on
+    every line, and a request that logs nothing costs nothing)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _field_text_of(value)
+    return caller_text(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _field_text_of(value: str) -> str:
     return caller_text(value)
 
 

@@ -411,8 +411,8 @@ class SimulatorState:
             record["channel_reads"] = 0
             self.interactions.append(record)
             self.tasks.append(task)
-            self._interaction_by_sid[record["sid"]] = record
-            self._task_by_sid[task["sid"]] = task
+            self._interaction_by_sid[str(record["sid"])] = record
+            self._task_by_sid[str(task["sid"])] = task
         return record, task
 
     def _interaction(self, sid: str) -> tuple[Record, Record] | None:
