@@ -17,6 +17,7 @@ that cannot be bound (taken by another program, no permission) raises
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -61,6 +62,10 @@ def serve(
     def started(_banner: str) -> None:  # run_app's `print`: every site has started
         nonlocal listening
         listening = True
+        # What start-up made (modules, settings, the app) lives as long as the
+        # process: out of the collector's sight, a full collection under load no
+        # longer walks it (it was the tool endpoint's p99, 5x its p50).
+        gc.freeze()
         if on_listening is None:
             logger.info("api listening on http://%s:%d", host, port)
         else:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -106,6 +107,9 @@ def create_worker(
         await migrate_if_needed(ctx["redis"], cluster=settings.redis.cluster)
         if leftovers:
             await leftovers.clear(ctx["redis"])
+        # Start-up's objects live as long as the process: out of the collector's
+        # sight (as in api.server), a full collection no longer walks them.
+        gc.freeze()
         logger.info(
             "worker ready: concurrency %d, flex api %s",
             settings.worker_concurrency,
