@@ -78,9 +78,10 @@ def set_run_deadline(loop_time: float | None) -> None:
 # waits in the queue, in priority order, rather than in worker slots behind
 # reservations: at concurrency 50 and 18/s, a full set of slots would hold ~2.8 s
 # of reservations, and an urgent handover arriving then would wait behind them.
-# One second keeps the pipe full across a poll (WORKER_POLL_DELAY_SECONDS, 0.5 s
-# by default) and bounds that wait to about a second.
-PICK_AHEAD_SECONDS = 1.0
+# Half a second keeps the pipe full across polls (WORKER_POLL_DELAY_SECONDS,
+# 0.05 s by default) and bounds that wait: bench/priority.py measured urgent
+# ack -> Interaction p50 1.07 s, max 2.51 s with 1 s here (BENCHMARKS.md).
+PICK_AHEAD_SECONDS = 0.5
 
 
 def burst_for(max_rps: float) -> int:

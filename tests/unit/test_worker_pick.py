@@ -21,7 +21,7 @@ from shared.arq_jobs import handover_job, job_deserializer, job_serializer
 from shared.redis_client import arq_redis_settings
 from tests.support.values import CONVERSATION_SID
 from worker.arq_worker import LEND_SLOT, PICK_SCRIPT, HandoverWorker
-from worker.rate_limit import pick_gate
+from worker.rate_limit import PICK_AHEAD_SECONDS, pick_gate
 
 
 async def store_jobs(pool, ids: list[str]) -> None:
@@ -129,8 +129,9 @@ async def redis_now_us(pool) -> int:
 async def test_with_a_rate_a_pick_takes_only_what_the_bucket_serves_within_a_second(
     redis, redis_server
 ):
-    """FLEX_API_MAX_RPS=10: a slot every 100 ms, a burst of 1, counted a second
-    ahead. The bucket is only read: the jobs reserve their own slots."""
+    """FLEX_API_MAX_RPS=10: a slot every 100 ms, a burst of 1, counted
+    PICK_AHEAD_SECONDS ahead. The bucket is only read: the jobs reserve their own
+    slots."""
     pool = await create_pool(arq_redis_settings(redis_server.url))
     try:
         ids = [f"ho_{n:032d}" for n in range(30)]
@@ -151,12 +152,18 @@ async def test_with_a_rate_a_pick_takes_only_what_the_bucket_serves_within_a_sec
             return len(found) // 2
 
         gate = pick_gate(10)
-        assert gate[:3] == [100_000, 1, 1_000_000]
-        assert await picked_with(None, gate) == 11  # idle: a second's slots and the burst
-        assert await picked_with(0.5, gate) == 6  # half a second already reserved
-        assert await picked_with(1.3, gate) == 0  # reserved past the second: wait in the queue
-        assert await picked_with(3600, gate) == 11  # past any wait: a clock stepped back
-        assert await picked_with(1.3, pick_gate(0)) == 30  # no rate, no gate
+        assert gate[:3] == [100_000, 1, int(PICK_AHEAD_SECONDS * 1_000_000)]
+        ahead_slots = round(PICK_AHEAD_SECONDS / 0.1)
+        # Idle: the slots within PICK_AHEAD_SECONDS, and the burst.
+        assert await picked_with(None, gate) == ahead_slots + 1
+        # All but 0.25 s of it already reserved: the two slots left, and the burst.
+        reserved = PICK_AHEAD_SECONDS - 0.25
+        assert await picked_with(reserved, gate) == 2 + 1
+        # Reserved past it: the jobs wait in the queue.
+        assert await picked_with(PICK_AHEAD_SECONDS + 0.3, gate) == 0
+        # Past any wait: a clock that stepped back, taken as idle.
+        assert await picked_with(3600, gate) == ahead_slots + 1
+        assert await picked_with(PICK_AHEAD_SECONDS + 0.3, pick_gate(0)) == 30  # no gate
     finally:
         await pool.aclose()
 
