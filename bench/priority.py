@@ -154,6 +154,7 @@ def report(args: argparse.Namespace, results: list[Drain]) -> bool:
             ("normal ack -> Interaction (s)", summary(result.normal_latency)),
             ("drain rate (creates/s)", f"{result.drain_rate:.1f}"),
             ("drain rate / cap", f"{result.drain_rate / args.rate:.3f}"),
+            ("drain rate / FLEX_API_MAX_RPS", f"{result.drain_rate / args.max_rps:.3f}"),
             ("429s seen", str(result.throttled)),
             ("succeeded", str(result.states["succeeded"])),
             ("failed", str(result.states["failed"])),
