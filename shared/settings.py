@@ -735,7 +735,11 @@ class Settings:
         "your account's limit ([Under Twilio's cap](#under-twilios-cap)); 0: no limit",
     )
     worker_concurrency: int = setting(
-        "WORKER_CONCURRENCY", _integer(1), 50, "handovers per worker process at once"
+        "WORKER_CONCURRENCY",
+        _integer(1),
+        50,
+        "handovers per worker process at once, up to their create's answer; as many "
+        "more may be finishing (channel read, Conversation steps) on lent slots",
     )
     worker_poll_delay_seconds: float = setting(
         "WORKER_POLL_DELAY_SECONDS",
