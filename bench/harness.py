@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,20 @@ BENCH_ADMIN_TOKEN = "bench-admin-0123456789abcdef"
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def lost_of(handovers: int, states: Mapping[str, int]) -> int:
+    """Acknowledged handovers that did not end: neither succeeded nor failed."""
+    return handovers - states.get("succeeded", 0) - states.get("failed", 0)
+
+
+def print_mode(label: str, rows: Sequence[tuple[str, object]], width: int = 36) -> None:
+    """One mode of a two-mode bench: its label, then `mode  name  value` rows
+    (the shape tests/test_bench_smoke.py reads)."""
+    print(label)
+    mode = label.split()[0]
+    for name, value in rows:
+        print(f"  {mode} {name:<{width}} {value!s:>8}")
 
 
 def flex_handover_command() -> str:

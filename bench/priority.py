@@ -41,7 +41,9 @@ from harness import (
     AUTH_TOKEN,
     WORKFLOW_SID,
     flex_handover_command,
+    lost_of,
     percentile,
+    print_mode,
     service_env,
     start_process,
     stop_processes,
@@ -146,9 +148,8 @@ def report(args: argparse.Namespace, results: list[Drain]) -> bool:
     )
     ok = True
     for result in results:
-        lost = result.handovers - result.states["succeeded"] - result.states["failed"]
+        lost = lost_of(result.handovers, result.states)
         ok = ok and lost == 0 and result.duplicates == 0
-        print(result.label)
         rows = [
             ("urgent ack -> Interaction (s)", summary(result.urgent_latency)),
             ("normal ack -> Interaction (s)", summary(result.normal_latency)),
@@ -161,8 +162,7 @@ def report(args: argparse.Namespace, results: list[Drain]) -> bool:
             ("lost (not final)", str(lost)),
             ("duplicate Interactions", str(result.duplicates)),
         ]
-        for name, value in rows:
-            print(f"  {result.label.split()[0]} {name:<32} {value}")
+        print_mode(result.label, rows, 32)
     if len(results) == 2 and results[0].urgent_latency and results[1].urgent_latency:
         on, off = results
         on_p99 = percentile(on.urgent_latency, 0.99)

@@ -36,6 +36,8 @@ from harness import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     flex_handover_command,
+    lost_of,
+    print_mode,
     service_env,
     start_process,
     stop_processes,
@@ -154,9 +156,8 @@ def report(args: argparse.Namespace, results: list[Drain]) -> bool:
     )
     ok = True
     for result in results:
-        lost = result.handovers - result.states["succeeded"] - result.states["failed"]
+        lost = lost_of(result.handovers, result.states)
         ok = ok and lost == 0 and result.duplicates == 0
-        print(result.label)
         rows = [
             ("goodput (creates/s)", f"{result.goodput:.1f}"),
             ("goodput / rate", f"{result.goodput / args.rate:.2f}"),
@@ -168,8 +169,7 @@ def report(args: argparse.Namespace, results: list[Drain]) -> bool:
             ("duplicate Interactions", result.duplicates),
             ("drain time (s)", f"{result.seconds:.1f}"),
         ]
-        for name, value in rows:
-            print(f"  {result.label.split()[0]} {name:<36} {value:>8}")
+        print_mode(result.label, rows, 36)
     if len(results) == 2 and results[1].goodput > 0:
         on, off = results
         print(
