@@ -66,11 +66,14 @@ def test_load_bench_runs_all_four_receivers():
         "--connections", "4",
     )  # fmt: skip
     rows = [line.split() for line in lines if line.split()[:1] == ["4"]]
-    names = [" ".join(row[1:-6]) for row in rows if row[1] != "ratios:"]
+    receivers = [row for row in rows if row[1] not in ("ratios:", "cpu")]
+    names = [" ".join(row[1:-7]) for row in receivers]
     assert names == ["bare aiohttp", "naive arq", "flex-handover", "flex-handover, metrics off"]
-    assert all(row[-1] == "0" for row in rows if row[1] != "ratios:")  # errors
-    assert all(float(row[-2]) > 0 for row in rows if row[1] != "ratios:")  # cpu ms per request
+    assert all(row[-1] == "0" for row in receivers)  # errors
+    assert all(float(row[-3]) > 0 for row in receivers)  # cpu ms per request
+    assert all(float(row[-2]) >= float(row[-3]) for row in receivers)  # with Redis's
     assert any("ratios: c/a" in line and "c/d" in line for line in lines)
+    assert any("cpu per request, c over a" in line and "+ Redis" in line for line in lines)
 
 
 def test_worker_throughput_bench_reports_its_bound_and_baseline():
@@ -80,6 +83,8 @@ def test_worker_throughput_bench_reports_its_bound_and_baseline():
     )  # fmt: skip
     row = next(line.split() for line in lines if line.split()[:1] == ["5"])
     assert float(row[2]) > 0 and float(row[3]) == 100  # handovers/s, bound 5 / 0.05 s
+    assert float(row[7]) > 0 and float(row[8]) > 0  # the naive arq worker's: per s, cpu ms
+    assert any("of naive arq" in line for line in lines)
     assert any(line.startswith("ack -> Interaction") for line in lines)
 
 
