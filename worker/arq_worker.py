@@ -5,10 +5,11 @@ every free slot's job from the ready part of the queue in one round trip,
 skipping jobs whose in-progress key exists (running elsewhere, or left by a dead
 run); while the slots are full it takes jobs as slots free up rather than after
 `poll_delay`. With FLEX_API_MAX_RPS it takes no more than the shared rate can
-serve within about a second (`worker.rate_limit.PICK_AHEAD_SECONDS`), so a
-backlog stays in the queue, where priority orders it. A job whose create is
-answered may lend its slot to the next job (`lend_slot`) for the rest of its
-run, so the slots count creates in flight rather than channel reads. The arq internals this needs are listed here (ARQ_WORKER_METHODS,
+serve within `worker.rate_limit.PICK_AHEAD_SECONDS`, so a backlog stays in the
+queue, where priority orders it. A job whose create is answered may lend its
+slot to the next job (`lend_slot`) for the rest of its run, so the slots count
+creates in flight rather than channel reads. The arq internals this needs are
+listed here (ARQ_WORKER_METHODS,
 ARQ_WORKER_ATTRIBUTES) for the minor pinned in pyproject.toml, and checked by
 tests/unit/test_arq_internals.py.
 """
