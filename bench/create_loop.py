@@ -11,30 +11,19 @@ import argparse
 import asyncio
 import time
 
-from aiohttp import ClientSession, TCPConnector
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.rest import Client
+from harness import interaction_params, twilio_client
 
 
 async def main(args: argparse.Namespace) -> None:
-    http = AsyncTwilioHttpClient(pool_connections=False)
-    # A connection per coroutine, as the worker has one per job slot (aiohttp's
-    # default pool of 100 would cap the loop at 100 requests in flight).
-    http.session = ClientSession(connector=TCPConnector(limit=max(100, args.concurrency)))
-    client = Client(args.account_sid, args.auth_token, http_client=http)
-    client.flex_api.base_url = args.url
-    channel = {"type": "whatsapp", "initiated_by": "customer",
-               "properties": {"media_channel_sid": "CH" + "0" * 32}}  # fmt: skip
-    routing = {"properties": {"workspace_sid": "WS" + "0" * 32, "workflow_sid": "WW" + "0" * 32,
-                              "task_channel_unique_name": "chat",
-                              "attributes": {"from": "whatsapp:+15555550100"}}}  # fmt: skip
+    client, http = twilio_client(args.url, args.concurrency, args.account_sid, args.auth_token)
+    params = interaction_params("CH" + "0" * 32)
     remaining = iter(range(args.count))
     created = 0
 
     async def loop() -> None:
         nonlocal created
         for _ in remaining:
-            await client.flex_api.v1.interaction.create_async(channel=channel, routing=routing)
+            await client.flex_api.v1.interaction.create_async(**params)
             created += 1
 
     cpu_started, started = time.process_time(), time.perf_counter()

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -46,6 +47,34 @@ def print_mode(label: str, rows: Sequence[tuple[str, object]], width: int = 36) 
     mode = label.split()[0]
     for name, value in rows:
         print(f"  {mode} {name:<{width}} {value!s:>8}")
+
+
+def twilio_client(flex_url: str, concurrency: int, account_sid: str = ACCOUNT_SID,
+                  auth_token: str = AUTH_TOKEN) -> tuple[Any, Any]:  # fmt: skip
+    """A twilio `Client` for the simulator at `flex_url` and its HTTP client (to
+    close), with a connection per coroutine as the worker has one per job slot
+    (aiohttp's default pool of 100 would cap it at 100 requests in flight)."""
+    from aiohttp import ClientSession, TCPConnector
+    from twilio.http.async_http_client import AsyncTwilioHttpClient
+    from twilio.rest import Client
+
+    http = AsyncTwilioHttpClient(pool_connections=False)
+    http.session = ClientSession(connector=TCPConnector(limit=max(100, concurrency)))
+    client = Client(account_sid, auth_token, http_client=http)
+    client.flex_api.base_url = flex_url
+    return client, http
+
+
+def interaction_params(conversation_sid: str, **attributes: str) -> dict[str, Any]:
+    """`create_async`'s channel and routing for a WhatsApp conversation, as a
+    naive peer would send them (the worker builds its own: worker/interaction.py)."""
+    return {
+        "channel": {"type": "whatsapp", "initiated_by": "customer",
+                    "properties": {"media_channel_sid": conversation_sid}},
+        "routing": {"properties": {"workspace_sid": WORKSPACE_SID, "workflow_sid": WORKFLOW_SID,
+                                   "task_channel_unique_name": "chat",
+                                   "attributes": {"from": "whatsapp:+15555550100", **attributes}}},
+    }  # fmt: skip
 
 
 def flex_handover_command() -> str:

@@ -16,11 +16,9 @@ import argparse
 import asyncio
 from typing import Any
 
-from aiohttp import ClientSession, TCPConnector
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
-from harness import ACCOUNT_SID, AUTH_TOKEN, WORKFLOW_SID, WORKSPACE_SID
-from twilio.http.async_http_client import AsyncTwilioHttpClient
+from harness import interaction_params, twilio_client
 from twilio.rest import Client
 
 from shared import redis_keys
@@ -34,19 +32,7 @@ async def deliver(ctx: dict[str, Any], handover_id: str, conversation_sid: str) 
     client: Client = ctx["twilio"]
     async with asyncio.timeout(CREATE_TIMEOUT_SECONDS):  # twilio-python ignores its own
         interaction = await client.flex_api.v1.interaction.create_async(
-            channel={
-                "type": "whatsapp",
-                "initiated_by": "customer",
-                "properties": {"media_channel_sid": conversation_sid},
-            },
-            routing={
-                "properties": {
-                    "workspace_sid": WORKSPACE_SID,
-                    "workflow_sid": WORKFLOW_SID,
-                    "task_channel_unique_name": "chat",
-                    "attributes": {"from": "whatsapp:+15555550100", "handoverId": handover_id},
-                }
-            },
+            **interaction_params(conversation_sid, handoverId=handover_id)
         )
     await ctx["redis"].set(
         f"naive:status:{handover_id}", f"succeeded {interaction.sid}", ex=STATUS_TTL_SECONDS
@@ -55,11 +41,7 @@ async def deliver(ctx: dict[str, Any], handover_id: str, conversation_sid: str) 
 
 def main(args: argparse.Namespace) -> None:
     async def startup(ctx: dict[str, Any]) -> None:
-        http = AsyncTwilioHttpClient(pool_connections=False)
-        http.session = ClientSession(connector=TCPConnector(limit=max(100, args.concurrency)))
-        client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http)
-        client.flex_api.base_url = args.flex_url
-        ctx["twilio"], ctx["http"] = client, http
+        ctx["twilio"], ctx["http"] = twilio_client(args.flex_url, args.concurrency)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["http"].close()

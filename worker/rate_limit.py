@@ -88,18 +88,23 @@ def burst_for(max_rps: float) -> int:
     return max(1, math.floor(max_rps * BURST_SECONDS))
 
 
+def interval_us(max_rps: float) -> float:
+    """The bucket's slot interval: 1 / rps, in µs."""
+    return 1_000_000 / max_rps
+
+
 def horizon_us(max_rps: float) -> int:
     """How far ahead of now a legitimate TAT can be: the longest wait plus a burst."""
-    return math.ceil(MAX_WAIT_SECONDS * 1_000_000 + (burst_for(max_rps) + 1) * 1_000_000 / max_rps)
+    return math.ceil(MAX_WAIT_SECONDS * 1_000_000 + (burst_for(max_rps) + 1) * interval_us(max_rps))
 
 
-def pick_gate(max_rps: float) -> list[int]:
+def pick_gate(max_rps: float) -> list[float]:
     """ARGV 5-8 of worker/lua/pick.lua: the bucket's interval, burst, how far
     ahead to count and horizon, all µs; zeros (no gate) when the rate is off."""
     if not max_rps:
         return [0, 0, 0, 0]
     return [
-        math.ceil(1_000_000 / max_rps),
+        interval_us(max_rps),
         burst_for(max_rps),
         int(PICK_AHEAD_SECONDS * 1_000_000),
         horizon_us(max_rps),
@@ -124,7 +129,7 @@ class FlexRateLimit:
         self._redis = redis
         self._key = key
         self._attempt_timeout = attempt_timeout
-        self._interval_us = 1_000_000 / max_rps if max_rps else 0.0
+        self._interval_us = interval_us(max_rps) if max_rps else 0.0
         # No reservation is ever further ahead than the longest wait plus a burst.
         self._horizon_us = horizon_us(max_rps) if max_rps else 0
         self._script = redis.register_script(TOKEN_BUCKET_SCRIPT) if max_rps else None

@@ -71,7 +71,8 @@ async def test_urgent_handovers_overtake_the_backlog_and_nothing_is_lost(
     assert_each_ended_once(records, simulator)
     order = [i["conversation_sid"] for i in simulator.interactions]
     # How many normal handovers, queued before the urgent ones, got their
-    # Interaction after an urgent one was acknowledged but before the last urgent one.
+    # Interaction after all the urgent ones were acknowledged but before the last
+    # urgent one got its own.
     last_urgent = max(order.index(sid) for sid in urgent_sids)
     overtaken_by = last_urgent + 1 - URGENT - created_before
     normal_left = NORMAL - created_before

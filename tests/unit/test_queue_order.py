@@ -36,8 +36,7 @@ def test_higher_priority_goes_first_and_nothing_waits_past_the_bound():
         latest_ahead = max(latest_ahead, arrived)
     # An urgent handover goes before every default one that came up to 120 s before it,
     # and a billing one before every default one that came up to 60 s before it.
-    for arrived, name in queue:
-        position = queue.index((arrived, name))
-        behind = {(a, n) for a, n in queue[position + 1 :] if n == "default"}
+    for position, (arrived, name) in enumerate(queue):
         reach = {"urgent": 120_000, "billing": 60_000}.get(name, 0)
-        assert all(a >= arrived - reach for a, _ in behind)
+        behind = (a for a, n in queue[position + 1 :] if n == "default")
+        assert all(a >= arrived - reach for a in behind)

@@ -1,7 +1,7 @@
 """worker.arq_worker.HandoverWorker: one script picks jobs for every free slot and
 skips jobs in progress, so a dead run's leftovers at the head of the queue
 (in progress until their key expires) do not hide the jobs behind them; with a
-rate, it picks no more than the rate serves within a second.
+rate, it picks no more than the rate serves within PICK_AHEAD_SECONDS.
 
 Against the suite's real Redis: the pick is a Lua script.
 """
@@ -9,7 +9,10 @@ Against the suite's real Redis: the pick is a Lua script.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from arq.connections import create_pool
@@ -32,14 +35,16 @@ async def store_jobs(pool, ids: list[str]) -> None:
         await pool.zadd(redis_keys.QUEUE_NAME, {redis_keys.handover_job_id(job_id): now_ms + n})
 
 
-def make_worker(pool, ran: list[str], max_jobs: int, hold: asyncio.Event | None = None):
-    async def job(ctx: dict[str, Any], handover_id: str, conversation_sid: str) -> None:
+def make_worker(pool, ran: list[str], max_jobs: int, hold: asyncio.Event | None = None, job=None):
+    """`job` runs each handover; by default it records the id and waits for `hold`."""
+
+    async def record_and_hold(ctx: dict[str, Any], handover_id: str, conversation_sid: str) -> None:
         ran.append(handover_id)
         if hold is not None:
             await hold.wait()
 
     return HandoverWorker(
-        functions=[func(job, name=redis_keys.HANDOVER_FUNCTION, keep_result=0)],
+        functions=[func(job or record_and_hold, name=redis_keys.HANDOVER_FUNCTION, keep_result=0)],
         queue_name=redis_keys.QUEUE_NAME,
         redis_pool=pool,
         max_jobs=max_jobs,
@@ -52,18 +57,31 @@ def make_worker(pool, ran: list[str], max_jobs: int, hold: asyncio.Event | None 
     )
 
 
-async def run_until(worker, condition, timeout: float = 5.0) -> None:
+@contextlib.asynccontextmanager
+async def running(worker, hold: asyncio.Event | None = None) -> AsyncIterator[None]:
+    """The worker runs inside the block; its jobs are cancelled after it."""
     task = asyncio.create_task(worker.async_run())
     try:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, "condition not met in time"
-            await asyncio.sleep(0.01)
+        yield
     finally:
+        if hold is not None:
+            hold.set()  # a failed check must not leave the jobs waiting for ever
         task.cancel()
         for job_task in worker.tasks.values():
             job_task.cancel()
         await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
+
+
+async def until(condition: Callable[[], Awaitable[bool] | bool], deadline: float) -> None:
+    """Wait for `condition` (plain or awaitable) until `deadline` (monotonic)."""
+    while True:
+        met = condition()
+        if inspect.isawaitable(met):
+            met = await met
+        if met:
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 async def test_a_dead_runs_jobs_at_the_head_do_not_hide_newer_ones(redis, redis_server):
@@ -76,7 +94,8 @@ async def test_a_dead_runs_jobs_at_the_head_do_not_hide_newer_ones(redis, redis_
                 in_progress_key_prefix + redis_keys.handover_job_id(job_id), 60_000, b"1"
             )
         ran: list[str] = []
-        await run_until(make_worker(pool, ran, max_jobs=5), lambda: ran)
+        async with running(make_worker(pool, ran, max_jobs=5)):
+            await until(lambda: bool(ran), time.monotonic() + 5)
         assert ran == ["ho_fresh"]
     finally:
         await pool.aclose()
@@ -90,12 +109,9 @@ async def test_picks_no_more_than_the_free_slots_and_refills_as_they_free(redis,
         ran: list[str] = []
         hold = asyncio.Event()
         worker = make_worker(pool, ran, max_jobs=4, hold=hold)
-        task = asyncio.create_task(worker.async_run())
-        try:
+        async with running(worker, hold):
             deadline = time.monotonic() + 5
-            while len(ran) < 4:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)
+            await until(lambda: len(ran) >= 4, deadline)
             await asyncio.sleep(0.1)
             # The first four in queue order, only as many as slots. The picked jobs
             # start together, each after its own reads of Redis, so the order in
@@ -107,16 +123,12 @@ async def test_picks_no_more_than_the_free_slots_and_refills_as_they_free(redis,
             ]
             assert in_progress == [1, 1, 1, 1, 0, 0]
             hold.set()
-            while len(ran) < 6 or await pool.zcard(redis_keys.QUEUE_NAME):
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)
+
+            async def drained() -> bool:
+                return len(ran) >= 6 and not await pool.zcard(redis_keys.QUEUE_NAME)
+
+            await until(drained, deadline)
             assert sorted(ran) == ids
-        finally:
-            hold.set()  # a failed check above must not leave the jobs waiting for ever
-            task.cancel()
-            for job_task in worker.tasks.values():
-                job_task.cancel()
-            await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
     finally:
         await pool.aclose()
 
@@ -126,9 +138,7 @@ async def redis_now_us(pool) -> int:
     return seconds * 1_000_000 + micros
 
 
-async def test_with_a_rate_a_pick_takes_only_what_the_bucket_serves_within_a_second(
-    redis, redis_server
-):
+async def test_with_a_rate_a_pick_takes_only_what_the_bucket_serves_soon(redis, redis_server):
     """FLEX_API_MAX_RPS=10: a slot every 100 ms, a burst of 1, counted
     PICK_AHEAD_SECONDS ahead. The bucket is only read: the jobs reserve their own
     slots."""
@@ -186,28 +196,21 @@ async def test_a_job_may_lend_its_slot_once_and_no_more_than_the_follow_ups_are_
             assert not ctx[LEND_SLOT](ctx["job_id"])  # once only
             await hold.wait()
 
-        worker = make_worker(pool, [], max_jobs=2)
-        worker.functions[redis_keys.HANDOVER_FUNCTION] = func(
-            job, name=redis_keys.HANDOVER_FUNCTION, keep_result=0
-        )
-        task = asyncio.create_task(worker.async_run())
-        try:
+        worker = make_worker(pool, [], max_jobs=2, job=job)
+        async with running(worker, hold):
             deadline = time.monotonic() + 5
-            while len(lent) < 4:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)
+            await until(lambda: len(lent) >= 4, deadline)
             await asyncio.sleep(0.2)  # no fifth job starts: both slots are held
             assert sorted(lent) == [False, False, True, True]
             assert (worker.following_up, worker.job_counter) == (2, 2)
             hold.set()
-            while len(lent) < 6 or await pool.zcard(redis_keys.QUEUE_NAME) or worker.job_counter:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)
+
+            async def drained() -> bool:
+                queued = await pool.zcard(redis_keys.QUEUE_NAME)
+                return len(lent) >= 6 and not queued and not worker.job_counter
+
+            await until(drained, deadline)
             # arq's semaphore holds max_jobs + 1, and a second release would raise.
             assert (worker.following_up, worker.job_counter, worker.sem._value) == (0, 0, 3)
-        finally:
-            hold.set()
-            task.cancel()
-            await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
     finally:
         await pool.aclose()
