@@ -16,8 +16,8 @@ that a target declines outside its business hours (the script still answers the
 conversation's live handover, so the model is not told "not handed over" about
 one that is on its way). One round trip, a repeat call's too: the script reads
 the record of the handover the conversation points to by building its key.
-Concurrent calls share a pipeline (`shared.script_batcher`), each still its own
-script run.
+Concurrent calls share one script run (`shared.script_batcher`, looped), each
+call still checked and written as a whole before the next.
 
 The backlog is the arq queue's ZCARD: arq keeps a job in the queue from enqueue
 until it finishes (queued, running, deferred for a retry), and removes it when
@@ -48,6 +48,8 @@ STORED, RATE_LIMITED, BACKLOG_FULL, DECLINED = 1, 2, 3, 4
 # What a call refused for a full backlog is told to wait: the queue drains at
 # the workers' pace, so a few seconds would mostly be refused again.
 BACKLOG_RETRY_AFTER_SECONDS = 30
+# The keys and arguments of one call of the enqueue script, which takes a batch of them.
+ENQUEUE_KEYS, ENQUEUE_ARGS = 7, 6
 
 
 def enqueue_script(settings: Settings) -> str:
@@ -65,6 +67,8 @@ def enqueue_script(settings: Settings) -> str:
             "POINTER_TTL": int(settings.dedup_key_ttl_seconds),
             "JOB_TTL_MS": int(expires_extra_ms),
             "RECENT_RETENTION": settings.recent_retention_seconds,
+            "KEYS_PER_CALL": ENQUEUE_KEYS,
+            "ARGS_PER_CALL": ENQUEUE_ARGS,
         },
     )
 
@@ -141,7 +145,7 @@ class Enqueuer:
 
     def __init__(self, redis: aioredis.Redis, settings: Settings):
         self._script = ScriptBatcher(
-            redis, enqueue_script(settings), replica_wait=ReplicaWait.of(settings)
+            redis, enqueue_script(settings), replica_wait=ReplicaWait.of(settings), looped=True
         )
         self._head_starts_ms = head_starts_ms(
             settings.targets, settings.priority_head_start_seconds

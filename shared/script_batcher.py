@@ -8,6 +8,13 @@ out together in the next one, each still its own atomic script run with its
 own answer. An idle receiver sends a batch of one at once, so nothing waits
 for a timer.
 
+A `looped` script takes the whole batch in one run: KEYS and ARGV are the
+calls' own, one call's after another's, and it answers a list, an answer per
+call (shared/lua/enqueue.lua). One EVALSHA instead of one per call: fewer
+commands for redis-py to pack and parse and for Redis to start a script for
+(the tool endpoint's CPU, both sides). Its calls must each pass the same number
+of keys and of arguments, which the script knows.
+
 With a `ReplicaWait`, the batch ends with Redis's own `WAIT replicas timeout`,
 in the same pipeline (still one round trip): the answers are handed out only
 once that many replicas have every write the batch made, so a failover that
@@ -83,8 +90,11 @@ class ScriptBatcher:
         script: str,
         max_batch: int = MAX_BATCH,
         replica_wait: ReplicaWait | None = None,
+        *,
+        looped: bool = False,
     ):
         self._redis = redis
+        self._looped = looped
         self._replica_wait = replica_wait
         self._script = script
         self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
@@ -138,12 +148,21 @@ class ScriptBatcher:
     async def _pipeline(self, batch: list[_Call]) -> list[Any]:
         wait = self._replica_wait
         async with self._redis.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            if self._looped:
+                keys = [key for call_keys, _, _ in batch for key in call_keys]
+                pipe.evalsha(
+                    self._sha, len(keys), *keys, *(a for _, args, _ in batch for a in args)
+                )
+            else:
+                for keys, args, _ in batch:
+                    pipe.evalsha(self._sha, len(keys), *keys, *args)
             if wait is not None:
                 pipe.incr(wait.fence_key)
                 pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
             results: list[Any] = await pipe.execute(raise_on_error=False)
+        if self._looped:  # the one run's answers, or its error for every call
+            answers = results[0]
+            results[:1] = [answers] * len(batch) if isinstance(answers, Exception) else answers
         if wait is None:
             return results
         confirmed = results.pop()

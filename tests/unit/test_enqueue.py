@@ -195,3 +195,30 @@ async def test_a_declined_call_after_the_task_ended_stores_nothing(enqueuer, red
     assert again.declined and not again.created
     assert sorted(await redis.keys("*")) == keys_before
     assert await redis.get(RATE_KEY) == "1"
+
+
+async def test_concurrent_calls_share_a_script_run_each_answered_as_if_alone(redis):
+    """Calls waiting together go to Redis as one run of the looped script, in
+    order: new conversations stored, a repeat within the batch answered with the
+    handover stored just before it, a call over its conversation's limit refused."""
+    enqueuer = Enqueuer(redis, Settings(rate_limit_per_conversation=1))
+    first = await enqueuer.enqueue(REQUEST)  # alone: the rest wait for it and go together
+    await HandoverStore(redis, 3600).mark_failed(first.handover_id, HandoverError("no"))
+    others = [
+        HandoverRequest(f"CH{n:032x}", Identity.parse(f"whatsapp:+1415555{n:04d}"), "default")
+        for n in range(20)
+    ]
+    await redis.config_resetstat()
+    results = await asyncio.gather(
+        *(enqueuer.enqueue(request) for request in others),
+        enqueuer.enqueue(others[0]),
+        enqueuer.enqueue(REQUEST),  # over the limit of one new handover per window
+    )
+    stats = await redis.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] <= 2
+    stored, repeat, limited = results[:20], results[20], results[21]
+    assert all(result.created for result in stored)
+    assert len({result.handover_id for result in stored}) == 20
+    assert (repeat.created, repeat.handover_id) == (False, stored[0].handover_id)
+    assert limited.limited_by == "conversation" and not limited.created
+    assert await redis.zcard(redis_keys.QUEUE_NAME) == 21

@@ -116,3 +116,44 @@ async def test_one_wait_answers_every_call_of_a_batch(redis):
     plain = ScriptBatcher(redis, APPEND)
     assert await plain(["list"], ["21"]) == [21, "21"]
     assert "cmdstat_wait" not in await redis.info("commandstats")
+
+
+APPEND_EACH = (Path(__file__).parent / "lua" / "append_each.lua").read_text()
+
+
+async def test_a_looped_script_runs_once_per_batch_and_answers_each_caller(redis):
+    batcher = ScriptBatcher(redis, APPEND_EACH, max_batch=16, looped=True)
+    await redis.config_resetstat()
+    results = await asyncio.gather(*(batcher([f"log{n % 3}"], [f"call-{n}"]) for n in range(50)))
+    assert [value for _, value in results] == [f"call-{n}" for n in range(50)]
+    for n in range(3):
+        assert await redis.lrange(f"log{n}", 0, -1) == [f"call-{i}" for i in range(n, 50, 3)]
+    assert sorted(length for length, _ in results[::3]) == list(range(1, 18))
+    stats = await redis.info("commandstats")
+    runs = stats["cmdstat_evalsha"]["calls"] + stats.get("cmdstat_eval", {}).get("calls", 0)
+    # a first call alone, then batches of at most 16 (a NOSCRIPT answer counts too)
+    assert 4 <= runs <= 6, stats["cmdstat_evalsha"]
+
+
+async def test_a_looped_scripts_error_reaches_every_caller_of_its_batch(redis):
+    """One run for the batch: when it fails, each caller hears it (what ran before the
+    failing call stays written, so a caller's retry is answered from it)."""
+    batcher = ScriptBatcher(redis, APPEND_EACH, looped=True)
+    await batcher(["log"], ["first"])  # alone: the next three go out together
+    await redis.set("not-a-list", "x")
+    results = await asyncio.gather(
+        batcher(["log"], ["ok"]),
+        batcher(["not-a-list"], ["boom"]),
+        batcher(["log"], ["after"]),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, ResponseError) for result in results), results
+    assert await redis.lrange("log", 0, -1) == ["first", "ok"]
+
+
+async def test_a_looped_script_is_reloaded_after_a_flush(redis):
+    batcher = ScriptBatcher(redis, APPEND_EACH, looped=True)
+    await batcher(["log"], ["before"])
+    await redis.script_flush()
+    results = await asyncio.gather(batcher(["log"], ["a"]), batcher(["log"], ["b"]))
+    assert results == [[2, "a"], [3, "b"]]
