@@ -149,10 +149,9 @@ class ScriptBatcher:
         wait = self._replica_wait
         async with self._redis.pipeline(transaction=False) as pipe:
             if self._looped:
-                keys = [key for call_keys, _, _ in batch for key in call_keys]
-                pipe.evalsha(
-                    self._sha, len(keys), *keys, *(a for _, args, _ in batch for a in args)
-                )
+                every_key = [key for keys, _, _ in batch for key in keys]
+                every_arg = [arg for _, args, _ in batch for arg in args]
+                pipe.evalsha(self._sha, len(every_key), *every_key, *every_arg)
             else:
                 for keys, args, _ in batch:
                     pipe.evalsha(self._sha, len(keys), *keys, *args)
