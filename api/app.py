@@ -43,6 +43,7 @@ from api.ui import page as ui_page
 from api.ui.sessions import SessionStore, SignInLimiter
 from shared.connections import Enqueuer, write_refusal
 from shared.deadletters import Replayer
+from shared.json_text import json_bytes
 from shared.logging import caller_text, log_context, register_secrets
 from shared.redis_client import create_redis
 from shared.settings import DEFAULT_TARGET, Settings
@@ -55,38 +56,35 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
-async def log_scope(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A request's log context (`shared.logging`): what a handler learns (the
-    handover's id, its conversation) is on every record logged for the request,
-    and gone before the next request on the same connection."""
-    with log_context():
-        return await handler(request)
-
-
-@web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one place a refusal becomes its answer, JSON `{"error", "message"}`:
-    ours (`api.errors`), aiohttp's own 404/405/413, and Redis trouble (503)."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        refusal = exc
-    except web.HTTPRequestEntityTooLarge:
-        refusal = BodyTooLarge(request.app[SETTINGS].max_body_bytes)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        refusal = HttpError(exc.status, exc.reason, request.path)
-    except (RedisError, OSError) as exc:
-        problem = write_refusal(exc)
-        if problem:
-            logger.warning(
-                "redis refuses writes (%s) while serving %s", problem, caller_text(request.path)
-            )
-        else:
-            logger.warning("redis unavailable while serving %s", caller_text(request.path))
-        refusal = Unavailable()
-    return web.json_response(refusal.body(), status=refusal.status, headers=refusal.headers)
+    ours (`api.errors`), aiohttp's own 404/405/413, and Redis trouble (503).
+
+    Also the request's log context (`shared.logging`): what a handler learns (the
+    handover's id, its conversation) is on every record logged for the request,
+    its refusal's included, and gone before the next request on the same
+    connection (one middleware for both: each costs every call a coroutine)."""
+    with log_context():
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            refusal = exc
+        except web.HTTPRequestEntityTooLarge:
+            refusal = BodyTooLarge(request.app[SETTINGS].max_body_bytes)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            refusal = HttpError(exc.status, exc.reason, request.path)
+        except (RedisError, OSError) as exc:
+            problem = write_refusal(exc)
+            if problem:
+                logger.warning(
+                    "redis refuses writes (%s) while serving %s", problem, caller_text(request.path)
+                )
+            else:
+                logger.warning("redis unavailable while serving %s", caller_text(request.path))
+            refusal = Unavailable()
+        return web.json_response(refusal.body(), status=refusal.status, headers=refusal.headers)
 
 
 async def tool_call(request: web.Request) -> web.Response:
@@ -102,7 +100,9 @@ async def tool_call(request: web.Request) -> web.Response:
     handover = parse_tool_call(request.headers, request.content_type, body, target)
     status, answer, outcome = await hand_over(request.app, handover)
     request.app[METRICS].called(metrics.TOOL, outcome)
-    return web.json_response(answer, status=status)
+    return web.Response(
+        body=json_bytes(answer), status=status, content_type="application/json", charset="utf-8"
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -126,7 +126,6 @@ def create_app(
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
-            log_scope,
             json_errors,
             # Counts the refusals of the auth middleware too; absent when metrics are off.
             *([metrics.metrics_middleware(counters)] if counters.enabled else []),

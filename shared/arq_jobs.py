@@ -19,6 +19,7 @@ from typing import Any
 from arq.jobs import serialize_job
 
 from shared import redis_keys
+from shared.json_text import json_bytes
 
 # arq counts a job's tries from the one its record carries.
 FIRST_TRY = 1
@@ -26,7 +27,7 @@ FIRST_TRY = 1
 
 def job_serializer(data: dict[str, Any]) -> bytes:
     """arq's job serializer: JSON, never pickle (a Redis writer must not run code)."""
-    return json.dumps(data, separators=(",", ":")).encode()
+    return json_bytes(data)
 
 
 def job_deserializer(raw: bytes) -> dict[str, Any]:

@@ -28,7 +28,6 @@ writes that move the jobs: nothing to maintain, nothing that can drift.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -38,6 +37,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from shared import lua_scripts, redis_keys
 from shared.arq_jobs import handover_job
+from shared.json_text import json_bytes
 from shared.model import HandoverRequest, Status, new_handover_id, new_handover_record, now
 from shared.queue_order import head_starts_ms, queue_score
 from shared.script_batcher import ReplicaWait, ScriptBatcher
@@ -163,7 +163,7 @@ class Enqueuer:
         enqueue_ms = int(timestamp * 1000)
         job = handover_job(handover_id, request.conversation_sid, enqueue_ms) if store_new else b""
         record = (
-            json.dumps(new_handover_record(handover_id, request, timestamp)) if store_new else ""
+            json_bytes(new_handover_record(handover_id, request, timestamp)) if store_new else b""
         )
         outcome, found, detail = await self._script(
             keys=[

@@ -24,7 +24,7 @@ logger, so every one of them inherits both.
 for a log pipeline to read: the same redacted message and traceback as text,
 plus the handover's fields. Those come from a context variable, not from
 parsing messages: the worker sets them at a job's start (`set_log_context`)
-and the API one around each request (`api.app.log_scope`), code that learns
+and the API one around each request (`api.app.json_errors`), code that learns
 more adds to it (`add_log_context`), and every record logged inside carries the fields,
 whichever module logs it; an `extra={…}` on one call wins over the context.
 The stdlib `logging.Formatter` and `json.dumps` do it in a few lines: a library
@@ -228,7 +228,8 @@ def log_context(**fields: object) -> Iterator[None]:
     """Records logged inside carry `fields` (None: not known, left out); the
     context before is back on exit, so a job or request never leaks into the next
     one run by the same task. asyncio copies the context into each task it starts."""
-    token = _log_context.set({**_log_context.get(), **_known(fields)})
+    current = _log_context.get()
+    token = _log_context.set({**current, **_known(fields)} if fields else current)
     try:
         yield
     finally:

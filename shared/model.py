@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from shared.json_text import json_text
 from shared.logging import mask_identity, redact
 
 MAX_ERROR_MESSAGE_CHARS = 1000
@@ -350,8 +351,8 @@ def new_handover_record(handover_id: str, request: HandoverRequest, now: float) 
         "conversation_sid": request.conversation_sid,
         "identity": str(request.identity),
         "target": request.target,
-        "tool_input": json.dumps(request.tool_input, separators=(",", ":")),
-        "extra_input": json.dumps(request.extra_input, separators=(",", ":")),
+        "tool_input": json_text(request.tool_input),
+        "extra_input": json_text(request.extra_input),
         "state": Status.QUEUED.value,
         "attempts": "0",
         "created_at": repr(now),
