@@ -36,6 +36,7 @@ from aiohttp import web
 from prometheus_client import multiprocess
 
 from api.app import create_app
+from shared.event_loop import new_event_loop
 from shared.listening import CannotListen, cannot_listen
 from shared.logging import configure_logging
 from shared.metrics import MULTIPROCESS_ENV
@@ -74,7 +75,7 @@ def serve(
     try:
         web.run_app(
             create_app(settings), host=host, port=port, access_log=None, print=started,
-            reuse_port=reuse_port or None,
+            reuse_port=reuse_port or None, loop=new_event_loop(),
         )  # fmt: skip
     except OSError as error:
         # Before the sites started, nothing but the bind does I/O (the Redis

@@ -3,7 +3,9 @@
 Three receivers on loopback, each its own process, measured alternately round
 by round so that all see the same machine noise:
 
-  (a) bare aiohttp: reads the request, answers 202 (the framework's limit here)
+  (a) bare aiohttp: reads the request, answers 202 (the framework's limit here),
+      on asyncio's own loop, and (a') the same on uvloop, the loop flex-handover
+      runs on (shared/event_loop.py): c/a' is the share of the same loop's limit
   (b) naive arq: awaits arq's `enqueue_job` per call (3 Redis round trips)
   (c) flex-handover's tool endpoint: authenticated, parsed, de-duplicated,
       rate-limited and stored in Redis (status record + arq job) before the 202
@@ -72,7 +74,13 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-RECEIVERS = ("bare aiohttp", "naive arq", "flex-handover", "flex-handover, metrics off")
+RECEIVERS = (
+    "bare aiohttp",
+    "bare aiohttp, uvloop",
+    "naive arq",
+    "flex-handover",
+    "flex-handover, metrics off",
+)
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -186,6 +194,8 @@ async def main(args: argparse.Namespace) -> int:
     receiver = str(ROOT / "bench" / "receivers.py")
     processes = [
         await start_process(sys.executable, receiver, "bare", "--port", str(ports["bare aiohttp"]), env=env),
+        await start_process(sys.executable, receiver, "bare", "--uvloop",
+                            "--port", str(ports["bare aiohttp, uvloop"]), env=env),
         await start_process(sys.executable, receiver, "arq", "--port", str(ports["naive arq"]), env=env),
         await start_process(command, "api", "--port", str(ports["flex-handover"]),
                             "--processes", str(args.api_processes), env=env),
@@ -253,13 +263,11 @@ def print_report(
                 f"{runs.median('max_ms'):>8.2f} {runs.median('cpu_ms_per_request'):>10.4f} "
                 f"{runs.median('total_cpu_ms_per_request'):>8.4f} {runs.errors:>6}"
             )
-        ours, bare, arq, off = (
-            by_name[name]
-            for name in ("flex-handover", "bare aiohttp", "naive arq", "flex-handover, metrics off")
-        )
+        bare, bare_uvloop, arq, ours, off = (by_name[name] for name in RECEIVERS)
         rate, cpu = "requests_per_second", "cpu_ms_per_request"
         print(
             f"{connections:>5} ratios: c/a {ours.median(rate) / bare.median(rate):.2f}, "
+            f"c/a' {ours.median(rate) / bare_uvloop.median(rate):.2f}, "
             f"c/b {ours.median(rate) / arq.median(rate):.2f}, "
             f"c/d {ours.median(rate) / off.median(rate):.3f} "
             f"(cpu/req {_ratio(ours.median(cpu), off.median(cpu)):.3f}; "
@@ -271,7 +279,9 @@ def print_report(
             f"x{_ratio(ours.median(cpu), bare.median(cpu)):.2f} (paired "
             f"{paired_ratio(ours, bare, cpu):.2f}), receiver + Redis "
             f"x{_ratio(ours.median(total), bare.median(total)):.2f} (paired "
-            f"{paired_ratio(ours, bare, total):.2f})"
+            f"{paired_ratio(ours, bare, total):.2f}); c over a' receiver + Redis "
+            f"x{_ratio(ours.median(total), bare_uvloop.median(total)):.2f} (paired "
+            f"{paired_ratio(ours, bare_uvloop, total):.2f})"
         )
 
 
@@ -327,6 +337,7 @@ def write_json(path: str, results: dict[int, dict[str, Runs]], args: argparse.Na
             {
                 "connections": connections,
                 "c/a": ours / by_name["bare aiohttp"].median("requests_per_second"),
+                "c/a'": ours / by_name["bare aiohttp, uvloop"].median("requests_per_second"),
                 "c/b": ours / by_name["naive arq"].median("requests_per_second"),
                 "c/d": ours / by_name["flex-handover, metrics off"].median("requests_per_second"),
                 "c/a cpu per request with Redis, paired": paired_ratio(

@@ -2,6 +2,8 @@
 
 python bench/receivers.py bare --port P   # reads the request, answers 202:
                                           # aiohttp's own limit on this machine
+python bench/receivers.py bare --uvloop --port P   # the same on uvloop, the loop
+                                          # flex-handover runs on (shared/event_loop.py)
 python bench/receivers.py arq --port P    # awaits arq's enqueue_job per call
                                           # (needs REDIS_URL)
 """
@@ -17,6 +19,7 @@ from arq.connections import ArqRedis, create_pool
 
 from shared import redis_keys
 from shared.arq_jobs import job_deserializer, job_serializer
+from shared.event_loop import new_event_loop
 from shared.redis_client import arq_redis_settings
 
 POOL = web.AppKey("pool", ArqRedis)
@@ -65,9 +68,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=("bare", "arq"))
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--uvloop", action="store_true", help="on uvloop, as flex-handover runs")
     args = parser.parse_args()
+    loop = new_event_loop() if args.uvloop else None
     web.run_app(build_app(args.kind), host="127.0.0.1", port=args.port, access_log=None,
-                print=None)  # fmt: skip
+                print=None, loop=loop)  # fmt: skip
 
 
 if __name__ == "__main__":

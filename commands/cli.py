@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from commands import arguments
+from shared import event_loop
 from shared.handover_list import DEFAULT_LIMIT, LISTABLE_STATES, MAX_LIMIT
 from shared.listening import CannotListen
 from shared.logging import configure_logging, redact
@@ -128,7 +129,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(role="worker")
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(run(settings))
+    event_loop.run(run(settings))
     return 0
 
 

@@ -21,6 +21,7 @@ from mcp.types.version import LATEST_HANDSHAKE_VERSION
 
 from api.app import create_app
 from api.tool_schema import SCHEMA_PATH, TOOL_NAME, TOOL_PATH
+from shared import event_loop
 from shared.listening import bind
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -205,7 +206,7 @@ def mcp_example(host: str, port: int, env: Mapping[str, str] | None = None) -> l
 
 
 def run_dev(host: str, port: int) -> int:
-    asyncio.run(_run_dev(host, port))
+    event_loop.run(_run_dev(host, port))
     return 0
 
 

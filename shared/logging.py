@@ -254,11 +254,14 @@ def count_attempt() -> None:
     add_log_context(attempt=(attempt if isinstance(attempt, int) else 0) + 1)
 
 
+_LOG_FIELD_NAMES = frozenset(LOG_FIELDS)
+
+
 def _known(fields: Mapping[str, object]) -> dict[str, object]:
-    unknown = set(fields) - set(LOG_FIELDS)
+    unknown = fields.keys() - _LOG_FIELD_NAMES
     if unknown:
         raise TypeError(f"not a log field: {', '.join(sorted(unknown))}")
-    return {name: value for name, value in fields.items() if value not in (None, "")}
+    return {name: value for name, value in fields.items() if value is not None and value != ""}
 
 
 def _field_text(value: object) -> object:
