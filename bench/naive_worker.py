@@ -7,6 +7,13 @@ logging. The twilio client gets a connection per job slot, as the service's
 worker has (aiohttp's default pool of 100 would cap it at 100 in flight), so
 the comparison is of the work per handover, not of a pool setting.
 
+With `--same-requests` the job also makes the three other requests the
+service makes for a handover (the channel read that shows it was delivered,
+the Conversation's fetch and its attributes' update that tell the bot), one
+after the other, with none of the service's guarantees: what four requests
+cost in twilio-python and aiohttp, so that the service's CPU over this peer's
+is the price of its guarantees alone.
+
     python bench/naive_worker.py --redis-url redis://… --flex-url http://… --concurrency 100
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -34,14 +42,32 @@ async def deliver(ctx: dict[str, Any], handover_id: str, conversation_sid: str) 
         interaction = await client.flex_api.v1.interaction.create_async(
             **interaction_params(conversation_sid, handoverId=handover_id)
         )
+    if ctx["same_requests"]:
+        async with asyncio.timeout(CREATE_TIMEOUT_SECONDS):
+            await _tell_the_conversation(client, interaction, conversation_sid, handover_id)
     await ctx["redis"].set(
         f"naive:status:{handover_id}", f"succeeded {interaction.sid}", ex=STATUS_TTL_SECONDS
     )
 
 
+async def _tell_the_conversation(
+    client: Client, interaction: Any, conversation_sid: str, handover_id: str
+) -> None:
+    """The service's three other requests: the channel read, the Conversation's
+    fetch and its attributes' update."""
+    channel_sid = interaction.channel["sid"]
+    await client.flex_api.v1.interaction(interaction.sid).channels(channel_sid).fetch_async()
+    conversation = client.conversations.v1.conversations(conversation_sid)
+    attributes = json.loads((await conversation.fetch_async()).attributes or "{}")
+    attributes["handover"] = {"handoverId": handover_id, "status": "handed_over"}
+    await conversation.update_async(attributes=json.dumps(attributes))
+
+
 def main(args: argparse.Namespace) -> None:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["twilio"], ctx["http"] = twilio_client(args.flex_url, args.concurrency)
+        ctx["twilio"].conversations.base_url = args.flex_url
+        ctx["same_requests"] = args.same_requests
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["http"].close()
@@ -67,4 +93,6 @@ if __name__ == "__main__":
     parser.add_argument("--flex-url", required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--poll-delay", type=float, default=0.05)
+    parser.add_argument("--same-requests", action="store_true",
+                        help="also the channel read and the Conversation's fetch and update")  # fmt: skip
     main(parser.parse_args())

@@ -9,7 +9,10 @@ It prints handovers/s and their ratio to the bound min(concurrency / latency,
 FLEX_API_MAX_RPS when set), the worker's CPU milliseconds per handover (alone,
 and with the Redis server's), the same for the naive arq worker a user would
 write (bench/naive_worker.py: stock arq, one bounded create and one status key,
-same backlog, same simulator), and for a bare loop of twilio `create_async`
+same backlog, same simulator) and for that worker making the service's four
+requests per handover (`--same-requests`: the create, the channel read, the
+Conversation's fetch and update; ours over it is the guarantees' price alone),
+and for a bare loop of twilio `create_async`
 calls at the same concurrency (bench/create_loop.py: the client library's own cost, with as
 many connections as coroutines, as the worker has one per job slot), measured
 in the same run; then time from acknowledgement to Interaction created (p50/p99)
@@ -189,8 +192,12 @@ async def main(args: argparse.Namespace) -> int:
             naive = await drain(naive_command, env, flex, enqueuer, count, offset, redis_pid)
             offset += count
             await client.flushall()
+            same = await drain([*naive_command, "--same-requests"], env, flex, enqueuer, count,
+                               offset, redis_pid)  # fmt: skip
+            offset += count
+            await client.flushall()
             bare_rate, bare_cpu_ms = await bare_loop(simulator_url, count, concurrency)
-            rows.append((concurrency, count, bound, ours, naive, bare_rate, bare_cpu_ms))
+            rows.append((concurrency, count, bound, ours, naive, bare_rate, bare_cpu_ms, same))
         concurrency = args.concurrency[-1]
         env = service_env(redis.url, simulator_url, WORKER_CONCURRENCY=str(concurrency),
                           WORKER_POLL_DELAY_SECONDS=str(args.poll_delay),
@@ -214,25 +221,31 @@ async def main(args: argparse.Namespace) -> int:
     )
     print(f"{'conc':>5} {'handovers':>9} {'per s':>8} {'bound':>8} {'ratio':>6} "
           f"{'cpu ms':>7} {'+redis':>7} {'naive/s':>8} {'naive ms':>8} {'+redis':>7} "
-          f"{'bare/s':>8} {'bare ms':>8} {'x naive':>7} {'x bare':>6}")  # fmt: skip
-    for concurrency, count, bound, ours, naive, bare_rate, bare_cpu_ms in rows:
+          f"{'bare/s':>8} {'bare ms':>8} {'x naive':>7} {'x bare':>6} {'same4/s':>8} "
+          f"{'same4 ms':>8} {'x same4':>7}")  # fmt: skip
+    for concurrency, count, bound, ours, naive, bare_rate, bare_cpu_ms, same in rows:
         print(
             f"{concurrency:>5} {count:>9} {ours.per_second:>8.1f} {bound:>8.0f} "
             f"{ours.per_second / bound:>6.2f} {ours.cpu_ms:>7.2f} "
             f"{ours.cpu_ms + ours.redis_cpu_ms:>7.2f} {naive.per_second:>8.1f} "
             f"{naive.cpu_ms:>8.2f} {naive.cpu_ms + naive.redis_cpu_ms:>7.2f} "
             f"{bare_rate:>8.1f} {bare_cpu_ms:>8.2f} {ours.cpu_ms / naive.cpu_ms:>7.2f} "
-            f"{ours.cpu_ms / bare_cpu_ms:>6.2f}"
+            f"{ours.cpu_ms / bare_cpu_ms:>6.2f} {same.per_second:>8.1f} {same.cpu_ms:>8.2f} "
+            f"{ours.cpu_ms / same.cpu_ms:>7.2f}"
         )
     print(
         "ratios: cpu ms per handover of the worker process (+redis: with the Redis "
-        "server's); x naive / x bare: ours over the naive arq worker's and the bare loop's"
+        "server's); x naive / x bare: ours over the naive arq worker's and the bare loop's; "
+        "same4: the naive worker making the same four requests per handover"
     )
-    for concurrency, _, _, ours, naive, _, _ in rows:
+    for concurrency, _, _, ours, naive, _, _, same in rows:
         print(
             f"  concurrency {concurrency}: handovers/s x{ours.per_second / naive.per_second:.2f} "
             f"of naive arq, cpu/handover x{ours.cpu_ms / naive.cpu_ms:.2f} (worker), "
             f"x{(ours.cpu_ms + ours.redis_cpu_ms) / (naive.cpu_ms + naive.redis_cpu_ms):.2f} "
+            f"(worker + redis); against the same four requests: handovers/s "
+            f"x{ours.per_second / same.per_second:.2f}, cpu/handover x{ours.cpu_ms / same.cpu_ms:.2f} "
+            f"(worker), x{(ours.cpu_ms + ours.redis_cpu_ms) / (same.cpu_ms + same.redis_cpu_ms):.2f} "
             "(worker + redis)"
         )
     if latencies:

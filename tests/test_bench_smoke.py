@@ -93,7 +93,8 @@ def test_worker_throughput_bench_reports_its_bound_and_baseline():
     row = next(line.split() for line in lines if line.split()[:1] == ["5"])
     assert float(row[2]) > 0 and float(row[3]) == 100  # handovers/s, bound 5 / 0.05 s
     assert float(row[7]) > 0 and float(row[8]) > 0  # the naive arq worker's: per s, cpu ms
-    assert any("of naive arq" in line for line in lines)
+    assert float(row[15]) > 0 and float(row[16]) > 0  # the same making four requests
+    assert any("of naive arq" in line and "same four requests" in line for line in lines)
     assert any(line.startswith("ack -> Interaction") for line in lines)
 
 
