@@ -250,9 +250,10 @@ class HandoverStore:
         attempt_id: str | None = None,
         aftercare: bool = False,
         release: ClaimRelease | None = None,
-    ) -> bool:
-        """With `aftercare`, the Conversation steps are due (`worker.aftercare`):
-        the record says so until `finish_aftercare`."""
+    ) -> HandoverRecord | None:
+        """The record as this write left it (None: the record was final or gone, and
+        nothing changed). With `aftercare`, the Conversation steps are due
+        (`worker.aftercare`): the record says so until `finish_aftercare`."""
         timestamp = now()
         fields = {
             "state": Status.SUCCEEDED.value,
@@ -268,11 +269,10 @@ class HandoverStore:
             fields["succeeded_attempt"] = attempt_id
         if aftercare:
             fields["aftercare"] = AFTERCARE_PENDING
-        return await self._set(
+        return await self._finish(
             handover_id,
             fields,
             clear=["error", "next_attempt_at", *_IN_FLIGHT, *_AFTERCARE_RESULTS],
-            final=True,
             timestamp=timestamp,
             release=release,
         )
@@ -284,7 +284,8 @@ class HandoverStore:
         *,
         aftercare: bool = False,
         release: ClaimRelease | None = None,
-    ) -> bool:
+    ) -> HandoverRecord | None:
+        """As `mark_succeeded`: the record as this write left it, or None."""
         timestamp = now()
         fields = {
             "state": Status.FAILED.value,
@@ -293,11 +294,10 @@ class HandoverStore:
         }
         if aftercare:
             fields["aftercare"] = AFTERCARE_PENDING
-        return await self._set(
+        return await self._finish(
             handover_id,
             fields,
             clear=["next_attempt_at", *_AFTERCARE_RESULTS],
-            final=True,
             timestamp=timestamp,
             failed=True,
             release=release,
@@ -376,7 +376,22 @@ class HandoverStore:
         """The hand-back job is done (`fields`: `handed_back` and what it did)."""
         return await self._set(handover_id, fields, after_outcome=True)
 
-    async def _set(
+    async def _finish(
+        self, handover_id: str, fields: dict[str, str], **update: Any
+    ) -> HandoverRecord | None:
+        """A final write (its `state` the outcome): the record as it left it, read
+        in the same script; None when it was refused."""
+        reply = await self._write(handover_id, fields, final=True, **update)
+        if not int(reply[0]):
+            return None
+        return HandoverRecord.from_hash(_decoded(dict(zip(reply[2::2], reply[3::2], strict=True))))
+
+    async def _set(self, handover_id: str, fields: dict[str, str], **update: Any) -> bool:
+        """Apply the update; True when the record existed and took it."""
+        reply = await self._write(handover_id, fields, **update)
+        return bool(int(reply[0]))
+
+    async def _write(
         self,
         handover_id: str,
         fields: dict[str, str],
@@ -388,8 +403,8 @@ class HandoverStore:
         failed: bool = False,
         release: ClaimRelease | None = None,
         after_outcome: bool = False,
-    ) -> bool:
-        """Apply the update; True when the record existed and took it. A delivery
+    ) -> list[Any]:
+        """Apply the update; the script's answer (shared/lua/update.lua). A delivery
         write (not `after_outcome`) is refused once the record is final. A `final`
         write (its `state` the outcome) counts it in the minute's outcome counters. With
         `release`, the claim is released in the same script and
@@ -419,10 +434,10 @@ class HandoverStore:
         ]
         if release is not None:
             script_keys.append(release.key)
-        updated, released = await self._update(keys=script_keys, args=args)
+        reply: list[Any] = await self._update(keys=script_keys, args=args)
         if release is not None:
-            release.released = bool(released)
-        return bool(updated)
+            release.released = bool(int(reply[1]))
+        return reply
 
 
 @dataclass
@@ -433,6 +448,9 @@ class ClaimRelease:
     value: str
     released: bool | None = None
     """After the write: whether the claim was still the run's own and is gone."""
+    finished: HandoverRecord | None = None
+    """After a final write that kept the claim for the Conversation steps: the
+    record as that write left it (read in the same script), which they start from."""
 
 
 def _error_field(error: HandoverError) -> str:

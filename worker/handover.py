@@ -118,7 +118,9 @@ async def _run_claimed(
     that kept the claim left them due (`worker.aftercare`)."""
     state = await _run_within_budget(context, record, claim, on_answered)
     if claim.released is None and state in _FINAL_VALUES:
-        finished = await context.store.get(record.handover_id)
+        # The final write answers the record; without its answer (the budget
+        # struck while it was on its way, or the write was refused) it is read.
+        finished = claim.finished or await context.store.get(record.handover_id)
         if finished is not None and finished.aftercare == AFTERCARE_PENDING:
             await _aftercare(context, finished, claim)
     return state
@@ -298,7 +300,7 @@ async def _succeed(
 ) -> str:
     """Succeeded; the claim is kept for the Conversation steps (marking it)."""
     handover_id = record.handover_id
-    await context.store.mark_succeeded(
+    finished = await context.store.mark_succeeded(
         handover_id,
         created.interaction_sid,
         created.channel_sid,
@@ -307,6 +309,8 @@ async def _succeed(
         attempt_id=created.attempt_id,
         aftercare=claim is not None,
     )
+    if claim is not None:
+        claim.finished = finished
     context.metrics.finished(Status.SUCCEEDED, record.request.target)
     context.metrics.delivered(record.deadline_from)
     how = " (found by TaskRouter lookup)" if created.found_by_lookup else ""
@@ -329,9 +333,11 @@ async def _fail(
     """Failed; with a fallback message to post, the claim is kept for it."""
     target = context.settings.targets.get(record.request.target)
     fallback_due = claim is not None and target is not None and target.fallback_message is not None
-    await context.store.mark_failed(
+    finished = await context.store.mark_failed(
         record.handover_id, error, aftercare=fallback_due, release=None if fallback_due else claim
     )
+    if fallback_due and claim is not None:
+        claim.finished = finished
     context.metrics.finished(Status.FAILED, record.request.target)
     logger.warning("handover %s failed: %s", record.handover_id, error.message)
     return "failed"

@@ -160,8 +160,8 @@ async def test_a_final_record_takes_no_more_delivery_writes(store, handover_id, 
     assert await store.start_attempt(handover_id, "at_1") is None
     assert await store.end_attempt(handover_id, TIMEOUT, ambiguous=True) is False
     assert await store.count_lookup(handover_id) is False
-    assert await store.mark_failed(handover_id, TIMEOUT) is False
-    assert await store.mark_succeeded(handover_id, "KD" + "3" * 32, None) is False
+    assert await store.mark_failed(handover_id, TIMEOUT) is None
+    assert await store.mark_succeeded(handover_id, "KD" + "3" * 32, None) is None
     assert await redis.hgetall(key) == before
     # The steps after the outcome still write.
     assert await store.finish_aftercare(handover_id, {"aftercare": "done"}) is True
@@ -170,3 +170,20 @@ async def test_a_final_record_takes_no_more_delivery_writes(store, handover_id, 
 
 async def test_a_missing_record_starts_no_attempt(store):
     assert await store.start_attempt(new_handover_id(), "at_1") is None
+
+
+@pytest.mark.parametrize("final", ["succeeded", "failed"])
+async def test_a_final_write_answers_the_record_as_it_left_it(store, handover_id, final):
+    """The Conversation steps start from the final write's answer, with no read of
+    their own: it must be the record as stored, the outcome's fields included."""
+    await store.start_attempt(handover_id, "at_1")
+    if final == "succeeded":
+        finished = await store.mark_succeeded(
+            handover_id, "KD" + "1" * 32, "UO" + "2" * 32, attempt_id="at_1", aftercare=True
+        )
+    else:
+        finished = await store.mark_failed(handover_id, REFUSED, aftercare=True)
+    assert finished is not None
+    assert finished == await store.get(handover_id)
+    assert finished.state is Status(final) and finished.aftercare == "pending"
+    assert finished.attempts == 1
