@@ -35,6 +35,7 @@ from twilio.rest import Client
 
 from shared import sids
 from shared.settings import Settings
+from worker.arq_worker import FOLLOW_UPS_PER_SLOT
 from worker.errors import AnswerTooLarge, FlexError, classify, parse_failure, unreadable_answer
 from worker.interaction import InteractionPayload
 from worker.retry import parse_retry_after
@@ -158,10 +159,11 @@ class FlexClient:
 
     def __init__(self, settings: Settings):
         self._attempt_timeout = settings.attempt_timeout_seconds
-        # One request at a time per job: a connection per job slot is enough.
+        # One request at a time per job, and a slot may be lent to a follow-up
+        # job while its own finishes: a connection for each job that may run.
         self._http = BoundedHttpClient(
             timeout=settings.attempt_timeout_seconds,
-            connections=max(100, settings.worker_concurrency),
+            connections=max(100, settings.worker_concurrency * (1 + FOLLOW_UPS_PER_SLOT)),
         )
         self._client = Client(
             username=settings.twilio_username,
