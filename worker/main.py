@@ -67,6 +67,8 @@ logger = logging.getLogger(f"flex_handover.{__name__}")
 
 # Retries end by the handover's max age, not by a count.
 MAX_TRIES = 1_000_000
+# Allocations between two young collections once the worker has started (Python: 700).
+GC_YOUNG_THRESHOLD = 20_000
 
 # What "Redis went away" looks like from arq's poll loop and from create_pool.
 # redis' ConnectionError includes BusyLoadingError (a restarted Redis still
@@ -110,6 +112,11 @@ def create_worker(
         # Start-up's objects live as long as the process: out of the collector's
         # sight (as in api.server), a full collection no longer walks them.
         gc.freeze()
+        # Hundreds of handovers in flight are hundreds of live objects each, walked
+        # again by every young collection: at Python's 700 allocations a
+        # collection, that was a tenth of the worker's CPU at concurrency 500
+        # (BENCHMARKS.md, third round). Cyclic garbage waits a little longer.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         logger.info(
             "worker ready: concurrency %d, flex api %s",
             settings.worker_concurrency,
