@@ -19,8 +19,13 @@ in the same run; then time from acknowledgement to Interaction created (p50/p99)
 for a paced run at half the bound, where it should be the Flex latency plus a
 little. bench/arq_noop.py gives arq's own share of the CPU per handover.
 
+With `--gc` our worker runs through bench/gc_timer.py and the collector's
+share of its CPU is printed too (`--gc-young-threshold 700`: with Python's own
+young-generation threshold instead of the worker's, to compare).
+
     python bench/worker_throughput.py
     python bench/worker_throughput.py --concurrency 100 --seconds 3
+    python bench/worker_throughput.py --concurrency 100 500 --seconds 3 --gc
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import os
 import re
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +173,7 @@ async def main(args: argparse.Namespace) -> int:
     simulator_url = await flex.start()
     client = aioredis.Redis.from_url(redis.url, decode_responses=True)
     rows = []
+    collector: list[tuple[int, list[str]]] = []
     try:
         offset = 0
         for concurrency in args.concurrency:
@@ -181,8 +188,10 @@ async def main(args: argparse.Namespace) -> int:
                 bound = min(bound, max_rps)
             count = max(concurrency * 2, int(bound * args.seconds))
             redis_pid = redis.process.pid if redis.process else 0
-            ours = await drain([flex_handover_command(), "worker"], env, flex, enqueuer,
+            ours = await drain(our_worker(args, concurrency), env, flex, enqueuer,
                                count, offset, redis_pid)  # fmt: skip
+            if args.gc:
+                collector.append((concurrency, gc_report(concurrency).read_text().split()))
             offset += count
             await client.flushall()
             naive_command = [sys.executable, str(ROOT / "bench" / "naive_worker.py"),
@@ -248,6 +257,13 @@ async def main(args: argparse.Namespace) -> int:
             f"(worker), x{(ours.cpu_ms + ours.redis_cpu_ms) / (same.cpu_ms + same.redis_cpu_ms):.2f} "
             "(worker + redis)"
         )
+    for concurrency, figures in collector:
+        found = dict(zip(figures[::2], figures[1::2], strict=True))
+        print(
+            f"collector at concurrency {concurrency}: {float(found['share']):.1%} of the "
+            f"worker's CPU ({found['collections']} collections, {found['gc_seconds']} s of "
+            f"{found['cpu_seconds']} s; young threshold {args.gc_young_threshold or 'as set'})"
+        )
     if latencies:
         print(
             f"ack -> Interaction at {paced_rate:g}/s: p50 {statistics.median(latencies):.0f} ms, "
@@ -255,6 +271,20 @@ async def main(args: argparse.Namespace) -> int:
             f"{args.flex_latency * 1000:.0f} ms)"
         )
     return 0
+
+
+def gc_report(concurrency: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"flex-handover-gc-{os.getpid()}-{concurrency}.txt"
+
+
+def our_worker(args: argparse.Namespace, concurrency: int) -> list[str]:
+    """`flex-handover worker`, or with `--gc` the same through bench/gc_timer.py."""
+    if not args.gc:
+        return [flex_handover_command(), "worker"]
+    threshold = (["--young-threshold", str(args.gc_young_threshold)]
+                 if args.gc_young_threshold else [])  # fmt: skip
+    return [sys.executable, str(ROOT / "bench" / "gc_timer.py"), *threshold,
+            str(gc_report(concurrency)), "worker"]  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -266,6 +296,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paced-rate", type=float, default=100.0, help="handovers/s")
     parser.add_argument("--log-level", default="WARNING",
                         help="the worker's LOG_LEVEL (INFO: a line per handover, to /dev/null)")  # fmt: skip
+    parser.add_argument(
+        "--gc",
+        action="store_true",
+        help="also the collector's share of our worker's CPU (bench/gc_timer.py)",
+    )
+    parser.add_argument(
+        "--gc-young-threshold",
+        type=int,
+        help="with --gc: keep the young generation's threshold at this",
+    )
     return parser.parse_args(argv)
 
 

@@ -98,6 +98,16 @@ def test_worker_throughput_bench_reports_its_bound_and_baseline():
     assert any(line.startswith("ack -> Interaction") for line in lines)
 
 
+def test_worker_throughput_bench_times_the_workers_collector():
+    lines = run_bench(
+        "worker_throughput.py", "--concurrency", "5", "--seconds", "0.5",
+        "--flex-latency", "0.05", "--paced-rate", "10", "--gc", "--gc-young-threshold", "700",
+    )  # fmt: skip
+    line = next(line for line in lines if line.startswith("collector at concurrency 5:"))
+    share = float(line.split()[4].rstrip("%"))
+    assert 0 < share < 100 and "young threshold 700" in line
+
+
 def test_cost_bench_reports_memory_bytes_and_a_drained_backlog(tmp_path):
     import json
 
